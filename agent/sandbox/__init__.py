@@ -1,0 +1,1 @@
+"""The sandbox: what happens between a job spec and the user's exec."""

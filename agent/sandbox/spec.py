@@ -1,0 +1,84 @@
+"""The sandbox spec: the data the agent hands to the launcher on a trusted channel.
+
+It is plain data (nsjail's lesson: configuration is a declarative message, separate from the code
+that applies it). The launcher receives it as JSON over a unix socket from the agent; nothing in it
+comes from the user's environment, and the job type is a typed field set by the service.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class JobType(str, enum.Enum):
+    """Which isolation profile a job gets. Anything unknown means production."""
+
+    STANDARD = "standard"
+    RUNTIME_BUILD = "runtime-build"
+
+    @classmethod
+    def parse(cls, value: Any) -> "JobType":
+        """Fail safe: only the exact builder value selects the builder."""
+        return cls.RUNTIME_BUILD if value == cls.RUNTIME_BUILD.value else cls.STANDARD
+
+
+@dataclass
+class Mount:
+    """A bind mount of a host path into the sandbox root."""
+
+    source: str
+    target: str
+    readonly: bool = True
+
+
+@dataclass
+class Upload:
+    """A file written into /work before the user's code runs."""
+
+    path: str
+    content: bytes
+    mode: int = 0o644
+
+
+@dataclass
+class SandboxSpec:
+    """Everything the in-sandbox init needs, and nothing the user chose that it must not trust."""
+
+    job_id: str
+    job_type: JobType
+    root_dir: str                      # <root>/jobs/<id>: the mount point of the job's tmpfs root
+    argv: list[str]
+    env: dict[str, str]
+    uid: int
+    gid: int
+    hostname: str = "joblet"
+    disk_mb: int = 256                 # size of the job's tmpfs (root skeleton, /work, /tmp)
+    shm_mb: int = 64
+    mounts: list[Mount] = field(default_factory=list)      # extra binds (runtime, builder paths)
+    masks: list[str] = field(default_factory=list)         # paths hidden under an empty tmpfs/devnull
+    etc_files: dict[str, str] = field(default_factory=dict)  # name -> content, written into /etc
+    uploads: list[Upload] = field(default_factory=list)
+    cgroup_procs: list[str] = field(default_factory=list)  # cgroup.procs files to join first
+    network: str = "none"
+    wait_for_go: bool = False          # init waits for the agent (e.g. network set-up) before exec
+    artifacts_dir: str | None = None   # host dir where /work is copied when the job ends
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["job_type"] = self.job_type.value
+        for up in data["uploads"]:
+            up["content"] = up["content"].hex()
+        return data
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> "SandboxSpec":
+        data = dict(data)
+        data["job_type"] = JobType.parse(data.get("job_type"))
+        data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
+        data["uploads"] = [
+            Upload(path=u["path"], content=bytes.fromhex(u["content"]), mode=u.get("mode", 0o644))
+            for u in data.get("uploads", [])
+        ]
+        return cls(**data)
