@@ -1,0 +1,182 @@
+"""The API's data: request bodies (validated, unknown fields refused) and the job record."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .sandbox.safefs import UnsafePath, split_relative
+
+RESERVED_ENV = ("JOB_TYPE", "JOB_ID")
+RESERVED_ENV_PREFIX = "JOBLET_"
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RUNTIME_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_UPLOAD_BYTES = 64 << 20
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
+
+
+class Limits(Strict):
+    cpu_percent: int | None = Field(None, ge=1, le=100 * (os.cpu_count() or 1),
+                                    description="100 = one CPU")
+    memory_mb: int | None = Field(None, ge=8, le=1 << 20)
+    pids: int | None = Field(None, ge=4, le=1 << 16)
+    io_bps: int | None = Field(None, ge=0, le=1 << 40, description="0 = unlimited")
+    timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
+    disk_mb: int | None = Field(None, ge=1, le=1 << 20, description="size of /work + /tmp")
+
+
+class Upload(Strict):
+    path: str = Field(..., max_length=4096)
+    content_b64: str
+    mode: int = Field(0o644, ge=0, le=0o777)
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        try:
+            split_relative(value)
+        except UnsafePath as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("content_b64")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("content_b64 is not valid base64") from None
+        if len(raw) > MAX_UPLOAD_BYTES:
+            raise ValueError(f"upload is {len(raw)} bytes; the limit is {MAX_UPLOAD_BYTES}")
+        return value
+
+    def content(self) -> bytes:
+        return base64.b64decode(self.content_b64)
+
+
+class JobRequest(Strict):
+    """POST /v1/jobs. Nothing here selects the job type: the service sets it."""
+
+    command: list[str] | None = Field(None, min_length=1, max_length=4096)
+    script: str | None = Field(None, max_length=16 << 20)
+    runtime: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    network: Literal["none", "bridge"] = "none"
+    uploads: list[Upload] = Field(default_factory=list, max_length=1024)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: list[str] = Field(default_factory=list, max_length=256,
+                               description="variables of a script job returned as JSON in an `outputs` event")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "JobRequest":
+        if (self.command is None) == (self.script is None):
+            raise ValueError("give exactly one of `command` or `script`")
+        if self.command is not None and any("\x00" in a for a in self.command):
+            raise ValueError("command arguments must not contain NUL bytes")
+        if self.command is not None and not self.command[0]:
+            raise ValueError("command[0] must name a program")
+        if (self.inputs or self.outputs) and self.script is None:
+            raise ValueError("`inputs` and `outputs` need a `script` job")
+        return self
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            upper = name.upper()
+            if upper in RESERVED_ENV or upper.startswith(RESERVED_ENV_PREFIX):
+                raise ValueError(f"env name {name!r} is reserved for the agent")
+            if not ENV_NAME.match(name):
+                raise ValueError(f"env name {name!r} is not a valid variable name")
+            if "\x00" in value:
+                raise ValueError(f"env value of {name!r} contains a NUL byte")
+        return env
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, value: str | None) -> str | None:
+        if value is not None and not RUNTIME_NAME.match(value):
+            raise ValueError(f"runtime name {value!r} is not valid (lowercase letters, digits, '.', '_', '-')")
+        return value
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        for name in value:
+            if not VAR_NAME.match(name):
+                raise ValueError(f"{name!r} is not a Python variable name")
+        return value
+
+
+class Usage(BaseModel):
+    cpu_s: float | None = None
+    memory_peak_bytes: int | None = None
+
+
+class JobRecord(BaseModel):
+    id: str
+    type: Literal["standard", "runtime-build"] = "standard"
+    owner: str
+    status: JobStatus = JobStatus.PENDING
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    runtime: str | None = None
+    limits: Limits = Field(default_factory=Limits)
+    network: str = "none"
+    command: list[str] | None = None
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+class Created(BaseModel):
+    id: str
+    status: JobStatus
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    cgroup: str
+    root: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class BuildRequest(Strict):
+    force: bool = False
+    spec: str | None = Field(None, max_length=1 << 20)
+    files: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,64 @@
+"""Where the agent keeps things. Everything it creates lives under its root or a configured path,
+and the builder excludes these real paths, not a folder name."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AgentPaths:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> "AgentPaths":
+        return cls(Path(os.path.realpath(root)))
+
+    @property
+    def jobs(self) -> Path:
+        """Mount points of running jobs' roots (empty directories on the host)."""
+        return self.root / "jobs"
+
+    @property
+    def runtimes(self) -> Path:
+        return self.root / "runtimes"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def job_state(self) -> Path:
+        """Records, event logs and /work artifacts of every job."""
+        return self.state / "jobs"
+
+    @property
+    def tokens(self) -> Path:
+        return self.state / "tokens.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config"
+
+    def private(self) -> list[Path]:
+        """Paths no sandbox may see: state, logs, config and other jobs."""
+        return [self.jobs, self.state, self.logs, self.config]
+
+    def cgroup_parent(self) -> str:
+        """Each agent root gets its own cgroup parent, so agents on one host never collide."""
+        return "jnb-" + hashlib.sha1(str(self.root).encode()).hexdigest()[:8]
+
+    def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        for path in (self.jobs, self.state, self.job_state, self.logs, self.config):
+            path.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(path, 0o700)
+        self.runtimes.mkdir(mode=0o755, exist_ok=True)

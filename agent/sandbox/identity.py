@@ -1,0 +1,55 @@
+"""Identity: who the job runs as, and what it may no longer do.
+
+The order matters: the bounding set can only be dropped while CAP_SETPCAP is held, so it goes
+first; then groups, gid and uid; then the remaining sets are cleared explicitly; no_new_privs last,
+so that no setuid or file-capability binary can give any of it back.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import libc
+
+CAP_KILL = 5
+
+
+def last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return 40
+
+
+def drop_bounding_set(keep: frozenset[int] = frozenset()) -> None:
+    for cap in range(last_cap() + 1):
+        if cap not in keep:
+            libc.prctl(libc.PR_CAPBSET_DROP, cap)
+
+
+def become_job_user(uid: int, gid: int) -> None:
+    """Drop to the unprivileged job user with no capabilities in any set, bounding included."""
+    if uid == 0 or gid == 0:
+        raise ValueError("a job never runs as root")
+    drop_bounding_set()
+    libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    libc.capset(0, 0, 0)
+    set_no_new_privs()
+
+
+def reduce_reaper(keep: frozenset[int] = frozenset({CAP_KILL})) -> None:
+    """The PID-1 reaper keeps root's uid (so the job cannot signal or trace it) but only the
+    capability it needs to forward signals to the job's processes."""
+    drop_bounding_set(keep)
+    mask = sum(1 << cap for cap in keep)
+    libc.capset(mask, mask, 0)
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    set_no_new_privs()
+
+
+def set_no_new_privs() -> None:
+    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)

@@ -1,0 +1,162 @@
+"""Mounts: build a job's root on a size-bounded tmpfs and enter it with pivot_root.
+
+Every bind is nosuid,nodev; read-only binds are remounted read-only submount by submount (a
+recursive bind alone leaves submounts writable). The order follows bubblewrap: private propagation,
+tmpfs root, binds, proc and dev, pivot_root, detach the old root, then the root itself read-only.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import libc
+from .libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
+
+# /proc entries that leak host state or accept dangerous writes: files get /dev/null bound over
+# them, directories get an empty read-only tmpfs (the set Docker and runc mask by default).
+PROC_MASKED_FILES = (
+    "kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger", "kallsyms", "latency_stats",
+    "timer_stats", "config.gz", "kmsg", "kpagecount", "kpageflags", "kpagecgroup", "mtrr",
+)
+PROC_MASKED_DIRS = ("acpi", "scsi", "asound", "firmware", "driver")
+PROC_READONLY = ("sys", "irq", "bus", "fs")
+
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+             "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mounts_under(path: str) -> list[tuple[str, set[str]]]:
+    """(mount point, per-mount options) for `path` and every mount below it, parents first."""
+    path = os.path.normpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = _unescape(fields[4])
+            if point == path or point.startswith(path.rstrip("/") + "/"):
+                found.append((point, set(fields[5].split(","))))
+    return found
+
+
+def make_private() -> None:
+    """Nothing this namespace mounts may propagate back to the host."""
+    libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def mount_tmpfs(target: str, size_mb: int, mode: int = 0o755, flags: int = MS_NOSUID | MS_NODEV) -> None:
+    libc.mount("tmpfs", target, "tmpfs", flags, f"size={size_mb}m,mode={mode:o}")
+
+
+def remount(target: str, flags: int) -> None:
+    libc.mount(None, target, None, MS_REMOUNT | MS_BIND | flags)
+
+
+def _flags_of(options: set[str]) -> int:
+    flags = 0
+    if "noexec" in options:
+        flags |= MS_NOEXEC
+    return flags
+
+
+def bind(source: str, target: str, readonly: bool) -> None:
+    """Bind `source` (with submounts) and make every mount of it nosuid,nodev (+ro if asked)."""
+    libc.mount(source, target, None, MS_BIND | MS_REC)
+    extra = MS_NOSUID | MS_NODEV | (MS_RDONLY if readonly else 0)
+    for point, options in mounts_under(target):
+        remount(point, extra | _flags_of(options))
+
+
+def bind_self(path: str) -> None:
+    """Make a directory of the root tmpfs its own writable mount, so it stays writable when the root
+    is remounted read-only."""
+    libc.mount(path, path, None, MS_BIND)
+    remount(path, MS_NOSUID | MS_NODEV)
+
+
+def mount_proc(root: str) -> None:
+    """A fresh procfs for the new PID namespace, with host-leaking entries masked."""
+    proc = os.path.join(root, "proc")
+    libc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for name in PROC_MASKED_FILES:
+        target = os.path.join(proc, name)
+        if os.path.exists(target):
+            libc.mount("/dev/null", target, None, MS_BIND)
+            remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for name in PROC_MASKED_DIRS:
+        target = os.path.join(proc, name)
+        if os.path.isdir(target):
+            libc.mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=555")
+    for name in PROC_READONLY:
+        target = os.path.join(proc, name)
+        if os.path.isdir(target):
+            libc.mount(target, target, None, MS_BIND | MS_REC)
+            for point, options in mounts_under(target):
+                remount(point, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def mount_dev(root: str, shm_mb: int) -> None:
+    """A tmpfs /dev (nodev itself) holding binds of a handful of harmless host nodes."""
+    dev = os.path.join(root, "dev")
+    libc.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=755")
+    for name in DEV_NODES:
+        target = os.path.join(dev, name)
+        open(target, "w").close()
+        libc.mount(f"/dev/{name}", target, None, MS_BIND)
+        remount(target, MS_NOSUID | MS_NOEXEC)
+    for name, link in DEV_LINKS.items():
+        os.symlink(link, os.path.join(dev, name))
+    os.mkdir(os.path.join(dev, "pts"))
+    libc.mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
+               "newinstance,ptmxmode=0666,mode=0620")
+    os.mkdir(os.path.join(dev, "shm"))
+    mount_tmpfs(os.path.join(dev, "shm"), shm_mb, 0o1777, MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    remount(dev, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def mkdirs_beneath(root: str, relative: str, mode: int = 0o755) -> str:
+    """Create `relative` below `root` one component at a time, refusing symlinks on the way.
+
+    Used for mount targets inside a root that only this init has written to so far; the check is
+    the belt to that brace.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in [p for p in relative.split("/") if p]:
+            if part in (".", ".."):
+                raise ValueError(f"mount target {relative!r} must not contain '.' or '..'")
+            try:
+                os.mkdir(part, mode, dir_fd=fd)
+            except FileExistsError:
+                pass
+            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    finally:
+        os.close(fd)
+    return os.path.join(root, relative.lstrip("/"))
+
+
+def pivot(root: str) -> None:
+    """Enter `root` with pivot_root and detach the old root, so no path leads back to the host."""
+    os.chdir(root)
+    libc.pivot_root(".", ".")
+    libc.umount2(".", libc.MNT_DETACH)
+    os.chdir("/")
+
+
+def root_readonly() -> None:
+    remount("/", MS_RDONLY | MS_NOSUID | MS_NODEV)

@@ -1,0 +1,42 @@
+"""The PID-1 reaper: what a job runs under, so that signals work and zombies do not pile up.
+
+A plain program as PID 1 of a namespace ignores every signal it has no handler for and never
+reaps orphans. The reaper forwards the signals a user or the agent sends to the job's process group
+and reaps every child until the main one ends; when it exits, the kernel kills whatever is left in
+the namespace, daemonised children included.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
+
+
+def _forwarder(main_pid: int):
+    def forward(signum: int, _frame: object) -> None:
+        for target in (-main_pid, main_pid):
+            try:
+                os.kill(target, signum)
+            except (ProcessLookupError, PermissionError):
+                continue
+    return forward
+
+
+def install_forwarding(main_pid: int) -> None:
+    handler = _forwarder(main_pid)
+    for sig in FORWARDED:
+        signal.signal(sig, handler)
+
+
+def reap_until(main_pid: int) -> int:
+    """Reap every child; return the wait status of `main_pid` once it ends."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
+        if pid == main_pid:
+            return status

@@ -1,0 +1,142 @@
+"""Job records and event logs on disk, so that a restarted agent still serves them.
+
+Each job has `<state>/jobs/<id>/record.json` (replaced atomically) and `events.ndjson` (append
+only, one event a line, `seq` from 1 without gaps). A follower reads the file and then waits for
+the next append; since appends and reads run on the same event loop, a follower never sees half a
+line, and because it resumes by `seq`, no line is lost or repeated at the history/live handoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from .models import JobRecord
+
+
+class EventLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seq = 0
+        self.closed = False
+        self._changed = asyncio.Event()
+        self._file = None
+        if path.exists():
+            self.seq = _last_seq(path)
+
+    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        self.seq += 1
+        event = {"seq": self.seq, **event}
+        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+        self._file.flush()
+        if event["type"] == "exit":
+            self.close()
+        self._wake()
+        return event
+
+    def close(self) -> None:
+        self.closed = True
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def follow(self, after: int = 0, follow: bool = True) -> AsyncIterator[dict[str, Any]]:
+        """Every event with seq > after, then (if follow) new ones until the exit event."""
+        offset = 0
+        last = after
+        while True:
+            waiter = self._changed
+            offset, events = _read_from(self.path, offset)
+            for event in events:
+                if event["seq"] > last:
+                    last = event["seq"]
+                    yield event
+                    if event["type"] == "exit":
+                        return
+            if not follow or self.closed:
+                if self.closed and last < self.seq:
+                    continue
+                return
+            await waiter.wait()
+
+
+def _read_from(path: Path, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset, []
+    end = data.rfind(b"\n") + 1
+    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return offset + end, events
+
+
+def _last_seq(path: Path) -> int:
+    _, events = _read_from(path, 0)
+    return events[-1]["seq"] if events else 0
+
+
+class JobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.records: dict[str, JobRecord] = {}
+        self.logs: dict[str, EventLog] = {}
+
+    def load(self) -> list[JobRecord]:
+        """Read every record from disk (at start-up)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for entry in sorted(self.root.iterdir()):
+            record_file = entry / "record.json"
+            if record_file.is_file():
+                try:
+                    record = JobRecord.model_validate_json(record_file.read_text())
+                except ValueError:
+                    continue
+                self.records[record.id] = record
+        return list(self.records.values())
+
+    def dir(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def artifacts(self, job_id: str) -> Path:
+        return self.dir(job_id) / "work"
+
+    def add(self, record: JobRecord) -> None:
+        self.dir(record.id).mkdir(mode=0o700)
+        self.records[record.id] = record
+        self.save(record)
+
+    def save(self, record: JobRecord) -> None:
+        path = self.dir(record.id) / "record.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(record.model_dump_json())
+        os.replace(tmp, path)
+
+    def log(self, job_id: str) -> EventLog:
+        if job_id not in self.logs:
+            log = EventLog(self.dir(job_id) / "events.ndjson")
+            record = self.records.get(job_id)
+            if record is not None and record.status.finished:
+                log.closed = True
+            self.logs[job_id] = log
+        return self.logs[job_id]
+
+    def remove(self, job_id: str) -> None:
+        log = self.logs.pop(job_id, None)
+        if log is not None:
+            log.close()
+        self.records.pop(job_id, None)
+        shutil.rmtree(self.dir(job_id), ignore_errors=True)
