@@ -1,0 +1,173 @@
+"""The HTTP API: translates HTTP to calls on the services and back. It knows nothing of mounts.
+
+Every error leaves as `{"error": {"code", "message"}}` with one status per error type, mapped here
+and nowhere else.
+"""
+
+
+
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .auth import Principal, TokenStore
+from .errors import AgentError
+from .jobs import JobService
+from .models import BuildRequest, Created, ErrorResponse, Health, JobRecord, JobRequest
+
+JOB_ID = r"^[0-9a-f]{16}$"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 503)
+}
+
+
+def create_app(service: JobService, tokens: TokenStore, extra: dict[str, Any] | None = None) -> FastAPI:
+    app = FastAPI(title="joblet-nb agent", version=__version__,
+                  description="Runs notebook cells in isolated Linux sandboxes.", responses=ERRORS)
+    _install_error_handlers(app)
+    app.state.service = service
+    runtimes = (extra or {}).get("runtimes")
+
+    def caller(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        return tokens.authenticate(authorization)
+
+    Caller = Annotated[Principal, Depends(caller)]
+    JobId = Annotated[str, _path_job_id()]
+
+    @app.get("/v1/health", response_model=Health)
+    async def health() -> Health:
+        return Health(status="ok", version=__version__, cgroup=service.driver.version, root=str(service.paths.root))
+
+    @app.get("/v1/whoami")
+    async def whoami(who: Caller) -> dict[str, str]:
+        return {"id": who.id, "name": who.name, "role": who.role}
+
+    @app.post("/v1/jobs", status_code=201, response_model=Created)
+    async def run_job(body: JobRequest, who: Caller) -> Created:
+        record = await service.start(who, body)
+        return Created(id=record.id, status=record.status)
+
+    @app.get("/v1/jobs", response_model=list[JobRecord])
+    async def list_jobs(who: Caller) -> list[JobRecord]:
+        return service.list(who)
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobRecord)
+    async def get_job(job_id: JobId, who: Caller) -> JobRecord:
+        return service.get(who, job_id)
+
+    @app.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse,
+             responses={200: {"content": {"application/x-ndjson": {}}}})
+    async def job_events(job_id: JobId, who: Caller, follow: bool = False,
+                         after: Annotated[int, Query(ge=0, le=1 << 62)] = 0) -> StreamingResponse:
+        events = await service.events(who, job_id, after, follow)
+        return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
+
+    @app.post("/v1/jobs/{job_id}/stop", response_model=JobRecord)
+    async def stop_job(job_id: JobId, who: Caller) -> JobRecord:
+        return await service.stop(who, job_id)
+
+    @app.delete("/v1/jobs/{job_id}", status_code=204, response_class=JSONResponse)
+    async def delete_job(job_id: JobId, who: Caller) -> JSONResponse:
+        service.delete(who, job_id)
+        return JSONResponse(status_code=204, content=None)
+
+    @app.get("/v1/jobs/{job_id}/files/{path:path}", response_class=StreamingResponse,
+             responses={200: {"content": {"application/octet-stream": {}}}})
+    async def job_file(job_id: JobId, path: str, who: Caller) -> StreamingResponse:
+        fd = service.open_file(who, job_id, path)
+        size = os.fstat(fd).st_size
+        return StreamingResponse(_chunks(fd), media_type="application/octet-stream",
+                                 headers={"Content-Length": str(size)})
+
+    if runtimes is not None:
+        runtimes.install_routes(app, caller)
+    else:
+        _install_runtime_placeholders(app, caller)
+    return app
+
+
+def _path_job_id() -> Any:
+    from fastapi import Path as PathParam
+
+    return PathParam(pattern=JOB_ID, description="a job id (16 hex digits)")
+
+
+def _install_runtime_placeholders(app: FastAPI, caller: Any) -> None:
+    """Without a runtime service the calls exist, say so, and refuse non-admins as the contract says."""
+    from .errors import NotFound
+
+    Caller = Annotated[Principal, Depends(caller)]
+
+    @app.get("/v1/runtimes")
+    async def list_runtimes(who: Caller) -> list[dict[str, Any]]:
+        return []
+
+    @app.get("/v1/runtimes/{name}")
+    async def get_runtime(name: str, who: Caller) -> dict[str, Any]:
+        raise NotFound(f"no runtime {name!r} is published on this agent")
+
+    @app.post("/v1/runtimes/{name}/build", status_code=201)
+    async def build_runtime(name: str, who: Caller, body: BuildRequest | None = None) -> dict[str, Any]:
+        who.require_admin()
+        raise NotFound(f"no runtime {name!r} in this agent's catalogue")
+
+    @app.post("/v1/runtimes/{name}/test")
+    async def test_runtime(name: str, who: Caller) -> dict[str, Any]:
+        raise NotFound(f"no runtime {name!r} is published on this agent")
+
+    @app.delete("/v1/runtimes/{name}", status_code=204)
+    async def remove_runtime(name: str, who: Caller) -> None:
+        who.require_admin()
+        raise NotFound(f"no runtime {name!r} is published on this agent")
+
+
+async def _ndjson(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield (json.dumps(event, separators=(",", ":")) + "\n").encode()
+
+
+async def _chunks(fd: int) -> AsyncIterator[bytes]:
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AgentError)
+    async def agent_error(_request: Request, exc: AgentError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, "bad_request", _describe(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        message = "no such call (see /docs or /openapi.json)" if exc.status_code == 404 else str(exc.detail)
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), message)
+
+
+def _describe(errors: Any) -> str:
+    """One readable line per problem: where it is and what is wrong."""
+    parts = []
+    for err in list(errors)[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request"

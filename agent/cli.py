@@ -1,0 +1,121 @@
+"""`joblet-agent serve` and `joblet-agent token create`, as API.md specifies them."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from . import __version__
+from .auth import ROLES, TokenStore
+from .config import AgentConfig, load_config
+from .errors import CannotIsolate
+from .paths import AgentPaths
+
+DEFAULT_ROOT = "/opt/joblet"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="joblet-agent", description="joblet-nb host agent")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the agent")
+    serve.add_argument("--root", default=DEFAULT_ROOT, help="agent root (default %(default)s)")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:7755)")
+    where.add_argument("--unix", help="listen on a unix socket at PATH instead (mode 0660)")
+    serve.add_argument("--config", help="config file (default ROOT/config/agent.yml)")
+
+    token = sub.add_parser("token", help="manage API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="print a new token (stored hashed)")
+    create.add_argument("--root", default=DEFAULT_ROOT)
+    create.add_argument("--role", choices=ROLES, required=True)
+    create.add_argument("--name")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "token":
+            paths = AgentPaths.at(args.root)
+            paths.ensure()
+            print(TokenStore(paths.tokens).create(args.role, args.name))
+            return 0
+        return _serve(args)
+    except CannotIsolate as exc:
+        print(f"joblet-agent: {exc}", file=sys.stderr)
+        return 2
+
+
+def _listen_address(args: argparse.Namespace, config: AgentConfig) -> tuple[str, int]:
+    text = args.listen or config.listen
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise CannotIsolate(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:7755")
+    host = host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and text != config.listen:
+        raise CannotIsolate(f"refusing to listen on {text}: only loopback unless the config file sets "
+                            f"'listen: {text}' explicitly")
+    return host, int(port)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from . import client_config, preflight
+    from .api import create_app
+    from .jobs import JobService
+    from .launcher_client import Launcher
+    from .runtimes import RuntimeService
+    from .sweep import sweep
+
+    paths = AgentPaths.at(args.root)
+    config = load_config(Path(args.config) if args.config else paths.config / "agent.yml")
+    host, port = ("", 0) if args.unix else _listen_address(args, config)
+    driver = preflight.check(paths.cgroup_parent())
+    paths.ensure()
+    launcher = Launcher()
+    launcher.start()  # before any thread exists: the launcher is forked from a clean process
+    tokens = TokenStore(paths.tokens)
+    runtimes = RuntimeService(paths)
+    service = JobService(paths, config, driver, launcher, runtimes.resolve)
+    runtimes.attach(service)
+    counts = sweep(paths, driver, service.store)
+    if any(counts.values()):
+        print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)
+    url = f"unix:{args.unix}" if args.unix else f"http://{host}:{port}"
+    written = client_config.write_if_absent(tokens, url)
+    if written:
+        print(f"joblet-agent: wrote client config {written} (and admin-token beside it)", file=sys.stderr)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if args.unix:
+            os.chmod(args.unix, 0o660)
+        yield
+        await service.shutdown()
+        launcher.stop()
+        driver.remove_parent()
+
+    app = create_app(service, tokens, {"runtimes": runtimes})
+    app.router.lifespan_context = lifespan
+    print(f"joblet-agent {__version__}: root {paths.root}, cgroup {driver.version}, listening on {url}",
+          file=sys.stderr, flush=True)
+    if args.unix:
+        uvicorn.run(app, uds=args.unix, log_level="warning")
+    else:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

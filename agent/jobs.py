@@ -1,0 +1,410 @@
+"""JobService: validates requests, runs them in sandboxes, records how they ended.
+
+It knows nothing about HTTP (api.py translates) and nothing about mounts (the sandbox package
+builds them from a SandboxSpec). The job type is set here, never taken from a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+import os
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import etcfiles
+from .auth import Principal
+from .config import AgentConfig
+from .errors import BadRequest, Conflict, NotFound
+from .launcher_client import JobPipes, Launcher
+from .models import JobRecord, JobRequest, JobStatus, Limits, Usage
+from .paths import AgentPaths
+from .sandbox import cgroups, status
+from .sandbox.safefs import UnsafePath, open_beneath
+from .sandbox.spec import JobType, Mount, SandboxSpec, Upload
+from .store import JobStore
+
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+CELL_RUNNER = Path(__file__).with_name("cell_runner.py")
+SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too
+
+
+@dataclass
+class RuntimeMounts:
+    """What a runtime adds to a job: read-only mounts, environment, how to run a script."""
+
+    name: str
+    mounts: list[Mount]
+    env: dict[str, str]
+    script_command: list[str]  # the script's file path is appended
+    script_suffix: str = ".py"
+
+
+RuntimeResolver = Callable[[str], RuntimeMounts]
+
+
+def _no_runtimes(name: str) -> RuntimeMounts:
+    raise BadRequest(f"unknown runtime {name!r}: this agent has no published runtimes")
+
+
+@dataclass
+class LiveJob:
+    """What the service keeps about a job while its sandbox exists."""
+
+    record: JobRecord
+    cgroup: cgroups.JobCgroup
+    uid_slot: int
+    init_pid: int | None = None
+    stop_reason: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    open_streams: int = 3
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+
+class JobService:
+    def __init__(self, paths: AgentPaths, config: AgentConfig, driver: cgroups.CgroupDriver,
+                 launcher: Launcher, runtimes: RuntimeResolver = _no_runtimes) -> None:
+        self.paths = paths
+        self.config = config
+        self.driver = driver
+        self.launcher = launcher
+        self.resolve_runtime = runtimes
+        self.store = JobStore(paths.job_state)
+        self.live: dict[str, LiveJob] = {}
+        self._slots: set[int] = set()
+        self.io_device = cgroups.whole_disk_of(str(paths.root))
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def list(self, who: Principal) -> list[JobRecord]:
+        records = self.store.records.values()
+        mine = [r for r in records if who.is_admin or r.owner == who.id]
+        return sorted(mine, key=lambda r: r.created_at)
+
+    def get(self, who: Principal, job_id: str) -> JobRecord:
+        record = self.store.records.get(job_id)
+        if record is None or not (who.is_admin or record.owner == who.id):
+            raise NotFound(f"no job {job_id!r} (list yours with GET /v1/jobs)")
+        return record
+
+    async def events(self, who: Principal, job_id: str, after: int, follow: bool) -> AsyncIterator[dict[str, Any]]:
+        self.get(who, job_id)
+        return self.store.log(job_id).follow(after=after, follow=follow)
+
+    def open_file(self, who: Principal, job_id: str, path: str) -> int:
+        record = self.get(who, job_id)
+        if not record.status.finished:
+            raise Conflict(f"job {job_id} is still running: its /work files can be fetched when it ends")
+        try:
+            return open_beneath(str(self.store.artifacts(job_id)), path)
+        except UnsafePath as exc:
+            raise BadRequest(str(exc)) from None
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(f"job {job_id} left no file {path!r} in /work") from None
+        except OSError as exc:
+            raise NotFound(f"cannot open {path!r}: {exc.strerror} (symlinks are not followed)") from None
+
+    # ---- commands ------------------------------------------------------------------------
+
+    async def start(self, who: Principal, req: JobRequest) -> JobRecord:
+        runtime = self.resolve_runtime(req.runtime) if req.runtime else None
+        limits = self._effective_limits(req.limits)
+        job_id = secrets.token_hex(8)
+        record = JobRecord(id=job_id, type=JobType.STANDARD.value, owner=who.id, runtime=req.runtime,
+                           limits=limits, network=req.network, command=req.command, created_at=time.time())
+        argv, uploads = self._program(req, runtime)
+        self.store.add(record)
+        self.store.log(job_id)
+        slot = self._take_slot()
+        try:
+            cgroup = self.driver.create(f"job-{job_id}", cgroups.Limits(
+                cpu_percent=limits.cpu_percent, memory_mb=limits.memory_mb,
+                pids=(limits.pids + SANDBOX_OVERHEAD_PIDS) if limits.pids else None,
+                io_bps=limits.io_bps or None, io_device=self.io_device if limits.io_bps else None))
+        except cgroups.CgroupError as exc:
+            self._slots.discard(slot)
+            self._finish_record(record, JobStatus.FAILED, "setup", message=f"cgroup: {exc}")
+            return record
+        live = LiveJob(record=record, cgroup=cgroup, uid_slot=slot, outputs=list(req.outputs))
+        self.live[job_id] = live
+        spec = self._spec(record, req, runtime, argv, uploads, slot, cgroup)
+        root_dir = Path(spec.root_dir)
+        root_dir.mkdir(mode=0o700)
+        try:
+            pipes = self.launcher.launch(spec, wait_for_go=False)
+        except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
+            live.result = {"event": "setup_error", "message": f"launching the sandbox: {exc}"}
+            await self._finalize(live)
+            return record
+        self._watch(live, pipes)
+        return record
+
+    async def stop(self, who: Principal, job_id: str, reason: str = "stopped") -> JobRecord:
+        record = self.get(who, job_id)
+        live = self.live.get(job_id)
+        if live is not None:
+            self._signal_stop(live, reason)
+        return record
+
+    async def wait(self, job_id: str) -> None:
+        live = self.live.get(job_id)
+        if live is not None:
+            await live.done.wait()
+
+    def delete(self, who: Principal, job_id: str) -> None:
+        record = self.get(who, job_id)
+        if not record.status.finished:
+            raise Conflict(f"job {job_id} is {record.status.value}: stop it first (POST /v1/jobs/{job_id}/stop)")
+        self.store.remove(job_id)
+
+    async def shutdown(self) -> None:
+        """Stop every live job and wait for its cleanup (clean agent shutdown)."""
+        for live in list(self.live.values()):
+            self._signal_stop(live, "stopped", grace=0.5)
+        for live in list(self.live.values()):
+            try:
+                await asyncio.wait_for(live.done.wait(), timeout=15)
+            except asyncio.TimeoutError:
+                live.cgroup.kill()
+
+    # ---- building the spec ---------------------------------------------------------------
+
+    def _effective_limits(self, asked: Limits) -> Limits:
+        d = self.config.defaults
+        return Limits(
+            cpu_percent=asked.cpu_percent if asked.cpu_percent is not None else d.cpu_percent,
+            memory_mb=asked.memory_mb if asked.memory_mb is not None else d.memory_mb,
+            pids=asked.pids if asked.pids is not None else d.pids,
+            io_bps=asked.io_bps if asked.io_bps is not None else d.io_bps,
+            timeout_s=asked.timeout_s if asked.timeout_s is not None else d.timeout_s,
+            disk_mb=asked.disk_mb if asked.disk_mb is not None else d.disk_mb,
+        )
+
+    def _program(self, req: JobRequest, runtime: RuntimeMounts | None) -> tuple[list[str], list[Upload]]:
+        uploads = [Upload(u.path, u.content(), u.mode) for u in req.uploads]
+        if req.command is not None:
+            return list(req.command), uploads
+        assert req.script is not None
+        if runtime is not None and runtime.script_suffix != ".py":
+            name = "Main" + runtime.script_suffix if runtime.script_suffix == ".java" else "cell" + runtime.script_suffix
+            uploads.append(Upload(f".joblet/{name}", req.script.encode(), 0o644))
+            return runtime.script_command + [f"/work/.joblet/{name}"], uploads
+        uploads += [
+            Upload(".joblet/run.py", CELL_RUNNER.read_bytes(), 0o644),
+            Upload(".joblet/cell.py", req.script.encode(), 0o644),
+            Upload(".joblet/cell.json", json.dumps({"outputs": req.outputs}).encode(), 0o644),
+        ]
+        if req.inputs:
+            uploads.append(Upload(".joblet/inputs.json", json.dumps(req.inputs).encode(), 0o644))
+        interpreter = runtime.script_command if runtime else ["python3"]
+        return interpreter + ["/work/.joblet/run.py"], uploads
+
+    def _spec(self, record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None, argv: list[str],
+              uploads: list[Upload], slot: int, cgroup: cgroups.JobCgroup) -> SandboxSpec:
+        uid = gid = self.config.uid_base + slot
+        env = {"PATH": BASE_PATH, "HOME": "/work", "USER": etcfiles.JOB_USER, "LOGNAME": etcfiles.JOB_USER,
+               "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONUNBUFFERED": "1"}
+        if runtime is not None:
+            env.update(runtime.env)
+        env.update(req.env)
+        env["JOB_ID"] = record.id
+        mounts = etcfiles.etc_binds() + (runtime.mounts if runtime else [])
+        hostname = "joblet"
+        return SandboxSpec(
+            job_id=record.id, job_type=JobType.STANDARD, root_dir=str(self.paths.jobs / record.id),
+            argv=argv, env=env, uid=uid, gid=gid, hostname=hostname, disk_mb=record.limits.disk_mb or 256,
+            mounts=mounts, etc_files=etcfiles.etc_files(uid, gid, hostname, record.network), uploads=uploads,
+            cgroup_procs=cgroup.procs_files(), network=record.network,
+            artifacts_dir=str(self.store.artifacts(record.id)),
+        )
+
+    def _take_slot(self) -> int:
+        for _ in range(1000):
+            slot = secrets.randbelow(self.config.uid_slots)
+            if slot not in self._slots:
+                self._slots.add(slot)
+                return slot
+        raise Conflict("no free job uid: too many jobs are running")
+
+    # ---- watching a sandbox --------------------------------------------------------------
+
+    def _watch(self, live: LiveJob, pipes: JobPipes) -> None:
+        loop = asyncio.get_running_loop()
+        log = self.store.log(live.record.id)
+        for fd, kind in ((pipes.stdout, "stdout"), (pipes.stderr, "stderr")):
+            os.set_blocking(fd, False)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            loop.add_reader(fd, self._on_output, live, fd, kind, decoder, log)
+        os.set_blocking(pipes.status, False)
+        loop.add_reader(pipes.status, self._on_status, live, pipes.status, bytearray())
+
+    def _on_output(self, live: LiveJob, fd: int, kind: str, decoder: codecs.IncrementalDecoder, log: Any) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        text = decoder.decode(data, final=not data)
+        if text:
+            log.append({"type": kind, "data": text})
+        if not data:
+            self._close_stream(live, fd)
+
+    def _on_status(self, live: LiveJob, fd: int, buffer: bytearray) -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        buffer.extend(data)
+        while b"\n" in buffer:
+            line, _, rest = bytes(buffer).partition(b"\n")
+            buffer[:] = rest
+            self._on_event(live, status.parse(line))
+        if not data:
+            self._close_stream(live, fd)
+
+    def _on_event(self, live: LiveJob, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "started":
+            live.init_pid = int(event["pid"])
+            if live.stop_reason:
+                self._signal_stop(live, live.stop_reason, grace=0)
+        elif kind == "running":
+            record = live.record
+            record.status, record.started_at = JobStatus.RUNNING, time.time()
+            self.store.save(record)
+            self.store.log(record.id).append({"type": "status", "status": "RUNNING"})
+            if record.limits.timeout_s:
+                live.timers.append(asyncio.get_running_loop().call_later(
+                    record.limits.timeout_s, self._signal_stop, live, "timeout"))
+        elif kind in ("setup_error", "exec_error", "exit"):
+            live.result.setdefault("event", kind)
+            if kind != "exit" or live.result["event"] == "exit":
+                live.result.update(event)
+            if kind == "exec_error":
+                self.store.log(live.record.id).append({"type": "stderr", "data": event.get("message", "") + "\n"})
+        elif kind == "artifacts_error":
+            live.result["artifacts_error"] = event.get("message")
+
+    def _close_stream(self, live: LiveJob, fd: int) -> None:
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+        live.open_streams -= 1
+        if live.open_streams == 0:
+            asyncio.get_running_loop().create_task(self._finalize(live))
+
+    def _signal_stop(self, live: LiveJob, reason: str, grace: float | None = None) -> None:
+        if live.record.status.finished:
+            return
+        if live.stop_reason is None:
+            live.stop_reason = reason
+        if live.init_pid is None:
+            return  # the "started" event will deliver it
+        grace = self.config.stop_grace_s if grace is None else grace
+        _kill(live.init_pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        if grace > 0:
+            live.timers.append(asyncio.get_running_loop().call_later(grace, self._force_kill, live))
+
+    def _force_kill(self, live: LiveJob) -> None:
+        if live.init_pid is not None and not live.done.is_set():
+            _kill(live.init_pid, signal.SIGKILL)
+
+    # ---- the end of a job ----------------------------------------------------------------
+
+    async def _finalize(self, live: LiveJob) -> None:
+        for timer in live.timers:
+            timer.cancel()
+        record = live.record
+        oom = False
+        try:
+            u = live.cgroup.usage()
+            record.usage = Usage(cpu_s=round(u.cpu_s, 3), memory_peak_bytes=u.memory_peak_bytes)
+            oom = live.cgroup.oom_killed()
+        except Exception:  # noqa: BLE001 - usage is best effort, cleanup is not
+            pass
+        live.cgroup.remove()
+        _rmdir(Path(self.paths.jobs / record.id))
+        self._slots.discard(live.uid_slot)
+        status_, reason, message = self._verdict(live, oom)
+        if live.outputs and status_ == JobStatus.COMPLETED:
+            self._emit_outputs(record.id)
+        self._finish_record(record, status_, reason, message,
+                            exit_code=live.result.get("exit_code"), signal_=live.result.get("signal"))
+        self.live.pop(record.id, None)
+        live.done.set()
+
+    def _verdict(self, live: LiveJob, oom: bool) -> tuple[JobStatus, str, str | None]:
+        result = live.result
+        kind = result.get("event")
+        if kind == "setup_error":
+            return JobStatus.FAILED, "setup", result.get("message")
+        if live.stop_reason == "stopped":
+            return JobStatus.STOPPED, "stopped", None
+        if live.stop_reason == "timeout":
+            return JobStatus.FAILED, "timeout", f"the job ran longer than {live.record.limits.timeout_s:g}s"
+        if oom:
+            return JobStatus.FAILED, "oom", f"the job used more than {live.record.limits.memory_mb} MB of memory"
+        if kind == "exec_error":
+            result["exit_code"] = 127
+            return JobStatus.FAILED, "exit", result.get("message")
+        if kind != "exit":
+            return JobStatus.FAILED, "signal", "the sandbox ended without reporting an exit status"
+        if result.get("signal"):
+            return JobStatus.FAILED, "signal", f"killed by signal {result['signal']}"
+        if result.get("exit_code") == 0:
+            return JobStatus.COMPLETED, "exit", None
+        return JobStatus.FAILED, "exit", f"exited with code {result.get('exit_code')}"
+
+    def _emit_outputs(self, job_id: str) -> None:
+        log = self.store.log(job_id)
+        try:
+            fd = open_beneath(str(self.store.artifacts(job_id)), ".joblet/outputs.json")
+        except OSError:
+            log.append({"type": "outputs", "values": {}, "error": "the cell produced no outputs file"})
+            return
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > self.config.max_outputs_bytes:
+                log.append({"type": "outputs", "values": {}, "bytes": size,
+                            "error": f"outputs are {size} bytes; the limit is {self.config.max_outputs_bytes}"})
+                return
+            try:
+                data = json.loads(f.read())
+            except ValueError:
+                log.append({"type": "outputs", "values": {}, "error": "the outputs file is not JSON"})
+                return
+        log.append({"type": "outputs", "values": data.get("values", {}), "bytes": size,
+                    "missing": data.get("missing", []), "errors": data.get("errors", {})})
+
+    def _finish_record(self, record: JobRecord, status_: JobStatus, reason: str, message: str | None = None,
+                       exit_code: int | None = None, signal_: int | None = None) -> None:
+        record.status, record.reason, record.message = status_, reason, message
+        record.exit_code, record.signal, record.ended_at = exit_code, signal_, time.time()
+        self.store.save(record)
+        event: dict[str, Any] = {"type": "exit", "status": status_.value, "exit_code": exit_code, "reason": reason}
+        if signal_:
+            event["signal"] = signal_
+        if message:
+            event["message"] = message
+        self.store.log(record.id).append(event)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _rmdir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,104 @@
+"""The agent's side of the warm launcher: start it, hand it specs, restart it if it died."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from .errors import Unavailable
+from .sandbox.spec import SandboxSpec
+
+
+@dataclass
+class JobPipes:
+    """The agent's ends of one job's pipes (read ends, plus the write end of `go`)."""
+
+    stdout: int
+    stderr: int
+    status: int
+    go: int | None
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+
+    def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "joblet_agent.sandbox.launcher", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
+        )
+        theirs.close()
+        ours.settimeout(60)
+        ready = ours.recv(16)
+        ours.settimeout(None)
+        if ready != b"ready":
+            self._proc.kill()
+            raise Unavailable("the sandbox launcher failed to start (see the agent's stderr)")
+        self._sock = ours
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def launch(self, spec: SandboxSpec, wait_for_go: bool = False) -> JobPipes:
+        """Fork a sandbox for `spec`; returns the pipes to read its output and status from."""
+        spec.wait_for_go = wait_for_go
+        memfd = os.memfd_create(f"jnb-spec-{spec.job_id}", os.MFD_CLOEXEC)
+        pipes: list[tuple[int, int]] = [os.pipe2(os.O_CLOEXEC) for _ in range(3 + int(wait_for_go))]
+        try:
+            os.write(memfd, json.dumps(spec.to_json_dict()).encode())
+            (out_r, out_w), (err_r, err_w), (st_r, st_w) = pipes[:3]
+            theirs = [memfd, out_w, err_w, st_w]
+            if wait_for_go:
+                go_r, go_w = pipes[3]
+                theirs.append(go_r)
+            self._send(theirs)
+        except BaseException:
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+            raise
+        finally:
+            os.close(memfd)
+        for _, w in pipes[:3]:
+            os.close(w)
+        go = None
+        if wait_for_go:
+            os.close(pipes[3][0])
+            go = pipes[3][1]
+        return JobPipes(out_r, err_r, st_r, go)
+
+    def _send(self, fds: list[int]) -> None:
+        with self._lock:
+            for attempt in range(2):
+                if self._sock is None or (self._proc and self._proc.poll() is not None):
+                    self.start()
+                try:
+                    socket.send_fds(self._sock, [b"job"], fds)
+                    return
+                except OSError:
+                    if attempt:
+                        raise Unavailable("the sandbox launcher is not answering") from None
+                    self._sock = None
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            if self._proc is not None:
+                try:
+                    self._proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+                self._proc = None

@@ -1,0 +1,50 @@
+"""Refuse to start where isolation is impossible, naming what is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from .errors import CannotIsolate
+from .sandbox import cgroups, libc
+from .sandbox.namespaces import JOB_NAMESPACES
+
+NAMESPACE_FILES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
+
+
+def check(driver_parent: str) -> cgroups.CgroupDriver:
+    """Every check that fails is listed, so one run tells an operator all that is missing."""
+    problems: list[str] = []
+    if os.geteuid() != 0:
+        problems.append("the agent must run as root (it creates namespaces, mounts and cgroups)")
+    missing_ns = [n for n in NAMESPACE_FILES if not os.path.exists(f"/proc/self/ns/{n}")]
+    if missing_ns:
+        problems.append(f"the kernel lacks namespaces: {', '.join(missing_ns)}")
+    elif os.geteuid() == 0 and not _can_unshare():
+        problems.append("unshare of mount/UTS/IPC/net/PID/cgroup namespaces is refused here "
+                        "(a container without CAP_SYS_ADMIN?)")
+    driver = None
+    try:
+        driver = cgroups.detect(driver_parent)
+        if driver.missing():
+            problems.append(f"cgroup {driver.version} controllers missing: {', '.join(driver.missing())}")
+    except cgroups.CgroupError as exc:
+        problems.append(f"no usable cgroup hierarchy: {exc}")
+    if shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") is None:
+        problems.append("no python3 under /usr/bin or /bin: script jobs need the base system's python3")
+    if problems:
+        raise CannotIsolate("cannot isolate jobs on this host:\n  - " + "\n  - ".join(problems))
+    assert driver is not None
+    return driver
+
+
+def _can_unshare() -> bool:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            libc.unshare(JOB_NAMESPACES)
+            os._exit(0)
+        except OSError:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -1,0 +1,47 @@
+"""The start-up sweep: remove what a crashed agent left, and mark its unfinished jobs `lost`.
+
+Job roots are mounted inside each job's own mount namespace, so a crash normally leaves no host
+mount; the sweep still unmounts anything found below the agent's jobs folder, removes the job
+cgroups under this agent's parent, and empties the jobs folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from .models import JobStatus
+from .paths import AgentPaths
+from .sandbox import cgroups, libc
+from .sandbox.mounts import mounts_under
+from .store import JobStore
+
+
+def sweep(paths: AgentPaths, driver: cgroups.CgroupDriver, store: JobStore) -> dict[str, int]:
+    counts = {"mounts": 0, "cgroups": 0, "folders": 0, "lost": 0}
+    for point, _opts in reversed(mounts_under(str(paths.jobs))):
+        if point != str(paths.jobs):
+            try:
+                libc.umount2(point, libc.MNT_DETACH)
+                counts["mounts"] += 1
+            except OSError:
+                pass
+    for name in driver.leftovers():
+        driver.open(name).remove()
+        counts["cgroups"] += 1
+    for entry in os.scandir(paths.jobs):
+        if entry.is_dir(follow_symlinks=False) and not os.path.ismount(entry.path):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+        counts["folders"] += 1
+    for record in store.load():
+        if not record.status.finished:
+            record.status, record.reason, record.ended_at = JobStatus.FAILED, "lost", time.time()
+            record.message = "the agent restarted while the job ran"
+            store.save(record)
+            store.log(record.id).append({"type": "exit", "status": "FAILED", "exit_code": None,
+                                         "reason": "lost", "message": record.message})
+            counts["lost"] += 1
+    return counts
