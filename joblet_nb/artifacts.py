@@ -1,0 +1,82 @@
+"""Files a job left in /work: shown inline (images) or saved next to the notebook.
+
+Sizes are always stated; nothing is cut and nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from typing import Any
+
+from .client import JobletClient
+from .display import fmt_bytes
+from .errors import JobletError, NotFoundError
+
+IMAGE_TYPES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif", ".svg": "svg"}
+
+
+def is_pattern(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+def expand(client: JobletClient, job_id: str, patterns: list[str]) -> list[str]:
+    """Paths named plainly are kept; glob patterns need the agent's file listing."""
+    paths: list[str] = []
+    listing: list[str] | None = None
+    for pattern in patterns:
+        if not is_pattern(pattern):
+            paths.append(pattern)
+            continue
+        if listing is None:
+            try:
+                listing = [str(f.get("path") if isinstance(f, dict) else f)
+                           for f in client.list_files(job_id)]
+            except NotFoundError:
+                raise JobletError(
+                    f"this agent cannot list a job's files, so {pattern!r} cannot be expanded; "
+                    "name the file exactly, e.g. --show plot.png"
+                ) from None
+        paths += [p for p in listing if fnmatch.fnmatch(p, pattern)]
+    return paths
+
+
+def image_object(path: str, data: bytes) -> Any:
+    """An IPython display object for an image file, or None for other files."""
+    from IPython.display import SVG, Image
+
+    kind = IMAGE_TYPES.get(os.path.splitext(path)[1].lower())
+    if kind is None:
+        return None
+    if kind == "svg":
+        return SVG(data=data.decode("utf-8", "replace"))
+    return Image(data=data, format=kind)
+
+
+def show(client: JobletClient, job_id: str, patterns: list[str]) -> list[str]:
+    """Display the named images inline; returns one line per file saying what was shown."""
+    from IPython.display import display
+
+    lines = []
+    for path in expand(client, job_id, patterns):
+        data = client.download(job_id, path)
+        obj = image_object(path, data)
+        if obj is None:
+            lines.append(f"{path}: {fmt_bytes(len(data))}, not an image (png, jpeg, gif, svg); "
+                         f"use --fetch to save it")
+            continue
+        display(obj)
+        lines.append(f"{path}: {fmt_bytes(len(data))} shown")
+    return lines
+
+
+def fetch(client: JobletClient, job_id: str, patterns: list[str], dest_dir: str = ".") -> list[str]:
+    """Save files from the job's /work into `dest_dir` (the notebook's folder by default)."""
+    lines = []
+    for path in expand(client, job_id, patterns):
+        data = client.download(job_id, path)
+        target = os.path.join(dest_dir, os.path.basename(path))
+        with open(target, "wb") as f:
+            f.write(data)
+        lines.append(f"{path} -> {target} ({fmt_bytes(len(data))})")
+    return lines

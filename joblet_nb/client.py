@@ -1,0 +1,296 @@
+"""A client of the agent's HTTP API (API.md), usable from a plain script without IPython.
+
+The magics are a thin layer over this (ipyparallel's lesson). Two things here are subtle:
+- `events()` resumes a dropped stream with `after=<last seq>`, so no event is lost or repeated
+  (upstream Joblet loses or repeats lines at its history/live handoff);
+- every agent error becomes a `JobletError` subclass carrying the agent's own message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+from urllib.parse import quote
+
+import requests
+
+from .config import Settings, resolve
+from .errors import (
+    AgentUnavailable,
+    AuthError,
+    BadRequestError,
+    JobletError,
+    NotFoundError,
+)
+
+TERMINAL = frozenset({"COMPLETED", "FAILED", "STOPPED"})
+
+_STATUS_ERRORS: dict[int, type[JobletError]] = {
+    400: BadRequestError,
+    401: AuthError,
+    403: AuthError,
+    404: NotFoundError,
+    409: BadRequestError,
+    413: BadRequestError,
+    422: BadRequestError,
+}
+
+
+class JobletClient:
+    """One agent, one user token (and optionally an admin token for runtime builds)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        admin_token: str | None = None,
+        timeout: float = 30.0,
+        stream_timeout: float = 60.0,
+        reconnect_attempts: int = 5,
+    ):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.admin_token = admin_token
+        self.timeout = timeout
+        # A stream that is silent this long is reopened (after=SEQ), which also survives
+        # half-open connections that would otherwise block forever.
+        self.stream_timeout = stream_timeout
+        self.reconnect_attempts = reconnect_attempts
+        self.session = requests.Session()
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> "JobletClient":
+        """A client from the environment / client config (see `config.resolve`)."""
+        s = settings or resolve()
+        return cls(s.url, s.token, s.admin_token, **kwargs)
+
+    def clone(self) -> "JobletClient":
+        """A client with its own HTTP session, for another thread (Sessions are not thread-safe)."""
+        return JobletClient(
+            self.url, self.token, self.admin_token, self.timeout, self.stream_timeout,
+            self.reconnect_attempts,
+        )
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _headers(self, admin: bool) -> dict[str, str]:
+        token = self.admin_token if admin else self.token
+        if admin and not token:
+            raise AuthError(
+                "this call needs the admin token: set JOBLET_ADMIN_TOKEN or "
+                "put it in ~/.config/joblet/admin-token"
+            )
+        if not token:
+            raise AuthError(
+                "no token: set JOBLET_TOKEN, or start the agent once on this machine so it "
+                "writes ~/.config/joblet/client.json"
+            )
+        return {"Authorization": f"Bearer {token}"}
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        admin: bool = False,
+        auth: bool = True,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> requests.Response:
+        headers = self._headers(admin) if auth else {}
+        try:
+            resp = self.session.request(
+                method,
+                self.url + path,
+                headers=headers,
+                json=json_body,
+                params=params,
+                stream=stream,
+                timeout=timeout if timeout is not None else self.timeout,
+            )
+        except requests.exceptions.ConnectionError as exc:
+            raise self._unavailable(exc) from None
+        except requests.exceptions.Timeout:
+            raise AgentUnavailable(
+                f"the agent at {self.url} did not answer in time; check that it is running "
+                "(joblet-agent serve) or raise JobletMagics.http_timeout"
+            ) from None
+        if resp.status_code >= 400:
+            raise self._error(resp)
+        return resp
+
+    def _unavailable(self, exc: Exception) -> AgentUnavailable:
+        return AgentUnavailable(
+            f"no agent at {self.url}: start one with `joblet-agent serve` "
+            "or point JOBLET_URL at a running agent"
+        )
+
+    def _error(self, resp: requests.Response) -> JobletError:
+        code, message = f"http_{resp.status_code}", resp.reason or "error"
+        try:
+            err = resp.json().get("error", {})
+            code = err.get("code", code)
+            message = err.get("message", message)
+        except (ValueError, AttributeError):
+            text = resp.text.strip()
+            if text:
+                message = text[:300]
+        cls = _STATUS_ERRORS.get(resp.status_code, JobletError)
+        if resp.status_code == 401:
+            message += " (check JOBLET_TOKEN or ~/.config/joblet/client.json)"
+        elif resp.status_code == 403 and "admin" not in message.lower():
+            message += " (this call may need the admin token: JOBLET_ADMIN_TOKEN)"
+        if resp.status_code >= 500 and cls is JobletError:
+            message = f"the agent failed ({resp.status_code}): {message}"
+        return cls(message, code=code, status=resp.status_code)
+
+    # ---- health -------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Agent version and platform; needs no token."""
+        return self._request("GET", "/v1/health", auth=False).json()
+
+    def whoami(self) -> dict[str, Any]:
+        """Who the agent takes this token for (`GET /v1/whoami`, beyond API.md)."""
+        return self._request("GET", "/v1/whoami").json()
+
+    # ---- jobs ---------------------------------------------------------------------------
+
+    def run_job(self, **request: Any) -> dict[str, Any]:
+        """POST /v1/jobs with the body fields of API.md; returns `{"id", "status"}`."""
+        body = {k: v for k, v in request.items() if v is not None}
+        return self._request("POST", "/v1/jobs", json_body=body).json()
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        data = self._request("GET", "/v1/jobs").json()
+        return data.get("jobs", []) if isinstance(data, dict) else data
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}").json()
+
+    def stop(self, job_id: str) -> dict[str, Any]:
+        resp = self._request("POST", f"/v1/jobs/{quote(job_id, safe='')}/stop")
+        return _json_or_empty(resp)
+
+    def delete_job(self, job_id: str) -> dict[str, Any]:
+        resp = self._request("DELETE", f"/v1/jobs/{quote(job_id, safe='')}")
+        return _json_or_empty(resp)
+
+    def download(self, job_id: str, path: str) -> bytes:
+        """A file the job left in /work (relative path)."""
+        rel = quote(path.lstrip("/").removeprefix("work/"), safe="/")
+        return self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}/files/{rel}").content
+
+    def list_files(self, job_id: str) -> list[dict[str, Any]]:
+        """The files a job left in /work, where the agent offers a listing (beyond API.md)."""
+        data = self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}/files").json()
+        return data.get("files", []) if isinstance(data, dict) else data
+
+    def events(
+        self, job_id: str, after: int = 0, follow: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        """The job's events from `after`, each exactly once, across dropped connections.
+
+        With `follow`, ends after the `exit` event; without, ends with the history so far.
+        """
+        last = after
+        failures = 0
+        path = f"/v1/jobs/{quote(job_id, safe='')}/events"
+        while True:
+            params = {"after": last, "follow": "true" if follow else "false"}
+            try:
+                resp = self._request(
+                    "GET", path, params=params, stream=True,
+                    timeout=(self.timeout, self.stream_timeout),
+                )
+            except AgentUnavailable:
+                failures += 1
+                if not follow or failures > self.reconnect_attempts:
+                    raise
+                time.sleep(min(0.2 * 2 ** failures, 5.0))
+                continue
+            ended = False
+            try:
+                for line in resp.iter_lines(chunk_size=None, decode_unicode=False):
+                    if not line:
+                        continue  # keep-alive
+                    event = json.loads(line)
+                    seq = int(event.get("seq", 0))
+                    if seq and seq <= last:
+                        continue  # a server that repeats itself: never show a line twice
+                    if seq:
+                        last = seq
+                    failures = 0
+                    yield event
+                    if event.get("type") == "exit":
+                        ended = True
+                        break
+            except (requests.exceptions.ConnectionError,
+                    requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.Timeout):
+                pass  # dropped or silent: reopen after the last seq we saw
+            finally:
+                resp.close()
+            if ended or not follow:
+                return
+            # The stream ended without an exit event: the job may have ended between
+            # reconnects, or the connection dropped. Reopen; a finished job replays the rest.
+            failures += 1
+            if failures > self.reconnect_attempts:
+                record = self.get_job(job_id)
+                if record.get("status") in TERMINAL:
+                    return
+                failures = 0
+            time.sleep(min(0.05 * 2 ** failures, 2.0))
+
+    # ---- runtimes -----------------------------------------------------------------------
+
+    def runtimes(self) -> list[dict[str, Any]]:
+        data = self._request("GET", "/v1/runtimes").json()
+        return data.get("runtimes", []) if isinstance(data, dict) else data
+
+    def runtime(self, name: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/runtimes/{quote(name, safe='')}").json()
+
+    def test_runtime(self, name: str) -> dict[str, Any]:
+        """Runs the runtime's own test in a production sandbox (may return a job id to follow)."""
+        resp = self._request(
+            "POST", f"/v1/runtimes/{quote(name, safe='')}/test", timeout=(self.timeout, 600)
+        )
+        return _json_or_empty(resp)
+
+    def build_runtime(
+        self,
+        name: str,
+        force: bool = False,
+        spec: str | None = None,
+        files: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Start a runtime build (admin token); follow its `events()` for progress."""
+        body: dict[str, Any] = {}
+        if spec is not None:
+            body["spec"] = spec
+            body["files"] = files or {}
+        else:
+            body["force"] = force
+        resp = self._request(
+            "POST", f"/v1/runtimes/{quote(name, safe='')}/build", admin=True, json_body=body
+        )
+        return resp.json()
+
+    def remove_runtime(self, name: str) -> dict[str, Any]:
+        resp = self._request("DELETE", f"/v1/runtimes/{quote(name, safe='')}", admin=True)
+        return _json_or_empty(resp)
+
+
+def _json_or_empty(resp: requests.Response) -> dict[str, Any]:
+    if not resp.content:
+        return {}
+    try:
+        data = resp.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {"result": data}

@@ -1,0 +1,118 @@
+"""Where the agent's URL and the tokens come from.
+
+Order (API.md: the environment before any config file):
+1. what this session set explicitly (`JobletMagics.url`, `JobletMagics.token_file`, ...);
+2. `JOBLET_URL`, `JOBLET_TOKEN`, `JOBLET_ADMIN_TOKEN`;
+3. the client config the agent writes on its first start:
+   `~/.config/joblet/client.json` = `{"url": ..., "token": ...}` and `~/.config/joblet/admin-token`.
+Tokens are never taken from magic arguments: those end up in the notebook file and its history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_URL = "http://127.0.0.1:7755"
+CLIENT_FILE = "client.json"
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A resolved connection: where the agent is, and who we are to it."""
+
+    url: str
+    token: str | None
+    admin_token: str | None
+    source: str  # where the token came from, for `%joblet info`
+
+
+def config_dirs() -> list[Path]:
+    """Candidate folders of the client config: `$XDG_CONFIG_HOME/joblet`, then `~/.config/joblet`."""
+    dirs: list[Path] = []
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    if xdg:
+        dirs.append(Path(xdg) / "joblet")
+    home = Path(os.path.expanduser("~")) / ".config" / "joblet"
+    if home not in dirs:
+        dirs.append(home)
+    return dirs
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The first non-empty line of a token file; a clear error when it is missing."""
+    p = Path(os.path.expanduser(str(path)))
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read token file {p}: {exc.strerror}") from None
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    raise ValueError(f"token file {p} is empty")
+
+
+def _client_file() -> tuple[dict, Path | None]:
+    for d in config_dirs():
+        f = d / CLIENT_FILE
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                return data, f
+    return {}, None
+
+
+def _admin_file() -> tuple[str | None, Path | None]:
+    for d in config_dirs():
+        f = d / ADMIN_TOKEN_FILE
+        if f.is_file():
+            try:
+                return read_token_file(f), f
+            except (OSError, ValueError):
+                continue
+    return None, None
+
+
+def resolve(
+    url: str = "",
+    token_file: str = "",
+    admin_token_file: str = "",
+) -> Settings:
+    """Resolve URL and tokens; explicit arguments win, then the environment, then the files."""
+    env = os.environ
+    data, client_path = _client_file()
+
+    resolved_url = url or env.get("JOBLET_URL") or data.get("url") or DEFAULT_URL
+
+    if token_file:
+        token, source = read_token_file(token_file), f"token_file {token_file}"
+    elif env.get("JOBLET_TOKEN"):
+        token, source = env["JOBLET_TOKEN"].strip(), "JOBLET_TOKEN"
+    elif data.get("token"):
+        token, source = str(data["token"]).strip(), str(client_path)
+    else:
+        token, source = None, "none"
+
+    if admin_token_file:
+        admin: str | None = read_token_file(admin_token_file)
+    elif env.get("JOBLET_ADMIN_TOKEN"):
+        admin = env["JOBLET_ADMIN_TOKEN"].strip()
+    else:
+        admin, _ = _admin_file()
+
+    return Settings(url=resolved_url.rstrip("/"), token=token, admin_token=admin, source=source)
+
+
+def mask(token: str | None) -> str:
+    """Show enough of a token to tell two apart, never enough to use it."""
+    if not token:
+        return "(none)"
+    if len(token) <= 8:
+        return "*" * len(token)
+    return f"{token[:3]}…{token[-4:]}"

@@ -1,0 +1,171 @@
+"""Tables of jobs, job records and runtimes: HTML for Jupyter, plain text for everything else.
+
+A `Table` is an ordinary object with `_repr_html_` and `__repr__`, so a terminal, an HTML export
+and a notebook each get a readable view without any widget manager.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+
+class Table:
+    """Rows of cells under a header, with an optional title."""
+
+    def __init__(self, header: Sequence[str], rows: Iterable[Sequence[Any]], title: str = ""):
+        self.header = list(header)
+        self.rows = [["" if c is None else str(c) for c in row] for row in rows]
+        self.title = title
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in self.header)
+        body = "".join(
+            "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in row)
+            + "</tr>"
+            for row in self.rows
+        )
+        if not self.rows:
+            body = f"<tr><td colspan='{len(self.header)}'><i>none</i></td></tr>"
+        caption = f"<caption style='text-align:left'><b>{html.escape(self.title)}</b></caption>" \
+            if self.title else ""
+        return f"<table class='joblet'>{caption}<thead><tr>{head}</tr></thead>" \
+               f"<tbody>{body}</tbody></table>"
+
+    def __repr__(self) -> str:
+        widths = [len(h) for h in self.header]
+        for row in self.rows:
+            for i, c in enumerate(row):
+                widths[i] = max(widths[i], len(c))
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines = [self.title] if self.title else []
+        lines.append(fmt.format(*self.header).rstrip())
+        lines.append(fmt.format(*("-" * w for w in widths)).rstrip())
+        lines += [fmt.format(*row).rstrip() for row in self.rows]
+        if not self.rows:
+            lines.append("(none)")
+        return "\n".join(lines)
+
+
+def fmt_bytes(n: float | int | None) -> str:
+    """Human sizes in binary units, as the limits are given."""
+    if n is None:
+        return ""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds from the agent's timestamps (epoch number or ISO 8601)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def fmt_time(value: Any) -> str:
+    t = parse_time(value)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t is not None else ""
+
+
+def elapsed(record: dict[str, Any], now: float | None = None) -> float | None:
+    """Seconds a job has run (or ran), from its record."""
+    start = parse_time(record.get("started_at")) or parse_time(record.get("created_at"))
+    if start is None:
+        return None
+    end = parse_time(record.get("ended_at")) or (now if now is not None else time.time())
+    return max(0.0, end - start)
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return ""
+    if s < 60:
+        return f"{s:.1f}s"
+    m, sec = divmod(int(s), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def usage_text(record: dict[str, Any]) -> str:
+    """CPU seconds and peak memory, once the agent reports them."""
+    usage = record.get("usage") or {}
+    parts = []
+    if usage.get("cpu_s") is not None:
+        parts.append(f"cpu {float(usage['cpu_s']):.2f}s")
+    if usage.get("memory_peak_bytes") is not None:
+        parts.append(f"mem peak {fmt_bytes(usage['memory_peak_bytes'])}")
+    return ", ".join(parts)
+
+
+def ended_text(record: dict[str, Any]) -> str:
+    status = record.get("status", "")
+    if status not in ("COMPLETED", "FAILED", "STOPPED"):
+        return ""
+    bits = []
+    if record.get("reason"):
+        bits.append(str(record["reason"]))
+    if record.get("exit_code") is not None:
+        bits.append(f"exit {record['exit_code']}")
+    if record.get("signal"):
+        bits.append(f"signal {record['signal']}")
+    return ", ".join(bits)
+
+
+def jobs_table(jobs: Sequence[dict[str, Any]], title: str = "joblet jobs") -> Table:
+    rows = [
+        [
+            j.get("id"), j.get("type", ""), j.get("status"), ended_text(j),
+            j.get("runtime") or "base", fmt_time(j.get("created_at")),
+            fmt_seconds(elapsed(j)), usage_text(j),
+        ]
+        for j in jobs
+    ]
+    header = ["id", "type", "status", "ended", "runtime", "created", "elapsed", "usage"]
+    return Table(header, rows, title)
+
+
+def record_table(record: dict[str, Any]) -> Table:
+    """One job record as field/value rows."""
+    rows: list[list[Any]] = []
+    for key, value in record.items():
+        if key in ("created_at", "started_at", "ended_at"):
+            value = fmt_time(value) or value
+        elif key == "usage" and isinstance(value, dict):
+            value = usage_text(record) or value
+        elif isinstance(value, (dict, list)):
+            value = _compact(value)
+        rows.append([key, value])
+    return Table(["field", "value"], rows, f"joblet job {record.get('id', '')}")
+
+
+def runtimes_table(runtimes: Sequence[dict[str, Any]]) -> Table:
+    keys: list[str] = ["name"]
+    for rt in runtimes:
+        for k in rt:
+            if k not in keys and not isinstance(rt[k], (dict, list)):
+                keys.append(k)
+    rows = [[rt.get(k) for k in keys] for rt in runtimes]
+    return Table(keys, rows, "joblet runtimes")
+
+
+def mapping_table(data: dict[str, Any], title: str = "") -> Table:
+    rows = [[k, _compact(v) if isinstance(v, (dict, list)) else v] for k, v in data.items()]
+    return Table(["field", "value"], rows, title)
+
+
+def _compact(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 200 else text[:197] + "..."

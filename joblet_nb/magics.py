@@ -1,0 +1,494 @@
+"""`%joblet` and `%%joblet`: argument parsing and display over `JobletClient`.
+
+Nothing here talks HTTP or follows a stream itself (ipyparallel's lesson: thin magics over a real
+client). Tokens never come from arguments: they would be saved in the notebook and its history.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Bool, Dict, Float, Int, Unicode
+from traitlets.config import Configurable
+
+from . import artifacts
+from .client import TERMINAL, JobletClient
+from .config import mask, resolve
+from .display import jobs_table, mapping_table, record_table, runtimes_table
+from .errors import JobFailed, JobletError, NotFoundError, RuntimeMissing
+from .request import OptionError, collect_inputs, limits_from, parse_env, read_upload
+from .stream import JobFollower, JobResult
+
+BASE_NAMES = ("base", "none", "")
+
+
+def note(message: str) -> None:
+    """A line of the extension's own, on stderr so it never mixes with the job's stdout."""
+    sys.stderr.write(f"[joblet] {message}\n")
+    sys.stderr.flush()
+
+
+def _limit_arguments(func: Callable) -> Callable:
+    """The limit options shared by `run` and `use` (applied in source order)."""
+    for deco in reversed([
+        argument("--max-memory", metavar="SIZE", help="memory limit, e.g. 512M, 1G (bare number: MB)"),
+        argument("--max-cpu", metavar="PCT", help="CPU limit in percent of one CPU (200 = two CPUs)"),
+        argument("--pids", type=int, metavar="N", help="most processes/threads at once"),
+        argument("--timeout", metavar="SECS", help="wall-clock limit in seconds (or 5m, 1h)"),
+        argument("--disk", metavar="SIZE", help="writable space of /work and /tmp, e.g. 1G"),
+        argument("--max-io", metavar="RATE", help="block I/O bytes per second, e.g. 10M"),
+        argument("--network", nargs="?", const="bridge", metavar="MODE",
+                 help="give the job a network (default mode: bridge); none without this"),
+    ]):
+        func = deco(func)
+    return func
+
+
+@magics_class
+class JobletMagics(Magics, Configurable):
+    """Run notebook cells in isolated sandboxes on a joblet agent."""
+
+    url = Unicode("", help="agent URL; empty: JOBLET_URL, then ~/.config/joblet/client.json").tag(config=True)
+    token_file = Unicode("", help="file holding the user token; empty: JOBLET_TOKEN, then client.json").tag(config=True)
+    admin_token_file = Unicode("", help="file holding the admin token; empty: JOBLET_ADMIN_TOKEN, then ~/.config/joblet/admin-token").tag(config=True)
+    nodes = Dict(help="named agents for --node: {'gpu': {'url': ..., 'token_file': ...}}").tag(config=True)
+    default_runtime = Unicode("", help="runtime of cells without -r; empty: the base system python3").tag(config=True)
+    default_limits = Dict(help="limits of cells that do not set them: memory_mb, cpu_percent, pids, timeout_s, disk_mb, io_bps").tag(config=True)
+    default_network = Unicode("", help="network of cells without --network; empty: the agent's default (none)").tag(config=True)
+    stream_output = Bool(True, help="write output as it arrives; False: all at once when the job ends").tag(config=True)
+    raise_on_error = Bool(True, help="a failed job fails the cell (nbclient/papermill stop); --allow-error opts out per cell").tag(config=True)
+    show_status = Bool(True, help="show a live status line widget while a cell runs (kernels only)").tag(config=True)
+    status_interval = Float(1.0, help="seconds between status line refreshes").tag(config=True)
+    stderr_tail_lines = Int(20, help="lines of the job's stderr shown when it fails").tag(config=True)
+    http_timeout = Float(30.0, help="seconds to wait for the agent to answer a call").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any):
+        super().__init__(shell=shell, **kwargs)
+        self.background: dict[str, Any] = {}     # job id -> the run's parsed options
+        self.skip_runtimes: set[str] = set()     # `require --or-skip` of runtimes the agent lacks
+        self.last_result: JobResult | None = None
+
+    # ---- connection ---------------------------------------------------------------------
+
+    def client(self, node: str | None = None) -> JobletClient:
+        """A client for this call, resolved now so env and %config changes apply at once."""
+        url, token_file, admin_file = self.url, self.token_file, self.admin_token_file
+        if node:
+            spec = self.nodes.get(node)
+            if spec is None:
+                known = ", ".join(sorted(self.nodes)) or "none configured"
+                raise UsageError(
+                    f"unknown node {node!r} ({known}); configure one with "
+                    f"%config JobletMagics.nodes = {{'{node}': {{'url': 'http://HOST:7755', "
+                    f"'token_file': '/path/to/token'}}}}"
+                )
+            if isinstance(spec, str):
+                spec = {"url": spec}
+            url = spec.get("url", url)
+            token_file = spec.get("token_file", token_file)
+            admin_file = spec.get("admin_token_file", admin_file)
+        try:
+            settings = resolve(url, token_file, admin_file)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{exc}; fix JobletMagics.token_file or unset it") from None
+        return JobletClient.from_settings(settings, timeout=self.http_timeout)
+
+    def admin_client(self, node: str | None = None) -> JobletClient:
+        """The admin token for every call, so it can also follow and stop build jobs."""
+        c = self.client(node)
+        if not c.admin_token:
+            raise JobletError(
+                "this needs the admin token: set JOBLET_ADMIN_TOKEN, JobletMagics.admin_token_file, "
+                "or ~/.config/joblet/admin-token"
+            )
+        return JobletClient(c.url, c.admin_token, c.admin_token, timeout=self.http_timeout)
+
+    def _widgets(self) -> bool:
+        """Widgets only where a kernel can render them; a terminal gets text lines."""
+        return self.show_status and getattr(self.shell, "kernel", None) is not None
+
+    # ---- the magic ----------------------------------------------------------------------
+
+    @line_cell_magic
+    def joblet(self, line: str, cell: str | None = None) -> Any:
+        sub, _, rest = line.strip().partition(" ")
+        if cell is not None and (not sub or sub.startswith("-")):
+            sub, rest = "run", line  # `%%joblet --max-memory 1G` means run
+        if not sub:
+            print(SHORT_HELP)
+            return None
+        handler = self._handlers().get(sub)
+        if handler is None:
+            raise UsageError(f"unknown subcommand {sub!r}; one of: {', '.join(self._handlers())} "
+                             f"(`%joblet?` shows the help)")
+        if cell is not None and sub != "run":
+            raise UsageError(f"%%joblet {sub} takes no cell body; only %%joblet run does")
+        try:
+            return handler(rest.strip(), cell)
+        except OptionError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _handlers(self) -> dict[str, Callable[[str, str | None], Any]]:
+        return {
+            "run": self._run, "jobs": self._jobs, "status": self._status, "logs": self._logs,
+            "attach": self._attach, "stop": self._stop, "delete": self._delete,
+            "fetch": self._fetch, "show": self._show, "info": self._info, "use": self._use,
+            "require": self._require, "ui": self._ui, "runtime": self._runtime,
+        }
+
+    # ---- run ----------------------------------------------------------------------------
+
+    @magic_arguments("%joblet run")
+    @argument("-r", "--runtime", metavar="NAME", help="runtime to run in (`base`: the system python3)")
+    @_limit_arguments
+    @argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
+    @argument("--upload", action="append", default=[], metavar="PATH[:DEST]", help="send a local file into /work (repeatable)")
+    @argument("--in", dest="inputs", action="append", default=[], metavar="VAR", help="send this notebook variable's JSON value in (repeatable)")
+    @argument("--out", dest="outputs", action="append", default=[], metavar="VAR", help="bring the job's variable back as JSON (repeatable)")
+    @argument("--show", action="append", default=[], metavar="PATH", help="show an image the job wrote in /work (repeatable)")
+    @argument("--fetch", action="append", default=[], metavar="PATH", help="save a file the job wrote in /work next to the notebook")
+    @argument("--bg", action="store_true", help="start it and return; `%%joblet attach ID` follows it")
+    @argument("--allow-error", action="store_true", help="a failed job does not fail the cell")
+    @argument("--node", metavar="NAME", help="a named agent of JobletMagics.nodes")
+    @argument("--no-status", action="store_true", help="no live status line")
+    @argument("command", nargs="*", help="line form: a command to run, after --")
+    def _run(self, rest: str, cell: str | None) -> None:
+        """Run the cell (a script for the runtime; the base python3 without one) in a sandbox.
+
+        Output streams into the cell as it arrives. A failed job fails the cell with the reason
+        and the tail of its stderr. Ctrl-C stops the job and waits for it to end.
+        """
+        args = parse_argstring(self._run, rest)
+        runtime = self._effective_runtime(args.runtime)
+        if runtime and runtime in self.skip_runtimes:
+            note(f"skipped: runtime {runtime!r} is not on this agent "
+                 f"(an admin builds it with `%joblet runtime build {runtime}`)")
+            return None
+        client = self.client(args.node)
+        body = self._job_body(args, cell, runtime)
+        job_id = str(client.run_job(**body)["id"])
+        if args.bg:
+            self.background[job_id] = args
+            note(f"job {job_id} runs in the background: `%joblet attach {job_id}` follows it, "
+                 f"`%joblet stop {job_id}` stops it")
+            return None
+        self._follow(client, job_id, args, stop_on_interrupt=True)
+        return None
+
+    def _effective_runtime(self, option: str | None) -> str | None:
+        name = option if option is not None else self.default_runtime
+        return None if (name or "").lower() in BASE_NAMES else name
+
+    def _job_body(self, args: Any, cell: str | None, runtime: str | None) -> dict[str, Any]:
+        command = list(args.command)
+        if command and command[0] == "--":
+            command = command[1:]
+        body: dict[str, Any] = {"runtime": runtime}
+        if cell is not None:
+            if command:
+                raise UsageError("a cell runs as a script; give a command only on the line form "
+                                 "(%joblet run -- CMD ARGS)")
+            body["script"] = cell
+        elif command:
+            body["command"] = command
+        else:
+            raise UsageError("nothing to run: put code in the cell under %%joblet run, "
+                             "or give a command: %joblet run -- ls -la")
+        limits = {**self.default_limits, **limits_from(
+            args.max_memory, args.max_cpu, args.pids, args.timeout, args.disk, args.max_io)}
+        if limits:
+            body["limits"] = limits
+        network = args.network or self.default_network
+        if network:
+            body["network"] = network
+        env = parse_env(args.env)
+        if env:
+            body["env"] = env
+        if args.upload:
+            body["uploads"] = [read_upload(u) for u in args.upload]
+        if args.inputs:
+            inputs, sizes = collect_inputs(_names(args.inputs), self.shell.user_ns)
+            body["inputs"] = inputs
+            note("in: " + "; ".join(sizes))
+        if args.outputs:
+            body["outputs"] = _names(args.outputs)
+        return body
+
+    def _follow(self, client: JobletClient, job_id: str, args: Any, stop_on_interrupt: bool) -> JobResult:
+        status = tracker = None
+        if self._widgets() and not getattr(args, "no_status", False):
+            from .widgets import StatusLine, StatusTracker
+
+            status = StatusLine(job_id)
+            status.show()
+            tracker = StatusTracker(client, status, self.status_interval).start()
+        follower = JobFollower(client, job_id, live=self.stream_output,
+                               on_event=status.on_event if status else None)
+        try:
+            result = follower.follow(stop_on_interrupt=stop_on_interrupt)
+        finally:
+            if status is not None and tracker is not None:
+                tracker.stop()
+                try:
+                    status.update(client.get_job(job_id))
+                except JobletError:
+                    pass
+                status.refresh_display()
+        self.last_result = result
+        self.background.pop(job_id, None)
+        self._deliver(client, result, args)
+        return result
+
+    def _deliver(self, client: JobletClient, result: JobResult, args: Any) -> None:
+        """`--out` values, `--show` images, `--fetch` files; then fail the cell if the job failed."""
+        wanted = _names(getattr(args, "outputs", []) or [])
+        if wanted and result.ok:
+            self._assign_outputs(wanted, result)
+        if getattr(args, "show", None):
+            for line in artifacts.show(client, result.job_id, args.show):
+                note(line)
+        if getattr(args, "fetch", None) and result.ok:
+            for line in artifacts.fetch(client, result.job_id, args.fetch):
+                note(line)
+        if not result.ok:
+            failure = JobFailed(result.record, result.stderr_tail, self.stderr_tail_lines)
+            if getattr(args, "allow_error", False) or not self.raise_on_error:
+                note(failure.summary())
+            else:
+                raise failure
+
+    def _assign_outputs(self, wanted: list[str], result: JobResult) -> None:
+        """Put `--out` values into the user's namespace, stating each size; say what is missing."""
+        meta = result.outputs_meta
+        got = []
+        for name in wanted:
+            if name in result.outputs:
+                value = result.outputs[name]
+                self.shell.user_ns[name] = value
+                size = len(json.dumps(value).encode())
+                got.append(f"{name} ({type(value).__name__}, {size} B JSON)")
+        if got:
+            note("out: " + "; ".join(got))
+        if meta.get("error"):
+            note(f"out: {meta['error']}")
+        errors = meta.get("errors") or {}
+        for name, why in errors.items():
+            note(f"out: {name} not returned: {why}")
+        missing = [n for n in wanted if n not in result.outputs and n not in errors]
+        if missing and not meta.get("error"):
+            note(f"out: the job did not define {', '.join(missing)}")
+
+    # ---- jobs ---------------------------------------------------------------------------
+
+    @magic_arguments("joblet jobs")
+    @argument("--node", metavar="NAME")
+    def _jobs(self, rest: str, cell: str | None) -> None:
+        """List your jobs (all jobs, with the admin token)."""
+        args = parse_argstring(self._jobs, rest)
+        display(jobs_table(self.client(args.node).list_jobs()))
+
+    @magic_arguments("joblet status")
+    @argument("job_id", metavar="ID")
+    @argument("--node", metavar="NAME")
+    def _status(self, rest: str, cell: str | None) -> None:
+        """Show a job's record: status, reason, exit code, limits, usage."""
+        args = parse_argstring(self._status, rest)
+        display(record_table(self.client(args.node).get_job(args.job_id)))
+
+    @magic_arguments("joblet logs")
+    @argument("job_id", metavar="ID")
+    @argument("--node", metavar="NAME")
+    def _logs(self, rest: str, cell: str | None) -> None:
+        """Print a job's output so far, without waiting for it to end."""
+        args = parse_argstring(self._logs, rest)
+        JobFollower(self.client(args.node), args.job_id).history()
+
+    @magic_arguments("joblet attach")
+    @argument("job_id", metavar="ID")
+    @argument("--node", metavar="NAME")
+    @argument("--allow-error", action="store_true", help="a failed job does not fail the cell")
+    def _attach(self, rest: str, cell: str | None) -> None:
+        """Follow a job from its first event (e.g. a --bg job, or after the browser reconnected).
+
+        Ctrl-C detaches and leaves the job running; `%joblet stop ID` stops it. The options of
+        a --bg run of this session (--out, --show, --fetch) apply when it ends.
+        """
+        args = parse_argstring(self._attach, rest)
+        run_args = self.background.get(args.job_id, args)
+        if args.allow_error:
+            run_args.allow_error = True
+        self._follow(self.client(args.node), args.job_id, run_args, stop_on_interrupt=False)
+
+    @magic_arguments("joblet stop")
+    @argument("job_id", metavar="ID")
+    @argument("--node", metavar="NAME")
+    def _stop(self, rest: str, cell: str | None) -> None:
+        """Stop a job: SIGTERM, then SIGKILL after the agent's grace period."""
+        args = parse_argstring(self._stop, rest)
+        self.client(args.node).stop(args.job_id)
+        note(f"stop sent to job {args.job_id}")
+
+    @magic_arguments("joblet delete")
+    @argument("job_id", metavar="ID")
+    @argument("--node", metavar="NAME")
+    def _delete(self, rest: str, cell: str | None) -> None:
+        """Remove a finished job with its logs and files."""
+        args = parse_argstring(self._delete, rest)
+        self.client(args.node).delete_job(args.job_id)
+        self.background.pop(args.job_id, None)
+        note(f"job {args.job_id} deleted")
+
+    @magic_arguments("joblet fetch")
+    @argument("job_id", metavar="ID")
+    @argument("paths", nargs="+", metavar="PATH", help="files in the job's /work")
+    @argument("--to", default=".", metavar="DIR", help="local folder (default: the notebook's)")
+    @argument("--node", metavar="NAME")
+    def _fetch(self, rest: str, cell: str | None) -> None:
+        """Save files a job left in /work."""
+        args = parse_argstring(self._fetch, rest)
+        for line in artifacts.fetch(self.client(args.node), args.job_id, args.paths, args.to):
+            note(line)
+
+    @magic_arguments("joblet show")
+    @argument("job_id", metavar="ID")
+    @argument("paths", nargs="+", metavar="PATH", help="images in the job's /work")
+    @argument("--node", metavar="NAME")
+    def _show(self, rest: str, cell: str | None) -> None:
+        """Show images (png, jpeg, gif, svg) a job left in /work."""
+        args = parse_argstring(self._show, rest)
+        for line in artifacts.show(self.client(args.node), args.job_id, args.paths):
+            note(line)
+
+    # ---- session ------------------------------------------------------------------------
+
+    @magic_arguments("joblet info")
+    @argument("--node", metavar="NAME")
+    def _info(self, rest: str, cell: str | None) -> None:
+        """The agent (URL, version, platform), who you are to it (tokens masked), your defaults."""
+        args = parse_argstring(self._info, rest)
+        client = self.client(args.node)
+        settings = resolve(self.url, self.token_file, self.admin_token_file)
+        facts: dict[str, Any] = {"url": client.url}
+        health = client.health()
+        facts.update({f"agent {k}": v for k, v in health.items()})
+        facts["token"] = f"{mask(client.token)} (from {settings.source})"
+        try:
+            who = client.whoami()
+            facts["you are"] = f"{who.get('name', '?')} (role {who.get('role', '?')}, id {who.get('id', '?')})"
+        except JobletError as exc:
+            facts["you are"] = f"not accepted: {exc}"
+        facts["admin token"] = mask(client.admin_token)
+        facts["default runtime"] = self.default_runtime or "base python3"
+        facts["default limits"] = dict(self.default_limits) or "agent defaults"
+        facts["default network"] = self.default_network or "agent default (none)"
+        display(mapping_table(facts, "joblet info"))
+
+    @magic_arguments("joblet use")
+    @argument("runtime", metavar="RUNTIME", help="runtime for this notebook's cells (`base`: system python3)")
+    @_limit_arguments
+    @argument("--no-check", action="store_true", help="do not ask the agent whether it has the runtime")
+    @argument("--node", metavar="NAME")
+    def _use(self, rest: str, cell: str | None) -> None:
+        """Set this notebook's defaults: a shared notebook declares what it needs in its first cell.
+
+        Fails clearly when the agent lacks the runtime (see `%joblet require`).
+        """
+        args = parse_argstring(self._use, rest)
+        runtime = self._effective_runtime(args.runtime)
+        if runtime and not args.no_check:
+            self._check_runtime(self.client(args.node), runtime)
+        limits = limits_from(args.max_memory, args.max_cpu, args.pids, args.timeout, args.disk,
+                             args.max_io)
+        self.default_runtime = runtime or ""
+        self.default_limits = limits
+        self.default_network = args.network or ""
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(limits.items())) or "agent defaults"
+        note(f"this notebook runs with runtime={runtime or 'base python3'}, limits: {shown}"
+             + (f", network={args.network}" if args.network else ""))
+
+    @magic_arguments("joblet require")
+    @argument("runtimes", nargs="+", metavar="RUNTIME")
+    @argument("--or-skip", action="store_true",
+              help="where missing, say so and skip the cells that use it instead of failing")
+    @argument("--node", metavar="NAME")
+    def _require(self, rest: str, cell: str | None) -> None:
+        """Fail clearly where the agent lacks a runtime, saying how an admin builds it."""
+        args = parse_argstring(self._require, rest)
+        client = self.client(args.node)
+        for name in args.runtimes:
+            try:
+                self._check_runtime(client, name)
+                self.skip_runtimes.discard(name)
+                note(f"runtime {name} is available")
+            except RuntimeMissing as exc:
+                if not args.or_skip:
+                    raise
+                self.skip_runtimes.add(name)
+                note(f"{exc.message}; cells that use it are skipped")
+
+    def _check_runtime(self, client: JobletClient, name: str) -> dict[str, Any]:
+        try:
+            return client.runtime(name)
+        except NotFoundError:
+            raise RuntimeMissing(
+                f"runtime {name!r} is not on the agent at {client.url}; an admin builds it with "
+                f"`%joblet runtime build {name}` (or POST /v1/runtimes/{name}/build)"
+            ) from None
+
+    @magic_arguments("joblet ui")
+    @argument("--node", metavar="NAME")
+    def _ui(self, rest: str, cell: str | None) -> None:
+        """A panel: runtime picker and limit sliders (session defaults), and your jobs with Stop."""
+        args = parse_argstring(self._ui, rest)
+        from .widgets import ControlPanel
+
+        display(ControlPanel(self.client(args.node), self))
+
+    # ---- runtimes -----------------------------------------------------------------------
+
+    @magic_arguments("joblet runtime")
+    @argument("action", choices=["list", "info", "test", "remove", "build"])
+    @argument("name", nargs="?", metavar="NAME")
+    @argument("--force", action="store_true", help="build: rebuild even if it exists")
+    @argument("--spec", metavar="FILE", help="build: a runtime.yml of your own")
+    @argument("--file", action="append", default=[], metavar="FILE",
+              help="build: a file the spec uses, e.g. setup.sh (repeatable)")
+    @argument("--node", metavar="NAME")
+    def _runtime(self, rest: str, cell: str | None) -> Any:
+        """Runtimes: list, info NAME, test NAME, remove NAME (admin), build NAME (admin)."""
+        args = parse_argstring(self._runtime, rest)
+        if args.action != "list" and not args.name:
+            raise UsageError(f"%joblet runtime {args.action} needs a runtime name")
+        from . import runtimes
+
+        return runtimes.run_action(self, args)
+
+
+def _names(values: list[str]) -> list[str]:
+    """`--out a --out b` and `--out a,b` both work."""
+    names: list[str] = []
+    for value in values:
+        names += [n.strip() for n in value.split(",") if n.strip()]
+    return names
+
+
+SUBCOMMANDS = ["_run", "_jobs", "_status", "_logs", "_attach", "_stop", "_delete", "_fetch",
+               "_show", "_info", "_use", "_require", "_ui", "_runtime"]
+
+SHORT_HELP = """joblet: run notebook cells in isolated sandboxes on a joblet agent.
+  %%joblet run [options]   run the cell (options: %joblet? shows them all)
+  %joblet jobs | status ID | logs ID | attach ID | stop ID | delete ID | fetch ID PATH | show ID PATH
+  %joblet info | use RUNTIME [limits] | require RUNTIME | ui
+  %joblet runtime list | info NAME | test NAME | remove NAME | build NAME
+The agent's URL and your token come from JOBLET_URL / JOBLET_TOKEN or ~/.config/joblet/client.json."""
+
+JobletMagics.joblet.__doc__ = SHORT_HELP + "\n\n" + "\n\n".join(
+    getattr(JobletMagics, name).__doc__ for name in SUBCOMMANDS
+)
