@@ -393,6 +393,8 @@ class JobletMagics(Magics, Configurable):
     @magic_arguments("joblet use")
     @argument("runtime", metavar="RUNTIME", help="runtime for this notebook's cells (`base`: system python3)")
     @_limit_arguments
+    @argument("--fallback", metavar="RUNTIME",
+              help="where the agent lacks RUNTIME, say so and use this one (e.g. base) instead")
     @argument("--no-check", action="store_true", help="do not ask the agent whether it has the runtime")
     @argument("--node", metavar="NAME")
     def _use(self, rest: str, cell: str | None) -> None:
@@ -403,7 +405,16 @@ class JobletMagics(Magics, Configurable):
         args = parse_argstring(self._use, rest)
         runtime = self._effective_runtime(args.runtime)
         if runtime and not args.no_check:
-            self._check_runtime(self.client(args.node), runtime)
+            try:
+                self._check_runtime(self.client(args.node), runtime)
+            except RuntimeMissing as exc:
+                if args.fallback is None:
+                    raise
+                fallback = self._effective_runtime(args.fallback)
+                if fallback:
+                    self._check_runtime(self.client(args.node), fallback)
+                note(f"{exc.message}; using {fallback or 'base python3'} instead")
+                runtime = fallback
         limits = limits_from(args.max_memory, args.max_cpu, args.pids, args.timeout, args.disk,
                              args.max_io)
         self.default_runtime = runtime or ""
