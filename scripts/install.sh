@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything joblet-nb needs on a Debian 12 machine, as root: the Debian packages the
+# sandbox and the tests use, and a virtualenv (.venv) with the project and its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "run this as root: the agent creates namespaces, mounts and cgroups" >&2
+  exit 1
+fi
+
+need=()
+for pkg in bubblewrap nftables iproute2 libseccomp2 python3 python3-venv ca-certificates; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v -E '^(WARNING|\s*$)' || true
+.venv/bin/python -c 'import joblet_agent, joblet_nb' 2>/dev/null || .venv/bin/python -c 'import joblet_agent'
+echo "joblet-nb installed in $(pwd)/.venv"
