@@ -170,10 +170,10 @@ _PR_GET_NO_NEW_PRIVS = 39
 _SECCOMP_SET_MODE_FILTER = 1
 _SECCOMP_FILTER_FLAG_TSYNC = 1
 _BPF_MAXINSNS = 4096
-_BPF_RET_K = 0x06
-_BPF_JMP_JA = 0x05
 _BPF_CLASS_MASK = 0x07
-_BPF_RET = 0x06
+_BPF_CLASS_RET = 0x06
+_BPF_RET_K = 0x06       # BPF_RET | BPF_K: return a constant
+_BPF_JMP_JA = 0x05      # BPF_JMP | BPF_JA: jump forward by k
 _SOCK_FILTER = struct.Struct("=HBBI")   # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}
 
 
@@ -206,6 +206,10 @@ def _nr(name: str) -> int:
 def _new_filter(default_action: int) -> pyseccomp.SyscallFilter:
     flt = pyseccomp.SyscallFilter(default_action)
     flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)  # i386, x32, arm32: killed
+    # A binary tree instead of a linear chain of syscall numbers: the kernel emulates the program
+    # for every syscall number when it is loaded (to cache constant "allow" verdicts), so a tree
+    # halves load(): ~0.26 ms instead of ~0.49 ms per job here, for 84 more instructions.
+    flt.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)
     return flt
 
 
@@ -264,7 +268,7 @@ def _chain(first: bytes, second: bytes) -> bytes:
     n = len(first) // _SOCK_FILTER.size
     out = bytearray()
     for i, (code, jt, jf, k) in enumerate(_SOCK_FILTER.iter_unpack(first)):
-        if code & _BPF_CLASS_MASK == _BPF_RET:
+        if code & _BPF_CLASS_MASK == _BPF_CLASS_RET:
             if code != _BPF_RET_K:
                 raise SeccompError(f"unexpected return instruction {code:#x} from libseccomp")
             if k == pyseccomp.ALLOW:
@@ -310,8 +314,9 @@ def load(job_type: JobType) -> None:
     """Install the profile for ``job_type`` on every thread of the calling process.
 
     Meant as the very last step before execve: nothing is built here, only one prctl and one
-    seccomp(2) call. no_new_privs must already be set; we check instead of setting it, so that a
-    launcher that forgot it fails loudly rather than running a root-privileged job without it.
+    seccomp(2) call. no_new_privs must already be set (the init sets it). This checks rather than
+    sets it, so that an init that forgot it fails here instead of exec'ing the job without it: a
+    process with CAP_SYS_ADMIN could load the filter without no_new_privs, and nothing would say.
     """
     job_type = JobType.parse(job_type)
     compile_profile(job_type)  # a no-op after warm-up
