@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -73,10 +73,10 @@ def create_app(service: JobService, tokens: TokenStore, extra: dict[str, Any] | 
     async def stop_job(job_id: JobId, who: Caller) -> JobRecord:
         return await service.stop(who, job_id)
 
-    @app.delete("/v1/jobs/{job_id}", status_code=204, response_class=JSONResponse)
-    async def delete_job(job_id: JobId, who: Caller) -> JSONResponse:
+    @app.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response)
+    async def delete_job(job_id: JobId, who: Caller) -> Response:
         service.delete(who, job_id)
-        return JSONResponse(status_code=204, content=None)
+        return Response(status_code=204)
 
     @app.get("/v1/jobs/{job_id}/files/{path:path}", response_class=StreamingResponse,
              responses={200: {"content": {"application/octet-stream": {}}}})
@@ -122,8 +122,8 @@ def _install_runtime_placeholders(app: FastAPI, caller: Any) -> None:
     async def test_runtime(name: str, who: Caller) -> dict[str, Any]:
         raise NotFound(f"no runtime {name!r} is published on this agent")
 
-    @app.delete("/v1/runtimes/{name}", status_code=204)
-    async def remove_runtime(name: str, who: Caller) -> None:
+    @app.delete("/v1/runtimes/{name}", status_code=204, response_class=Response)
+    async def remove_runtime(name: str, who: Caller) -> Response:
         who.require_admin()
         raise NotFound(f"no runtime {name!r} is published on this agent")
 

@@ -79,9 +79,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .sweep import sweep
 
     paths = AgentPaths.at(args.root)
+    driver = preflight.check(paths.cgroup_parent())
     config = load_config(Path(args.config) if args.config else paths.config / "agent.yml")
     host, port = ("", 0) if args.unix else _listen_address(args, config)
-    driver = preflight.check(paths.cgroup_parent())
     paths.ensure()
     launcher = Launcher()
     launcher.start()  # before any thread exists: the launcher is forked from a clean process

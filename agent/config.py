@@ -31,10 +31,12 @@ class AgentConfig(BaseModel):
 
 
 def load_config(path: Path | None) -> AgentConfig:
-    if path is None or not path.exists():
-        return AgentConfig()
     try:
+        if path is None or not path.exists():
+            return AgentConfig()
         data = yaml.safe_load(path.read_text()) or {}
         return AgentConfig.model_validate(data)
+    except OSError as exc:
+        raise CannotIsolate(f"cannot read config file {path}: {exc.strerror}") from None
     except (yaml.YAMLError, ValidationError) as exc:
         raise CannotIsolate(f"config file {path} is not valid: {exc}") from None

@@ -1,0 +1,200 @@
+"""How jobs end: exit, failure, OOM, timeout, stop, failed set-up, a crashed agent. Each ending is
+reported with the right status and reason, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import sys
+import time
+
+from agentproc import AgentProcess, leftovers
+
+
+def _assert_clean(agent: AgentProcess, job_id: str) -> None:
+    left = [item for item in leftovers(agent.root) if job_id in item]
+    assert not left, left
+
+
+def test_exit_code_is_reported(api, agent):
+    result = api.run(command=["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert result.record["status"] == "FAILED"
+    assert (result.record["reason"], result.record["exit_code"]) == ("exit", 3)
+    assert (result.stdout, result.stderr) == ("out\n", "err\n")
+    _assert_clean(agent, result.id)
+
+
+def test_unknown_command_fails_with_a_message(api):
+    result = api.run(command=["no-such-program-jnb"])
+    assert result.record["exit_code"] == 127
+    assert "no-such-program-jnb: command not found" in result.stderr
+
+
+def test_oom_kill_is_reported_as_oom(api, agent):
+    result = api.run(script="b = bytearray(400 * 1024 * 1024)\nprint('not killed')",
+                     limits={"memory_mb": 48})
+    assert (result.record["status"], result.record["reason"]) == ("FAILED", "oom"), result.explain()
+    assert "not killed" not in result.stdout
+    _assert_clean(agent, result.id)
+
+
+def test_timeout_is_reported_as_timeout(api, agent):
+    result = api.run(command=["sleep", "60"], limits={"timeout_s": 1})
+    assert (result.record["status"], result.record["reason"]) == ("FAILED", "timeout"), result.explain()
+    assert result.record["ended_at"] - result.record["started_at"] < 30
+    _assert_clean(agent, result.id)
+
+
+def test_stop_sends_sigterm_to_the_job_then_ends_it(api, agent):
+    script = ("import signal, sys, time\n"
+              "def bye(*_):\n    print('got SIGTERM', flush=True); sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    job_id = api.submit(script=script)
+    _wait_for_output(api, job_id, "ready")
+    assert api.call("POST", f"/v1/jobs/{job_id}/stop").status_code == 200
+    events = api.events(job_id)
+    record = api.call("GET", f"/v1/jobs/{job_id}").json()
+    assert "got SIGTERM" in "".join(e.get("data", "") for e in events)
+    assert (record["status"], record["reason"]) == ("STOPPED", "stopped")
+    _assert_clean(agent, job_id)
+
+
+def test_stop_kills_a_job_that_ignores_sigterm(agent):
+    """With a short grace period, SIGKILL follows SIGTERM."""
+    job_id = None
+    own = AgentProcess.fresh()
+    (own.root / "config").mkdir(parents=True, exist_ok=True)
+    (own.root / "config" / "agent.yml").write_text("stop_grace_s: 0.5\n")
+    own.start()
+    try:
+        api = own.api()
+        job_id = api.submit(script="import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                                   "print('ready', flush=True)\ntime.sleep(120)\n")
+        _wait_for_output(api, job_id, "ready")
+        api.call("POST", f"/v1/jobs/{job_id}/stop")
+        events = api.events(job_id, timeout=30)
+        assert events[-1]["status"] == "STOPPED"
+        _assert_clean(own, job_id)
+    finally:
+        own.remove()
+
+
+def test_failed_setup_is_reported_as_setup_with_the_step(api, agent):
+    """An upload that needs a file to be a folder makes the sandbox set-up fail."""
+    b64 = base64.b64encode(b"x").decode()
+    result = api.run(command=["true"], uploads=[{"path": "a", "content_b64": b64},
+                                                {"path": "a/b", "content_b64": b64}])
+    assert (result.record["status"], result.record["reason"]) == ("FAILED", "setup"), result.explain()
+    assert "build root" in result.record["message"]
+    _assert_clean(agent, result.id)
+
+
+def test_uploads_land_in_work_with_their_mode(api):
+    script_b64 = base64.b64encode(b"#!/bin/sh\necho uploaded script ran\n").decode()
+    result = api.run(command=["sh", "-c", "./tools/run.sh && stat -c %a tools/run.sh && cat data/x.csv"],
+                     uploads=[{"path": "tools/run.sh", "content_b64": script_b64, "mode": 0o755},
+                              {"path": "data/x.csv", "content_b64": base64.b64encode(b"a,b\n").decode()}])
+    assert result.stdout == "uploaded script ran\n755\na,b\n", result.explain()
+
+
+def test_files_left_in_work_can_be_downloaded_until_delete(api):
+    result = api.run(command=["sh", "-c", "mkdir -p out && printf 'result' > out/r.txt"])
+    r = api.call("GET", f"/v1/jobs/{result.id}/files/out/r.txt")
+    assert (r.status_code, r.content) == (200, b"result")
+    assert api.call("DELETE", f"/v1/jobs/{result.id}").status_code == 204
+    assert api.call("GET", f"/v1/jobs/{result.id}/files/out/r.txt").status_code == 404
+    assert api.call("GET", f"/v1/jobs/{result.id}").status_code == 404
+
+
+def test_inputs_and_outputs_travel_as_json(api):
+    result = api.run(script="total = sum(xs) * factor\nlabel = 'done'", inputs={"xs": [1, 2, 3], "factor": 2},
+                     outputs=["total", "label", "nope"])
+    outputs = [e for e in result.events if e["type"] == "outputs"]
+    assert outputs and outputs[0]["values"] == {"total": 12, "label": "done"}, result.explain()
+    assert outputs[0]["missing"] == ["nope"]
+    assert result.events[-1]["type"] == "exit"
+
+
+def test_events_resume_after_seq_without_loss_or_repeat(api):
+    result = api.run(command=["sh", "-c", "for i in $(seq 1 200); do echo line $i; done"])
+    full = result.events
+    for cut in (0, 1, len(full) // 2, len(full) - 1):
+        rest = api.events(result.id, after=full[cut]["seq"] if cut else 0)
+        assert [e["seq"] for e in rest] == [e["seq"] for e in full[(cut + 1 if cut else 0):]]
+    assert "".join(e["data"] for e in full if e["type"] == "stdout").count("line") == 200
+
+
+def test_live_follow_sees_output_while_the_job_runs(api):
+    job_id = api.submit(script="import time\nfor i in range(3):\n    print('tick', i, flush=True); time.sleep(0.3)\n")
+    r = api.call("GET", f"/v1/jobs/{job_id}/events", params={"follow": "true"}, stream=True)
+    first_tick_at, record_status = None, None
+    for line in r.iter_lines():
+        if b"tick 0" in line:
+            first_tick_at = time.monotonic()
+            record_status = api.call("GET", f"/v1/jobs/{job_id}").json()["status"]
+    assert first_tick_at is not None and record_status == "RUNNING"
+
+
+def test_crashed_agent_jobs_are_marked_lost_and_swept(tmp_path):
+    own = AgentProcess.fresh().start()
+    try:
+        api = own.api()
+        job_id = api.submit(command=["sleep", "300"])
+        _wait_for_status(api, job_id, "RUNNING")
+        own.stop(signal.SIGKILL)
+        own.start()
+        record = own.api().call("GET", f"/v1/jobs/{job_id}").json()
+        assert (record["status"], record["reason"]) == ("FAILED", "lost")
+        assert own.api().events(job_id)[-1]["reason"] == "lost"
+        assert not leftovers(own.root)
+    finally:
+        own.remove()
+
+
+def test_agent_refuses_to_start_without_root(tmp_path):
+    """The CLI run as an unprivileged user (in a forked child, so no interpreter path must be
+    readable by that user) exits 2 and names what is missing."""
+    import traceback
+
+    import uvicorn  # noqa: F401  (imported here: the unprivileged child cannot read /root)
+    from joblet_agent import api, cli, jobs, preflight, runtimes, sweep  # noqa: F401
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.close(read)
+            sys.stderr = open(write, "w", closefd=False)
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            code = cli.main(["serve", "--root", str(tmp_path / "r"), "--listen", "127.0.0.1:1"])
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as f:
+        stderr = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2, stderr
+    assert "must run as root" in stderr
+
+
+def _wait_for_output(api, job_id: str, text: str) -> None:
+    r = api.call("GET", f"/v1/jobs/{job_id}/events", params={"follow": "true"}, stream=True)
+    for line in r.iter_lines():
+        if text.encode() in line:
+            r.close()
+            return
+    raise AssertionError(f"{text!r} never appeared")
+
+
+def _wait_for_status(api, job_id: str, status: str) -> None:
+    for _ in range(600):
+        if api.call("GET", f"/v1/jobs/{job_id}").json()["status"] == status:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"job never reached {status}")
