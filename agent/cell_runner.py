@@ -22,6 +22,9 @@ def _load(name, default):
 
 
 def main():
+    # line by line, so a notebook sees output as it comes, without one event per print() piece
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
     spec = _load("cell.json", {})
     namespace = {"__name__": "__main__", "__file__": "<cell>"}
     namespace.update(_load("inputs.json", {}))

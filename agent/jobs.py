@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from . import etcfiles
 from .auth import Principal
@@ -49,6 +49,14 @@ class RuntimeMounts:
 RuntimeResolver = Callable[[str], RuntimeMounts]
 
 
+class JobNetwork(Protocol):
+    """Outside set-up of a job's network namespace (bridge mode); see network.py."""
+
+    def attach(self, job_id: str, init_pid: int) -> dict[str, Any]: ...
+
+    def release(self, job_id: str) -> None: ...
+
+
 def _no_runtimes(name: str) -> RuntimeMounts:
     raise BadRequest(f"unknown runtime {name!r}: this agent has no published runtimes")
 
@@ -65,18 +73,21 @@ class LiveJob:
     outputs: list[str] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
     open_streams: int = 3
+    go_fd: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
 
 class JobService:
     def __init__(self, paths: AgentPaths, config: AgentConfig, driver: cgroups.CgroupDriver,
-                 launcher: Launcher, runtimes: RuntimeResolver = _no_runtimes) -> None:
+                 launcher: Launcher, runtimes: RuntimeResolver = _no_runtimes,
+                 network: JobNetwork | None = None) -> None:
         self.paths = paths
         self.config = config
         self.driver = driver
         self.launcher = launcher
         self.resolve_runtime = runtimes
+        self.network = network
         self.store = JobStore(paths.job_state)
         self.live: dict[str, LiveJob] = {}
         self._slots: set[int] = set()
@@ -115,31 +126,45 @@ class JobService:
     # ---- commands ------------------------------------------------------------------------
 
     async def start(self, who: Principal, req: JobRequest) -> JobRecord:
+        if req.network != "none" and self.network is None:
+            raise BadRequest(f"network {req.network!r} is not available on this agent; use 'none'")
         runtime = self.resolve_runtime(req.runtime) if req.runtime else None
         limits = self._effective_limits(req.limits)
         job_id = secrets.token_hex(8)
         record = JobRecord(id=job_id, type=JobType.STANDARD.value, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())
         argv, uploads = self._program(req, runtime)
+        live = self._admit(record, outputs=list(req.outputs))
+        if live is None:
+            return record
+        return await self._launch(live, self._spec(record, req, runtime, argv, uploads, live.uid_slot, live.cgroup))
+
+    def _admit(self, record: JobRecord, outputs: list[str] | None = None) -> LiveJob | None:
+        """Store the record, take a uid slot and make the job's cgroup; None if that failed (the
+        record then says why, with reason setup)."""
         self.store.add(record)
-        self.store.log(job_id)
+        self.store.log(record.id)
+        limits = record.limits
         slot = self._take_slot()
         try:
-            cgroup = self.driver.create(f"job-{job_id}", cgroups.Limits(
+            cgroup = self.driver.create(f"job-{record.id}", cgroups.Limits(
                 cpu_percent=limits.cpu_percent, memory_mb=limits.memory_mb,
                 pids=(limits.pids + SANDBOX_OVERHEAD_PIDS) if limits.pids else None,
                 io_bps=limits.io_bps or None, io_device=self.io_device if limits.io_bps else None))
         except cgroups.CgroupError as exc:
             self._slots.discard(slot)
             self._finish_record(record, JobStatus.FAILED, "setup", message=f"cgroup: {exc}")
-            return record
-        live = LiveJob(record=record, cgroup=cgroup, uid_slot=slot, outputs=list(req.outputs))
-        self.live[job_id] = live
-        spec = self._spec(record, req, runtime, argv, uploads, slot, cgroup)
-        root_dir = Path(spec.root_dir)
-        root_dir.mkdir(mode=0o700)
+            return None
+        return LiveJob(record=record, cgroup=cgroup, uid_slot=slot, outputs=outputs or [])
+
+    async def _launch(self, live: LiveJob, spec: SandboxSpec) -> JobRecord:
+        """Hand a spec to the launcher and watch the sandbox; any failure becomes reason setup."""
+        record = live.record
+        self.live[record.id] = live
+        Path(spec.root_dir).mkdir(mode=0o700)
         try:
-            pipes = self.launcher.launch(spec, wait_for_go=False)
+            pipes = self.launcher.launch(spec, wait_for_go=record.network != "none")
+            live.go_fd = pipes.go
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
             live.result = {"event": "setup_error", "message": f"launching the sandbox: {exc}"}
             await self._finalize(live)
@@ -211,7 +236,7 @@ class JobService:
               uploads: list[Upload], slot: int, cgroup: cgroups.JobCgroup) -> SandboxSpec:
         uid = gid = self.config.uid_base + slot
         env = {"PATH": BASE_PATH, "HOME": "/work", "USER": etcfiles.JOB_USER, "LOGNAME": etcfiles.JOB_USER,
-               "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONUNBUFFERED": "1"}
+               "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
         if runtime is not None:
             env.update(runtime.env)
         env.update(req.env)
@@ -276,6 +301,7 @@ class JobService:
             live.init_pid = int(event["pid"])
             if live.stop_reason:
                 self._signal_stop(live, live.stop_reason, grace=0)
+            self._release_go(live)
         elif kind == "running":
             record = live.record
             record.status, record.started_at = JobStatus.RUNNING, time.time()
@@ -292,6 +318,20 @@ class JobService:
                 self.store.log(live.record.id).append({"type": "stderr", "data": event.get("message", "") + "\n"})
         elif kind == "artifacts_error":
             live.result["artifacts_error"] = event.get("message")
+
+    def _release_go(self, live: LiveJob) -> None:
+        """Set up the job's network from outside, then let the init go on (EOF aborts it)."""
+        if live.go_fd is None:
+            return
+        go, live.go_fd = live.go_fd, None
+        try:
+            if not live.stop_reason and self.network is not None and live.init_pid is not None:
+                self.network.attach(live.record.id, live.init_pid)
+                os.write(go, b"g")
+        except Exception as exc:  # noqa: BLE001 - the init sees EOF and reports reason setup
+            live.result.setdefault("network_error", f"network: {exc}")
+        finally:
+            os.close(go)
 
     def _close_stream(self, live: LiveJob, fd: int) -> None:
         asyncio.get_running_loop().remove_reader(fd)
@@ -330,6 +370,11 @@ class JobService:
         except Exception:  # noqa: BLE001 - usage is best effort, cleanup is not
             pass
         live.cgroup.remove()
+        if live.go_fd is not None:
+            os.close(live.go_fd)
+            live.go_fd = None
+        if record.network != "none" and self.network is not None:
+            self.network.release(record.id)
         _rmdir(Path(self.paths.jobs / record.id))
         self._slots.discard(live.uid_slot)
         status_, reason, message = self._verdict(live, oom)
@@ -344,7 +389,7 @@ class JobService:
         result = live.result
         kind = result.get("event")
         if kind == "setup_error":
-            return JobStatus.FAILED, "setup", result.get("message")
+            return JobStatus.FAILED, "setup", result.get("network_error") or result.get("message")
         if live.stop_reason == "stopped":
             return JobStatus.STOPPED, "stopped", None
         if live.stop_reason == "timeout":
