@@ -80,11 +80,11 @@ def read_upload(spec: str) -> dict[str, Any]:
     local, sep, dest = spec.partition(":")
     if not sep:
         dest = os.path.basename(local.rstrip("/"))
+    if dest.startswith("/") or ".." in dest.split("/") or not dest:
+        raise OptionError(f"--upload: destination {dest!r} must be a relative path inside /work")
     path = os.path.expanduser(local)
     if not os.path.isfile(path):
         raise OptionError(f"--upload: no file {local!r} (relative paths start at {os.getcwd()})")
-    if dest.startswith("/") or ".." in dest.split("/") or not dest:
-        raise OptionError(f"--upload: destination {dest!r} must be a relative path inside /work")
     with open(path, "rb") as f:
         content = f.read()
     mode = stat.S_IMODE(os.stat(path).st_mode) & 0o755

@@ -1,0 +1,192 @@
+"""Real kernels (ipykernel via nbclient / jupyter_client) against the real agent.
+
+- the example notebooks run end to end, the kernel getting JOBLET_URL / JOBLET_TOKEN /
+  JOBLET_ADMIN_TOKEN in its environment;
+- output lands in the cell that ran the job, also for a background job attached later;
+- a failed job fails the notebook run (nbclient stops, as papermill would);
+- a kernel interrupt stops the remote job.
+"""
+
+from __future__ import annotations
+
+import base64
+import queue
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient.exceptions import CellExecutionError
+from nbformat.v4 import new_code_cell, new_notebook
+
+from joblet_nb.client import JobletClient
+from joblet_nb.execute import execute
+from test_nb_support import host_processes_with, wait_ended
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@pytest.fixture
+def kernel_env(agent: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The kernel inherits this environment; no client config of the machine is read."""
+    monkeypatch.setenv("JOBLET_URL", agent.url)
+    monkeypatch.setenv("JOBLET_TOKEN", agent.user_token)
+    monkeypatch.setenv("JOBLET_ADMIN_TOKEN", agent.admin_token)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    return tmp_path
+
+
+def _run_example(name: str, workdir: Path) -> Any:
+    path = workdir / name
+    shutil.copy(NOTEBOOKS / name, path)
+    return execute(path, cwd=workdir, timeout=300)
+
+
+def _outputs(cell: Any) -> tuple[str, str, list[dict[str, Any]]]:
+    stdout = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
+    stderr = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
+    rich = [o["data"] for o in cell.outputs if o["output_type"] in ("display_data", "execute_result")]
+    return stdout, stderr, rich
+
+
+def _code_cells(nb: Any) -> list[Any]:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_data_scientist_notebook(kernel_env):
+    nb = _run_example("data-scientist.ipynb", kernel_env)
+    cells = _code_cells(nb)
+    _, stderr, _ = _outputs(cells[2])
+    assert "in: samples (list," in stderr and "out: summary (dict," in stderr
+    stdout, _, rich = _outputs(cells[4])
+    assert any("image/png" in r for r in rich), "the histogram image is shown inline"
+    png = next(r["image/png"] for r in rich if "image/png" in r)
+    assert base64.b64decode(png).startswith(b"\x89PNG")
+    _, stderr, _ = _outputs(cells[5])
+    assert "reason=oom" in stderr  # the limit demo reports, and the notebook goes on
+
+
+def test_educator_notebook_declares_its_runtime_first(kernel_env):
+    nb = _run_example("educator.ipynb", kernel_env)
+    first = _code_cells(nb)[0]
+    assert "%joblet use" in first.source
+    _, stderr, _ = _outputs(first)
+    assert "this notebook runs with" in stderr
+    stdout, _, _ = _outputs(_code_cells(nb)[2])
+    assert "exercise 1: correct" in stdout
+    _, stderr, _ = _outputs(_code_cells(nb)[3])
+    assert "reason=timeout" in stderr
+
+
+def test_admin_notebook(kernel_env):
+    nb = _run_example("admin.ipynb", kernel_env)
+    cells = _code_cells(nb)
+    _, _, rich = _outputs(cells[1])
+    assert any("joblet runtimes" in r.get("text/plain", "") for r in rich)
+    stdout, _, _ = _outputs(cells[-1])
+    assert "as expected" in stdout and "runtime build no-such-runtime" in stdout
+
+
+def test_output_lands_in_the_cell_that_ran_it(kernel_env, agent):
+    nb = new_notebook(cells=[
+        new_code_cell("%load_ext joblet_nb"),
+        new_code_cell("%%joblet run --bg\nimport time\nfor i in range(3):\n"
+                      "    print('bg', i, flush=True)\n    time.sleep(0.2)"),
+        new_code_cell("%%joblet run\nimport time\nprint('first', flush=True)\ntime.sleep(0.5)\n"
+                      "print('second', flush=True)"),
+        new_code_cell("print('plain python')"),
+        new_code_cell("import joblet_nb\n(job_id,) = joblet_nb._magics.background\n"
+                      "%joblet attach {job_id}"),
+        new_code_cell("print('last')"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = kernel_env / "cells.ipynb"
+    nbformat.write(nb, path)
+    done = execute(path, cwd=kernel_env, timeout=120)
+    out = [_outputs(c) for c in done.cells]
+    assert "bg" not in out[1][0] and "%joblet attach" in out[1][1]
+    assert out[2][0] == "first\nsecond\n"
+    assert out[3][0] == "plain python\n"
+    assert out[4][0] == "bg 0\nbg 1\nbg 2\n"
+    assert out[5][0] == "last\n"
+    # the live status line is a widget with a text/html snapshot of the final state
+    status = [r for r in out[2][2] if "application/vnd.jupyter.widget-view+json" in r]
+    assert len(status) == 1
+    assert "COMPLETED" in status[0]["text/plain"] and "COMPLETED" in status[0]["text/html"]
+
+
+def test_ui_panel_has_a_static_snapshot_in_a_kernel(kernel_env):
+    nb = new_notebook(cells=[new_code_cell("%load_ext joblet_nb\n%joblet ui")],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                               "language": "python"}})
+    path = kernel_env / "ui.ipynb"
+    nbformat.write(nb, path)
+    done = execute(path, cwd=kernel_env, timeout=120)
+    _, _, rich = _outputs(done.cells[0])
+    (panel,) = [r for r in rich if "application/vnd.jupyter.widget-view+json" in r]
+    assert "session defaults" in panel["text/html"] and "<table" in panel["text/html"]
+    assert "session defaults" in panel["text/plain"]
+
+
+def test_a_failed_job_stops_the_notebook(kernel_env):
+    nb = new_notebook(cells=[
+        new_code_cell("%load_ext joblet_nb"),
+        new_code_cell("%%joblet run\nimport sys\nprint('about to fail', file=sys.stderr)\n"
+                      "raise SystemExit(7)"),
+        new_code_cell("print('never runs')"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = kernel_env / "fail.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(CellExecutionError) as err:
+        execute(path, cwd=kernel_env, timeout=120, save_to=path)
+    assert "JobFailed" in str(err.value) and "exit_code=7" in str(err.value)
+    assert "about to fail" in str(err.value)
+    saved = nbformat.read(path, as_version=4)
+    (error,) = [o for o in saved.cells[1].outputs if o["output_type"] == "error"]
+    assert error["ename"] == "JobFailed"
+    assert saved.cells[2].outputs == []
+
+
+def test_kernel_interrupt_stops_the_remote_job(kernel_env, agent):
+    from jupyter_client.manager import start_new_kernel
+
+    marker = "4243.125"
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(kernel_env))
+    try:
+        kc.execute_interactive("%load_ext joblet_nb", timeout=60)
+        msg_id = kc.execute(
+            "%%joblet run\nimport subprocess, time\n"
+            f"subprocess.Popen(['sleep', '{marker}'])\nprint('started', flush=True)\n"
+            "time.sleep(120)")
+        outputs = _collect_until(kc, msg_id, km, marker)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    errors = [c for t, c in outputs if t == "error"]
+    assert errors and errors[0]["ename"] in ("JobInterrupted", "KeyboardInterrupt")
+    assert "STOPPED" in "".join(errors[0]["traceback"])
+    job_id = errors[0]["evalue"].split()[2]
+    client = JobletClient(agent.url, agent.user_token)
+    assert wait_ended(client, job_id)["status"] == "STOPPED"
+    assert host_processes_with(f"sleep {marker}") == []
+
+
+def _collect_until(kc: Any, msg_id: str, km: Any, marker: str) -> list[tuple[str, dict[str, Any]]]:
+    """Read iopub for the cell; interrupt the kernel once the job's first line has arrived."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    interrupted = False
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=120)
+        except queue.Empty:
+            raise AssertionError(f"the kernel went quiet; seen so far: {seen}") from None
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        seen.append((kind, content))
+        if kind == "stream" and "started" in content.get("text", "") and not interrupted:
+            assert host_processes_with(f"sleep {marker}")
+            km.interrupt_kernel()
+            interrupted = True
+        if kind == "status" and content["execution_state"] == "idle" and interrupted:
+            return seen
