@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from . import etcfiles
+from .audit import AuditLog
 from .auth import Principal
 from .config import AgentConfig
 from .errors import BadRequest, Conflict, NotFound
@@ -81,8 +82,9 @@ class LiveJob:
 class JobService:
     def __init__(self, paths: AgentPaths, config: AgentConfig, driver: cgroups.CgroupDriver,
                  launcher: Launcher, runtimes: RuntimeResolver = _no_runtimes,
-                 network: JobNetwork | None = None) -> None:
+                 network: JobNetwork | None = None, audit: AuditLog | None = None) -> None:
         self.paths = paths
+        self.audit = audit or AuditLog(paths.logs / "audit.log")
         self.config = config
         self.driver = driver
         self.launcher = launcher
@@ -144,6 +146,9 @@ class JobService:
         record then says why, with reason setup)."""
         self.store.add(record)
         self.store.log(record.id)
+        self.audit.write("start", job=record.id, type=record.type, owner=record.owner, runtime=record.runtime,
+                         limits=record.limits.model_dump(exclude_none=True), network=record.network,
+                         command=record.command)
         limits = record.limits
         slot = self._take_slot()
         try:
@@ -176,6 +181,7 @@ class JobService:
         record = self.get(who, job_id)
         live = self.live.get(job_id)
         if live is not None:
+            self.audit.write("stop", job=job_id, by=who.id, role=who.role)
             self._signal_stop(live, reason)
         return record
 
@@ -188,6 +194,7 @@ class JobService:
         record = self.get(who, job_id)
         if not record.status.finished:
             raise Conflict(f"job {job_id} is {record.status.value}: stop it first (POST /v1/jobs/{job_id}/stop)")
+        self.audit.write("delete", job=job_id, by=who.id, role=who.role)
         self.store.remove(job_id)
 
     async def shutdown(self) -> None:
@@ -439,6 +446,9 @@ class JobService:
         if message:
             event["message"] = message
         self.store.log(record.id).append(event)
+        self.audit.write("end", job=record.id, owner=record.owner, status=status_.value, reason=reason,
+                         exit_code=exit_code, signal=signal_, cpu_s=record.usage.cpu_s,
+                         memory_peak_bytes=record.usage.memory_peak_bytes)
 
 
 def _kill(pid: int, sig: int) -> None:

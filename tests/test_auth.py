@@ -1,0 +1,49 @@
+"""Tokens, roles and the audit trail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from agentproc import Api
+
+
+def test_token_create_prints_one_line_and_stores_only_a_hash(agent):
+    out = subprocess.run([sys.executable, "-m", "joblet_agent.cli", "token", "create", "--root", str(agent.root),
+                          "--role", "user", "--name", "line-check"], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jnb_")
+    stored = (agent.root / "state" / "tokens.json").read_text()
+    assert lines[0] not in stored and "line-check" in stored
+    assert oct((agent.root / "state" / "tokens.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_new_token_works_at_once_in_a_running_agent(agent):
+    token = subprocess.run([sys.executable, "-m", "joblet_agent.cli", "token", "create", "--root", str(agent.root),
+                            "--role", "user"], capture_output=True, text=True, check=True).stdout.strip()
+    r = Api(agent.url, token).call("GET", "/v1/whoami")
+    assert r.status_code == 200 and r.json()["role"] == "user"
+
+
+def test_roles_are_reported_and_enforced(agent, api, admin_api):
+    assert api.call("GET", "/v1/whoami").json()["role"] == "user"
+    assert admin_api.call("GET", "/v1/whoami").json()["role"] == "admin"
+    assert api.call("POST", "/v1/runtimes/python-3.11/build", json={}).status_code == 403
+
+
+def test_bad_role_is_refused_by_the_cli(agent):
+    out = subprocess.run([sys.executable, "-m", "joblet_agent.cli", "token", "create", "--root", str(agent.root),
+                          "--role", "root"], capture_output=True, text=True)
+    assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_audit_log_says_who_ran_what_and_how_it_ended(agent, api):
+    result = api.run(command=["sh", "-c", "exit 4"], limits={"memory_mb": 64})
+    lines = [json.loads(ln) for ln in (agent.root / "logs" / "audit.log").read_text().splitlines()]
+    start = [ln for ln in lines if ln["action"] == "start" and ln["job"] == result.id]
+    end = [ln for ln in lines if ln["action"] == "end" and ln["job"] == result.id]
+    me = api.call("GET", "/v1/whoami").json()["id"]
+    assert start and start[0]["owner"] == me and start[0]["limits"]["memory_mb"] == 64
+    assert start[0]["command"] == ["sh", "-c", "exit 4"]
+    assert end and (end[0]["status"], end[0]["exit_code"]) == ("FAILED", 4)
