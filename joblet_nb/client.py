@@ -16,6 +16,7 @@ from urllib.parse import quote
 import requests
 
 from .config import Settings, resolve
+from .unixsocket import session_for
 from .errors import (
     AgentUnavailable,
     AuthError,
@@ -57,7 +58,8 @@ class JobletClient:
         # half-open connections that would otherwise block forever.
         self.stream_timeout = stream_timeout
         self.reconnect_attempts = reconnect_attempts
-        self.session = requests.Session()
+        # `unix:/path` (an agent started with --unix) goes over a unix socket, all else over TCP.
+        self.session, self._base = session_for(self.url)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> "JobletClient":
@@ -104,7 +106,7 @@ class JobletClient:
         try:
             resp = self.session.request(
                 method,
-                self.url + path,
+                self._base + path,
                 headers=headers,
                 json=json_body,
                 params=params,

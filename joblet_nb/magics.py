@@ -231,16 +231,17 @@ class JobletMagics(Magics, Configurable):
             tracker = StatusTracker(client, status, self.status_interval).start()
         follower = JobFollower(client, job_id, live=self.stream_output,
                                on_event=status.on_event if status else None)
+        result: JobResult | None = None
         try:
             result = follower.follow(stop_on_interrupt=stop_on_interrupt)
         finally:
             if status is not None and tracker is not None:
                 tracker.stop()
                 try:
-                    status.update(client.get_job(job_id))
+                    status.update(result.record if result else client.get_job(job_id))
                 except JobletError:
                     pass
-                status.refresh_display()
+                status.refresh_display()  # the saved notebook shows the final state
         self.last_result = result
         self.background.pop(job_id, None)
         self._deliver(client, result, args)
