@@ -1,0 +1,433 @@
+"""The production sandbox, attacked from inside real jobs.
+
+Every isolation claim that the seed and DESIGN.md make for production jobs is a test here, named
+after the attack it tries (in the spirit of bubblewrap's test list). Each test runs a small probe
+program (tests/escape/<name>.py) INSIDE a real job through the real agent; the probe exits 0 only if
+the attack failed and prints what it saw, so a failing test shows the evidence in its message.
+Where a syscall is probed, it gets invalid arguments, so "blocked" (EPERM) and "allowed" (EINVAL,
+EFAULT, EBADF) give different errors, as bubblewrap's tests do.
+
+The probes are harmless if the sandbox fails: files are opened for writing without writing and
+never truncated, anything created is removed at once, hostnames are set to what they already are,
+nothing real is written to /proc, /sys or cgroupfs, device nodes are only attempted in the job's own
+/tmp and unlinked at once, and other processes only ever get signal 0.
+
+Some tests prepare the host first (a submount under /usr, a marker in the host's /tmp, a SysV shm
+segment, an abstract unix socket) so that the probe can fail; each is removed in a `finally`.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentproc import AgentProcess, Api, Result
+
+ESCAPE = Path(__file__).parent / "escape"
+NAMESPACES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
+SANDBOX_HOSTNAME = "joblet"
+
+
+# ---- running probes ------------------------------------------------------------------------------
+
+def _upload(name: str, path: Path) -> dict[str, Any]:
+    return {"path": name, "content_b64": base64.b64encode(path.read_bytes()).decode(), "mode": 0o644}
+
+
+def run_probe(api: Api, name: str, env: dict[str, str] | None = None, **body: Any) -> Result:
+    """Run tests/escape/<name>.py as the script of a real job, with probelib.py next to it."""
+    uploads = [_upload("probelib.py", ESCAPE / "probelib.py")] + body.pop("uploads", [])
+    return api.run(script=(ESCAPE / f"{name}.py").read_text(), env=env or {}, uploads=uploads, **body)
+
+
+def assert_held(result: Result) -> None:
+    """The probe ran to its end and every attack failed (its report shows with pytest -rP)."""
+    print(result.stdout)
+    assert result.record["status"] == "COMPLETED", result.explain()
+    assert "PROBE_OK" in result.stdout, result.explain()
+
+
+def stdout_of(api: Api, job_id: str) -> tuple[str, bool]:
+    events = api.events(job_id, follow=False)
+    out = "".join(e["data"] for e in events if e["type"] == "stdout")
+    return out, any(e["type"] == "exit" for e in events)
+
+
+def wait_for_output(api: Api, job_id: str, text: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out, ended = stdout_of(api, job_id)
+        if text in out:
+            return out
+        assert not ended, f"job {job_id} ended before printing {text!r}: {api.call('GET', f'/v1/jobs/{job_id}').json()}\n{out}"
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not print {text!r} within {timeout}s")
+
+
+def stop_and_finish(api: Api, job_id: str) -> Result:
+    r = api.call("POST", f"/v1/jobs/{job_id}/stop")
+    assert r.status_code == 200, r.text
+    events = api.events(job_id)
+    return Result(job_id, api.call("GET", f"/v1/jobs/{job_id}").json(), events)
+
+
+def host_processes_with(marker: str) -> list[int]:
+    """Host pids whose command line contains `marker` (the host's /proc sees every namespace)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def kill_leftovers(marker: str) -> None:
+    """Processes this test started (found by its unique marker) that outlived their job."""
+    for pid in host_processes_with(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def host_ipv4_addresses() -> list[str]:
+    if not shutil.which("ip"):
+        return []
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    return [line.split()[3].split("/")[0] for line in out.splitlines() if not line.split()[3].startswith("127.")]
+
+
+def file_capability_binaries() -> list[str]:
+    if not shutil.which("getcap"):
+        return []
+    out = subprocess.run(["getcap", "-r", "/usr/bin", "/usr/sbin", "/usr/lib"], capture_output=True, text=True,
+                         timeout=120).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+# ---- host-side preparations ----------------------------------------------------------------------
+
+@pytest.fixture
+def usr_submount() -> Iterator[str]:
+    """A tmpfs mounted under /usr on the host (rw, suid, dev there), so the sandbox must carry a real
+    submount and make it read-only, nosuid and nodev like the rest of /usr."""
+    path = f"/usr/lib/jnb-test-submount-{uuid.uuid4().hex[:12]}"
+    os.mkdir(path, 0o755)
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=755", "jnb-test", path], check=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["umount", "-l", path], check=False)
+    finally:
+        os.rmdir(path)
+
+
+@pytest.fixture
+def host_tmp_marker() -> Iterator[str]:
+    path = Path(f"/tmp/jnb-test-marker-{uuid.uuid4().hex}")
+    path.write_text("the host's /tmp\n")
+    try:
+        yield str(path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def host_shm_segment() -> Iterator[int]:
+    """A SysV shared memory segment on the host (IPC_PRIVATE, 0600), removed with IPC_RMID."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    IPC_PRIVATE, IPC_CREAT, IPC_RMID = 0, 0o1000, 0
+    shmid = libc.shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0o600)
+    assert shmid >= 0, os.strerror(ctypes.get_errno())
+    try:
+        assert any(line.split()[1] == str(shmid) for line in open("/proc/sysvipc/shm").read().splitlines()[1:])
+        yield shmid
+    finally:
+        libc.shmctl(shmid, IPC_RMID, None)
+
+
+@pytest.fixture
+def host_abstract_socket() -> Iterator[str]:
+    name = f"jnb-test-{uuid.uuid4().hex}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind("\0" + name)
+    sock.listen(4)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:  # the host itself can connect
+            probe.connect("\0" + name)
+        yield name
+    finally:
+        sock.close()
+
+
+# ---- filesystem: read-only system, writable only where it should be -----------------------------
+
+def test_cannot_write_usr_bin_lib_or_their_submounts(api: Api, usr_submount: str) -> None:
+    assert_held(run_probe(api, "readonly_system", env={"PROBE_SUBMOUNT": usr_submount}))
+
+
+def test_cannot_write_the_root_or_etc(api: Api) -> None:
+    assert_held(run_probe(api, "readonly_root"))
+
+
+def test_cannot_write_anywhere_but_work_tmp_and_dev_shm(api: Api) -> None:
+    assert_held(run_probe(api, "writable_mounts"))
+
+
+def test_cannot_gain_privileges_from_setuid_or_file_capability_binaries(api: Api) -> None:
+    fcaps = ":".join(file_capability_binaries())
+    assert_held(run_probe(api, "setuid", env={"PROBE_FCAPS": fcaps}))
+
+
+def test_cannot_read_host_secrets(api: Api) -> None:
+    host_users = sorted({line.split(":")[0] for line in open("/etc/passwd") if line.strip()})
+    env = {"PROBE_HOST_USERS": ",".join(host_users),
+           "PROBE_HOST_PASSWD_SHA256": hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()}
+    assert_held(run_probe(api, "host_secrets", env=env))
+
+
+def test_cannot_reach_the_agent_root_or_its_tokens(api: Api, agent: AgentProcess) -> None:
+    root = os.path.realpath(agent.root)
+    paths = [root, f"{root}/state", f"{root}/state/tokens.json", f"{root}/client-config", f"{root}/jobs",
+             str(agent.log_path), str(Path(__file__).resolve().parent.parent / "agent")]
+    assert Path(root, "state", "tokens.json").exists(), "the tokens file moved: update this test"
+    assert_held(run_probe(api, "agent_root", env={"PROBE_AGENT_PATHS": ":".join(paths), "PROBE_AGENT_ROOT": root}))
+
+
+def test_cannot_fill_the_disk_through_work_or_tmp(api: Api) -> None:
+    env = {"PROBE_DIRS": "/work:/tmp", "PROBE_FILL_MB": "32", "PROBE_DISK_MB": "8"}
+    assert_held(run_probe(api, "disk_fill", env=env, limits={"disk_mb": 8}))
+
+
+def test_cannot_fill_memory_through_dev_shm(api: Api) -> None:
+    """/dev/shm is a tmpfs of its own (RAM, charged to the job's memory cgroup) with a size limit."""
+    env = {"PROBE_DIRS": "/dev/shm", "PROBE_FILL_MB": "256", "PROBE_DISK_MB": "128"}
+    assert_held(run_probe(api, "disk_fill", env=env))
+
+
+def test_cannot_exhaust_inodes(api: Api) -> None:
+    """Empty files cost no bytes but kernel memory: something must stop them. Accepted: the probe
+    sees ENOSPC/ENOMEM, or the job's memory cgroup kills it (reason oom): either way it is bounded."""
+    env = {"PROBE_MAX_FILES": "2000000"}
+    result = run_probe(api, "inode_fill", env=env, limits={"memory_mb": 64, "timeout_s": 120})
+    if result.record["reason"] == "oom":
+        assert "created 5000 files" in result.stdout, f"killed before it made files:\n{result.explain()}"
+        assert "created 2000000 files" not in result.stdout, result.explain()
+        return
+    assert_held(result)
+
+
+def test_cannot_see_the_hosts_tmp(api: Api, host_tmp_marker: str) -> None:
+    assert_held(run_probe(api, "tmp_private_host", env={"PROBE_HOST_MARKER": host_tmp_marker}))
+
+
+def test_cannot_see_another_jobs_tmp(api: Api) -> None:
+    marker = f"jnb-probe-{uuid.uuid4().hex}"
+    job_a = api.submit(script=(ESCAPE / "tmp_plant.py").read_text(), env={"PROBE_MARKER": marker})
+    try:
+        wait_for_output(api, job_a, "planted")
+        assert_held(run_probe(api, "tmp_look", env={"PROBE_MARKER": marker}))
+        assert api.call("GET", f"/v1/jobs/{job_a}").json()["status"] == "RUNNING", "job A ended too early"
+    finally:
+        stop_and_finish(api, job_a)
+
+
+def test_cannot_hardlink_host_files_into_work(api: Api) -> None:
+    assert_held(run_probe(api, "hardlinks"))
+
+
+# ---- /proc and /dev -----------------------------------------------------------------------------
+
+def test_cannot_see_host_pids(api: Api, agent: AgentProcess) -> None:
+    assert agent.proc is not None
+    env = {"PROBE_AGENT_PID": str(agent.proc.pid), "PROBE_TEST_PID": str(os.getpid())}
+    assert_held(run_probe(api, "proc_pids", env=env))
+
+
+def test_cannot_signal_the_agent(api: Api, agent: AgentProcess) -> None:
+    assert agent.proc is not None
+    env = {"PROBE_AGENT_PID": str(agent.proc.pid), "PROBE_TEST_PID": str(os.getpid())}
+    assert_held(run_probe(api, "kill_agent", env=env))
+    assert agent.proc.poll() is None, "the agent died"
+
+
+def test_cannot_signal_the_reaper(api: Api) -> None:
+    """PID 1 is root-owned (uid 0 in the job's namespace, only CAP_KILL kept): kill(1, 0) gives
+    PermissionError, and so would any real signal."""
+    assert_held(run_probe(api, "pid1_reaper"))
+
+
+def test_cannot_ptrace_pid1_or_other_processes(api: Api) -> None:
+    assert_held(run_probe(api, "ptrace"))
+
+
+def test_cannot_read_kcore_keys_or_trigger_sysrq(api: Api) -> None:
+    assert_held(run_probe(api, "proc_masked"))
+
+
+def test_cannot_write_proc_sys(api: Api) -> None:
+    assert_held(run_probe(api, "proc_sys"))
+
+
+def test_cannot_reach_host_devices(api: Api) -> None:
+    assert_held(run_probe(api, "dev_minimal"))
+
+
+def test_cannot_mknod_devices(api: Api) -> None:
+    assert_held(run_probe(api, "mknod"))
+
+
+def test_cannot_reach_sysfs_or_cgroupfs(api: Api) -> None:
+    assert_held(run_probe(api, "no_sys_cgroupfs"))
+
+
+# ---- identity, descriptors, environment -----------------------------------------------------------
+
+def test_cannot_be_root_or_hold_capabilities(api: Api) -> None:
+    assert_held(run_probe(api, "unprivileged"))
+
+
+def test_cannot_use_leaked_descriptors_or_cwd(api: Api) -> None:
+    assert_held(run_probe(api, "fds"))
+
+
+def test_cannot_find_secrets_in_the_environment(api: Api) -> None:
+    env = {"PROBE_HOST_ENV_NAMES": ",".join(sorted(os.environ)), "PROBE_REQUESTED": "kept"}
+    assert_held(run_probe(api, "environment", env=env))
+
+
+def test_cannot_use_dangerous_kernel_interfaces(api: Api) -> None:
+    assert_held(run_probe(api, "dangerous_syscalls"))
+
+
+# ---- namespaces -----------------------------------------------------------------------------------
+
+def test_cannot_share_host_namespaces(api: Api) -> None:
+    host = {name: os.stat(f"/proc/self/ns/{name}").st_ino for name in NAMESPACES}
+    env = {"PROBE_HOST_NS": ",".join(f"{k}={v}" for k, v in host.items())}
+    assert_held(run_probe(api, "namespaces", env=env))
+
+
+def test_cannot_set_the_hostname(api: Api) -> None:
+    env = {"PROBE_SANDBOX_HOSTNAME": SANDBOX_HOSTNAME, "PROBE_HOST_HOSTNAME": socket.gethostname()}
+    before = socket.gethostname()
+    assert_held(run_probe(api, "hostname", env=env))
+    assert socket.gethostname() == before
+
+
+def test_cannot_see_host_sysv_ipc(api: Api, host_shm_segment: int) -> None:
+    assert_held(run_probe(api, "sysv_ipc", env={"PROBE_HOST_SHMID": str(host_shm_segment)}))
+
+
+def test_cannot_escape_with_chroot(api: Api) -> None:
+    assert_held(run_probe(api, "chroot"))
+
+
+def test_cannot_mount_pivot_root_unshare_or_setns(api: Api) -> None:
+    assert_held(run_probe(api, "mount_syscalls"))
+
+
+def test_cannot_create_user_namespaces(api: Api) -> None:
+    assert_held(run_probe(api, "user_namespace"))
+
+
+# ---- network "none" ---------------------------------------------------------------------------
+
+def test_cannot_see_host_interfaces(api: Api, agent: AgentProcess) -> None:
+    env = {"PROBE_AGENT_PORT": str(agent.port), "PROBE_HOST_ADDRS": ",".join(host_ipv4_addresses())}
+    assert_held(run_probe(api, "network_none", env=env))
+
+
+def test_loopback_works_inside_the_job(api: Api) -> None:
+    assert_held(run_probe(api, "loopback"))
+
+
+def test_cannot_connect_to_host_abstract_unix_sockets(api: Api, host_abstract_socket: str) -> None:
+    assert_held(run_probe(api, "abstract_socket", env={"PROBE_ABSTRACT": host_abstract_socket}))
+
+
+# ---- the job's processes: reaper, signals, daemons ----------------------------------------------
+
+def test_reaper_reaps_orphans(api: Api) -> None:
+    assert_held(run_probe(api, "reaper_orphans"))
+
+
+def test_reaper_forwards_sigterm_on_stop(api: Api) -> None:
+    job = api.submit(script=(ESCAPE / "sigterm.py").read_text())
+    wait_for_output(api, job, "ready")
+    result = stop_and_finish(api, job)
+    assert "got SIGTERM, exiting cleanly" in result.stdout, result.explain()
+    assert result.record["status"] == "STOPPED" and result.record["reason"] == "stopped", result.explain()
+    assert result.record["exit_code"] == 0 and not result.record["signal"], result.explain()
+
+
+def test_daemon_does_not_outlive_its_job(api: Api) -> None:
+    marker = f"jnb-daemon-{uuid.uuid4().hex}"
+    try:
+        result = api.run(script=(ESCAPE / "daemon.py").read_text(), env={"PROBE_MARKER": marker, "PROBE_THEN": "exit"})
+        assert result.record["status"] == "COMPLETED" and "daemon running" in result.stdout, result.explain()
+        left = host_processes_with(marker)
+        assert not left, f"the job's daemon outlived it: host pids {left}\n{result.explain()}"
+    finally:
+        kill_leftovers(marker)
+
+
+def test_daemon_does_not_outlive_its_stopped_job(api: Api) -> None:
+    marker = f"jnb-daemon-{uuid.uuid4().hex}"
+    try:
+        job = api.submit(script=(ESCAPE / "daemon.py").read_text(), env={"PROBE_MARKER": marker, "PROBE_THEN": "wait"})
+        wait_for_output(api, job, "daemon running")
+        assert host_processes_with(marker), "the host cannot see the job's daemon: this test would prove nothing"
+        result = stop_and_finish(api, job)
+        assert result.record["status"] == "STOPPED", result.explain()
+        left = host_processes_with(marker)
+        assert not left, f"the stopped job's daemon outlived it: host pids {left}\n{result.explain()}"
+    finally:
+        kill_leftovers(marker)
+
+
+# ---- the agent following what a job planted ----------------------------------------------------
+
+def test_planted_symlinks_are_never_followed_by_downloads_or_cleanup(api: Api, agent: AgentProcess) -> None:
+    victim = Path(f"/tmp/jnb-test-victim-{uuid.uuid4().hex}")
+    victim.write_text("host file: must stay as it is\n")
+    tokens = Path(os.path.realpath(agent.root)) / "state" / "tokens.json"
+    tokens_before = tokens.read_bytes()
+    host_passwd = Path("/etc/passwd").read_bytes()
+    try:
+        env = {"PROBE_TOKENS_FILE": str(tokens), "PROBE_VICTIM": str(victim)}
+        result = api.run(script=(ESCAPE / "plant_links.py").read_text(), env=env)
+        assert result.record["status"] == "COMPLETED" and "planted" in result.stdout, result.explain()
+        ok = api.call("GET", f"/v1/jobs/{result.id}/files/ok.txt", timeout=10)
+        assert ok.status_code == 200 and ok.content == b"ordinary file\n", "downloads work (positive control)"
+        answers = {}
+        for name in ("shadow", "passwd", "tokens", "victim", "up", "up/etc/passwd", "hostroot/etc/passwd",
+                     "hostroot", "etcdir/passwd", "sub/deep", "fifo", "sock"):
+            r = api.call("GET", f"/v1/jobs/{result.id}/files/{name}", timeout=10)
+            answers[name] = r.status_code
+            assert host_passwd[:32] not in r.content and tokens_before[:32] not in r.content, f"{name} leaked host data"
+        assert all(code == 404 for code in answers.values()), f"planted links must give 404: {answers}"
+        r = api.call("DELETE", f"/v1/jobs/{result.id}")
+        assert r.status_code == 204, r.text
+        assert victim.read_text() == "host file: must stay as it is\n", "the agent's cleanup touched a host file"
+        assert tokens.read_bytes() == tokens_before, "the tokens file changed"
+        assert Path("/etc/passwd").read_bytes() == host_passwd
+    finally:
+        victim.unlink(missing_ok=True)
