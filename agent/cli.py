@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ipaddress
 import os
@@ -71,10 +72,11 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from fastapi import FastAPI
 
-    from . import client_config, preflight
+    from . import client_config, etcfiles, preflight
     from .api import create_app
     from .jobs import JobService
     from .launcher_client import Launcher
+    from .network import NetworkManager
     from .runtimes import RuntimeService
     from .sweep import sweep
 
@@ -87,9 +89,11 @@ def _serve(args: argparse.Namespace) -> int:
     launcher.start()  # before any thread exists: the launcher is forked from a clean process
     tokens = TokenStore(paths.tokens)
     runtimes = RuntimeService(paths)
-    service = JobService(paths, config, driver, launcher, runtimes.resolve)
+    network = NetworkManager(paths, config.network)  # threads start on first use, after the fork
+    etcfiles.use_nameservers(config.network.dns)
+    service = JobService(paths, config, driver, launcher, runtimes.resolve, network=network)
     runtimes.attach(service)
-    counts = sweep(paths, driver, service.store)
+    counts = sweep(paths, driver, service.store, network)
     if any(counts.values()):
         print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)
     url = f"unix:{args.unix}" if args.unix else f"http://{host}:{port}"
@@ -103,6 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
             os.chmod(args.unix, 0o660)
         yield
         await service.shutdown()
+        await asyncio.to_thread(network.close)  # bridge and table go
         launcher.stop()
         driver.remove_parent()
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import CannotIsolate
 
@@ -20,6 +21,42 @@ class DefaultLimits(BaseModel):
     disk_mb: int = 256
 
 
+class NetworkConfig(BaseModel):
+    """Bridge mode (`network: bridge` jobs). README "Networking" explains each rule."""
+
+    model_config = ConfigDict(extra="forbid")
+    bridge: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,15}$",
+                               description="bridge device; default jnb-br-<hash of the agent root>")
+    subnet: str | None = Field(None, description="IPv4 subnet of bridge jobs (prefix /16 to /29); default "
+                                                 "10.89.<N>.0/24, N derived from the agent root")
+    allow: list[str] = Field(default_factory=list, description="if set, the only networks (CIDR) bridge "
+                                                               "jobs may reach; empty: every routed one")
+    deny: list[str] = Field(default_factory=list, description="more networks (CIDR) bridge jobs never reach, "
+                                                              "e.g. your LAN")
+    dns: list[str] = Field(default_factory=list, description="nameservers for bridge jobs' resolv.conf; empty: "
+                                                             "the host's, loopback ones dropped")
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        net = ipaddress.IPv4Network(value)
+        if not 16 <= net.prefixlen <= 29:
+            raise ValueError(f"subnet {value}: use a prefix between /16 and /29")
+        return str(net)
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _cidrs(cls, values: list[str]) -> list[str]:
+        return [str(ipaddress.IPv4Network(v, strict=False)) for v in values]
+
+    @field_validator("dns")
+    @classmethod
+    def _nameservers(cls, values: list[str]) -> list[str]:
+        return [str(ipaddress.IPv4Address(v)) for v in values]
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listen: str = Field("127.0.0.1:7755", description="HOST:PORT; 0.0.0.0 only when set here")
@@ -28,6 +65,7 @@ class AgentConfig(BaseModel):
     uid_slots: int = Field(60_000, ge=16)
     defaults: DefaultLimits = Field(default_factory=DefaultLimits)
     max_outputs_bytes: int = Field(16 << 20, ge=1024)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
 
 
 def load_config(path: Path | None) -> AgentConfig:

@@ -6,11 +6,15 @@ read-only material (CA certificates, the loader cache, the time zone) is bound r
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from .sandbox.spec import Mount
 
 JOB_USER = "job"
+# The host's list first; systemd-resolved's upstream list if the first has only a local stub.
+RESOLV_SOURCES = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
+_configured_nameservers: list[str] = []
 
 
 def etc_files(uid: int, gid: int, hostname: str, network: str) -> dict[str, str]:
@@ -27,14 +31,45 @@ def etc_files(uid: int, gid: int, hostname: str, network: str) -> dict[str, str]
     return files
 
 
+def use_nameservers(servers: list[str]) -> None:
+    """Nameservers for bridge jobs from the agent's config (network.dns); empty: the host's."""
+    _configured_nameservers[:] = servers
+
+
 def _resolv_conf() -> str:
-    """A copy of the host's resolver list, loopback resolvers dropped (unreachable from a job)."""
+    """A bridge job's resolver list: the configured nameservers, else a copy of the host's.
+
+    From the host's list, nameservers a job cannot use are dropped: loopback ones (a job's
+    127.0.0.1 is its own) and IPv6 ones (IPv6 is off in jobs). If none is left, e.g. with
+    systemd-resolved's stub at 127.0.0.53, the upstream list that resolver keeps is copied instead.
+    A nameserver on an address of the host itself stays unreachable (the firewall drops all traffic
+    to the host): set network.dns in the config then."""
+    if _configured_nameservers:
+        return "".join(f"nameserver {server}\n" for server in _configured_nameservers)
+    first = ""
+    for path in RESOLV_SOURCES:
+        text = _usable_resolv_lines(path)
+        if "nameserver" in text:
+            return text
+        first = first or text
+    return first
+
+
+def _usable_resolv_lines(path: str) -> str:
     try:
-        with open("/etc/resolv.conf") as f:
+        with open(path) as f:
             lines = [ln for ln in f if ln.startswith(("nameserver", "search", "options"))]
     except OSError:
         return ""
-    return "".join(ln for ln in lines if not ln.split()[1:2] or not ln.split()[1].startswith("127."))
+    return "".join(ln for ln in lines if not ln.startswith("nameserver") or _reachable_nameserver(ln))
+
+
+def _reachable_nameserver(line: str) -> bool:
+    try:
+        address = ipaddress.ip_address(line.split()[1].split("%")[0])
+    except (IndexError, ValueError):
+        return False
+    return address.version == 4 and not address.is_loopback and not address.is_unspecified
 
 
 def etc_binds() -> list[Mount]:

@@ -2,7 +2,8 @@
 
 Job roots are mounted inside each job's own mount namespace, so a crash normally leaves no host
 mount; the sweep still unmounts anything found below the agent's jobs folder, removes the job
-cgroups under this agent's parent, and empties the jobs folder.
+cgroups under this agent's parent, and empties the jobs folder. With bridge networking it also
+removes this agent's bridge (and any veth still on it) and its nftables table.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import shutil
 import time
 
 from .models import JobStatus
+from .network import NetworkManager
 from .paths import AgentPaths
 from .sandbox import cgroups, libc
 from .sandbox.mounts import mounts_under
 from .store import JobStore
 
 
-def sweep(paths: AgentPaths, driver: cgroups.CgroupDriver, store: JobStore) -> dict[str, int]:
+def sweep(paths: AgentPaths, driver: cgroups.CgroupDriver, store: JobStore,
+          network: NetworkManager | None = None) -> dict[str, int]:
     counts = {"mounts": 0, "cgroups": 0, "folders": 0, "lost": 0}
+    if network is not None:  # this agent's bridge ports, bridge and nftables table
+        counts.update(network.sweep())
     for point, _opts in reversed(mounts_under(str(paths.jobs))):
         if point != str(paths.jobs):
             try:

@@ -1,0 +1,370 @@
+"""Bridge networking: one veth per job into the agent's bridge, an address, a route, NAT, rules.
+
+A `none` job keeps the empty network namespace its sandbox was made with (loopback only). For a
+`bridge` job the sandbox's init waits on the "go" pipe, and the agent calls `attach()` with the
+init's host pid; when the job has ended it calls `release()`. This module does the work in
+between, from outside the job:
+
+  attach   1. on first use: the nftables table (firewall.py), the bridge with the gateway address,
+              net.ipv4.ip_forward on;
+           2. a short-lived thread enters the job's network namespace (setns on
+              /proc/<pid>/ns/net), switches IPv6 off there, creates the veth pair from inside
+              (`eth0` stays, the host end `jnb<12 hex of the job id>` goes to the agent's
+              namespace), gives eth0 its address, brings it up and adds the default route via
+              the bridge address. The thread ends there: it never does anything else;
+           3. in the agent's namespace: the host end joins the bridge as an isolated port
+              (IFLA_BRPORT_ISOLATED: no frames between two jobs, even on one bridge) and goes up.
+  release  deletes the host end (the job's end goes with it), then frees the address.
+
+All netlink work runs on worker threads, never on the agent's event loop thread: pyroute2's sync
+IPRoute runs an event loop of its own, which cannot run inside the agent's, and setns would move
+the whole event loop thread into the job. One worker thread does attach and tear-down in the
+agent's namespace; a second deletes veths, which takes the kernel ~20 ms each (RCU grace periods),
+so that a finished job never delays the next job's attach or the agent's event loop. An address
+returns to the pool only when its veth is gone, and the pool hands addresses out round-robin, so
+a new job does not inherit the conntrack and ARP state of the job that had its address just before.
+
+Names are per agent root (the hash of `AgentPaths.cgroup_parent()`): bridge `jnb-br-<hash>`, table
+`inet jnb_<hash>`, default subnet 10.89.<N>.0/24. Several agents on one host therefore never touch
+each other's bridge, rules or addresses.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from . import firewall
+from .config import NetworkConfig
+from .paths import AgentPaths
+
+BRIDGE_PREFIX = "jnb-br-"
+VETH_PREFIX = "jnb"
+JOB_IFNAME = "eth0"
+DEFAULT_SUBNET = "10.89.{n}.0/24"
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+
+T = TypeVar("T")
+
+
+class NetworkError(Exception):
+    """A bridge job's network could not be set up; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class BridgePlan:
+    """What this agent's bridge mode is made of: names and addresses, derived once."""
+
+    bridge: str
+    table: str
+    subnet: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    ruleset: firewall.Ruleset
+
+    @classmethod
+    def for_agent(cls, paths: AgentPaths, config: NetworkConfig) -> "BridgePlan":
+        tag = paths.cgroup_parent().removeprefix("jnb-")  # 8 hex digits of the root's hash
+        bridge = config.bridge or BRIDGE_PREFIX + tag
+        subnet = ipaddress.IPv4Network(config.subnet or DEFAULT_SUBNET.format(n=int(tag[:2], 16)))
+        table = "jnb_" + tag
+        ruleset = firewall.Ruleset(table=table, bridge=bridge, subnet=str(subnet),
+                                   deny=tuple(config.deny), allow=tuple(config.allow))
+        return cls(bridge=bridge, table=table, subnet=subnet, gateway=subnet.network_address + 1, ruleset=ruleset)
+
+
+class AddressPool:
+    """Host addresses of the subnet (gateway and broadcast excluded), handed out round-robin."""
+
+    def __init__(self, subnet: ipaddress.IPv4Network) -> None:
+        self.subnet = subnet
+        self._first = int(subnet.network_address) + 2   # .1 is the gateway
+        self._count = subnet.num_addresses - 3          # network, gateway, broadcast
+        self._used: set[int] = set()
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> ipaddress.IPv4Address:
+        with self._lock:
+            for step in range(self._count):
+                offset = (self._next + step) % self._count
+                if offset not in self._used:
+                    self._used.add(offset)
+                    self._next = offset + 1
+                    return ipaddress.IPv4Address(self._first + offset)
+        raise NetworkError(f"all {self._count} addresses of {self.subnet} are held by running bridge jobs: "
+                           f"wait for some to end, or give network.subnet a shorter prefix in the config")
+
+    def give(self, address: ipaddress.IPv4Address) -> None:
+        with self._lock:
+            self._used.discard(int(address) - self._first)
+
+    @property
+    def in_use(self) -> int:
+        with self._lock:
+            return len(self._used)
+
+
+@dataclass
+class JobLink:
+    veth: str
+    address: ipaddress.IPv4Address
+
+
+class NetworkManager:
+    """The agent's bridge mode (jobs.JobNetwork): attach, release, sweep, close."""
+
+    def __init__(self, paths: AgentPaths, config: NetworkConfig) -> None:
+        self.plan = BridgePlan.for_agent(paths, config)
+        self.pool = AddressPool(self.plan.subnet)
+        self._jobs: dict[str, JobLink] = {}
+        self._bridge_index: int | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._releaser: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    # ---- the JobNetwork protocol (called on the agent's event loop thread) ------------------
+
+    def attach(self, job_id: str, init_pid: int) -> dict[str, Any]:
+        """Give the job's namespace (that of `init_pid`) its veth, address and route."""
+        return self._on_worker(lambda: self._attach(job_id, init_pid))
+
+    def release(self, job_id: str) -> None:
+        """Schedule the removal of the job's veth; its address is free again once the veth is gone."""
+        with self._lock:
+            link = self._jobs.pop(job_id, None)
+        if link is None:
+            return
+        self._releaser_pool().submit(self._release, link)
+
+    # ---- start-up and shutdown ------------------------------------------------------------
+
+    def sweep(self) -> dict[str, int]:
+        """Remove what an earlier run of this agent left: its bridge's ports, the bridge, the table."""
+        return self._on_worker(self._teardown)
+
+    def close(self) -> dict[str, int]:
+        """Clean shutdown: finish pending releases, then remove the bridge and the table."""
+        if self._releaser is not None:
+            self._releaser.shutdown(wait=True)
+            self._releaser = None
+        counts = self._on_worker(self._teardown)
+        self._on_worker(self._close_socket)
+        assert self._worker is not None
+        self._worker.shutdown(wait=True)
+        self._worker = None
+        return counts
+
+    # ---- worker threads -------------------------------------------------------------------
+
+    def _on_worker(self, fn: Callable[[], T]) -> T:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jnb-net")
+        return self._worker.submit(fn).result()
+
+    def _releaser_pool(self) -> ThreadPoolExecutor:
+        if self._releaser is None:
+            self._releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jnb-net-release")
+        return self._releaser
+
+    def _ipr(self) -> Any:
+        """This worker thread's netlink socket in the agent's namespace."""
+        ipr = getattr(self._local, "ipr", None)
+        if ipr is None:
+            from pyroute2 import IPRoute
+
+            ipr = self._local.ipr = IPRoute()
+        return ipr
+
+    def _close_socket(self) -> None:
+        ipr = getattr(self._local, "ipr", None)
+        if ipr is not None:
+            ipr.close()
+            self._local.ipr = None
+
+    # ---- attach ---------------------------------------------------------------------------
+
+    def _attach(self, job_id: str, init_pid: int) -> dict[str, Any]:
+        from pyroute2 import NetlinkError
+
+        self._ensure_bridge()
+        address = self.pool.take()
+        link = JobLink(veth=VETH_PREFIX + job_id[:12], address=address)
+        with self._lock:
+            self._jobs[job_id] = link  # from here on, release() cleans up whatever exists
+        try:
+            ns_fd = _open_job_namespace(init_pid)
+            try:
+                host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    _in_namespace(ns_fd, lambda: _configure_inside(link, self.plan, host_fd))
+                finally:
+                    os.close(host_fd)
+            finally:
+                os.close(ns_fd)
+            self._plug_in(link.veth)
+        except NetlinkError as exc:
+            raise NetworkError(f"setting up the job's veth: {os.strerror(exc.code)} ({exc})") from None
+        return {"interface": JOB_IFNAME, "address": f"{address}/{self.plan.subnet.prefixlen}",
+                "gateway": str(self.plan.gateway), "veth": link.veth, "bridge": self.plan.bridge}
+
+    def _plug_in(self, veth: str) -> None:
+        """The host end joins the bridge as an isolated port, without IPv6, and goes up."""
+        ipr = self._ipr()
+        index = ipr.link_lookup(ifname=veth)[0]
+        _sysctl(f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6", "1")
+        ipr.link("set", index=index, master=self._bridge_index)
+        ipr.brport("set", index=index, isolated=1)
+        ipr.link("set", index=index, state="up")
+
+    def _ensure_bridge(self) -> None:
+        """The bridge, its address and the table, made on first use (rules first, then the bridge)."""
+        if self._bridge_index is not None:
+            return
+        plan, ipr = self.plan, self._ipr()
+        self._check_subnet_free()
+        firewall.load(plan.ruleset)
+        found = ipr.link_lookup(ifname=plan.bridge)
+        if not found:
+            ipr.link("add", ifname=plan.bridge, kind="bridge")
+            found = ipr.link_lookup(ifname=plan.bridge)
+        index = found[0]
+        _sysctl(f"/proc/sys/net/ipv6/conf/{plan.bridge}/disable_ipv6", "1")
+        have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=2)}
+        if (str(plan.gateway), plan.subnet.prefixlen) not in have:
+            ipr.addr("add", index=index, address=str(plan.gateway), prefixlen=plan.subnet.prefixlen)
+        ipr.link("set", index=index, state="up")
+        if _read(IP_FORWARD) != "1":
+            _sysctl(IP_FORWARD, "1")
+            print(f"joblet-agent: turned net.ipv4.ip_forward on for bridge jobs (it stays on; README "
+                  f"'Networking')", file=sys.stderr, flush=True)
+        self._bridge_index = index
+
+    def _check_subnet_free(self) -> None:
+        """Refuse a subnet that a route of the host already covers (another network would clash)."""
+        ipr = self._ipr()
+        own = ipr.link_lookup(ifname=self.plan.bridge)
+        for route in ipr.get_routes(family=2, table=254):
+            if not route["dst_len"] or route.get("oif") in own:
+                continue
+            dst = ipaddress.IPv4Network(f"{route.get('dst')}/{route['dst_len']}")
+            if dst.overlaps(self.plan.subnet):
+                raise NetworkError(f"the bridge subnet {self.plan.subnet} overlaps the host's route to {dst}: "
+                                   f"set network.subnet in the agent's config to a free one")
+
+    # ---- release and tear-down ------------------------------------------------------------
+
+    def _release(self, link: JobLink) -> None:
+        try:
+            _delete_link(self._ipr(), link.veth)
+        except Exception as exc:  # noqa: BLE001 - the address stays held; the sweep removes the veth
+            print(f"joblet-agent: removing {link.veth}: {exc}", file=sys.stderr, flush=True)
+            return
+        self.pool.give(link.address)
+
+    def _teardown(self) -> dict[str, int]:
+        ipr = self._ipr()
+        counts = {"veths": 0, "bridge": 0, "table": 0}
+        found = ipr.link_lookup(ifname=self.plan.bridge)
+        if found:
+            for port in ipr.get_links(master=found[0]) if found else ():
+                if _delete_link(ipr, port.get("ifname")):
+                    counts["veths"] += 1
+            counts["bridge"] = int(_delete_link(ipr, self.plan.bridge))
+        self._bridge_index = None
+        counts["table"] = int(firewall.remove(self.plan.table))
+        return counts
+
+
+# ---- in the job's namespace ----------------------------------------------------------------
+
+
+def _open_job_namespace(init_pid: int) -> int:
+    try:
+        fd = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NetworkError(f"the job's sandbox is gone (pid {init_pid}: {exc.strerror})") from None
+    if os.fstat(fd).st_ino == os.stat("/proc/thread-self/ns/net").st_ino:
+        os.close(fd)
+        raise NetworkError(f"pid {init_pid} is not in a job's network namespace")
+    return fd
+
+
+def _in_namespace(ns_fd: int, fn: Callable[[], None]) -> None:
+    """Run `fn` on a new thread that first enters the network namespace `ns_fd`, then ends.
+
+    setns(CLONE_NEWNET) moves only the calling thread, so no other thread of the agent is ever
+    in a job's namespace, and the thread that was is not reused."""
+    from pyroute2 import netns
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            netns.setns(ns_fd)
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="jnb-net-job", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def _configure_inside(link: JobLink, plan: BridgePlan, host_fd: int) -> None:
+    """In the job's namespace: IPv6 off, the veth pair (host end sent out), address, up, route."""
+    from pyroute2 import IPRoute
+
+    for scope in ("all", "default"):
+        _sysctl(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "1")
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=JOB_IFNAME, kind="veth", peer={"ifname": link.veth, "net_ns_fd": host_fd})
+        index = ipr.link_lookup(ifname=JOB_IFNAME)[0]
+        ipr.addr("add", index=index, address=str(link.address), prefixlen=plan.subnet.prefixlen)
+        ipr.link("set", index=index, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=str(plan.gateway))
+
+
+# ---- small helpers -------------------------------------------------------------------------
+
+
+def _delete_link(ipr: Any, name: str | None) -> bool:
+    """Delete a link by name; False if it was already gone."""
+    from pyroute2 import NetlinkError
+
+    if not name:
+        return False
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        return False
+    try:
+        ipr.link("del", index=found[0])
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return False
+        raise
+    return True
+
+
+def _sysctl(path: str, value: str) -> None:
+    """Write a sysctl of the calling thread's network namespace; absent IPv6 knobs are fine."""
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except FileNotFoundError:
+        if "/ipv6/" not in path:
+            raise
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
