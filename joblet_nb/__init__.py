@@ -17,13 +17,14 @@ from .errors import (
     JobInterrupted,
     JobletError,
     NotFoundError,
+    OutputsMissing,
     RuntimeMissing,
 )
 
 __version__ = "0.1.0"
 __all__ = [
     "JobletClient", "JobletError", "AuthError", "NotFoundError", "BadRequestError",
-    "AgentUnavailable", "RuntimeMissing", "JobFailed", "JobInterrupted",
+    "AgentUnavailable", "RuntimeMissing", "OutputsMissing", "JobFailed", "JobInterrupted",
     "load_ipython_extension", "unload_ipython_extension",
 ]
 

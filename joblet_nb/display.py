@@ -7,6 +7,7 @@ and a notebook each get a readable view without any widget manager.
 from __future__ import annotations
 
 import html
+import json
 import time
 from datetime import datetime
 from typing import Any, Iterable, Sequence
@@ -165,7 +166,5 @@ def mapping_table(data: dict[str, Any], title: str = "") -> Table:
 
 
 def _compact(value: Any) -> str:
-    import json
-
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 200 else text[:197] + "..."

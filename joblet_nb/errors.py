@@ -51,6 +51,10 @@ class RuntimeMissing(JobletError):
     """A notebook requires a runtime this agent does not have."""
 
 
+class OutputsMissing(JobletError):
+    """A job completed without a value that `--out` asked for (undefined, not JSON, too large)."""
+
+
 class JobFailed(Exception):
     """A job that did not complete. Fails the cell so nbclient and papermill stop too."""
 

@@ -7,7 +7,6 @@ client). Tokens never come from arguments: they would be saved in the notebook a
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from typing import Any, Callable
 
@@ -19,10 +18,10 @@ from traitlets import Bool, Dict, Float, Int, Unicode
 from traitlets.config import Configurable
 
 from . import artifacts
-from .client import TERMINAL, JobletClient
+from .client import JobletClient
 from .config import mask, resolve
-from .display import jobs_table, mapping_table, record_table, runtimes_table
-from .errors import JobFailed, JobletError, NotFoundError, RuntimeMissing
+from .display import ended_text, jobs_table, mapping_table, record_table
+from .errors import JobFailed, JobletError, NotFoundError, OutputsMissing, RuntimeMissing
 from .request import OptionError, collect_inputs, limits_from, parse_env, read_upload
 from .stream import JobFollower, JobResult
 
@@ -110,7 +109,7 @@ class JobletMagics(Magics, Configurable):
             )
         return JobletClient(c.url, c.admin_token, c.admin_token, timeout=self.http_timeout)
 
-    def _widgets(self) -> bool:
+    def widgets_enabled(self) -> bool:
         """Widgets only where a kernel can render them; a terminal gets text lines."""
         return self.show_status and getattr(self.shell, "kernel", None) is not None
 
@@ -223,7 +222,7 @@ class JobletMagics(Magics, Configurable):
 
     def _follow(self, client: JobletClient, job_id: str, args: Any, stop_on_interrupt: bool) -> JobResult:
         status = tracker = None
-        if self._widgets() and not getattr(args, "no_status", False):
+        if self.widgets_enabled() and not getattr(args, "no_status", False):
             from .widgets import StatusLine, StatusTracker
 
             status = StatusLine(job_id)
@@ -248,26 +247,33 @@ class JobletMagics(Magics, Configurable):
         return result
 
     def _deliver(self, client: JobletClient, result: JobResult, args: Any) -> None:
-        """`--out` values, `--show` images, `--fetch` files; then fail the cell if the job failed."""
+        """`--out` values, `--show` images, `--fetch` files; then fail the cell if anything failed.
+
+        A job that failed fails the cell; so does one that completed without a value that
+        `--out` asked for, since the next cell would silently use an old or missing variable.
+        """
+        tolerant = getattr(args, "allow_error", False) or not self.raise_on_error
+        if not result.ok:
+            failure = JobFailed(result.record, result.stderr_tail, self.stderr_tail_lines)
+            if not tolerant:
+                raise failure
+            note(failure.summary())
+            return
         wanted = _names(getattr(args, "outputs", []) or [])
-        if wanted and result.ok:
-            self._assign_outputs(wanted, result)
+        problem = self._assign_outputs(wanted, result) if wanted else ""
         if getattr(args, "show", None):
             for line in artifacts.show(client, result.job_id, args.show):
                 note(line)
-        if getattr(args, "fetch", None) and result.ok:
+        if getattr(args, "fetch", None):
             for line in artifacts.fetch(client, result.job_id, args.fetch):
                 note(line)
-        if not result.ok:
-            failure = JobFailed(result.record, result.stderr_tail, self.stderr_tail_lines)
-            if getattr(args, "allow_error", False) or not self.raise_on_error:
-                note(failure.summary())
-            else:
-                raise failure
+        if problem:
+            if not tolerant:
+                raise OutputsMissing(f"--out: {problem}")
+            note(f"out: {problem}")
 
-    def _assign_outputs(self, wanted: list[str], result: JobResult) -> None:
-        """Put `--out` values into the user's namespace, stating each size; say what is missing."""
-        meta = result.outputs_meta
+    def _assign_outputs(self, wanted: list[str], result: JobResult) -> str:
+        """Put `--out` values into the user's namespace, stating each size; returns what is missing."""
         got = []
         for name in wanted:
             if name in result.outputs:
@@ -277,23 +283,30 @@ class JobletMagics(Magics, Configurable):
                 got.append(f"{name} ({type(value).__name__}, {size} B JSON)")
         if got:
             note("out: " + "; ".join(got))
+        meta = result.outputs_meta
         if meta.get("error"):
-            note(f"out: {meta['error']}")
+            return str(meta["error"])
         errors = meta.get("errors") or {}
-        for name, why in errors.items():
-            note(f"out: {name} not returned: {why}")
+        problems = [f"{name} not returned: {why}" for name, why in errors.items()]
         missing = [n for n in wanted if n not in result.outputs and n not in errors]
-        if missing and not meta.get("error"):
-            note(f"out: the job did not define {', '.join(missing)}")
+        if missing:
+            problems.append(f"the job did not define {', '.join(missing)}")
+        return "; ".join(problems)
 
     # ---- jobs ---------------------------------------------------------------------------
 
     @magic_arguments("joblet jobs")
+    @argument("-n", "--last", type=int, default=20, metavar="N", help="show the last N jobs (default 20)")
+    @argument("--all", action="store_true", help="show every job")
     @argument("--node", metavar="NAME")
     def _jobs(self, rest: str, cell: str | None) -> None:
-        """List your jobs (all jobs, with the admin token)."""
+        """List your jobs, newest last (all users' jobs, with the admin token)."""
         args = parse_argstring(self._jobs, rest)
-        display(jobs_table(self.client(args.node).list_jobs()))
+        jobs = sorted(self.client(args.node).list_jobs(), key=lambda j: j.get("created_at") or 0)
+        shown = jobs if args.all else jobs[-max(args.last, 0):] if args.last else []
+        title = "joblet jobs" if len(shown) == len(jobs) else \
+            f"joblet jobs (last {len(shown)} of {len(jobs)}; --all shows every one)"
+        display(jobs_table(shown, title))
 
     @magic_arguments("joblet status")
     @argument("job_id", metavar="ID")
@@ -309,7 +322,9 @@ class JobletMagics(Magics, Configurable):
     def _logs(self, rest: str, cell: str | None) -> None:
         """Print a job's output so far, without waiting for it to end."""
         args = parse_argstring(self._logs, rest)
-        JobFollower(self.client(args.node), args.job_id).history()
+        record = JobFollower(self.client(args.node), args.job_id).history().record
+        ended = ended_text(record)
+        note(f"job {args.job_id} {record.get('status', '?')}" + (f" ({ended})" if ended else ""))
 
     @magic_arguments("joblet attach")
     @argument("job_id", metavar="ID")

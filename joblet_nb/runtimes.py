@@ -71,7 +71,7 @@ def _build(magics: "JobletMagics", args: Any) -> None:
     job_id = str(started["id"])
     _note(f"building runtime {args.name} in job {job_id}")
     progress = None
-    if magics._widgets():
+    if magics.widgets_enabled():
         from .widgets import BuildProgress
 
         progress = BuildProgress(args.name)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from IPython.core.error import UsageError
 
-from joblet_nb.errors import BadRequestError, JobFailed, NotFoundError, RuntimeMissing
+from joblet_nb.errors import (
+    BadRequestError,
+    JobFailed,
+    NotFoundError,
+    OutputsMissing,
+    RuntimeMissing,
+)
 from test_nb_support import (  # noqa: F401  (fixtures)
     PNG_SCRIPT,
     client,
@@ -179,13 +185,16 @@ def test_in_sends_json_values_and_out_brings_them_back(nb):
     assert "out: total (int, 2 B JSON)" in cell.stderr
 
 
-def test_out_says_which_names_the_job_did_not_leave(nb):
+def test_out_fails_the_cell_naming_what_the_job_did_not_leave(nb):
     nb.shell.user_ns.pop("never_set", None)
-    cell = nb.run("%%joblet run --out never_set --out unjson\nunjson = object()")
-    assert cell.error is None
-    assert "never_set" not in nb.shell.user_ns
-    assert "did not define never_set" in cell.stderr
-    assert "unjson not returned" in cell.stderr and "JSON" in cell.stderr
+    cell = nb.run("%%joblet run --out done --out never_set --out unjson\ndone = 1\nunjson = object()")
+    assert isinstance(cell.error, OutputsMissing)
+    message = str(cell.error)
+    assert "did not define never_set" in message and "unjson not returned" in message
+    assert len(cell.error._render_traceback_()) == 1
+    assert nb.shell.user_ns["done"] == 1 and "never_set" not in nb.shell.user_ns
+    tolerated = nb.run("%%joblet run --out never_set --allow-error\npass")
+    assert tolerated.error is None and "did not define never_set" in tolerated.stderr
 
 
 def test_in_refuses_values_that_are_not_json(nb):
