@@ -88,11 +88,15 @@ def _serve(args: argparse.Namespace) -> int:
     launcher = Launcher()
     launcher.start()  # before any thread exists: the launcher is forked from a clean process
     tokens = TokenStore(paths.tokens)
-    runtimes = RuntimeService(paths)
+    runtimes = RuntimeService(paths, extra_private=[str(client_config.client_dir())]
+                              + ([os.path.realpath(args.config)] if args.config else []))
     network = NetworkManager(paths, config.network)  # threads start on first use, after the fork
     etcfiles.use_nameservers(config.network.dns)
     service = JobService(paths, config, driver, launcher, runtimes.resolve, network=network)
     runtimes.attach(service)
+    for name, verdict in runtimes.start().items():  # full verification of every published runtime
+        if verdict != "verified":
+            print(f"joblet-agent: runtime {name} is refused: {verdict}", file=sys.stderr)
     counts = sweep(paths, driver, service.store, network)
     if any(counts.values()):
         print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from . import etcfiles
 from .audit import AuditLog
@@ -75,6 +75,8 @@ class LiveJob:
     result: dict[str, Any] = field(default_factory=dict)
     open_streams: int = 3
     go_fd: int | None = None
+    hold_exit: bool = False             # a runtime build: the RuntimeService ends the record
+    verdict: tuple[Any, ...] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
@@ -127,10 +129,11 @@ class JobService:
 
     # ---- commands ------------------------------------------------------------------------
 
-    async def start(self, who: Principal, req: JobRequest) -> JobRecord:
+    async def start(self, who: Principal, req: JobRequest, runtime_mounts: RuntimeMounts | None = None) -> JobRecord:
         if req.network != "none" and self.network is None:
             raise BadRequest(f"network {req.network!r} is not available on this agent; use 'none'")
-        runtime = self.resolve_runtime(req.runtime) if req.runtime else None
+        # runtime_mounts: a candidate runtime under test (RuntimeService only; no request reaches it)
+        runtime = runtime_mounts or (self.resolve_runtime(req.runtime) if req.runtime else None)
         limits = self._effective_limits(req.limits)
         job_id = secrets.token_hex(8)
         record = JobRecord(id=job_id, type=JobType.STANDARD.value, owner=who.id, runtime=req.runtime,
@@ -140,6 +143,48 @@ class JobService:
         if live is None:
             return record
         return await self._launch(live, self._spec(record, req, runtime, argv, uploads, live.uid_slot, live.cgroup))
+
+    async def start_build(self, who: Principal, runtime: str, limits: Limits, network: str, command: list[str],
+                          make_spec: Callable[[JobRecord, int, cgroups.JobCgroup], SandboxSpec],
+                          pipeline: Callable[[JobRecord, tuple[Any, ...]], Awaitable[tuple[Any, ...]]],
+                          first_event: dict[str, Any] | None = None) -> JobRecord:
+        """A runtime-build job, for the RuntimeService only: the type is set here, never by a request.
+
+        The builder sandbox is the job's sandbox, but its end does not end the job: `pipeline` gets
+        the sandbox's verdict (status, reason, message, exit_code, signal), runs the later phases
+        (cleanup, manifest, test, publish) and returns the job's final verdict."""
+        if network != "none" and self.network is None:
+            raise BadRequest(f"network {network!r} is not available on this agent")
+        record = JobRecord(id=secrets.token_hex(8), type=JobType.RUNTIME_BUILD.value, owner=who.id,
+                           runtime=runtime, limits=limits, network=network, command=command, created_at=time.time())
+        live = self._admit(record)
+        if live is None:
+            return record
+        live.hold_exit = True
+        if first_event:
+            self.store.log(record.id).append(first_event)
+        try:
+            spec = make_spec(record, live.uid_slot, live.cgroup)
+        except Exception as exc:  # noqa: BLE001 - reported as a setup failure
+            live.verdict = (JobStatus.FAILED, "setup", f"phase setup failed: the builder sandbox: {exc}", None, None)
+            live.cgroup.remove()
+            self._slots.discard(live.uid_slot)
+            live.done.set()
+        else:
+            await self._launch(live, spec)
+        asyncio.get_running_loop().create_task(self._after_build(live, pipeline))
+        return record
+
+    async def _after_build(self, live: LiveJob, pipeline: Callable[[JobRecord, tuple[Any, ...]],
+                                                                   Awaitable[tuple[Any, ...]]]) -> None:
+        await live.done.wait()
+        verdict = live.verdict or (JobStatus.FAILED, "setup", "the builder ended without a verdict", None, None)
+        try:
+            verdict = await pipeline(live.record, verdict)
+        except Exception as exc:  # noqa: BLE001 - a bug in a later phase still ends the job
+            verdict = (JobStatus.FAILED, "setup", f"build pipeline: {type(exc).__name__}: {exc}") + verdict[3:]
+        status_, reason, message, exit_code, signal_ = verdict
+        self._finish_record(live.record, status_, reason, message, exit_code=exit_code, signal_=signal_)
 
     def _admit(self, record: JobRecord, outputs: list[str] | None = None) -> LiveJob | None:
         """Store the record, take a uid slot and make the job's cgroup; None if that failed (the
@@ -387,8 +432,11 @@ class JobService:
         status_, reason, message = self._verdict(live, oom)
         if live.outputs and status_ == JobStatus.COMPLETED:
             self._emit_outputs(record.id)
-        self._finish_record(record, status_, reason, message,
-                            exit_code=live.result.get("exit_code"), signal_=live.result.get("signal"))
+        if live.hold_exit:
+            live.verdict = (status_, reason, message, live.result.get("exit_code"), live.result.get("signal"))
+        else:
+            self._finish_record(record, status_, reason, message,
+                                exit_code=live.result.get("exit_code"), signal_=live.result.get("signal"))
         self.live.pop(record.id, None)
         live.done.set()
 

@@ -1,0 +1,360 @@
+"""Runtime trees: the cleanup copy into `isolated/`, the manifest of digests, and verification.
+
+- `copy_clean` copies what a build staged (a folder the unprivileged builder could write) into
+  `isolated/` as root without ever following a path by string: one component at a time from
+  directory descriptors with O_NOFOLLOW. Regular files, directories and symlinks (recreated as
+  links, never followed) are kept; setuid/setgid/sticky bits and group/other write bits are
+  stripped; device nodes, fifos and sockets are dropped. Everything it changed is reported.
+- `write_manifest` records every entry of the published tree: type, mode, size, sha256 (files) or
+  target (links), plus the stat fingerprint (inode, mtime, ctime) it had when the manifest was written.
+- `verify_full` re-hashes everything (after publish and at agent start); `verify_stat` compares only
+  the stat fingerprint (cheap: a walk of lstat calls), used when a tree has changed since.
+- `TreeWatch` (inotify) says which trees changed at all, so a job start costs one read() when
+  nothing did.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import json
+import os
+import stat
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+MANIFEST = "manifest.json"
+COVERED = ("runtime.yml", "runtime.yml.original", "isolated")
+
+
+class TreeError(Exception):
+    """A staged or published tree is not acceptable; the message says which entry and why."""
+
+
+@dataclass
+class CopyReport:
+    files: int = 0
+    dirs: int = 0
+    links: int = 0
+    bytes: int = 0
+    stripped: list[str] = field(default_factory=list)   # setuid/setgid/sticky bits removed
+    dropped: list[str] = field(default_factory=list)    # devices, fifos, sockets left out
+
+    def summary(self) -> str:
+        text = f"{self.files} files, {self.dirs} folders, {self.links} links, {self.bytes / 1e6:.1f} MB"
+        if self.stripped:
+            text += f"; stripped setuid/setgid from {len(self.stripped)}: {', '.join(self.stripped[:5])}"
+        if self.dropped:
+            text += f"; dropped {len(self.dropped)} special files: {', '.join(self.dropped[:5])}"
+        return text
+
+
+# ---- cleanup: staged -> isolated -----------------------------------------------------------------
+
+
+def copy_clean(src_dir_fd: int, name: str, dst_dir_fd: int, report: CopyReport, rel: str = "") -> None:
+    """Copy entry `name` of `src_dir_fd` into `dst_dir_fd` (root-owned, cleaned). Never follows a link."""
+    st = os.stat(name, dir_fd=src_dir_fd, follow_symlinks=False)
+    path = f"{rel}/{name}" if rel else name
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISLNK(st.st_mode):
+        report.stripped.append(path)
+    clean = mode & 0o777
+    if stat.S_ISDIR(st.st_mode):
+        os.mkdir(name, 0o700, dir_fd=dst_dir_fd)
+        s = os.open(name, _DIR, dir_fd=src_dir_fd)
+        d = os.open(name, _DIR, dir_fd=dst_dir_fd)
+        try:
+            for entry in sorted(_names(s)):
+                copy_clean(s, entry, d, report, path)
+            os.fchmod(d, 0o755)
+        finally:
+            os.close(s)
+            os.close(d)
+        report.dirs += 1
+    elif stat.S_ISREG(st.st_mode):
+        s = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=src_dir_fd)
+        try:
+            if not stat.S_ISREG(os.fstat(s).st_mode):
+                raise TreeError(f"{path} changed while it was copied")
+            d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                        dir_fd=dst_dir_fd)
+            try:
+                report.bytes += _copy_fd(s, d)
+                os.fchmod(d, 0o755 if clean & 0o111 else 0o644)
+            finally:
+                os.close(d)
+        finally:
+            os.close(s)
+        report.files += 1
+    elif stat.S_ISLNK(st.st_mode):
+        target = os.readlink(name, dir_fd=src_dir_fd)
+        os.symlink(target, name, dir_fd=dst_dir_fd)
+        report.links += 1
+    else:
+        report.dropped.append(path)
+
+
+def _names(dir_fd: int) -> list[str]:
+    with os.scandir(dir_fd) as it:
+        return [e.name for e in it]
+
+
+def _copy_fd(src: int, dst: int) -> int:
+    total = 0
+    while True:
+        try:
+            n = os.copy_file_range(src, dst, 1 << 26)
+        except OSError:
+            data = os.read(src, 1 << 20)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(dst, view):]
+            n = len(data)
+        if n == 0:
+            return total
+        total += n
+
+
+def open_beneath_dir(root: str, relative: str) -> int:
+    """A directory fd for `root/relative`, refusing symlinks on every component."""
+    fd = os.open(root, _DIR)
+    try:
+        for part in [p for p in relative.split("/") if p]:
+            if part in (".", ".."):
+                raise TreeError(f"{relative!r}: '.' and '..' are not allowed")
+            nfd = os.open(part, _DIR, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# ---- manifest -----------------------------------------------------------------------------------
+
+
+def _walk(root_fd: int, rel: str = "") -> Iterator[tuple[str, os.stat_result, int]]:
+    """(relative path, lstat, parent dir fd) for every entry below root_fd, depth first, sorted."""
+    for name in sorted(_names(root_fd)):
+        st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        path = f"{rel}/{name}" if rel else name
+        yield path, st, root_fd
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, _DIR, dir_fd=root_fd)
+            try:
+                yield from _walk(fd, path)
+            finally:
+                os.close(fd)
+
+
+def _covered(version_fd: int) -> Iterator[tuple[str, os.stat_result, int]]:
+    for name in COVERED:
+        try:
+            st = os.stat(name, dir_fd=version_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        yield name, st, version_fd
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, _DIR, dir_fd=version_fd)
+            try:
+                yield from _walk(fd, name)
+            finally:
+                os.close(fd)
+
+
+def _sha256(dir_fd: int, name: str) -> str:
+    h = hashlib.sha256()
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+def _entry(path: str, st: os.stat_result, dir_fd: int, digest: bool) -> dict[str, Any]:
+    name = path.rsplit("/", 1)[-1]
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISREG(st.st_mode):
+        e: dict[str, Any] = {"type": "file", "mode": mode, "size": st.st_size}
+        if digest:
+            e["sha256"] = _sha256(dir_fd, name)
+    elif stat.S_ISDIR(st.st_mode):
+        e = {"type": "dir", "mode": mode}
+    elif stat.S_ISLNK(st.st_mode):
+        e = {"type": "link", "target": os.readlink(name, dir_fd=dir_fd)}
+    else:
+        raise TreeError(f"{path}: device nodes, fifos and sockets are not allowed in a runtime")
+    if mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISLNK(st.st_mode):
+        raise TreeError(f"{path}: setuid/setgid files are not allowed in a runtime")
+    if st.st_uid != 0 and not stat.S_ISLNK(st.st_mode):
+        raise TreeError(f"{path}: owned by uid {st.st_uid}, not root")
+    return e
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    return [st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_mode]
+
+
+def write_manifest(version_dir: str) -> dict[str, Any]:
+    """Hash the tree and write manifest.json (0644, root); returns it."""
+    fd = os.open(version_dir, _DIR)
+    try:
+        entries, stamps = {}, {}
+        for path, st, dir_fd in _covered(fd):
+            entries[path] = _entry(path, st, dir_fd, digest=True)
+        # the stat fingerprint is taken last, after every write to the tree
+        for path, st, _ in _covered(fd):
+            stamps[path] = _stamp(st)
+        data = {"format": 1, "entries": entries, "stamps": stamps}
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        tmp = MANIFEST + ".tmp"
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+        with os.fdopen(out, "w") as f:
+            f.write(text)
+        os.rename(tmp, MANIFEST, src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+    return data
+
+
+def manifest_digest(version_dir: str) -> str:
+    return hashlib.sha256(Path(version_dir, MANIFEST).read_bytes()).hexdigest()
+
+
+def load_manifest(version_dir: str) -> dict[str, Any]:
+    try:
+        return json.loads(Path(version_dir, MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise TreeError(f"the manifest cannot be read: {exc}") from None
+
+
+def verify_full(version_dir: str, manifest: dict[str, Any]) -> None:
+    """Every entry hashed and compared with the manifest; raises TreeError naming the first change."""
+    fd = os.open(version_dir, _DIR)
+    try:
+        expected = manifest["entries"]
+        seen = set()
+        for path, st, dir_fd in _covered(fd):
+            seen.add(path)
+            if path not in expected:
+                raise TreeError(f"{path} was added after the runtime was published")
+            got = _entry(path, st, dir_fd, digest=True)
+            if got != expected[path]:
+                what = "content" if got.get("sha256") != expected[path].get("sha256") else "type or mode"
+                raise TreeError(f"{path} changed after the runtime was published ({what})")
+        missing = sorted(set(expected) - seen)
+        if missing:
+            raise TreeError(f"{missing[0]} was removed after the runtime was published")
+    finally:
+        os.close(fd)
+
+
+def verify_stat(version_dir: str, manifest: dict[str, Any]) -> None:
+    """The cheap check: inode, mtime, ctime, size and mode of every entry as the manifest recorded
+    them. A write, chmod, chown, rename, touch (even one that restores mtime: ctime moves) shows."""
+    fd = os.open(version_dir, _DIR)
+    try:
+        expected = manifest["stamps"]
+        seen = 0
+        for path, st, _ in _covered(fd):
+            seen += 1
+            if expected.get(path) != _stamp(st):
+                raise TreeError(f"{path} changed after the runtime was published")
+        if seen != len(expected):
+            raise TreeError("entries were removed after the runtime was published")
+    finally:
+        os.close(fd)
+
+
+# ---- inotify ------------------------------------------------------------------------------------
+
+IN_MODIFY, IN_ATTRIB, IN_MOVED_FROM, IN_MOVED_TO = 0x2, 0x4, 0x40, 0x80
+IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF = 0x100, 0x200, 0x400, 0x800
+IN_Q_OVERFLOW, IN_ONLYDIR, IN_DONT_FOLLOW = 0x4000, 0x01000000, 0x02000000
+IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF
+              | IN_MOVE_SELF | IN_DONT_FOLLOW)
+_EVENT = struct.Struct("iIII")
+
+
+class TreeWatch:
+    """Which watched trees changed since the last `changed()` call (inotify on every directory).
+
+    If inotify is unavailable or a watch cannot be added, the tree counts as always changed, so the
+    caller falls back to the stat check each time: never silently unverified."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        self.fd: int | None = fd if fd >= 0 else None
+        self._owner: dict[int, str] = {}
+        self._always: set[str] = set()
+        self._pending: set[str] = set()
+
+    def watch(self, key: str, root: str) -> None:
+        """Watch `root` (a runtime version folder) and every directory below it."""
+        self.forget(key)
+        if self.fd is None:
+            self._always.add(key)
+            return
+        for directory in _directories(root):
+            wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), WATCH_MASK | IN_ONLYDIR)
+            if wd < 0:
+                self._always.add(key)
+                return
+            self._owner[wd] = key
+
+    def forget(self, key: str) -> None:
+        for wd in [w for w, k in self._owner.items() if k == key]:
+            if self.fd is not None:
+                self._libc.inotify_rm_watch(self.fd, wd)
+            del self._owner[wd]
+        self._always.discard(key)
+        self._pending.discard(key)
+
+    def changed(self) -> set[str]:
+        """Keys whose tree saw any change (drains the queue)."""
+        out = set(self._always) | self._pending
+        self._pending.clear()
+        while self.fd is not None:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                offset += _EVENT.size + length
+                if mask & IN_Q_OVERFLOW:
+                    out |= set(self._owner.values())
+                elif wd in self._owner:
+                    out.add(self._owner[wd])
+        return out
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _directories(root: str) -> Iterator[str]:
+    yield root
+    for dirpath, dirnames, _files in os.walk(root, followlinks=False):
+        for d in dirnames:
+            path = os.path.join(dirpath, d)
+            if not os.path.islink(path):
+                yield path
