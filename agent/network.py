@@ -25,8 +25,9 @@ returns to the pool only when its veth is gone, and the pool hands addresses out
 a new job does not inherit the conntrack and ARP state of the job that had its address just before.
 
 Names are per agent root (the hash of `AgentPaths.cgroup_parent()`): bridge `jnb-br-<hash>`, table
-`inet jnb_<hash>`, default subnet 10.89.<N>.0/24. Several agents on one host therefore never touch
-each other's bridge, rules or addresses.
+`inet jnb_<hash>`. Without a configured subnet, the first 10.89.<N>.0/24 that no route of the host
+covers is used, starting at N = the hash's first byte. Several agents on one host therefore never
+touch each other's bridge, rules or addresses.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,8 +51,9 @@ from .paths import AgentPaths
 BRIDGE_PREFIX = "jnb-br-"
 VETH_PREFIX = "jnb"
 JOB_IFNAME = "eth0"
-DEFAULT_SUBNET = "10.89.{n}.0/24"
+DEFAULT_SUBNETS = ipaddress.IPv4Network("10.89.0.0/16")  # /24s of it, when none is configured
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+NETLINK_ROUTE = 0
 
 T = TypeVar("T")
 
@@ -60,23 +64,33 @@ class NetworkError(Exception):
 
 @dataclass(frozen=True)
 class BridgePlan:
-    """What this agent's bridge mode is made of: names and addresses, derived once."""
+    """What this agent's bridge is made of, fixed when the bridge is made."""
 
     bridge: str
-    table: str
     subnet: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address
     ruleset: firewall.Ruleset
 
-    @classmethod
-    def for_agent(cls, paths: AgentPaths, config: NetworkConfig) -> "BridgePlan":
-        tag = paths.cgroup_parent().removeprefix("jnb-")  # 8 hex digits of the root's hash
-        bridge = config.bridge or BRIDGE_PREFIX + tag
-        subnet = ipaddress.IPv4Network(config.subnet or DEFAULT_SUBNET.format(n=int(tag[:2], 16)))
-        table = "jnb_" + tag
-        ruleset = firewall.Ruleset(table=table, bridge=bridge, subnet=str(subnet),
-                                   deny=tuple(config.deny), allow=tuple(config.allow))
-        return cls(bridge=bridge, table=table, subnet=subnet, gateway=subnet.network_address + 1, ruleset=ruleset)
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + 1
+
+
+def choose_subnet(config: NetworkConfig, tag: str, routes: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The configured subnet, or the first free /24 of 10.89.0.0/16 from the agent's own start."""
+    if config.subnet:
+        subnet = ipaddress.IPv4Network(config.subnet)
+        for route in routes:
+            if route.overlaps(subnet):
+                raise NetworkError(f"network.subnet {subnet} overlaps the host's route to {route}: "
+                                   f"set a free one in the agent's config")
+        return subnet
+    candidates = list(DEFAULT_SUBNETS.subnets(new_prefix=24))
+    start = int(tag[:2], 16)
+    for subnet in candidates[start:] + candidates[:start]:
+        if not any(route.overlaps(subnet) for route in routes):
+            return subnet
+    raise NetworkError(f"every /24 of {DEFAULT_SUBNETS} overlaps a route of the host: set network.subnet "
+                       f"in the agent's config")
 
 
 class AddressPool:
@@ -121,8 +135,12 @@ class NetworkManager:
     """The agent's bridge mode (jobs.JobNetwork): attach, release, sweep, close."""
 
     def __init__(self, paths: AgentPaths, config: NetworkConfig) -> None:
-        self.plan = BridgePlan.for_agent(paths, config)
-        self.pool = AddressPool(self.plan.subnet)
+        self.config = config
+        self.tag = paths.cgroup_parent().removeprefix("jnb-")  # 8 hex digits of the root's hash
+        self.bridge = config.bridge or BRIDGE_PREFIX + self.tag
+        self.table = "jnb_" + self.tag
+        self.plan: BridgePlan | None = None   # made with the bridge, on first use
+        self.pool: AddressPool | None = None
         self._jobs: dict[str, JobLink] = {}
         self._bridge_index: int | None = None
         self._worker: ThreadPoolExecutor | None = None
@@ -194,42 +212,64 @@ class NetworkManager:
     def _attach(self, job_id: str, init_pid: int) -> dict[str, Any]:
         from pyroute2 import NetlinkError
 
-        self._ensure_bridge()
-        address = self.pool.take()
+        plan, pool = self._ensure_bridge()
+        address = pool.take()
         link = JobLink(veth=VETH_PREFIX + job_id[:12], address=address)
         with self._lock:
             self._jobs[job_id] = link  # from here on, release() cleans up whatever exists
         try:
             ns_fd = _open_job_namespace(init_pid)
             try:
-                host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    _in_namespace(ns_fd, lambda: _configure_inside(link, self.plan, host_fd))
-                finally:
-                    os.close(host_fd)
+                sock_fd = _in_namespace(ns_fd, _enter_job_side)
             finally:
                 os.close(ns_fd)
-            self._plug_in(link.veth)
+            try:
+                self._wire(link, plan, sock_fd)
+            finally:
+                os.close(sock_fd)
         except NetlinkError as exc:
             raise NetworkError(f"setting up the job's veth: {os.strerror(exc.code)} ({exc})") from None
-        return {"interface": JOB_IFNAME, "address": f"{address}/{self.plan.subnet.prefixlen}",
-                "gateway": str(self.plan.gateway), "veth": link.veth, "bridge": self.plan.bridge}
+        return {"interface": JOB_IFNAME, "address": f"{address}/{plan.subnet.prefixlen}",
+                "gateway": str(plan.gateway), "veth": link.veth, "bridge": plan.bridge}
 
-    def _plug_in(self, veth: str) -> None:
-        """The host end joins the bridge as an isolated port, without IPv6, and goes up."""
-        ipr = self._ipr()
-        index = ipr.link_lookup(ifname=veth)[0]
-        _sysctl(f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6", "1")
-        ipr.link("set", index=index, master=self._bridge_index)
-        ipr.brport("set", index=index, isolated=1)
-        ipr.link("set", index=index, state="up")
+    def _wire(self, link: JobLink, plan: BridgePlan, sock_fd: int) -> None:
+        """With a netlink socket of the job's namespace (`sock_fd`) and this thread's own: the pair,
+        the host end an isolated bridge port, then the job's end with its address and route, then
+        wait until both ends carry traffic."""
+        from pyroute2 import IPRoute
 
-    def _ensure_bridge(self) -> None:
+        host = self._ipr()
+        with IPRoute(fileno=os.dup(sock_fd)) as job:  # pyroute2 closes the descriptor it is given
+            job.link("add", ifname=JOB_IFNAME, kind="veth",
+                     peer={"ifname": link.veth, "net_ns_fd": self._host_namespace()})
+            job_index = job.link_lookup(ifname=JOB_IFNAME)[0]
+            job.addr("add", index=job_index, address=str(link.address), prefixlen=plan.subnet.prefixlen)
+            host_index = host.link_lookup(ifname=link.veth)[0]
+            _sysctl(f"/proc/sys/net/ipv6/conf/{link.veth}/disable_ipv6", "1")
+            host.link("set", index=host_index, master=self._bridge_index)
+            host.brport("set", index=host_index, isolated=1)
+            host.link("set", index=host_index, state="up")
+            job.link("set", index=job_index, state="up")
+            job.route("add", dst="0.0.0.0/0", gateway=str(plan.gateway))
+            _wait_running(job, job_index)
+            _wait_running(host, host_index)
+
+    def _host_namespace(self) -> int:
+        """A descriptor of the agent's network namespace, where the host ends of veths go."""
+        fd = getattr(self._local, "host_ns", None)
+        if fd is None:
+            fd = self._local.host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        return fd
+
+    def _ensure_bridge(self) -> tuple[BridgePlan, AddressPool]:
         """The bridge, its address and the table, made on first use (rules first, then the bridge)."""
-        if self._bridge_index is not None:
-            return
-        plan, ipr = self.plan, self._ipr()
-        self._check_subnet_free()
+        if self._bridge_index is not None and self.plan is not None and self.pool is not None:
+            return self.plan, self.pool
+        ipr = self._ipr()
+        subnet = choose_subnet(self.config, self.tag, self._host_routes())
+        plan = BridgePlan(bridge=self.bridge, subnet=subnet, ruleset=firewall.Ruleset(
+            table=self.table, bridge=self.bridge, subnet=str(subnet),
+            deny=tuple(self.config.deny), allow=tuple(self.config.allow)))
         firewall.load(plan.ruleset)
         found = ipr.link_lookup(ifname=plan.bridge)
         if not found:
@@ -245,19 +285,16 @@ class NetworkManager:
             _sysctl(IP_FORWARD, "1")
             print(f"joblet-agent: turned net.ipv4.ip_forward on for bridge jobs (it stays on; README "
                   f"'Networking')", file=sys.stderr, flush=True)
-        self._bridge_index = index
+        self.plan, self.pool, self._bridge_index = plan, AddressPool(subnet), index
+        return plan, self.pool
 
-    def _check_subnet_free(self) -> None:
-        """Refuse a subnet that a route of the host already covers (another network would clash)."""
+    def _host_routes(self) -> list[ipaddress.IPv4Network]:
+        """Destinations of the host's routes (main table, default route aside), but our bridge's."""
         ipr = self._ipr()
-        own = ipr.link_lookup(ifname=self.plan.bridge)
-        for route in ipr.get_routes(family=2, table=254):
-            if not route["dst_len"] or route.get("oif") in own:
-                continue
-            dst = ipaddress.IPv4Network(f"{route.get('dst')}/{route['dst_len']}")
-            if dst.overlaps(self.plan.subnet):
-                raise NetworkError(f"the bridge subnet {self.plan.subnet} overlaps the host's route to {dst}: "
-                                   f"set network.subnet in the agent's config to a free one")
+        own = ipr.link_lookup(ifname=self.bridge)
+        return [ipaddress.IPv4Network(f"{route.get('dst')}/{route['dst_len']}", strict=False)
+                for route in ipr.get_routes(family=2, table=254)
+                if route["dst_len"] and route.get("oif") not in own]
 
     # ---- release and tear-down ------------------------------------------------------------
 
@@ -267,19 +304,20 @@ class NetworkManager:
         except Exception as exc:  # noqa: BLE001 - the address stays held; the sweep removes the veth
             print(f"joblet-agent: removing {link.veth}: {exc}", file=sys.stderr, flush=True)
             return
-        self.pool.give(link.address)
+        if self.pool is not None:
+            self.pool.give(link.address)
 
     def _teardown(self) -> dict[str, int]:
         ipr = self._ipr()
         counts = {"veths": 0, "bridge": 0, "table": 0}
-        found = ipr.link_lookup(ifname=self.plan.bridge)
+        found = ipr.link_lookup(ifname=self.bridge)
         if found:
-            for port in ipr.get_links(master=found[0]) if found else ():
+            for port in ipr.get_links(master=found[0]):
                 if _delete_link(ipr, port.get("ifname")):
                     counts["veths"] += 1
-            counts["bridge"] = int(_delete_link(ipr, self.plan.bridge))
-        self._bridge_index = None
-        counts["table"] = int(firewall.remove(self.plan.table))
+            counts["bridge"] = int(_delete_link(ipr, self.bridge))
+        self.plan, self.pool, self._bridge_index = None, None, None
+        counts["table"] = int(firewall.remove(self.table))
         return counts
 
 
@@ -297,41 +335,47 @@ def _open_job_namespace(init_pid: int) -> int:
     return fd
 
 
-def _in_namespace(ns_fd: int, fn: Callable[[], None]) -> None:
+def _in_namespace(ns_fd: int, fn: Callable[[], T]) -> T:
     """Run `fn` on a new thread that first enters the network namespace `ns_fd`, then ends.
 
     setns(CLONE_NEWNET) moves only the calling thread, so no other thread of the agent is ever
-    in a job's namespace, and the thread that was is not reused."""
+    in a job's namespace, and the thread that was is never reused."""
     from pyroute2 import netns
 
-    failure: list[BaseException] = []
+    box: list[Any] = []
 
     def run() -> None:
         try:
             netns.setns(ns_fd)
-            fn()
+            box.append(fn())
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            failure.append(exc)
+            box.append(exc)
 
     thread = threading.Thread(target=run, name="jnb-net-job", daemon=True)
     thread.start()
     thread.join()
-    if failure:
-        raise failure[0]
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
 
 
-def _configure_inside(link: JobLink, plan: BridgePlan, host_fd: int) -> None:
-    """In the job's namespace: IPv6 off, the veth pair (host end sent out), address, up, route."""
-    from pyroute2 import IPRoute
-
+def _enter_job_side() -> int:
+    """In the job's namespace: IPv6 off (all and default, so eth0 is born without it), and a
+    netlink socket bound to this namespace for the worker thread to use."""
     for scope in ("all", "default"):
         _sysctl(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "1")
-    with IPRoute() as ipr:
-        ipr.link("add", ifname=JOB_IFNAME, kind="veth", peer={"ifname": link.veth, "net_ns_fd": host_fd})
-        index = ipr.link_lookup(ifname=JOB_IFNAME)[0]
-        ipr.addr("add", index=index, address=str(link.address), prefixlen=plan.subnet.prefixlen)
-        ipr.link("set", index=index, state="up")
-        ipr.route("add", dst="0.0.0.0/0", gateway=str(plan.gateway))
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    return sock.detach()
+
+
+def _wait_running(ipr: Any, index: int, timeout: float = 1.0) -> None:
+    """Until the kernel's link watcher has marked the link up (its queue is live only then: a
+    packet sent before goes to the no-op qdisc and is lost, costing the job a 1 s retransmit)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ipr.link("get", index=index)[0].get("operstate") == "UP":
+            return
+        time.sleep(0.0002)
 
 
 # ---- small helpers -------------------------------------------------------------------------
