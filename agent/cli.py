@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import socket
+import stat
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _listen_address(args: argparse.Namespace, config: AgentConfig) -> tuple[str, int]:
+def _listen_address(args: argparse.Namespace, config: AgentConfig) -> tuple[str, int, bool]:
+    """(host, port, loopback); beyond loopback only when the config file names the address."""
     text = args.listen or config.listen
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not host:
@@ -65,7 +68,21 @@ def _listen_address(args: argparse.Namespace, config: AgentConfig) -> tuple[str,
     if not loopback and text != config.listen:
         raise CannotIsolate(f"refusing to listen on {text}: only loopback unless the config file sets "
                             f"'listen: {text}' explicitly")
-    return host, int(port)
+    return host, int(port), loopback
+
+
+def _unix_listener(path: str) -> socket.socket:
+    """Bound before uvicorn starts, with mode 0660 from the first moment (no chmod race)."""
+    if os.path.exists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    return sock
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -83,7 +100,12 @@ def _serve(args: argparse.Namespace) -> int:
     paths = AgentPaths.at(args.root)
     driver = preflight.check(paths.cgroup_parent())
     config = load_config(Path(args.config) if args.config else paths.config / "agent.yml")
-    host, port = ("", 0) if args.unix else _listen_address(args, config)
+    host, port, loopback = ("", 0, True) if args.unix else _listen_address(args, config)
+    tls_files = None
+    if not args.unix and (config.tls or not loopback):
+        from .tls import ensure_certificate
+
+        tls_files = ensure_certificate(paths.config, host)
     paths.ensure()
     launcher = Launcher()
     launcher.start()  # before any thread exists: the launcher is forked from a clean process
@@ -100,15 +122,14 @@ def _serve(args: argparse.Namespace) -> int:
     counts = sweep(paths, driver, service.store, network)
     if any(counts.values()):
         print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)
-    url = f"unix:{args.unix}" if args.unix else f"http://{host}:{port}"
-    written = client_config.write_if_absent(tokens, url)
+    scheme = "https" if tls_files else "http"
+    url = f"unix:{args.unix}" if args.unix else f"{scheme}://{host}:{port}"
+    written = client_config.write_if_absent(tokens, url, cert=tls_files[0] if tls_files else None)
     if written:
         print(f"joblet-agent: wrote client config {written} (and admin-token beside it)", file=sys.stderr)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if args.unix:
-            os.chmod(args.unix, 0o660)
         yield
         await service.shutdown()
         await asyncio.to_thread(network.close)  # bridge and table go
@@ -120,9 +141,11 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"joblet-agent {__version__}: root {paths.root}, cgroup {driver.version}, listening on {url}",
           file=sys.stderr, flush=True)
     if args.unix:
-        uvicorn.run(app, uds=args.unix, log_level="warning")
+        listener = _unix_listener(args.unix)  # kept referenced: uvicorn only gets its descriptor
+        uvicorn.run(app, fd=listener.fileno(), log_level="warning", timeout_graceful_shutdown=5)
     else:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        ssl = {"ssl_certfile": str(tls_files[0]), "ssl_keyfile": str(tls_files[1])} if tls_files else {}
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, **ssl)
     return 0
 
 

@@ -16,13 +16,17 @@ def client_dir() -> Path:
     return Path(base) / "joblet"
 
 
-def write_if_absent(tokens: TokenStore, url: str) -> Path | None:
+def write_if_absent(tokens: TokenStore, url: str, cert: Path | None = None) -> Path | None:
     directory = client_dir()
     config = directory / "client.json"
     if config.exists():
         return None
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(config, json.dumps({"url": url, "token": tokens.create("user", "local-user")}, indent=1) + "\n")
+    settings = {"url": url, "token": tokens.create("user", "local-user")}
+    if cert is not None:  # a copy the local user can read; the client pins exactly this certificate
+        _write_private(directory / "agent-cert.pem", cert.read_text())
+        settings["cert"] = str(directory / "agent-cert.pem")
+    _write_private(config, json.dumps(settings, indent=1) + "\n")
     _write_private(directory / "admin-token", tokens.create("admin", "local-admin") + "\n")
     return config
 

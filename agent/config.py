@@ -60,6 +60,8 @@ class NetworkConfig(BaseModel):
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listen: str = Field("127.0.0.1:7755", description="HOST:PORT; 0.0.0.0 only when set here")
+    tls: bool = Field(False, description="serve HTTPS with the agent's own certificate; always on "
+                                         "when listening beyond loopback")
     stop_grace_s: float = Field(5.0, ge=0, le=300, description="SIGTERM to SIGKILL, on stop")
     uid_base: int = Field(1_000_000, ge=10_000, description="jobs run as uid_base + slot")
     uid_slots: int = Field(60_000, ge=16)

@@ -55,7 +55,7 @@ class AgentProcess:
         agent.admin_token = create_token(root, "admin", "test-admin")
         return agent
 
-    def start(self, extra_env: dict[str, str] | None = None) -> "AgentProcess":
+    def start(self, extra_env: dict[str, str] | None = None, scheme: str = "http") -> "AgentProcess":
         env = dict(os.environ, XDG_CONFIG_HOME=str(self.root / "client-config"), **(extra_env or {}))
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(AGENT + ["serve", "--root", str(self.root), "--listen", f"127.0.0.1:{self.port}"],
@@ -65,7 +65,7 @@ class AgentProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited: {self.log_path.read_text()}")
             try:
-                requests.get(self.url + "/v1/health", timeout=1)
+                requests.get(f"{scheme}://127.0.0.1:{self.port}/v1/health", timeout=1, verify=False)
                 return self
             except requests.ConnectionError:
                 time.sleep(0.05)
