@@ -431,3 +431,96 @@ def test_planted_symlinks_are_never_followed_by_downloads_or_cleanup(api: Api, a
         assert Path("/etc/passwd").read_bytes() == host_passwd
     finally:
         victim.unlink(missing_ok=True)
+
+
+# ---- the agent copying /work out after the job (and removing the copy) -------------------------
+# The agent's launcher copies what a job left in /work to the host's disk (under the agent's root)
+# so that it can be downloaded, and DELETE removes it. A job controls that tree completely.
+
+def job_dirs_on_host(agent: AgentProcess, job_id: str) -> list[Path]:
+    """The job's folders under the agent's root (state/jobs/<id> today), found without descending
+    into them (a job's tree may be deeper than any recursive walk can go)."""
+    root = Path(agent.root)
+    return [p for pattern in (job_id, f"*/{job_id}", f"*/*/{job_id}", f"*/*/*/{job_id}")
+            for p in root.glob(pattern) if p.is_dir() and not p.is_symlink()]
+
+
+def host_usage(dirs: list[Path]) -> tuple[int, int]:
+    """(allocated bytes, number of entries) below `dirs`, without recursion limits."""
+    allocated = entries = 0
+    for d in dirs:
+        for dirpath, dirnames, files in os.walk(d):
+            entries += len(dirnames) + len(files)
+            for name in files:
+                allocated += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return allocated, entries
+
+
+def force_remove_job(api: Api, agent: AgentProcess, job_id: str) -> None:
+    """DELETE the job; whatever the agent could not remove is removed here, so nothing is left."""
+    api.call("DELETE", f"/v1/jobs/{job_id}")
+    for d in job_dirs_on_host(agent, job_id):
+        subprocess.run(["rm", "-rf", "--one-file-system", str(d)], check=False)
+
+
+def test_sparse_file_cannot_fill_the_host_disk_through_the_work_copy(api: Api, agent: AgentProcess) -> None:
+    """A 64 MiB sparse file costs the job nothing (disk_mb 8); the host copy must not cost the host
+    more than the job's own limit either (at most one file over it, as the copy's budget allows)."""
+    disk_mb, apparent_mb = 8, 64
+    result = api.run(script=(ESCAPE / "plant_sparse.py").read_text(), env={"PROBE_APPARENT_MB": str(apparent_mb)},
+                     limits={"disk_mb": disk_mb})
+    try:
+        assert result.record["status"] == "COMPLETED" and "planted" in result.stdout, result.explain()
+        allocated, _ = host_usage(job_dirs_on_host(agent, result.id))
+        assert allocated <= 2 * disk_mb << 20, (
+            f"a job limited to {disk_mb} MiB made the agent write {allocated >> 20} MiB to the host's disk "
+            f"(its sparse file of {apparent_mb} MiB was copied byte for byte)")
+    finally:
+        force_remove_job(api, agent, result.id)
+
+
+def test_empty_files_cannot_exhaust_host_inodes_through_the_work_copy(api: Api, agent: AgentProcess) -> None:
+    """Empty files count no bytes. A real disk of disk_mb = 8 MiB would hold 512 inodes (ext4's
+    default of 16 KiB per inode); the host copy of one job must stay within a few thousand."""
+    files, bound = 20000, 4096
+    result = api.run(script=(ESCAPE / "plant_many_files.py").read_text(), env={"PROBE_FILES": str(files)},
+                     limits={"disk_mb": 8})
+    try:
+        assert result.record["status"] == "COMPLETED" and "planted" in result.stdout, result.explain()
+        _, entries = host_usage(job_dirs_on_host(agent, result.id))
+        assert entries <= bound, (f"a job limited to 8 MiB left {entries} inodes on the host's disk "
+                                  f"(it made {files} empty files in /work; bound {bound})")
+    finally:
+        force_remove_job(api, agent, result.id)
+
+
+def run_deep_tree_job(api: Api) -> Result:
+    result = api.run(script=(ESCAPE / "plant_deep_tree.py").read_text(), env={"PROBE_DEPTH": "3000"},
+                     limits={"disk_mb": 64})
+    assert result.record["status"] == "COMPLETED" and "planted" in result.stdout, result.explain()
+    return result
+
+
+def test_deep_work_tree_cannot_crash_the_copy(api: Api, agent: AgentProcess) -> None:
+    """3000 nested directories in /work: the agent's copy must not crash, nor show its own traceback
+    (with the agent's paths) in the job's output, and what it could copy stays downloadable."""
+    result = run_deep_tree_job(api)
+    try:
+        assert "Traceback" not in result.stderr and "safefs" not in result.stderr, \
+            f"the agent's own error reached the job's output:\n{result.stderr[-1200:]}"
+        r = api.call("GET", f"/v1/jobs/{result.id}/files/ok.txt")
+        assert r.status_code == 200, r.text
+    finally:
+        force_remove_job(api, agent, result.id)
+
+
+def test_deep_work_tree_cannot_block_delete(api: Api, agent: AgentProcess) -> None:
+    """DELETE of a job whose /work copy is deeper than any recursive walk must still remove it all
+    (otherwise a job can leave files on the host that no API call removes)."""
+    result = run_deep_tree_job(api)
+    try:
+        r = api.call("DELETE", f"/v1/jobs/{result.id}")
+        left = job_dirs_on_host(agent, result.id)
+        assert r.status_code == 204 and not left, f"DELETE: {r.status_code} {r.text}; left on the host: {left}"
+    finally:
+        force_remove_job(api, agent, result.id)
