@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -54,6 +54,7 @@ JOB_IFNAME = "eth0"
 DEFAULT_SUBNETS = ipaddress.IPv4Network("10.89.0.0/16")  # /24s of it, when none is configured
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 NETLINK_ROUTE = 0
+RELEASE_WAIT_S = 5.0
 
 T = TypeVar("T")
 
@@ -145,6 +146,7 @@ class NetworkManager:
         self._bridge_index: int | None = None
         self._worker: ThreadPoolExecutor | None = None
         self._releaser: ThreadPoolExecutor | None = None
+        self._pending: set[Future[None]] = set()  # releases not done yet: their addresses come back
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -160,7 +162,10 @@ class NetworkManager:
             link = self._jobs.pop(job_id, None)
         if link is None:
             return
-        self._releaser_pool().submit(self._release, link)
+        future = self._releaser_pool().submit(self._release, link)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
 
     # ---- start-up and shutdown ------------------------------------------------------------
 
@@ -213,7 +218,15 @@ class NetworkManager:
         from pyroute2 import NetlinkError
 
         plan, pool = self._ensure_bridge()
-        address = pool.take()
+        try:
+            address = pool.take()
+        except NetworkError:
+            with self._lock:
+                pending = list(self._pending)
+            if not pending:
+                raise
+            wait(pending, timeout=RELEASE_WAIT_S)  # ended jobs whose veths are still being deleted
+            address = pool.take()
         link = JobLink(veth=VETH_PREFIX + job_id[:12], address=address)
         with self._lock:
             self._jobs[job_id] = link  # from here on, release() cleans up whatever exists

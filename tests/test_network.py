@@ -1,0 +1,544 @@
+"""Bridge networking on the real kernel: each test is one claim of README "Networking".
+
+The internet is played by an "outside world" network namespace this module makes (`jnb-test-out-*`),
+joined to the host by a veth (transit 198.18.231.0/30, from the benchmarking range RFC 2544
+reserves) and routed from the host: a web server on 198.19.77.10, a stand-in for a cloud metadata
+service on the link-local 169.254.231.254. No test sends a packet anywhere else: every address a
+job or the test tries is an address of the host, of a job, or of that namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute, netns
+
+from agentproc import TEST_PREFIX, AgentProcess, Api, leftovers
+from joblet_agent import etcfiles, firewall
+from joblet_agent.config import NetworkConfig
+from joblet_agent.network import AddressPool, NetworkError, choose_subnet
+from joblet_agent.paths import AgentPaths
+
+TRANSIT_HOST, TRANSIT_OUTSIDE, TRANSIT_PREFIX = "198.18.231.1", "198.18.231.2", 30
+SERVER = "198.19.77.10"           # the "internet" web server, routed via the outside namespace
+METADATA = "169.254.231.254"      # link-local, like 169.254.169.254, but not the real one
+SERVER_PORT = 8080
+JOB_SUBNET = "10.231.99.0/24"     # the module agent's bridge subnet (configured)
+GATEWAY = "10.231.99.1"
+VETH_NAME = re.compile(r"^jnb[0-9a-f]{12}$")
+
+# A connection probe run inside jobs and inside the outside namespace: one JSON line, target -> outcome.
+# "timeout" means the SYN was dropped on the way; "refused" means a host answered with a reset.
+PROBE = r'''
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+def probe(target):
+    host, port = target.rsplit(":", 1)
+    s = socket.socket()
+    s.settimeout(float(sys.argv[1]))
+    try:
+        s.connect((host, int(port)))
+        s.sendall(b"GET / HTTP/1.0\r\nHost: probe\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return "connected:" + data.decode(errors="replace").split("\r\n\r\n", 1)[-1]
+    except socket.timeout:
+        return "timeout"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as exc:
+        return "error:%d" % exc.errno
+    finally:
+        s.close()
+with ThreadPoolExecutor(16) as pool:
+    print(json.dumps(dict(zip(sys.argv[2:], pool.map(probe, sys.argv[2:])))))
+'''
+
+# The outside world's web server: it says who it saw (the job's address is masqueraded).
+SERVER_PROGRAM = r'''
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("outside world; client=%s\n" % self.client_address[0]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+# A job that listens on 0.0.0.0:9000, prints its address, and reports every connection it accepts.
+LISTENER = r'''
+import socket, sys, time
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+probe.connect(("198.19.77.10", 9))  # picks the source address; a UDP connect sends nothing
+me = probe.getsockname()[0]
+srv = socket.socket()
+srv.bind(("0.0.0.0", 9000))
+srv.listen(16)
+self_check = socket.create_connection((me, 9000), timeout=2)
+srv.accept()[0].close()
+self_check.close()
+print("address", me, flush=True)
+srv.settimeout(0.5)
+deadline = time.time() + float(sys.argv[1])
+while time.time() < deadline:
+    try:
+        conn, peer = srv.accept()
+    except socket.timeout:
+        continue
+    print("accepted", peer[0], flush=True)
+    conn.close()
+'''
+
+
+# ---- the outside world -------------------------------------------------------------------------
+
+
+@dataclass
+class Outside:
+    name: str
+    host_veth: str
+    server: subprocess.Popen[bytes]
+
+    def probe(self, *targets: str, timeout: float = 1.5) -> dict[str, str]:
+        """Connections made from inside the outside namespace (not subject to the agent's rules)."""
+        out = subprocess.run(["nsenter", f"--net=/run/netns/{self.name}", sys.executable, "-c", PROBE,
+                              str(timeout), *targets], capture_output=True, text=True, timeout=60, check=True)
+        return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def outside() -> Iterator[Outside]:
+    tag = secrets.token_hex(3)
+    name, host_veth = f"{TEST_PREFIX}out-{tag}", f"{TEST_PREFIX}o{tag[:5]}"
+    netns.create(name)
+    server = None
+    try:
+        with IPRoute() as ipr:
+            ns_fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+            try:
+                ipr.link("add", ifname=host_veth, kind="veth", peer={"ifname": "uplink", "net_ns_fd": ns_fd})
+            finally:
+                os.close(ns_fd)
+            index = ipr.link_lookup(ifname=host_veth)[0]
+            ipr.addr("add", index=index, address=TRANSIT_HOST, prefixlen=TRANSIT_PREFIX)
+            ipr.link("set", index=index, state="up")
+        with IPRoute(netns=name) as ns:
+            lo, uplink = ns.link_lookup(ifname="lo")[0], ns.link_lookup(ifname="uplink")[0]
+            ns.link("set", index=lo, state="up")
+            for address in (SERVER, METADATA):
+                ns.addr("add", index=lo, address=address, prefixlen=32)
+            ns.addr("add", index=uplink, address=TRANSIT_OUTSIDE, prefixlen=TRANSIT_PREFIX)
+            ns.link("set", index=uplink, state="up")
+            ns.route("add", dst=JOB_SUBNET, gateway=TRANSIT_HOST)  # lets it *try* to reach jobs
+        with IPRoute() as ipr:
+            for address in (SERVER, METADATA):
+                ipr.route("add", dst=f"{address}/32", gateway=TRANSIT_OUTSIDE)
+        server = subprocess.Popen(["nsenter", f"--net=/run/netns/{name}", sys.executable, "-c", SERVER_PROGRAM,
+                                   str(SERVER_PORT)], start_new_session=True)
+        world = Outside(name=name, host_veth=host_veth, server=server)
+        deadline = time.monotonic() + 20
+        while not world.probe(f"{SERVER}:{SERVER_PORT}", timeout=0.5)[f"{SERVER}:{SERVER_PORT}"].startswith("connected"):
+            assert time.monotonic() < deadline, "the outside world's web server did not start"
+            time.sleep(0.1)
+        yield world
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        with IPRoute() as ipr:
+            for found in ipr.link_lookup(ifname=host_veth):
+                ipr.link("del", index=found)  # its routes and the namespace's end go with it
+        netns.remove(name)
+
+
+# ---- agents ------------------------------------------------------------------------------------
+
+
+def start_agent(config: str) -> AgentProcess:
+    agent = AgentProcess.fresh()
+    (agent.root / "config" / "agent.yml").write_text(config)
+    return agent.start()
+
+
+def agent_names(agent: AgentProcess) -> tuple[str, str]:
+    """(bridge, nftables table) of an agent, as the agent derives them."""
+    tag = AgentPaths.at(agent.root).cgroup_parent().removeprefix("jnb-")
+    return f"jnb-br-{tag}", f"jnb_{tag}"
+
+
+@pytest.fixture(scope="module")
+def net_agent(outside: Outside) -> Iterator[AgentProcess]:
+    agent = start_agent(f"network:\n  subnet: {JOB_SUBNET}\n")
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        bridge, table = agent_names(agent)
+        left = leftovers(agent.root) + network_leftovers(bridge)
+        agent.remove()
+        assert not left, f"the agent left things behind: {left}"
+        assert not firewall.exists(table), "the agent's nftables table outlived it"
+
+
+@pytest.fixture
+def net_api(net_agent: AgentProcess) -> Api:
+    return net_agent.api()
+
+
+def network_leftovers(bridge: str) -> list[str]:
+    found = []
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=bridge)
+        if index:
+            found.append(f"bridge {bridge}")
+            found += [f"bridge port {p.get('ifname')}" for p in ipr.get_links(master=index[0])]
+        found += [f"veth {link.get('ifname')}" for link in ipr.get_links()
+                  if VETH_NAME.match(link.get("ifname") or "") and link.get("master") in (None, *index)]
+    return found
+
+
+def probe_job(api: Api, *targets: str, timeout: float = 1.5, network: str = "bridge") -> dict[str, str]:
+    result = api.run(command=["python3", "-c", PROBE, str(timeout), *targets], network=network)
+    assert result.record["status"] == "COMPLETED", result.explain()
+    return json.loads(result.stdout)
+
+
+def host_addresses() -> list[str]:
+    """Every IPv4 address of the host but loopback: the bridge gateway, eth0, the transit..."""
+    with IPRoute() as ipr:
+        return sorted({a.get("address") for a in ipr.get_addr(family=socket.AF_INET)} - {"127.0.0.1"})
+
+
+@pytest.fixture
+def host_listener() -> Iterator[int]:
+    """A TCP service of the host on 0.0.0.0 (every address): it greets whoever connects."""
+    srv = socket.socket()
+    srv.bind(("0.0.0.0", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(4096)  # the probe's request; closing with it unread would reset
+                    conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nhost listener\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        srv.close()
+
+
+# ---- what a bridge job can reach ---------------------------------------------------------------
+
+
+def test_bridge_job_reaches_the_outside_world_behind_nat(net_api: Api) -> None:
+    target = f"{SERVER}:{SERVER_PORT}"
+    seen = probe_job(net_api, target, timeout=5)[target]
+    assert seen.startswith("connected:outside world"), seen
+    assert f"client={TRANSIT_HOST}" in seen, f"the job's address was not masqueraded: {seen}"
+
+
+def test_bridge_job_cannot_reach_a_host_listener_on_0_0_0_0(net_api: Api, outside: Outside,
+                                                            host_listener: int) -> None:
+    # The control: the listener answers on the host's address from anywhere that is not a job.
+    assert outside.probe(f"{TRANSIT_HOST}:{host_listener}")[f"{TRANSIT_HOST}:{host_listener}"].startswith(
+        "connected:host listener")
+    targets = [f"{address}:{host_listener}" for address in host_addresses()]
+    assert f"{GATEWAY}:{host_listener}" in targets
+    outcome = probe_job(net_api, *targets)
+    assert outcome == {t: "timeout" for t in targets}, outcome
+
+
+def test_bridge_job_cannot_reach_the_agents_port(net_api: Api, net_agent: AgentProcess, outside: Outside) -> None:
+    # Without the rules a host address would answer the SYN with a reset ("refused", as it does
+    # for the outside namespace); from a job the SYN must vanish.
+    assert outside.probe(f"{TRANSIT_HOST}:{net_agent.port}") == {f"{TRANSIT_HOST}:{net_agent.port}": "refused"}
+    targets = [f"{address}:{net_agent.port}" for address in host_addresses()]
+    outcome = probe_job(net_api, *targets)
+    assert outcome == {t: "timeout" for t in targets}, outcome
+
+
+def test_bridge_job_cannot_reach_link_local_metadata(net_api: Api) -> None:
+    target = f"{METADATA}:{SERVER_PORT}"
+    with socket.create_connection((METADATA, SERVER_PORT), timeout=5):
+        pass  # the control: the host itself reaches the stand-in metadata service
+    assert probe_job(net_api, target) == {target: "timeout"}
+
+
+def test_bridge_job_has_loopback_and_eth0_and_no_ipv6(net_api: Api) -> None:
+    program = ("import socket, errno\n"
+               "print(sorted(n for _, n in socket.if_nameindex()))\n"
+               "print(repr(open('/proc/net/if_inet6').read()))\n"
+               "s = socket.socket(socket.AF_INET6)\n"
+               "try:\n    s.connect(('fd00::2', 80)); print('connected')\n"
+               "except OSError as e:\n    print(errno.errorcode[e.errno])\n")
+    result = net_api.run(command=["python3", "-c", program], network="bridge")
+    assert result.record["status"] == "COMPLETED", result.explain()
+    names, inet6, connect = result.stdout.splitlines()
+    assert (names, inet6) == ("['eth0', 'lo']", "''"), result.stdout  # no IPv6 address at all, not even ::1
+    assert connect in ("EADDRNOTAVAIL", "ENETUNREACH"), result.stdout
+
+
+def test_none_job_has_only_loopback(net_api: Api) -> None:
+    program = "import socket; print([n for _, n in socket.if_nameindex()]); print(repr(open('/etc/resolv.conf').read()))"
+    result = net_api.run(command=["python3", "-c", program], network="none")
+    assert result.record["status"] == "COMPLETED", result.explain()
+    assert result.stdout.splitlines() == ["['lo']", "''"]
+    target = f"{SERVER}:{SERVER_PORT}"
+    assert probe_job(net_api, target, network="none") == {target: "error:101"}  # ENETUNREACH
+
+
+def test_bridge_job_gets_a_copy_of_resolv_conf_without_loopback_servers(net_api: Api) -> None:
+    result = net_api.run(command=["sh", "-c", "cat /etc/resolv.conf; grep ' /etc/resolv.conf ' /proc/self/mountinfo"
+                                  " || echo not-a-mount"], network="bridge")
+    assert result.record["status"] == "COMPLETED", result.explain()
+    expected = etcfiles._resolv_conf()
+    assert result.stdout == expected + "not-a-mount\n"
+    assert not re.search(r"nameserver\s+(127\.|::1)", result.stdout)
+
+
+# ---- jobs and each other -----------------------------------------------------------------------
+
+
+@dataclass
+class ListeningJob:
+    id: str
+    address: str
+
+
+@pytest.fixture
+def listening_job(net_api: Api) -> Iterator[ListeningJob]:
+    job_id = net_api.submit(command=["python3", "-c", LISTENER, "60"], network="bridge")
+    deadline, address = time.monotonic() + 30, None
+    while address is None:
+        assert time.monotonic() < deadline, net_api.events(job_id, follow=False)
+        out = "".join(e.get("data", "") for e in net_api.events(job_id, follow=False) if e["type"] == "stdout")
+        found = re.search(r"^address (\S+)$", out, re.M)
+        address = found.group(1) if found else None
+        if any(e["type"] == "exit" for e in net_api.events(job_id, follow=False)):
+            pytest.fail(f"the listening job ended early: {net_api.events(job_id, follow=False)}")
+        time.sleep(0.1)
+    job = ListeningJob(job_id, address)
+    try:
+        yield job
+    finally:
+        net_api.call("POST", f"/v1/jobs/{job_id}/stop")
+        events = net_api.events(job_id)
+        accepted = [ln for e in events if e["type"] == "stdout" for ln in e["data"].splitlines()
+                    if ln.startswith("accepted")]
+        assert not accepted, f"someone reached the listening job: {accepted}"
+
+
+def test_two_bridge_jobs_cannot_reach_each_other(net_api: Api, listening_job: ListeningJob) -> None:
+    assert listening_job.address in _subnet_hosts()
+    other, outside_server = f"{listening_job.address}:9000", f"{SERVER}:{SERVER_PORT}"
+    outcome = probe_job(net_api, other, outside_server, timeout=3)
+    assert outcome[outside_server].startswith("connected:outside world"), outcome  # the prober has a network
+    assert outcome[other] in ("timeout", "error:113"), outcome  # EHOSTUNREACH: not even ARP gets across
+
+
+def test_nothing_outside_can_connect_to_a_bridge_job(outside: Outside, listening_job: ListeningJob) -> None:
+    target = f"{listening_job.address}:9000"
+    assert outside.probe(target) == {target: "timeout"}
+    with pytest.raises(OSError):  # the host itself: the output chain refuses to send (EPERM)
+        socket.create_connection((listening_job.address, 9000), timeout=1.5).close()
+
+
+def _subnet_hosts() -> set[str]:
+    import ipaddress
+
+    return {str(a) for a in ipaddress.ip_network(JOB_SUBNET).hosts()}
+
+
+# ---- lifecycle ---------------------------------------------------------------------------------
+
+
+def test_nothing_is_left_after_50_bridge_jobs(net_agent: AgentProcess) -> None:
+    bridge, table = agent_names(net_agent)
+    net_agent.api().run(command=["/bin/true"], network="bridge")  # the bridge and table exist from here on
+    rules_before = firewall.list_table(table)
+    assert rules_before
+
+    def one(_: int) -> str:
+        result = net_agent.api().run(command=["/bin/true"], network="bridge")
+        return result.record["status"] + " " + str(result.record.get("message"))
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(one, range(50)))
+    assert statuses == ["COMPLETED None"] * 50
+    deadline = time.monotonic() + 10
+    while (left := _bridge_leftovers(net_agent, bridge)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # veths are deleted in the background, ~20 ms each
+    assert not left, left
+    assert firewall.list_table(table) == rules_before  # no per-job rules, nothing added or left
+
+
+def _bridge_leftovers(agent: AgentProcess, bridge: str) -> list[str]:
+    found = [x for x in network_leftovers(bridge) if x != f"bridge {bridge}"]
+    with IPRoute() as ipr:
+        found += [f"address {a.get('address')}" for a in ipr.get_addr(family=socket.AF_INET)
+                  if a.get("address") in _subnet_hosts() and a.get("address") != GATEWAY]
+    assert agent.proc is not None
+    host_ns = os.stat("/proc/self/ns/net").st_ino
+    for pid in _process_tree(agent.proc.pid):
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino != host_ns:
+                found.append(f"process {pid} in another network namespace")
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def _process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rpartition(")")[2].split()[1]), []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def test_addresses_are_freed_and_reused_and_never_shared() -> None:
+    agent = start_agent("network:\n  subnet: 10.231.98.0/29\n")  # 5 job addresses
+    try:
+        api = agent.api()
+        for _ in range(12):  # more jobs than addresses, one after the other
+            result = api.run(command=["/bin/true"], network="bridge")
+            assert result.record["status"] == "COMPLETED", result.explain()
+        sleepers = [api.submit(command=["sleep", "30"], network="bridge") for _ in range(5)]
+        for job_id in sleepers:
+            _wait_running(api, job_id)
+        sixth = api.run(command=["/bin/true"], network="bridge")
+        assert sixth.record["status"] == "FAILED" and sixth.record["reason"] == "setup"
+        assert "addresses of 10.231.98.0/29 are held" in sixth.record["message"]
+        for job_id in sleepers:
+            api.call("POST", f"/v1/jobs/{job_id}/stop")
+            api.events(job_id)
+    finally:
+        agent.stop()
+        agent.remove()
+
+
+def test_bridge_setup_failure_fails_the_job_with_reason_setup(outside: Outside) -> None:
+    agent = start_agent("network:\n  subnet: 198.18.231.0/29\n")  # overlaps the outside world's route
+    try:
+        result = agent.api().run(command=["/bin/true"], network="bridge")
+        assert (result.record["status"], result.record["reason"]) == ("FAILED", "setup"), result.explain()
+        assert "overlaps the host's route to 198.18.231.0/30" in result.record["message"]
+    finally:
+        agent.stop()
+        agent.remove()
+
+
+def test_clean_stop_removes_the_bridge_and_the_table() -> None:
+    agent = start_agent("")
+    bridge, table = agent_names(agent)
+    try:
+        assert agent.api().run(command=["/bin/true"], network="bridge").record["status"] == "COMPLETED"
+        assert network_leftovers(bridge) == [f"bridge {bridge}"] and firewall.exists(table)
+    finally:
+        agent.stop()
+    try:
+        assert network_leftovers(bridge) == [] and not firewall.exists(table)
+    finally:
+        agent.remove()
+
+
+def test_startup_sweep_removes_what_a_killed_agent_left() -> None:
+    agent = start_agent("")
+    bridge, table = agent_names(agent)
+    try:
+        api = agent.api()
+        _wait_running(api, api.submit(command=["sleep", "60"], network="bridge"))
+        agent.stop(signal.SIGKILL)
+        assert f"bridge {bridge}" in network_leftovers(bridge) and firewall.exists(table)
+        agent.start()
+        assert network_leftovers(bridge) == [] and not firewall.exists(table)
+        assert "'bridge': 1" in agent.log_path.read_text() and "'table': 1" in agent.log_path.read_text()
+    finally:
+        agent.stop()
+        agent.remove()
+    assert network_leftovers(bridge) == [] and not firewall.exists(table)
+
+
+def _wait_running(api: Api, job_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while api.call("GET", f"/v1/jobs/{job_id}").json()["status"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+# ---- units -------------------------------------------------------------------------------------
+
+
+def test_address_pool_hands_out_round_robin_and_reuses() -> None:
+    import ipaddress
+
+    pool = AddressPool(ipaddress.IPv4Network("10.0.0.0/29"))
+    first = [str(pool.take()) for _ in range(5)]
+    assert first == [f"10.0.0.{n}" for n in range(2, 7)]  # .1 is the gateway, .7 the broadcast
+    with pytest.raises(NetworkError, match="held by running bridge jobs"):
+        pool.take()
+    pool.give(ipaddress.IPv4Address("10.0.0.4"))
+    pool.give(ipaddress.IPv4Address("10.0.0.2"))
+    assert [str(pool.take()), str(pool.take())] == ["10.0.0.2", "10.0.0.4"]
+
+
+def test_default_subnet_skips_routes_of_the_host() -> None:
+    import ipaddress
+
+    routes = [ipaddress.IPv4Network("10.89.7.0/24"), ipaddress.IPv4Network("10.89.8.0/23")]
+    assert str(choose_subnet(NetworkConfig(), "07abcdef", routes)) == "10.89.10.0/24"
+    with pytest.raises(NetworkError, match="overlaps"):
+        choose_subnet(NetworkConfig(subnet="10.89.9.0/24"), "07abcdef", routes)
+
+
+def test_ruleset_drops_host_jobs_metadata_and_ipv6() -> None:
+    text = firewall.Ruleset(table="jnb_t", bridge="jnb-br-t", subnet="10.1.2.0/24", deny=["192.168.0.0/16"]).render()
+    for rule in ('iifname "jnb-br-t" drop', 'oifname "jnb-br-t" drop', "meta nfproto ipv6 drop",
+                 "ct status dnat drop", "169.254.0.0/16", "192.168.0.0/16", "masquerade"):
+        assert rule in text
