@@ -33,7 +33,7 @@ from .store import JobStore
 
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 CELL_RUNNER = Path(__file__).with_name("cell_runner.py")
-SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too
+SANDBOX_OVERHEAD_PIDS = 1  # the init lives in the job's cgroup too
 
 
 @dataclass

@@ -7,7 +7,7 @@ import shutil
 
 from .errors import CannotIsolate
 from .sandbox import cgroups, libc
-from .sandbox.namespaces import JOB_NAMESPACES
+from .sandbox.namespaces import ALL_NAMESPACES
 
 NAMESPACE_FILES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
 
@@ -42,7 +42,7 @@ def _can_unshare() -> bool:
     pid = os.fork()
     if pid == 0:
         try:
-            libc.unshare(JOB_NAMESPACES)
+            libc.unshare(ALL_NAMESPACES)
             os._exit(0)
         except OSError:
             os._exit(1)

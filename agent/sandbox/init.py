@@ -24,7 +24,7 @@ class SetupError(Exception):
     """A step of the sandbox set-up failed; the message names the step."""
 
 
-def run_init(spec: SandboxSpec) -> NoReturn:
+def run_init(spec: SandboxSpec, joined_fd: int) -> NoReturn:
     """Build the job's sandbox, start its command under the reaper, report how it ended."""
     step = "validate job context"
     try:
@@ -43,6 +43,9 @@ def run_init(spec: SandboxSpec) -> NoReturn:
         namespaces.loopback_up()
         step = "wait for the agent"
         wait_for_go(spec)
+        step = "join cgroup"
+        wait_for_cgroup(joined_fd)
+        namespaces.own_cgroup_namespace()
     except Exception as exc:  # noqa: BLE001 - every failure becomes reason "setup"
         status.send("setup_error", message=f"{step}: {exc}")
         os._exit(SETUP_FAILED_EXIT)
@@ -118,12 +121,19 @@ def _file_target(root: str, target: str) -> str:
 def wait_for_go(spec: SandboxSpec) -> None:
     """Block until the agent has finished outside work (e.g. the job's veth); EOF means abort."""
     if spec.wait_for_go:
-        if os.read(status.GO_FD, 1) != b"g":
-            raise SetupError("the agent aborted the job before it started")
-    try:
+        go = os.read(status.GO_FD, 1)
         os.close(status.GO_FD)
-    except OSError:
-        pass
+        if go != b"g":
+            raise SetupError("the agent aborted the job before it started")
+
+
+def wait_for_cgroup(joined_fd: int) -> None:
+    """Stage 1 moves this process into the job's cgroup in parallel; nothing of the user's may
+    start before that is done."""
+    ok = os.read(joined_fd, 1) == b"j"
+    os.close(joined_fd)
+    if not ok:
+        raise SetupError("the init could not be moved into the job's cgroup")
 
 
 def exec_job(spec: SandboxSpec) -> NoReturn:

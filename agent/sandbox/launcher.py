@@ -7,8 +7,8 @@ interpreter start, and it is single-threaded, so a fork is safe (the agent's own
 event loop and threads, and never forks a sandbox itself).
 
 Per job, two processes are made:
-  stage 1  joins the job's cgroup, unshares the namespaces, mounts the job's tmpfs root, forks the
-           init, waits for it, then copies /work out to the job's artifacts folder;
+  stage 1  unshares the namespaces, mounts the job's tmpfs root, forks the init, moves it into the
+           job's cgroup, waits for it, then copies /work out to the job's artifacts folder;
   init     PID 1 of the new PID namespace (see init.py).
 Descriptors handed over with each spec: the spec (a sealed memfd), stdout, stderr, the status pipe
 and, optionally, the "go" pipe.
@@ -34,8 +34,6 @@ MAX_FDS = 5
 
 def warm_up() -> None:
     """Pay once for what every job needs: imports and the compiled seccomp programs."""
-    import pyroute2  # noqa: F401  (the loopback set-up imports it in every job otherwise)
-
     for job_type in JobType:
         seccomp.compile_profile(job_type)
 
@@ -76,27 +74,46 @@ def _stage1(spec: SandboxSpec, out_fd: int, err_fd: int, status_fd: int, go_fd: 
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         os.setsid()
         _arrange_fds(out_fd, err_fd, status_fd, go_fd)
-        for procs in spec.cgroup_procs:
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
         namespaces.enter_job_namespaces()
         mounts.make_private()
         mounts.mount_tmpfs(spec.root_dir, spec.disk_mb, 0o755)
+        joined_r, joined_w = os.pipe()
     except Exception as exc:  # noqa: BLE001
         status.send("setup_error", message=f"sandbox stage 1: {exc}")
         os._exit(SETUP_FAILED_EXIT)
     init_pid = os.fork()
     if init_pid == 0:
-        run_init(spec)
+        os.close(joined_w)
+        run_init(spec, joined_r)
+    os.close(joined_r)
     status.send("started", pid=init_pid)
-    try:
+    if go_fd is not None:
         os.close(status.GO_FD)
-    except OSError:
-        pass
+    _join_cgroup(spec, init_pid, joined_w)
     os.waitpid(init_pid, 0)
     _collect_artifacts(spec)
     status.send("done")
     os._exit(0)
+
+
+def _join_cgroup(spec: SandboxSpec, init_pid: int, joined_fd: int) -> None:
+    """Move the init into the job's cgroup while it builds the root, then tell it so.
+
+    On cgroup v1 the first migration waits for an RCU grace period (several ms); doing it here, in
+    parallel with the init's mounts, takes it off the job's start-up path. The init forks the
+    user's process only after this, so everything of the user's runs inside the cgroup.
+    """
+    try:
+        for procs in spec.cgroup_procs:
+            with open(procs, "w") as f:
+                f.write(str(init_pid))
+        os.write(joined_fd, b"j")
+    except (BrokenPipeError, ProcessLookupError):
+        pass  # the init already failed and said why
+    except OSError as exc:
+        status.send("setup_error", message=f"joining the job's cgroup: {exc}")
+    finally:
+        os.close(joined_fd)
 
 
 def _arrange_fds(out_fd: int, err_fd: int, status_fd: int, go_fd: int | None) -> None:

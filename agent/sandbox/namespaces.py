@@ -4,18 +4,32 @@ from __future__ import annotations
 
 from . import libc
 
+import fcntl
+import socket
+import struct
+
 JOB_NAMESPACES = (
     libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWNET | libc.CLONE_NEWPID
-    | libc.CLONE_NEWCGROUP
 )
+ALL_NAMESPACES = JOB_NAMESPACES | libc.CLONE_NEWCGROUP
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
 
 
 def enter_job_namespaces() -> None:
-    """Unshare mount, UTS, IPC, network, cgroup and PID namespaces.
+    """Unshare mount, UTS, IPC, network and PID namespaces.
 
-    The PID namespace applies to the children of the caller: the next fork becomes PID 1.
+    The PID namespace applies to the children of the caller: the next fork becomes PID 1. The
+    cgroup namespace comes later (`own_cgroup_namespace`), once the init is in the job's cgroup,
+    so that the job's view of cgroups is rooted there.
     """
     libc.unshare(JOB_NAMESPACES)
+
+
+def own_cgroup_namespace() -> None:
+    libc.unshare(libc.CLONE_NEWCGROUP)
 
 
 def private_mount_namespace() -> None:
@@ -25,9 +39,13 @@ def private_mount_namespace() -> None:
 
 
 def loopback_up() -> None:
-    """Bring `lo` up in the job's fresh network namespace (pyroute2, no `ip` binary)."""
-    from pyroute2 import IPRoute
+    """Bring `lo` up in the job's fresh network namespace.
 
-    with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=index, state="up")
+    One flag on an interface that already exists: two SIOC[GS]IFFLAGS ioctls take about 0.2 ms,
+    where pyroute2's IPRoute (which builds an event loop per instance) took about 15 ms per job in
+    a fresh namespace (benchmarks/). The links the agent creates (veth, bridge) use pyroute2.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
