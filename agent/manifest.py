@@ -265,13 +265,20 @@ def verify_stat(version_dir: str, manifest: dict[str, Any]) -> None:
     fd = os.open(version_dir, _DIR)
     try:
         expected = manifest["stamps"]
-        seen = 0
+        seen, folder = 0, None
         for path, st, _ in _covered(fd):
             seen += 1
-            if expected.get(path) != _stamp(st):
-                raise TreeError(f"{path} changed after the runtime was published")
+            stamp = expected.get(path)
+            if stamp is None:
+                raise TreeError(f"{path} was added after the runtime was published")
+            if stamp != _stamp(st):
+                if not stat.S_ISDIR(st.st_mode):
+                    raise TreeError(f"{path} changed after the runtime was published")
+                folder = folder or path  # name a changed file inside it first, if there is one
         if seen != len(expected):
             raise TreeError("entries were removed after the runtime was published")
+        if folder is not None:
+            raise TreeError(f"{folder} changed after the runtime was published")
     finally:
         os.close(fd)
 

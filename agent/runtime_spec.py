@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -183,14 +183,18 @@ class RuntimeSpec(_Strict):
                 raise ValueError(f"environment entry {key!r} is not a valid variable")
         return env
 
-    @model_validator(mode="after")
-    def _targets(self) -> "RuntimeSpec":
-        prefix = prefix_of(self.name)
-        for i, m in enumerate(self.mounts):
+    @field_validator("mounts")
+    @classmethod
+    def _targets(cls, mounts: list[MountEntry], info: ValidationInfo) -> list[MountEntry]:
+        name = info.data.get("name")
+        if not name:
+            return mounts
+        prefix = prefix_of(name)
+        for i, m in enumerate(mounts):
             if m.target != prefix and not m.target.startswith(prefix + "/"):
                 raise ValueError(f"mounts[{i}].target {m.target!r} must lie below {prefix} (a runtime "
                                  "never shadows system paths or another runtime)")
-        return self
+        return mounts
 
     @property
     def prefix(self) -> str:
