@@ -203,7 +203,7 @@ class NetworkManager:
         if ipr is None:
             from pyroute2 import IPRoute
 
-            ipr = self._local.ipr = IPRoute()
+            ipr = self._local.ipr = IPRoute(nlm_echo=True)  # echoes carry the new link's indexes
         return ipr
 
     def _close_socket(self) -> None:
@@ -234,45 +234,40 @@ class NetworkManager:
             ns_fd = _open_job_namespace(init_pid)
             try:
                 sock_fd = _in_namespace(ns_fd, _enter_job_side)
+                try:
+                    self._wire(link, plan, ns_fd, sock_fd)
+                finally:
+                    os.close(sock_fd)
             finally:
                 os.close(ns_fd)
-            try:
-                self._wire(link, plan, sock_fd)
-            finally:
-                os.close(sock_fd)
         except NetlinkError as exc:
             raise NetworkError(f"setting up the job's veth: {os.strerror(exc.code)} ({exc})") from None
         return {"interface": JOB_IFNAME, "address": f"{address}/{plan.subnet.prefixlen}",
                 "gateway": str(plan.gateway), "veth": link.veth, "bridge": plan.bridge}
 
-    def _wire(self, link: JobLink, plan: BridgePlan, sock_fd: int) -> None:
-        """With a netlink socket of the job's namespace (`sock_fd`) and this thread's own: the pair,
-        the host end an isolated bridge port, then the job's end with its address and route, then
-        wait until both ends carry traffic."""
+    def _wire(self, link: JobLink, plan: BridgePlan, ns_fd: int, sock_fd: int) -> None:
+        """The pair, made from the agent's side with its host end already a (down) bridge port and
+        `eth0` in the job's namespace `ns_fd`; the port isolated, then up; then, through `sock_fd`
+        (a netlink socket of the job's namespace), eth0's address, up, default route; then wait
+        until both ends carry traffic. The kernel echoes the new link (NLM_F_ECHO), with the
+        index of its peer, so no lookup is needed."""
         from pyroute2 import IPRoute
 
         host = self._ipr()
+        made = host.link("add", ifname=link.veth, kind="veth", master=self._bridge_index,
+                         peer={"ifname": JOB_IFNAME, "net_ns_fd": ns_fd})[0]
+        host_index, job_index = made["index"], made.get("link")
+        _sysctl(f"/proc/sys/net/ipv6/conf/{link.veth}/disable_ipv6", "1")
+        host.brport("set", index=host_index, isolated=1)
+        host.link("set", index=host_index, state="up")
         with IPRoute(fileno=os.dup(sock_fd)) as job:  # pyroute2 closes the descriptor it is given
-            job.link("add", ifname=JOB_IFNAME, kind="veth",
-                     peer={"ifname": link.veth, "net_ns_fd": self._host_namespace()})
-            job_index = job.link_lookup(ifname=JOB_IFNAME)[0]
+            if not job_index:
+                job_index = job.link_lookup(ifname=JOB_IFNAME)[0]
             job.addr("add", index=job_index, address=str(link.address), prefixlen=plan.subnet.prefixlen)
-            host_index = host.link_lookup(ifname=link.veth)[0]
-            _sysctl(f"/proc/sys/net/ipv6/conf/{link.veth}/disable_ipv6", "1")
-            host.link("set", index=host_index, master=self._bridge_index)
-            host.brport("set", index=host_index, isolated=1)
-            host.link("set", index=host_index, state="up")
             job.link("set", index=job_index, state="up")
             job.route("add", dst="0.0.0.0/0", gateway=str(plan.gateway))
-            _wait_running(job, job_index)
-            _wait_running(host, host_index)
-
-    def _host_namespace(self) -> int:
-        """A descriptor of the agent's network namespace, where the host ends of veths go."""
-        fd = getattr(self._local, "host_ns", None)
-        if fd is None:
-            fd = self._local.host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        return fd
+            _wait_for(lambda: _read(f"/sys/class/net/{link.veth}/operstate") == "up")
+            _wait_for(lambda: job.link("get", index=job_index)[0].get("operstate") == "UP")
 
     def _ensure_bridge(self) -> tuple[BridgePlan, AddressPool]:
         """The bridge, its address and the table, made on first use (rules first, then the bridge)."""
@@ -381,13 +376,11 @@ def _enter_job_side() -> int:
     return sock.detach()
 
 
-def _wait_running(ipr: Any, index: int, timeout: float = 1.0) -> None:
-    """Until the kernel's link watcher has marked the link up (its queue is live only then: a
-    packet sent before goes to the no-op qdisc and is lost, costing the job a 1 s retransmit)."""
+def _wait_for(link_is_up: Callable[[], bool], timeout: float = 1.0) -> None:
+    """Until the kernel's link watcher has marked a link up (its queue is live only then: a packet
+    sent before goes to the no-op qdisc and is lost, costing the job a 1 s retransmit)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ipr.link("get", index=index)[0].get("operstate") == "UP":
-            return
+    while not link_is_up() and time.monotonic() < deadline:
         time.sleep(0.0002)
 
 
