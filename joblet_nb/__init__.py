@@ -13,6 +13,7 @@ from .errors import (
     AgentUnavailable,
     AuthError,
     BadRequestError,
+    CertificateError,
     JobFailed,
     JobInterrupted,
     JobletError,
@@ -24,7 +25,7 @@ from .errors import (
 __version__ = "0.1.0"
 __all__ = [
     "JobletClient", "JobletError", "AuthError", "NotFoundError", "BadRequestError",
-    "AgentUnavailable", "RuntimeMissing", "OutputsMissing", "JobFailed", "JobInterrupted",
+    "AgentUnavailable", "CertificateError", "RuntimeMissing", "OutputsMissing", "JobFailed", "JobInterrupted",
     "load_ipython_extension", "unload_ipython_extension",
 ]
 

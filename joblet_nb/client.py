@@ -19,6 +19,7 @@ from .config import Settings, resolve
 from .unixsocket import session_for
 from .errors import (
     AgentUnavailable,
+    CertificateError,
     AuthError,
     BadRequestError,
     JobletError,
@@ -49,8 +50,10 @@ class JobletClient:
         timeout: float = 30.0,
         stream_timeout: float = 60.0,
         reconnect_attempts: int = 5,
+        cert: str | None = None,
     ):
         self.url = url.rstrip("/")
+        self.cert = cert
         self.token = token
         self.admin_token = admin_token
         self.timeout = timeout
@@ -65,14 +68,20 @@ class JobletClient:
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> "JobletClient":
         """A client from the environment / client config (see `config.resolve`)."""
         s = settings or resolve()
+        kwargs.setdefault("cert", s.cert)
         return cls(s.url, s.token, s.admin_token, **kwargs)
 
     def clone(self) -> "JobletClient":
         """A client with its own HTTP session, for another thread (Sessions are not thread-safe)."""
         return JobletClient(
             self.url, self.token, self.admin_token, self.timeout, self.stream_timeout,
-            self.reconnect_attempts,
+            self.reconnect_attempts, self.cert,
         )
+
+    def with_token(self, token: str | None) -> "JobletClient":
+        """The same agent under another token (e.g. the admin token for a build job's events)."""
+        return JobletClient(self.url, token, self.admin_token, self.timeout, self.stream_timeout,
+                            self.reconnect_attempts, self.cert)
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -112,7 +121,16 @@ class JobletClient:
                 params=params,
                 stream=stream,
                 timeout=timeout if timeout is not None else self.timeout,
+                # Pin the agent's own certificate (it is its own CA). Given per request, since a
+                # session-level `verify` loses to REQUESTS_CA_BUNDLE in the environment.
+                verify=self.cert or True,
             )
+        except requests.exceptions.SSLError:
+            raise CertificateError(
+                f"the agent at {self.url} did not present the certificate this client pins; "
+                "set JOBLET_CERT (or `cert` in ~/.config/joblet/client.json) to the agent's "
+                "tls-cert.pem from its config folder"
+            ) from None
         except requests.exceptions.ConnectionError as exc:
             raise self._unavailable(exc) from None
         except requests.exceptions.Timeout:
@@ -208,6 +226,8 @@ class JobletClient:
                     "GET", path, params=params, stream=True,
                     timeout=(self.timeout, self.stream_timeout),
                 )
+            except CertificateError:
+                raise  # retrying will not change the certificate
             except AgentUnavailable:
                 failures += 1
                 if not follow or failures > self.reconnect_attempts:

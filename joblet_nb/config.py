@@ -2,9 +2,11 @@
 
 Order (API.md: the environment before any config file):
 1. what this session set explicitly (`JobletMagics.url`, `JobletMagics.token_file`, ...);
-2. `JOBLET_URL`, `JOBLET_TOKEN`, `JOBLET_ADMIN_TOKEN`;
+2. `JOBLET_URL`, `JOBLET_TOKEN`, `JOBLET_ADMIN_TOKEN`, `JOBLET_CERT`;
 3. the client config the agent writes on its first start:
-   `~/.config/joblet/client.json` = `{"url": ..., "token": ...}` and `~/.config/joblet/admin-token`.
+   `~/.config/joblet/client.json` = `{"url": ..., "token": ..., "cert": ...}` and
+   `~/.config/joblet/admin-token`. `cert` (HTTPS agents only) is the agent's own certificate,
+   which the client pins: it trusts exactly that certificate, not the system store.
 Tokens are never taken from magic arguments: those end up in the notebook file and its history.
 """
 
@@ -28,6 +30,7 @@ class Settings:
     token: str | None
     admin_token: str | None
     source: str  # where the token came from, for `%joblet info`
+    cert: str | None = None  # the pinned certificate of an HTTPS agent
 
 
 def config_dirs() -> list[Path]:
@@ -83,6 +86,7 @@ def resolve(
     url: str = "",
     token_file: str = "",
     admin_token_file: str = "",
+    cert_file: str = "",
 ) -> Settings:
     """Resolve URL and tokens; explicit arguments win, then the environment, then the files."""
     env = os.environ
@@ -106,7 +110,12 @@ def resolve(
     else:
         admin, _ = _admin_file()
 
-    return Settings(url=resolved_url.rstrip("/"), token=token, admin_token=admin, source=source)
+    cert = cert_file or env.get("JOBLET_CERT") or data.get("cert") or None
+    # A certificate from client.json belongs to the agent that file names, not to another URL.
+    if cert and not (cert_file or env.get("JOBLET_CERT")) and resolved_url != data.get("url"):
+        cert = None
+    return Settings(url=resolved_url.rstrip("/"), token=token, admin_token=admin, source=source,
+                    cert=os.path.expanduser(cert) if cert else None)
 
 
 def mask(token: str | None) -> str:

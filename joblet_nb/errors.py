@@ -47,6 +47,10 @@ class AgentUnavailable(JobletError):
     """The agent could not be reached at all (refused, DNS, timeout)."""
 
 
+class CertificateError(AgentUnavailable):
+    """An HTTPS agent whose certificate is not the one this client pins."""
+
+
 class RuntimeMissing(JobletError):
     """A notebook requires a runtime this agent does not have."""
 

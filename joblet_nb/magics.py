@@ -57,7 +57,8 @@ class JobletMagics(Magics, Configurable):
     url = Unicode("", help="agent URL; empty: JOBLET_URL, then ~/.config/joblet/client.json").tag(config=True)
     token_file = Unicode("", help="file holding the user token; empty: JOBLET_TOKEN, then client.json").tag(config=True)
     admin_token_file = Unicode("", help="file holding the admin token; empty: JOBLET_ADMIN_TOKEN, then ~/.config/joblet/admin-token").tag(config=True)
-    nodes = Dict(help="named agents for --node: {'gpu': {'url': ..., 'token_file': ...}}").tag(config=True)
+    cert_file = Unicode("", help="the HTTPS agent's certificate to pin; empty: JOBLET_CERT, then client.json").tag(config=True)
+    nodes = Dict(help="named agents for --node: {'gpu': {'url': ..., 'token_file': ..., 'cert_file': ...}}").tag(config=True)
     default_runtime = Unicode("", help="runtime of cells without -r; empty: the base system python3").tag(config=True)
     default_limits = Dict(help="limits of cells that do not set them: memory_mb, cpu_percent, pids, timeout_s, disk_mb, io_bps").tag(config=True)
     default_network = Unicode("", help="network of cells without --network; empty: the agent's default (none)").tag(config=True)
@@ -78,7 +79,8 @@ class JobletMagics(Magics, Configurable):
 
     def client(self, node: str | None = None) -> JobletClient:
         """A client for this call, resolved now so env and %config changes apply at once."""
-        url, token_file, admin_file = self.url, self.token_file, self.admin_token_file
+        url, token_file, admin_file, cert = (self.url, self.token_file, self.admin_token_file,
+                                             self.cert_file)
         if node:
             spec = self.nodes.get(node)
             if spec is None:
@@ -93,8 +95,9 @@ class JobletMagics(Magics, Configurable):
             url = spec.get("url", url)
             token_file = spec.get("token_file", token_file)
             admin_file = spec.get("admin_token_file", admin_file)
+            cert = spec.get("cert_file", cert)
         try:
-            settings = resolve(url, token_file, admin_file)
+            settings = resolve(url, token_file, admin_file, cert)
         except (OSError, ValueError) as exc:
             raise UsageError(f"{exc}; fix JobletMagics.token_file or unset it") from None
         return JobletClient.from_settings(settings, timeout=self.http_timeout)
@@ -107,7 +110,7 @@ class JobletMagics(Magics, Configurable):
                 "this needs the admin token: set JOBLET_ADMIN_TOKEN, JobletMagics.admin_token_file, "
                 "or ~/.config/joblet/admin-token"
             )
-        return JobletClient(c.url, c.admin_token, c.admin_token, timeout=self.http_timeout)
+        return c.with_token(c.admin_token)
 
     def widgets_enabled(self) -> bool:
         """Widgets only where a kernel can render them; a terminal gets text lines."""
@@ -390,11 +393,12 @@ class JobletMagics(Magics, Configurable):
         """The agent (URL, version, platform), who you are to it (tokens masked), your defaults."""
         args = parse_argstring(self._info, rest)
         client = self.client(args.node)
-        settings = resolve(self.url, self.token_file, self.admin_token_file)
         facts: dict[str, Any] = {"url": client.url}
+        if client.cert:
+            facts["pinned certificate"] = client.cert
         health = client.health()
         facts.update({f"agent {k}": v for k, v in health.items()})
-        facts["token"] = f"{mask(client.token)} (from {settings.source})"
+        facts["token"] = f"{mask(client.token)} (from {self._token_source(args.node)})"
         try:
             who = client.whoami()
             facts["you are"] = f"{who.get('name', '?')} (role {who.get('role', '?')}, id {who.get('id', '?')})"
@@ -405,6 +409,11 @@ class JobletMagics(Magics, Configurable):
         facts["default limits"] = dict(self.default_limits) or "agent defaults"
         facts["default network"] = self.default_network or "agent default (none)"
         display(mapping_table(facts, "joblet info"))
+
+    def _token_source(self, node: str | None) -> str:
+        if node:
+            return f"node {node}"
+        return resolve(self.url, self.token_file, self.admin_token_file, self.cert_file).source
 
     @magic_arguments("joblet use")
     @argument("runtime", metavar="RUNTIME", help="runtime for this notebook's cells (`base`: system python3)")

@@ -246,3 +246,26 @@ def _answers(c: JobletClient) -> bool:
         return c.health()["status"] == "ok"
     except AgentUnavailable:
         return False
+
+
+def test_an_https_agent_is_reached_with_its_pinned_certificate(monkeypatch):
+    from agentproc import AgentProcess
+
+    from joblet_nb.errors import CertificateError
+
+    _no_joblet_env(monkeypatch)
+    own = AgentProcess.fresh()
+    (own.root / "config").mkdir(parents=True, exist_ok=True)
+    (own.root / "config" / "agent.yml").write_text("tls: true\n")
+    try:
+        own.start(scheme="https")
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(own.root / "client-config"))
+        c = JobletClient.from_settings()
+        assert c.url.startswith("https://") and c.cert
+        job = c.run_job(script="print('over TLS')")
+        assert [e["data"] for e in c.events(job["id"]) if e["type"] == "stdout"] == ["over TLS\n"]
+        with pytest.raises(CertificateError) as err:
+            JobletClient(c.url, c.token).whoami()  # the system store does not know the agent
+        assert "JOBLET_CERT" in str(err.value)
+    finally:
+        own.remove()
