@@ -65,6 +65,8 @@ def test_data_scientist_notebook(kernel_env):
     assert base64.b64decode(png).startswith(b"\x89PNG")
     _, stderr, _ = _outputs(cells[5])
     assert "reason=oom" in stderr  # the limit demo reports, and the notebook goes on
+    stdout, stderr, _ = _outputs(cells[7])  # the numpy cell: run where the runtime is, else skipped
+    assert "quantiles:" in stdout or "skipped: runtime 'python-3.11-ml'" in stderr
 
 
 def test_educator_notebook_declares_its_runtime_first(kernel_env):
