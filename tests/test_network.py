@@ -542,3 +542,38 @@ def test_ruleset_drops_host_jobs_metadata_and_ipv6() -> None:
     for rule in ('iifname "jnb-br-t" drop', 'oifname "jnb-br-t" drop', "meta nfproto ipv6 drop",
                  "ct status dnat drop", "169.254.0.0/16", "192.168.0.0/16", "masquerade"):
         assert rule in text
+
+
+# ---- the notebook ------------------------------------------------------------------------------
+
+
+def test_notebook_cell_with_network_bridge_fetches_from_outside_but_not_the_host(
+        net_agent: AgentProcess, tmp_path: Path) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    import joblet_nb
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "joblet_nb")
+    before = {name: getattr(joblet_nb._magics, name) for name in ("url", "token_file")}
+    token = tmp_path / "token"
+    token.write_text(net_agent.user_token + "\n")
+    token.chmod(0o600)
+    cell = (f"%%joblet run --network bridge\n"
+            f"import socket, urllib.request\n"
+            f"print(urllib.request.urlopen('http://{SERVER}:{SERVER_PORT}/', timeout=10).read().decode(), end='')\n"
+            f"s = socket.socket()\n"
+            f"s.settimeout(1.5)\n"
+            f"try:\n    s.connect(('{GATEWAY}', {net_agent.port})); print('reached the host')\n"
+            f"except OSError as exc:\n    print('host unreachable:', type(exc).__name__)\n")
+    try:
+        shell.run_line_magic("config", f"JobletMagics.url = {net_agent.url!r}")
+        shell.run_line_magic("config", f"JobletMagics.token_file = {str(token)!r}")
+        with capture_output() as cap:
+            result = shell.run_cell(cell)
+    finally:
+        for name, value in before.items():
+            shell.run_line_magic("config", f"JobletMagics.{name} = {value!r}")
+    assert result.error_in_exec is None, cap.stderr
+    assert cap.stdout == f"outside world; client={TRANSIT_HOST}\nhost unreachable: TimeoutError\n"
