@@ -155,18 +155,17 @@ class RuntimeService:
     def _collect_garbage(self) -> None:
         """Remove versions that are neither published nor mounted by a running job."""
         current = {os.path.realpath(self.paths.runtimes / n) for n in self.runtimes}
-        in_use = set(self._in_use_dirs())
         for name_dir in self.versions.iterdir():
+            if self._users(name_dir.name):
+                continue  # a running job may have an older version mounted: collected later
             for version in name_dir.iterdir():
-                if str(version) not in current and str(version) not in in_use:
+                if str(version) not in current and version.name not in self._building_ids():
                     shutil.rmtree(version, ignore_errors=True)
             if not any(name_dir.iterdir()):
                 name_dir.rmdir()
 
-    def _in_use_dirs(self) -> list[str]:
-        if self.jobs is None:
-            return []
-        return [d for live in self.jobs.live.values() for d in getattr(live, "runtime_dirs", [])]
+    def _building_ids(self) -> set[str]:
+        return {b.job_id for b in self.building.values()}
 
     def _users(self, name: str) -> int:
         if self.jobs is None:
