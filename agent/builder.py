@@ -105,11 +105,16 @@ class BuildPlan:
 
 
 def builder_spec(paths: AgentPaths, plan: BuildPlan, uid: int, gid: int, cgroup_procs: list[str],
-                 extra_private: list[str] | tuple[str, ...] = ()) -> SandboxSpec:
+                 extra_private: list[str] | tuple[str, ...] = (), resolv_conf: str | None = None) -> SandboxSpec:
+    """`resolv_conf`: a root-owned file with the resolvers a bridge job can reach, bound over the
+    host's /etc/resolv.conf (which may name a loopback resolver the build's namespace cannot reach)."""
     excluded = excluded_paths(paths, extra_private)
     # the prefix is carved out of the host's /opt: /opt is then laid out entry by entry
     view = host_view(HOST_TREES, excluded + [os.path.realpath("/opt") + plan.prefix[len("/opt"):]])
     mounts = [m for m in view if m.target != "/usr"]  # build_root binds /usr itself
+    if resolv_conf and plan.network != "none" and os.path.isfile("/etc/resolv.conf") \
+            and not os.path.islink("/etc/resolv.conf"):
+        mounts.append(Mount(source=resolv_conf, target="/etc/resolv.conf", readonly=True))
     mounts.append(Mount(source=plan.staging, target=plan.prefix, readonly=False))
     env = {
         "PATH": BUILD_PATH, "HOME": "/work", "USER": "builder", "LOGNAME": "builder", "LANG": "C.UTF-8",

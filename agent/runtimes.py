@@ -35,6 +35,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 
+from . import etcfiles
 from . import manifest as mf
 from .auth import Principal
 from .builder import BuildPlan, builder_spec
@@ -334,7 +335,11 @@ class RuntimeService:
                              disk_mb=spec.build.disk_mb, network=spec.build.network)
             self._progress(record.id, "setup", f"running {spec.build.setup} in the builder sandbox "
                                                f"(network {spec.build.network}, prefix {spec.prefix})")
-            return builder_spec(self.paths, plan, uid, gid, cgroup.procs_files(), self.extra_private)
+            resolv = build_dir / "resolv.conf"
+            resolv.write_text(etcfiles.etc_files(uid, gid, "joblet-builder", spec.build.network)["resolv.conf"])
+            os.chmod(resolv, 0o644)
+            return builder_spec(self.paths, plan, uid, gid, cgroup.procs_files(), self.extra_private,
+                                resolv_conf=str(resolv))
 
         async def pipeline(record: Any, verdict: tuple[Any, ...]) -> tuple[Any, ...]:
             st = state.get("build")

@@ -51,12 +51,11 @@ def agent_build(agent: AgentProcess, name: str) -> dict:
     job_id = r.json()["id"]
     events = admin.events(job_id, timeout=3600)
     elapsed = time.monotonic() - t0
-    phases, last = {}, t0
     record = admin.call("GET", f"/v1/jobs/{job_id}").json()
     if record["status"] != "COMPLETED":
         return {"error": events[-1].get("message"), "seconds": elapsed}
     version = Path(os.path.realpath(agent.root / "runtimes" / name))
-    return {"seconds": round(elapsed, 1), "bytes": du(version / "isolated"), "phases": phases or None,
+    return {"seconds": round(elapsed, 1), "bytes": du(version / "isolated"),
             "files": admin.call("GET", f"/v1/runtimes/{name}").json().get("files")}
 
 
