@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -462,3 +463,40 @@ def test_node_builds_and_runs_a_script(admin, user):
     assert res.record["status"] == "COMPLETED", res.explain()
     total, version = res.stdout.split()
     assert total == "6" and version.startswith("v24.")
+
+
+# ---- the builder hides the agent wherever its root lives ----------------------------------------
+
+VIEW_SPEC = HOSTILE_SPEC.replace("name: hostile", "name: view").replace("/hostile/", "/view/")
+
+
+@pytest.mark.parametrize("parent", ["/opt", "/var/tmp", "/root"])
+def test_the_builder_hides_an_agent_root_wherever_it_lives(parent):
+    import tempfile
+
+    from agentproc import create_token, free_port
+
+    root = Path(tempfile.mkdtemp(prefix="jnb-test-", dir=parent))
+    sibling = Path(tempfile.mkdtemp(prefix="jnb-visible-", dir=parent))
+    (sibling / "seen").write_text("x")
+    os.chmod(sibling, 0o777)  # even a world-writable host folder stays read-only in the builder
+    agent = AgentProcess(root=root, port=free_port())
+    agent.user_token = create_token(root, "user")
+    agent.admin_token = create_token(root, "admin")
+    setup = (f"ls -d {root} && echo ROOT-VISIBLE; ls {root}/state && echo STATE-VISIBLE\n"
+             f"cat {sibling}/seen && echo SIBLING-VISIBLE\n"
+             f"touch {sibling}/new 2>/dev/null && echo SIBLING-WRITABLE\n"
+             "mkdir -p $RUNTIME_PREFIX/tree && echo ok > $RUNTIME_PREFIX/tree/f\n")
+    try:
+        agent.start()
+        record, events = build(agent.api(agent.admin_token), "view", spec=VIEW_SPEC, files={"setup.sh": setup})
+        out = text(events)
+        assert record["status"] == "COMPLETED", (record, events)
+        assert "SIBLING-VISIBLE" in out and "SIBLING-WRITABLE" not in out, out
+        assert "ROOT-VISIBLE" not in out and "STATE-VISIBLE" not in out, out
+    finally:
+        agent.stop()
+        left = leftovers(agent.root)
+        agent.remove()
+        shutil.rmtree(sibling, ignore_errors=True)
+        assert not left
