@@ -8,6 +8,7 @@ warm launcher, never an exec of a host binary into the sandbox.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 from typing import NoReturn
 
@@ -143,6 +144,7 @@ def exec_job(spec: SandboxSpec) -> NoReturn:
         os.chdir("/work")
         for sig in reaper.FORWARDED + (signal.SIGPIPE, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash writes no core file into the job
         identity.become_job_user(spec.uid, spec.gid)
         os.dup2(status.STATUS_FD, 3)
         os.set_inheritable(3, False)

@@ -57,8 +57,14 @@ def make_private() -> None:
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
+INODES_PER_MB = 256  # 4 KiB a file on average; bounds inode (kernel memory) use, not just bytes
+
+
 def mount_tmpfs(target: str, size_mb: int, mode: int = 0o755, flags: int = MS_NOSUID | MS_NODEV) -> None:
-    libc.mount("tmpfs", target, "tmpfs", flags, f"size={size_mb}m,mode={mode:o}")
+    """A tmpfs bounded in bytes and in inodes, so neither a disk fill nor an inode flood reaches
+    the host's memory beyond the job's share."""
+    inodes = max(1024, size_mb * INODES_PER_MB)
+    libc.mount("tmpfs", target, "tmpfs", flags, f"size={size_mb}m,nr_inodes={inodes},mode={mode:o}")
 
 
 def remount(target: str, flags: int) -> None:
