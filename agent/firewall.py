@@ -9,7 +9,8 @@ The rules (README "Networking" documents them for operators):
   input    anything that arrives from the bridge for the host itself is dropped: every local
            address (the bridge gateway, services on 0.0.0.0, the agent's port, the host's DNS).
   forward  from the bridge: no IPv6, nothing to the job subnet (another job), link-local
-           169.254.0.0/16 (cloud metadata), loopback, multicast, broadcast, the operator's deny
+           169.254.0.0/16 and 100.100.100.200 (cloud metadata services), loopback, multicast,
+           broadcast, the operator's deny
            list, nothing port-forwarded (DNAT) and, with an allow list, only the listed networks.
            To the bridge: only replies (conntrack established/related); nothing outside starts a
            connection to a job.
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 NFT_CANDIDATES = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
 # Never reachable from a job, whatever the operator lists as allowed.
 ALWAYS_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
-                 "255.255.255.255/32")
+                 "255.255.255.255/32",
+                 "100.100.100.200/32")  # a cloud metadata service outside link-local (Alibaba)
 PRIORITY = "filter - 10"  # before the usual filter chains; a drop here is final anyway
 
 

@@ -8,12 +8,15 @@ between, from outside the job:
   attach   1. on first use: the nftables table (firewall.py), the bridge with the gateway address,
               net.ipv4.ip_forward on;
            2. a short-lived thread enters the job's network namespace (setns on
-              /proc/<pid>/ns/net), switches IPv6 off there, creates the veth pair from inside
-              (`eth0` stays, the host end `jnb<12 hex of the job id>` goes to the agent's
-              namespace), gives eth0 its address, brings it up and adds the default route via
-              the bridge address. The thread ends there: it never does anything else;
-           3. in the agent's namespace: the host end joins the bridge as an isolated port
-              (IFLA_BRPORT_ISOLATED: no frames between two jobs, even on one bridge) and goes up.
+              /proc/<pid>/ns/net), switches IPv6 off there (before eth0 exists, so eth0 never gets
+              an IPv6 address) and opens a netlink socket, which stays bound to that namespace.
+              The thread then ends: it never does anything else;
+           3. the worker thread makes the veth pair from the agent's side: the host end
+              `jnb<12 hex of the job id>` already a (down) port of the bridge, its peer `eth0`
+              created inside the job's namespace; the port is made isolated
+              (IFLA_BRPORT_ISOLATED: no frames between two jobs, even on one bridge), then up;
+           4. through the job's socket: eth0's address, up, the default route via the bridge
+              address; then it waits until the kernel has brought both ends up.
   release  deletes the host end (the job's end goes with it), then frees the address.
 
 All netlink work runs on worker threads, never on the agent's event loop thread: pyroute2's sync
