@@ -14,6 +14,11 @@ nothing real is written to /proc, /sys or cgroupfs, device nodes are only attemp
 
 Some tests prepare the host first (a submount under /usr, a marker in the host's /tmp, a SysV shm
 segment, an abstract unix socket) so that the probe can fail; each is removed in a `finally`.
+
+The last tests attack the agent rather than the kernel: what a job leaves in /work (a sparse file,
+many empty files, a very deep tree) and what it prints are stored by the agent on the host's disk.
+Their sizes are kept small enough (at most 192 MiB, 20,000 files) to be harmless where the agent
+does not bound them, and everything they leave is removed in a `finally`, by hand if DELETE fails.
 """
 
 from __future__ import annotations
