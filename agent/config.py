@@ -66,7 +66,8 @@ class AgentConfig(BaseModel):
     uid_base: int = Field(1_000_000, ge=10_000, description="jobs run as uid_base + slot")
     uid_slots: int = Field(60_000, ge=16)
     defaults: DefaultLimits = Field(default_factory=DefaultLimits)
-    max_outputs_bytes: int = Field(16 << 20, ge=1024)
+    max_outputs_bytes: int = Field(16 << 20, ge=1024, description="JSON `--out` values of one job")
+    max_output_mb: int = Field(64, ge=1, description="stdout+stderr kept per job; the rest is drained")
     network: NetworkConfig = Field(default_factory=NetworkConfig)
 
 

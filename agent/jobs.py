@@ -75,6 +75,8 @@ class LiveJob:
     result: dict[str, Any] = field(default_factory=dict)
     open_streams: int = 3
     go_fd: int | None = None
+    output_bytes: int = 0
+    output_cut: bool = False
     hold_exit: bool = False             # a runtime build: the RuntimeService ends the record
     verdict: tuple[Any, ...] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -329,8 +331,13 @@ class JobService:
         except BlockingIOError:
             return
         text = decoder.decode(data, final=not data)
-        if text:
+        live.output_bytes += len(data)
+        if text and live.output_bytes <= self.config.max_output_mb << 20:
             log.append({"type": kind, "data": text})
+        elif text and not live.output_cut:
+            live.output_cut = True  # the pipe is still drained, so the job never blocks on it
+            log.append({"type": "stderr", "data": f"[joblet] output beyond {self.config.max_output_mb} MB "
+                                                  f"is not kept\n"})
         if not data:
             self._close_stream(live, fd)
 
@@ -370,6 +377,8 @@ class JobService:
                 self.store.log(live.record.id).append({"type": "stderr", "data": event.get("message", "") + "\n"})
         elif kind == "artifacts_error":
             live.result["artifacts_error"] = event.get("message")
+            self.store.log(live.record.id).append(
+                {"type": "stderr", "data": f"[joblet] /work files: {event.get('message')}\n"})
 
     def _release_go(self, live: LiveJob) -> None:
         """Set up the job's network from outside, then let the init go on (EOF aborts it)."""

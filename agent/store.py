@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from .models import JobRecord
+from .sandbox.safefs import remove_tree
 
 
 class EventLog:
@@ -139,4 +139,4 @@ class JobStore:
         if log is not None:
             log.close()
         self.records.pop(job_id, None)
-        shutil.rmtree(self.dir(job_id), ignore_errors=True)
+        remove_tree(str(self.dir(job_id)))

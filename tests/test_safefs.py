@@ -56,8 +56,48 @@ def test_copy_tree_skips_symlinks_devices_and_setuid_bits(tmp_path):
     os.chmod(src / "suid", 0o4755)
     (src / "link").symlink_to("/etc/shadow")
     os.mkfifo(src / "fifo")
-    copied = safefs.copy_tree(str(src), str(dst))
-    assert copied == len("content") + 1
+    report = safefs.copy_tree(str(src), str(dst))
+    assert (report.copied, report.skipped) == (len("content") + 1, [])
     assert sorted(os.listdir(dst)) == ["d", "suid"]
     assert stat.S_IMODE(os.stat(dst / "suid").st_mode) == 0o755
     assert (dst / "d" / "f").read_text() == "content"
+
+
+def test_copy_tree_is_bounded_in_bytes_and_depth_without_recursion(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.truncate(64 << 20)  # costs the job nothing, would cost the host 64 MiB
+    (src / "small").write_bytes(b"x" * 100)
+    _make_deep(src, 3000)  # deeper than Python's recursion limit and than PATH_MAX
+    report = safefs.copy_tree(str(src), str(dst), limit_bytes=1 << 20, max_depth=8)
+    safefs.remove_tree(str(src))
+    assert report.copied == 100
+    assert any(s.startswith("sparse:") for s in report.skipped)
+    assert any("deeper than 8" in s for s in report.skipped)
+    assert not (dst / "sparse").exists()
+
+
+def test_remove_tree_handles_deep_trees_and_never_follows_links(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("keep")
+    top = tmp_path / "tree"
+    top.mkdir()
+    _make_deep(top, 3000)
+    (top / "link").symlink_to(victim)
+    safefs.remove_tree(str(top))
+    assert not top.exists()
+    assert (victim / "keep").read_text() == "keep"
+
+
+def _make_deep(top, levels: int) -> None:
+    """A chain of `levels` folders with a file at the bottom, made relative to descriptors."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(levels):
+        os.mkdir("d", dir_fd=fd)
+        nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+    os.close(fd)

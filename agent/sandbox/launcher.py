@@ -86,14 +86,18 @@ def _stage1(spec: SandboxSpec, out_fd: int, err_fd: int, status_fd: int, go_fd: 
         os.close(joined_w)
         run_init(spec, joined_r)
     os.close(joined_r)
-    status.send("started", pid=init_pid)
-    if go_fd is not None:
-        os.close(status.GO_FD)
-    _join_cgroup(spec, init_pid, joined_w)
-    os.waitpid(init_pid, 0)
-    _collect_artifacts(spec)
-    status.send("done")
-    os._exit(0)
+    try:
+        status.send("started", pid=init_pid)
+        if go_fd is not None:
+            os.close(status.GO_FD)
+        _join_cgroup(spec, init_pid, joined_w)
+        os.waitpid(init_pid, 0)
+        _collect_artifacts(spec)
+        status.send("done")
+    except BaseException as exc:  # noqa: BLE001 - a stage-1 child must never return into serve()
+        status.send("artifacts_error", message=f"sandbox stage 1: {type(exc).__name__}")
+    finally:
+        os._exit(0)
 
 
 def _join_cgroup(spec: SandboxSpec, init_pid: int, joined_fd: int) -> None:
@@ -128,13 +132,18 @@ def _arrange_fds(out_fd: int, err_fd: int, status_fd: int, go_fd: int | None) ->
 
 
 def _collect_artifacts(spec: SandboxSpec) -> None:
-    """Copy what the job left in /work to the agent's files folder while the tmpfs still exists."""
+    """Copy what the job left in /work to the agent's files folder while the tmpfs still exists,
+    bounded by the job's own disk size and depth; what is left behind is reported."""
     if not spec.artifacts_dir:
         return
     try:
-        copy_tree(os.path.join(spec.root_dir, "work"), spec.artifacts_dir, limit_bytes=spec.disk_mb << 20)
+        report = copy_tree(os.path.join(spec.root_dir, "work"), spec.artifacts_dir, limit_bytes=spec.disk_mb << 20)
     except OSError as exc:
         status.send("artifacts_error", message=f"copying /work out: {exc}")
+        return
+    if report.skipped:
+        more = f" (and {len(report.skipped) - 3} more)" if len(report.skipped) > 3 else ""
+        status.send("artifacts_error", message="not kept: " + "; ".join(report.skipped[:3]) + more)
 
 
 def main() -> None:

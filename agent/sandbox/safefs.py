@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -96,37 +97,90 @@ def open_beneath(root: str, path: str) -> int:
     return fd
 
 
-def copy_tree(src: str, dst: str, limit_bytes: int | None = None) -> int:
+MAX_DEPTH = 64
+
+
+@dataclass
+class CopyReport:
+    """What a copy-out did: bytes written, and what it left behind on purpose (and why)."""
+
+    copied: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def copy_tree(src: str, dst: str, limit_bytes: int | None = None, max_depth: int = MAX_DEPTH) -> CopyReport:
     """Copy regular files and directories from `src` to a new `dst`, skipping symlinks, devices,
-    fifos and sockets, and stripping setuid/setgid bits. Returns the bytes copied."""
+    fifos and sockets, and stripping setuid/setgid bits.
+
+    The job controls `src`, so the copy is bounded the way the job's own disk was: at most
+    `limit_bytes` written in all (a sparse file that cost the job nothing is measured by its size,
+    and skipped if it does not fit), at most `max_depth` folders deep, without recursion.
+    """
+    report = CopyReport()
     os.makedirs(dst, mode=0o700, exist_ok=True)
-    src_fd = os.open(src, _DIR_FLAGS)
-    dst_fd = os.open(dst, _DIR_FLAGS)
+    stack = [(os.open(src, _DIR_FLAGS), os.open(dst, _DIR_FLAGS), "", 0)]
     try:
-        return _copy_dir(src_fd, dst_fd, limit_bytes)
-    finally:
-        os.close(src_fd)
-        os.close(dst_fd)
-
-
-def _copy_dir(src_fd: int, dst_fd: int, budget: int | None) -> int:
-    total = 0
-    for entry in _entries(src_fd):
-        st = os.stat(entry, dir_fd=src_fd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            os.mkdir(entry, 0o700, dir_fd=dst_fd)
-            s = os.open(entry, _DIR_FLAGS, dir_fd=src_fd)
-            d = os.open(entry, _DIR_FLAGS, dir_fd=dst_fd)
+        while stack:
+            src_fd, dst_fd, where, depth = stack.pop()
             try:
-                total += _copy_dir(s, d, None if budget is None else budget - total)
+                for name in _entries(src_fd):
+                    path = f"{where}{name}"
+                    st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        if depth + 1 > max_depth:
+                            report.skipped.append(f"{path}/: deeper than {max_depth} folders")
+                            continue
+                        os.mkdir(name, 0o700, dir_fd=dst_fd)
+                        stack.append((os.open(name, _DIR_FLAGS, dir_fd=src_fd),
+                                      os.open(name, _DIR_FLAGS, dir_fd=dst_fd), path + "/", depth + 1))
+                    elif stat.S_ISREG(st.st_mode):
+                        left = None if limit_bytes is None else limit_bytes - report.copied
+                        if left is not None and st.st_size > left:
+                            report.skipped.append(f"{path}: {st.st_size} bytes, over the job's disk limit")
+                            continue
+                        report.copied += _copy_file(src_fd, dst_fd, name, st.st_mode & 0o755, left)
             finally:
-                os.close(s)
-                os.close(d)
-        elif stat.S_ISREG(st.st_mode):
-            total += _copy_file(src_fd, dst_fd, entry, st.st_mode & 0o755)
-        if budget is not None and total > budget:
-            break
-    return total
+                os.close(src_fd)
+                os.close(dst_fd)
+    finally:
+        for src_fd, dst_fd, _, _ in stack:
+            os.close(src_fd)
+            os.close(dst_fd)
+    return report
+
+
+def remove_tree(path: str) -> None:
+    """Remove a folder tree bottom-up without recursion and without following symlinks (a job's
+    files can nest deeper than any recursive walk allows)."""
+    try:
+        top = os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    stack: list[tuple[int, str]] = [(top, path)]
+    try:
+        while stack:
+            fd, name = stack[-1]
+            sub = _unlink_files_until_subdir(fd)
+            if sub is not None:
+                stack.append(sub)
+                continue
+            stack.pop()
+            os.close(fd)
+            if stack:
+                os.rmdir(name, dir_fd=stack[-1][0])
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+    os.rmdir(path)
+
+
+def _unlink_files_until_subdir(dir_fd: int) -> tuple[int, str] | None:
+    """Unlink non-folders in `dir_fd`; return the first sub-folder (opened) if there is one."""
+    for name in _entries(dir_fd):
+        if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return os.open(name, _DIR_FLAGS, dir_fd=dir_fd), name
+        os.unlink(name, dir_fd=dir_fd)
+    return None
 
 
 def _entries(dir_fd: int) -> Iterator[str]:
@@ -135,7 +189,7 @@ def _entries(dir_fd: int) -> Iterator[str]:
             yield entry.name
 
 
-def _copy_file(src_dir: int, dst_dir: int, name: str, mode: int) -> int:
+def _copy_file(src_dir: int, dst_dir: int, name: str, mode: int, left: int | None) -> int:
     s = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=src_dir)
     try:
         if not stat.S_ISREG(os.fstat(s).st_mode):
@@ -143,26 +197,29 @@ def _copy_file(src_dir: int, dst_dir: int, name: str, mode: int) -> int:
         d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                     dir_fd=dst_dir)
         try:
-            return _copy_fd(s, d)
+            return _copy_fd(s, d, left)
         finally:
             os.close(d)
     finally:
         os.close(s)
 
 
-def _copy_fd(src: int, dst: int) -> int:
+def _copy_fd(src: int, dst: int, left: int | None) -> int:
+    """Copy until EOF or until `left` bytes are written (a file can grow while it is copied)."""
     total = 0
-    while True:
+    while left is None or total < left:
+        chunk = 1 << 20 if left is None else min(1 << 20, left - total)
         try:
-            n = os.copy_file_range(src, dst, 1 << 24)
+            n = os.copy_file_range(src, dst, chunk)
         except OSError:
-            n = _write_chunk(src, dst)
+            n = _write_chunk(src, dst, chunk)
         if n == 0:
-            return total
+            break
         total += n
+    return total
 
 
-def _write_chunk(src: int, dst: int) -> int:
-    data = os.read(src, 1 << 20)
+def _write_chunk(src: int, dst: int, size: int) -> int:
+    data = os.read(src, size)
     _write_all(dst, data)
     return len(data)
