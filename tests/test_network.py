@@ -386,6 +386,25 @@ def _subnet_hosts() -> set[str]:
     return {str(a) for a in ipaddress.ip_network(JOB_SUBNET).hosts()}
 
 
+
+def test_operator_allow_list_deny_list_and_dns(outside: Outside) -> None:
+    server = f"{SERVER}:{SERVER_PORT}"
+    agent = start_agent("network:\n  allow: [203.0.113.0/24]\n  dns: [203.0.113.53]\n")
+    try:
+        api = agent.api()
+        assert probe_job(api, server) == {server: "timeout"}  # not on the allow list
+        result = api.run(command=["cat", "/etc/resolv.conf"], network="bridge")
+        assert result.stdout == "nameserver 203.0.113.53\n"
+    finally:
+        agent.stop()
+        agent.remove()
+    agent = start_agent(f"network:\n  deny: [{SERVER}/32]\n")
+    try:
+        assert probe_job(agent.api(), server) == {server: "timeout"}
+    finally:
+        agent.stop()
+        agent.remove()
+
 # ---- lifecycle ---------------------------------------------------------------------------------
 
 
