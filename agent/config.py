@@ -25,8 +25,10 @@ class NetworkConfig(BaseModel):
     """Bridge mode (`network: bridge` jobs). README "Networking" explains each rule."""
 
     model_config = ConfigDict(extra="forbid")
-    bridge: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,15}$",
-                               description="bridge device; default jnb-br-<hash of the agent root>")
+    bridge: str | None = Field(None, pattern=r"^jnb-[A-Za-z0-9_.-]{1,11}$",
+                               description="bridge device, named jnb-*: the agent owns it and removes it, "
+                                           "ports included, at start-up and shutdown; default "
+                                           "jnb-br-<hash of the agent root>")
     subnet: str | None = Field(None, description="IPv4 subnet of bridge jobs (prefix /16 to /29); default "
                                                  "10.89.<N>.0/24, N derived from the agent root")
     allow: list[str] = Field(default_factory=list, description="if set, the only networks (CIDR) bridge "
