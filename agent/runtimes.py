@@ -43,7 +43,7 @@ from .errors import BadRequest, Conflict, NotFound
 from .jobs import JobService, RuntimeMounts
 from .models import BuildRequest, JobRequest, JobStatus, Limits
 from .paths import AgentPaths
-from .runtime_spec import FILE_NAME, ParsedSpec, RuntimeSpecError, check_name, parse, rewrite_isolated
+from .runtime_spec import FILE_NAME, NAME, ParsedSpec, RuntimeSpecError, check_name, parse, rewrite_isolated
 from .sandbox.spec import Mount
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "runtimes"
@@ -531,25 +531,29 @@ class RuntimeService:
     # ---- HTTP --------------------------------------------------------------------------------
 
     def install_routes(self, app: FastAPI, caller: Any) -> None:
+        from fastapi import Path as PathParam
+
         Caller = Annotated[Principal, Depends(caller)]
+        Name = Annotated[str, PathParam(pattern=NAME.pattern, max_length=63,
+                                        description="a runtime name: lowercase letters, digits, '.', '_', '-'")]
 
         @app.get("/v1/runtimes")
         async def list_runtimes(who: Caller) -> list[dict[str, Any]]:
             return self.listing()
 
         @app.get("/v1/runtimes/{name}")
-        async def get_runtime(name: str, who: Caller) -> dict[str, Any]:
+        async def get_runtime(name: Name, who: Caller) -> dict[str, Any]:
             return self.info(name)
 
         @app.post("/v1/runtimes/{name}/build", status_code=201)
-        async def build_runtime(name: str, who: Caller, body: BuildRequest | None = None) -> dict[str, Any]:
+        async def build_runtime(name: Name, who: Caller, body: BuildRequest | None = None) -> dict[str, Any]:
             return await self.build(who, name, body or BuildRequest())
 
         @app.post("/v1/runtimes/{name}/test")
-        async def test_runtime(name: str, who: Caller) -> dict[str, Any]:
+        async def test_runtime(name: Name, who: Caller) -> dict[str, Any]:
             return await self.test(who, name)
 
         @app.delete("/v1/runtimes/{name}", status_code=204, response_class=Response)
-        async def remove_runtime(name: str, who: Caller) -> Response:
+        async def remove_runtime(name: Name, who: Caller) -> Response:
             self.remove(who, name)
             return Response(status_code=204)
