@@ -84,8 +84,13 @@ def test_educator_notebook_declares_its_runtime_first(kernel_env):
 def test_admin_notebook(kernel_env):
     nb = _run_example("admin.ipynb", kernel_env)
     cells = _code_cells(nb)
-    _, _, rich = _outputs(cells[1])
+    build = cells[1]
+    assert build.source.startswith("%joblet runtime build python-3.11")
+    shown = "".join(r.get("text/plain", "") + r.get("text/html", "") for r in _outputs(build)[2]) + _outputs(build)[0]
+    assert "publish" in shown and "COMPLETED" in shown, shown[-2000:]
+    _, _, rich = _outputs(cells[2])
     assert any("joblet runtimes" in r.get("text/plain", "") for r in rich)
+    assert "python-3.11" in "".join(r.get("text/plain", "") for r in rich)
     stdout, _, _ = _outputs(cells[-1])
     assert "as expected" in stdout and "runtime build no-such-runtime" in stdout
 
