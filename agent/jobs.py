@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import json
 import os
 import secrets
 import signal
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
-from . import etcfiles
+from . import jobspec, verdict
 from .audit import AuditLog
 from .auth import Principal
 from .config import AgentConfig
@@ -27,25 +26,12 @@ from .launcher_client import JobPipes, Launcher
 from .models import JobRecord, JobRequest, JobStatus, Limits, Usage
 from .paths import AgentPaths
 from .sandbox import cgroups, status
+from .jobspec import RuntimeMounts
 from .sandbox.safefs import UnsafePath, open_beneath
-from .sandbox.spec import JobType, Mount, SandboxSpec, Upload
+from .sandbox.spec import JobType, SandboxSpec
 from .store import JobStore
 
-BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-CELL_RUNNER = Path(__file__).with_name("cell_runner.py")
 SANDBOX_OVERHEAD_PIDS = 1  # the init lives in the job's cgroup too
-
-
-@dataclass
-class RuntimeMounts:
-    """What a runtime adds to a job: read-only mounts, environment, how to run a script."""
-
-    name: str
-    mounts: list[Mount]
-    env: dict[str, str]
-    script_command: list[str]  # the script's file path is appended
-    script_suffix: str = ".py"
-
 
 RuntimeResolver = Callable[[str], RuntimeMounts]
 
@@ -136,15 +122,17 @@ class JobService:
             raise BadRequest(f"network {req.network!r} is not available on this agent; use 'none'")
         # runtime_mounts: a candidate runtime under test (RuntimeService only; no request reaches it)
         runtime = runtime_mounts or (self.resolve_runtime(req.runtime) if req.runtime else None)
-        limits = self._effective_limits(req.limits)
+        limits = jobspec.effective_limits(req.limits, self.config.defaults)
         job_id = secrets.token_hex(8)
         record = JobRecord(id=job_id, type=JobType.STANDARD.value, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())
-        argv, uploads = self._program(req, runtime)
         live = self._admit(record, outputs=list(req.outputs))
         if live is None:
             return record
-        return await self._launch(live, self._spec(record, req, runtime, argv, uploads, live.uid_slot, live.cgroup))
+        spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
+                                     self.paths.jobs / record.id, self.store.artifacts(record.id),
+                                     live.cgroup.procs_files())
+        return await self._launch(live, spec)
 
     async def start_build(self, who: Principal, runtime: str, limits: Limits, network: str, command: list[str],
                           make_spec: Callable[[JobRecord, int, cgroups.JobCgroup], SandboxSpec],
@@ -254,56 +242,7 @@ class JobService:
             except asyncio.TimeoutError:
                 live.cgroup.kill()
 
-    # ---- building the spec ---------------------------------------------------------------
-
-    def _effective_limits(self, asked: Limits) -> Limits:
-        d = self.config.defaults
-        return Limits(
-            cpu_percent=asked.cpu_percent if asked.cpu_percent is not None else d.cpu_percent,
-            memory_mb=asked.memory_mb if asked.memory_mb is not None else d.memory_mb,
-            pids=asked.pids if asked.pids is not None else d.pids,
-            io_bps=asked.io_bps if asked.io_bps is not None else d.io_bps,
-            timeout_s=asked.timeout_s if asked.timeout_s is not None else d.timeout_s,
-            disk_mb=asked.disk_mb if asked.disk_mb is not None else d.disk_mb,
-        )
-
-    def _program(self, req: JobRequest, runtime: RuntimeMounts | None) -> tuple[list[str], list[Upload]]:
-        uploads = [Upload(u.path, u.content(), u.mode) for u in req.uploads]
-        if req.command is not None:
-            return list(req.command), uploads
-        assert req.script is not None
-        if runtime is not None and runtime.script_suffix != ".py":
-            name = "Main" + runtime.script_suffix if runtime.script_suffix == ".java" else "cell" + runtime.script_suffix
-            uploads.append(Upload(f".joblet/{name}", req.script.encode(), 0o644))
-            return runtime.script_command + [f"/work/.joblet/{name}"], uploads
-        uploads += [
-            Upload(".joblet/run.py", CELL_RUNNER.read_bytes(), 0o644),
-            Upload(".joblet/cell.py", req.script.encode(), 0o644),
-            Upload(".joblet/cell.json", json.dumps({"outputs": req.outputs}).encode(), 0o644),
-        ]
-        if req.inputs:
-            uploads.append(Upload(".joblet/inputs.json", json.dumps(req.inputs).encode(), 0o644))
-        interpreter = runtime.script_command if runtime else ["python3"]
-        return interpreter + ["/work/.joblet/run.py"], uploads
-
-    def _spec(self, record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None, argv: list[str],
-              uploads: list[Upload], slot: int, cgroup: cgroups.JobCgroup) -> SandboxSpec:
-        uid = gid = self.config.uid_base + slot
-        env = {"PATH": BASE_PATH, "HOME": "/work", "USER": etcfiles.JOB_USER, "LOGNAME": etcfiles.JOB_USER,
-               "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
-        if runtime is not None:
-            env.update(runtime.env)
-        env.update(req.env)
-        env["JOB_ID"] = record.id
-        mounts = etcfiles.etc_binds() + (runtime.mounts if runtime else [])
-        hostname = "joblet"
-        return SandboxSpec(
-            job_id=record.id, job_type=JobType.STANDARD, root_dir=str(self.paths.jobs / record.id),
-            argv=argv, env=env, uid=uid, gid=gid, hostname=hostname, disk_mb=record.limits.disk_mb or 256,
-            mounts=mounts, etc_files=etcfiles.etc_files(uid, gid, hostname, record.network), uploads=uploads,
-            cgroup_procs=cgroup.procs_files(), network=record.network,
-            artifacts_dir=str(self.store.artifacts(record.id)),
-        )
+    # ---- uid slots -----------------------------------------------------------------------
 
     def _take_slot(self) -> int:
         for _ in range(1000):
@@ -438,9 +377,10 @@ class JobService:
             self.network.release(record.id)
         _rmdir(Path(self.paths.jobs / record.id))
         self._slots.discard(live.uid_slot)
-        status_, reason, message = self._verdict(live, oom)
+        status_, reason, message = verdict.decide(live.result, live.stop_reason, oom, record.limits)
         if live.outputs and status_ == JobStatus.COMPLETED:
-            self._emit_outputs(record.id)
+            self.store.log(record.id).append(
+                verdict.outputs_event(self.store.artifacts(record.id), self.config.max_outputs_bytes))
         if live.hold_exit:
             live.verdict = (status_, reason, message, live.result.get("exit_code"), live.result.get("signal"))
         else:
@@ -448,49 +388,6 @@ class JobService:
                                 exit_code=live.result.get("exit_code"), signal_=live.result.get("signal"))
         self.live.pop(record.id, None)
         live.done.set()
-
-    def _verdict(self, live: LiveJob, oom: bool) -> tuple[JobStatus, str, str | None]:
-        result = live.result
-        kind = result.get("event")
-        if kind == "setup_error":
-            return JobStatus.FAILED, "setup", result.get("network_error") or result.get("message")
-        if live.stop_reason == "stopped":
-            return JobStatus.STOPPED, "stopped", None
-        if live.stop_reason == "timeout":
-            return JobStatus.FAILED, "timeout", f"the job ran longer than {live.record.limits.timeout_s:g}s"
-        if oom:
-            return JobStatus.FAILED, "oom", f"the job used more than {live.record.limits.memory_mb} MB of memory"
-        if kind == "exec_error":
-            result["exit_code"] = 127
-            return JobStatus.FAILED, "exit", result.get("message")
-        if kind != "exit":
-            return JobStatus.FAILED, "signal", "the sandbox ended without reporting an exit status"
-        if result.get("signal"):
-            return JobStatus.FAILED, "signal", f"killed by signal {result['signal']}"
-        if result.get("exit_code") == 0:
-            return JobStatus.COMPLETED, "exit", None
-        return JobStatus.FAILED, "exit", f"exited with code {result.get('exit_code')}"
-
-    def _emit_outputs(self, job_id: str) -> None:
-        log = self.store.log(job_id)
-        try:
-            fd = open_beneath(str(self.store.artifacts(job_id)), ".joblet/outputs.json")
-        except OSError:
-            log.append({"type": "outputs", "values": {}, "error": "the cell produced no outputs file"})
-            return
-        with os.fdopen(fd, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > self.config.max_outputs_bytes:
-                log.append({"type": "outputs", "values": {}, "bytes": size,
-                            "error": f"outputs are {size} bytes; the limit is {self.config.max_outputs_bytes}"})
-                return
-            try:
-                data = json.loads(f.read())
-            except ValueError:
-                log.append({"type": "outputs", "values": {}, "error": "the outputs file is not JSON"})
-                return
-        log.append({"type": "outputs", "values": data.get("values", {}), "bytes": size,
-                    "missing": data.get("missing", []), "errors": data.get("errors", {})})
 
     def _finish_record(self, record: JobRecord, status_: JobStatus, reason: str, message: str | None = None,
                        exit_code: int | None = None, signal_: int | None = None) -> None:

@@ -380,7 +380,8 @@ class InProcess:
     # -- row "launcher" --
     def run_launcher(self, marks: dict[str, float]) -> None:
         """The sandbox part of JobService.start/_watch/_finalize, with nothing else: no records,
-        no event log, no asyncio. The spec is JobService's own (_spec), so it cannot drift."""
+        no event log, no asyncio. The spec is the agent's own (jobspec.standard_spec), so it cannot drift."""
+        from joblet_agent import jobspec
         from joblet_agent.jobs import SANDBOX_OVERHEAD_PIDS
         from joblet_agent.models import JobRecord
         from joblet_agent.sandbox import cgroups, status
@@ -388,7 +389,7 @@ class InProcess:
         t0 = time.perf_counter()
         svc = self.service
         job_id = secrets.token_hex(8)
-        limits = svc._effective_limits(self.request.limits)
+        limits = jobspec.effective_limits(self.request.limits, svc.config.defaults)
         record = JobRecord(id=job_id, type="standard", owner=self.who.id, limits=limits, network="none",
                            command=[TRUE], created_at=time.time())
         slot = svc._take_slot()
@@ -401,8 +402,9 @@ class InProcess:
                 pids=(limits.pids + SANDBOX_OVERHEAD_PIDS) if limits.pids else None,
                 io_bps=limits.io_bps or None, io_device=svc.io_device if limits.io_bps else None))
             marks["cgroup_create"] = time.perf_counter() - t0
-            argv, uploads = svc._program(self.request, None)
-            spec = svc._spec(record, self.request, None, argv, uploads, slot, cgroup)
+            spec = jobspec.standard_spec(record, self.request, None, svc.config.uid_base + slot,
+                                         svc.paths.jobs / job_id, svc.store.artifacts(job_id),
+                                         cgroup.procs_files())
             root_dir = Path(spec.root_dir)
             root_dir.mkdir(mode=0o700)
             marks["launch_start"] = time.perf_counter() - t0

@@ -1,0 +1,87 @@
+"""From a validated job request to a SandboxSpec: what a production job runs, with what.
+
+Pure functions of the request, the agent's defaults and the runtime; the JobService decides when
+and the sandbox package decides how.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import etcfiles
+from .config import DefaultLimits
+from .models import JobRecord, JobRequest, Limits
+from .sandbox.spec import JobType, Mount, SandboxSpec, Upload
+
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+CELL_RUNNER = Path(__file__).with_name("cell_runner.py")
+HOSTNAME = "joblet"
+
+
+@dataclass
+class RuntimeMounts:
+    """What a runtime adds to a job: read-only mounts, environment, how to run a script."""
+
+    name: str
+    mounts: list[Mount]
+    env: dict[str, str]
+    script_command: list[str]  # the script's file path is appended
+    script_suffix: str = ".py"
+
+
+def effective_limits(asked: Limits, defaults: DefaultLimits) -> Limits:
+    """The request's limits, with the agent's defaults where it gave none."""
+    chosen = {name: getattr(asked, name) if getattr(asked, name) is not None else getattr(defaults, name)
+              for name in Limits.model_fields}
+    return Limits(**chosen)
+
+
+def program(req: JobRequest, runtime: RuntimeMounts | None) -> tuple[list[str], list[Upload]]:
+    """argv and the files to put in /work: a command as given, or a cell's script with its runner
+    (Python) or as a source file for the runtime's interpreter (java, node)."""
+    uploads = [Upload(u.path, u.content(), u.mode) for u in req.uploads]
+    if req.command is not None:
+        return list(req.command), uploads
+    assert req.script is not None
+    if runtime is not None and runtime.script_suffix != ".py":
+        stem = "Main" if runtime.script_suffix == ".java" else "cell"
+        name = stem + runtime.script_suffix
+        uploads.append(Upload(f".joblet/{name}", req.script.encode(), 0o644))
+        return runtime.script_command + [f"/work/.joblet/{name}"], uploads
+    uploads += [
+        Upload(".joblet/run.py", CELL_RUNNER.read_bytes(), 0o644),
+        Upload(".joblet/cell.py", req.script.encode(), 0o644),
+        Upload(".joblet/cell.json", json.dumps({"outputs": req.outputs}).encode(), 0o644),
+    ]
+    if req.inputs:
+        uploads.append(Upload(".joblet/inputs.json", json.dumps(req.inputs).encode(), 0o644))
+    interpreter = runtime.script_command if runtime else ["python3"]
+    return interpreter + ["/work/.joblet/run.py"], uploads
+
+
+def job_env(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None) -> dict[str, str]:
+    """The whole environment of a job: a fixed base, the runtime's, the request's, then JOB_ID
+    (reserved names never reach here: the request model refuses them)."""
+    env = {"PATH": BASE_PATH, "HOME": "/work", "USER": etcfiles.JOB_USER, "LOGNAME": etcfiles.JOB_USER,
+           "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+    if runtime is not None:
+        env.update(runtime.env)
+    env.update(req.env)
+    env["JOB_ID"] = record.id
+    return env
+
+
+def standard_spec(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None, uid: int,
+                  root_dir: Path, artifacts_dir: Path, cgroup_procs: list[str]) -> SandboxSpec:
+    """The production sandbox of one job."""
+    argv, uploads = program(req, runtime)
+    return SandboxSpec(
+        job_id=record.id, job_type=JobType.STANDARD, root_dir=str(root_dir), argv=argv,
+        env=job_env(record, req, runtime), uid=uid, gid=uid, hostname=HOSTNAME,
+        disk_mb=record.limits.disk_mb or 256,
+        mounts=etcfiles.etc_binds() + (runtime.mounts if runtime else []),
+        etc_files=etcfiles.etc_files(uid, uid, HOSTNAME, record.network), uploads=uploads,
+        cgroup_procs=cgroup_procs, network=record.network, artifacts_dir=str(artifacts_dir),
+    )
