@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import yaml
@@ -19,6 +20,26 @@ class DefaultLimits(BaseModel):
     io_bps: int = 0
     timeout_s: float | None = None
     disk_mb: int = 256
+
+
+def _memory_mb() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+    except (ValueError, OSError):
+        return 4096
+
+
+class MaxLimits(BaseModel):
+    """The most a single job may ask for; larger asks are refused with a 400 that says so. The
+    defaults keep one job from taking the host: 3/4 of its memory, 4096 processes."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu_percent: int = Field(default_factory=lambda: 100 * (os.cpu_count() or 1))
+    memory_mb: int = Field(default_factory=lambda: max(64, _memory_mb() * 3 // 4))
+    pids: int = 4096
+    io_bps: int = 1 << 40
+    timeout_s: float = 7 * 86400
+    disk_mb: int = 16384
 
 
 class NetworkConfig(BaseModel):
@@ -68,6 +89,7 @@ class AgentConfig(BaseModel):
     uid_base: int = Field(1_000_000, ge=10_000, description="jobs run as uid_base + slot")
     uid_slots: int = Field(60_000, ge=16)
     defaults: DefaultLimits = Field(default_factory=DefaultLimits)
+    max_limits: MaxLimits = Field(default_factory=MaxLimits)
     max_outputs_bytes: int = Field(16 << 20, ge=1024, description="JSON `--out` values of one job")
     max_output_mb: int = Field(64, ge=1, description="stdout+stderr kept per job; the rest is drained")
     network: NetworkConfig = Field(default_factory=NetworkConfig)

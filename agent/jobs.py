@@ -122,7 +122,7 @@ class JobService:
             raise BadRequest(f"network {req.network!r} is not available on this agent; use 'none'")
         # runtime_mounts: a candidate runtime under test (RuntimeService only; no request reaches it)
         runtime = runtime_mounts or (self.resolve_runtime(req.runtime) if req.runtime else None)
-        limits = jobspec.effective_limits(req.limits, self.config.defaults)
+        limits = jobspec.effective_limits(req.limits, self.config.defaults, self.config.max_limits)
         job_id = secrets.token_hex(8)
         record = JobRecord(id=job_id, type=JobType.STANDARD.value, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())

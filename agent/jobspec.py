@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import etcfiles
-from .config import DefaultLimits
+from .config import DefaultLimits, MaxLimits
+from .errors import BadRequest
 from .models import JobRecord, JobRequest, Limits
 from .sandbox.spec import JobType, Mount, SandboxSpec, Upload
 
@@ -31,10 +32,16 @@ class RuntimeMounts:
     script_suffix: str = ".py"
 
 
-def effective_limits(asked: Limits, defaults: DefaultLimits) -> Limits:
-    """The request's limits, with the agent's defaults where it gave none."""
+def effective_limits(asked: Limits, defaults: DefaultLimits, maximum: MaxLimits) -> Limits:
+    """The request's limits, with the agent's defaults where it gave none; an ask above the
+    agent's maximum is refused, naming the limit and the maximum."""
     chosen = {name: getattr(asked, name) if getattr(asked, name) is not None else getattr(defaults, name)
               for name in Limits.model_fields}
+    for name, value in chosen.items():
+        top = getattr(maximum, name)
+        if value is not None and value > top:
+            raise BadRequest(f"limits.{name}: {value:g} is above this agent's maximum of {top:g} "
+                             f"(max_limits in its config)")
     return Limits(**chosen)
 
 

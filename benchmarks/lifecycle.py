@@ -389,7 +389,7 @@ class InProcess:
         t0 = time.perf_counter()
         svc = self.service
         job_id = secrets.token_hex(8)
-        limits = jobspec.effective_limits(self.request.limits, svc.config.defaults)
+        limits = jobspec.effective_limits(self.request.limits, svc.config.defaults, svc.config.max_limits)
         record = JobRecord(id=job_id, type="standard", owner=self.who.id, limits=limits, network="none",
                            command=[TRUE], created_at=time.time())
         slot = svc._take_slot()

@@ -53,6 +53,8 @@ def test_no_field_selects_the_job_type(api, field):
     ({"command": ["true"], "limits": {"cpu_percent": 0}}, "cpu_percent"),
     ({"command": ["true"], "limits": {"pids": 10 ** 9}}, "pids"),
     ({"command": ["true"], "limits": {"timeout_s": -1}}, "timeout_s"),
+    ({"command": ["true"], "limits": {"memory_mb": 1 << 20}}, "above this agent's maximum"),
+    ({"command": ["true"], "limits": {"pids": 60000}}, "above this agent's maximum"),
     ({"command": ["true"], "limits": {"bogus": 1}}, "unknown field"),
     ({"command": ["true"], "network": "host"}, "network"),
     ({"command": ["true"], "runtime": "../etc"}, "runtime"),

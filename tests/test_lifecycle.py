@@ -26,6 +26,11 @@ def test_exit_code_is_reported(api, agent):
     _assert_clean(agent, result.id)
 
 
+def test_jobs_are_the_first_choice_of_a_host_wide_oom_kill(api):
+    result = api.run(command=["cat", "/proc/self/oom_score_adj"])
+    assert result.stdout == "1000\n", result.explain()
+
+
 def test_unknown_command_fails_with_a_message(api):
     result = api.run(command=["no-such-program-jnb"])
     assert result.record["exit_code"] == 127

@@ -53,3 +53,10 @@ def reduce_reaper(keep: frozenset[int] = frozenset({CAP_KILL})) -> None:
 
 def set_no_new_privs() -> None:
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def prefer_for_oom_kill() -> None:
+    """If the whole host runs out of memory, the kernel kills a job before the agent or anything
+    else of the host's (jobs inherit this from the init)."""
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")

@@ -31,6 +31,7 @@ def run_init(spec: SandboxSpec, joined_fd: int) -> NoReturn:
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         validate_context(spec)
+        identity.prefer_for_oom_kill()
         step = "private mount namespace"
         namespaces.private_mount_namespace()
         step = "build root"
