@@ -225,10 +225,13 @@ def probe_job(api: Api, *targets: str, timeout: float = 1.5, network: str = "bri
     return json.loads(result.stdout)
 
 
-def host_addresses() -> list[str]:
-    """Every IPv4 address of the host but loopback: the bridge gateway, eth0, the transit..."""
+def host_addresses(agent: AgentProcess, world: Outside) -> list[str]:
+    """Every IPv4 address of the host but loopback: the bridge gateway, eth0, the transit... Not
+    those of other agents' bridges or other tests' veths (`jnb*`), which may go away meanwhile."""
+    ours = {agent_names(agent)[0], world.host_veth}
     with IPRoute() as ipr:
-        return sorted({a.get("address") for a in ipr.get_addr(family=socket.AF_INET)} - {"127.0.0.1"})
+        return sorted({a.get("address") for a in ipr.get_addr(family=socket.AF_INET)
+                       if a.get("label") in ours or not (a.get("label") or "").startswith("jnb")} - {"127.0.0.1"})
 
 
 @pytest.fixture
@@ -274,12 +277,12 @@ def test_bridge_job_reaches_the_outside_world_behind_nat(net_api: Api) -> None:
     assert f"client={TRANSIT_HOST}" in seen, f"the job's address was not masqueraded: {seen}"
 
 
-def test_bridge_job_cannot_reach_a_host_listener_on_0_0_0_0(net_api: Api, outside: Outside,
-                                                            host_listener: int) -> None:
+def test_bridge_job_cannot_reach_a_host_listener_on_0_0_0_0(net_api: Api, net_agent: AgentProcess,
+                                                            outside: Outside, host_listener: int) -> None:
     # The control: the listener answers on the host's address from anywhere that is not a job.
     assert outside.probe(f"{TRANSIT_HOST}:{host_listener}")[f"{TRANSIT_HOST}:{host_listener}"].startswith(
         "connected:host listener")
-    targets = [f"{address}:{host_listener}" for address in host_addresses()]
+    targets = [f"{address}:{host_listener}" for address in host_addresses(net_agent, outside)]
     assert f"{GATEWAY}:{host_listener}" in targets
     outcome = probe_job(net_api, *targets)
     assert outcome == {t: "timeout" for t in targets}, outcome
@@ -289,7 +292,7 @@ def test_bridge_job_cannot_reach_the_agents_port(net_api: Api, net_agent: AgentP
     # Without the rules a host address would answer the SYN with a reset ("refused", as it does
     # for the outside namespace); from a job the SYN must vanish.
     assert outside.probe(f"{TRANSIT_HOST}:{net_agent.port}") == {f"{TRANSIT_HOST}:{net_agent.port}": "refused"}
-    targets = [f"{address}:{net_agent.port}" for address in host_addresses()]
+    targets = [f"{address}:{net_agent.port}" for address in host_addresses(net_agent, outside)]
     outcome = probe_job(net_api, *targets)
     assert outcome == {t: "timeout" for t in targets}, outcome
 
