@@ -22,7 +22,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from joblet_nb.client import JobletClient
 from joblet_nb.execute import execute
-from test_nb_support import host_processes_with, wait_ended
+from test_nb_support import host_processes_with, wait_ended, wait_for
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -192,7 +192,7 @@ def _collect_until(kc: Any, msg_id: str, km: Any, marker: str) -> list[tuple[str
         kind, content = msg["msg_type"], msg["content"]
         seen.append((kind, content))
         if kind == "stream" and "started" in content.get("text", "") and not interrupted:
-            assert host_processes_with(f"sleep {marker}")
+            assert wait_for(lambda: host_processes_with(f"sleep {marker}")), "the job's child never showed"
             km.interrupt_kernel()
             interrupted = True
         if kind == "status" and content["execution_state"] == "idle" and interrupted:
