@@ -96,7 +96,19 @@ class JobService:
         record = self.store.records.get(job_id)
         if record is None or not (who.is_admin or record.owner == who.id):
             raise NotFound(f"no job {job_id!r} (list yours with GET /v1/jobs)")
+        live = self.live.get(job_id)
+        if live is not None and record.status == JobStatus.RUNNING:
+            self._sample_usage(live)
         return record
+
+    def _sample_usage(self, live: LiveJob) -> None:
+        """CPU and peak memory so far, from the job's cgroup (a few small file reads), so a
+        status line can show them while the job runs."""
+        try:
+            u = live.cgroup.usage()
+        except Exception:  # noqa: BLE001 - the cgroup may be going away right now
+            return
+        live.record.usage = Usage(cpu_s=round(u.cpu_s, 3), memory_peak_bytes=u.memory_peak_bytes)
 
     async def events(self, who: Principal, job_id: str, after: int, follow: bool) -> AsyncIterator[dict[str, Any]]:
         self.get(who, job_id)

@@ -142,6 +142,18 @@ def test_live_follow_sees_output_while_the_job_runs(api):
     assert record_status == "RUNNING", seen
 
 
+def test_usage_is_reported_while_the_job_runs(api):
+    job_id = api.submit(script="import time\nb = bytearray(32 << 20)\nprint('ready', flush=True)\n"
+                               "end = time.time() + 60\nwhile time.time() < end: pass\n")
+    try:
+        _wait_for_output(api, job_id, "ready")
+        usage = api.call("GET", f"/v1/jobs/{job_id}").json()["usage"]
+        assert usage["memory_peak_bytes"] >= 32 << 20 and usage["cpu_s"] > 0, usage
+    finally:
+        api.call("POST", f"/v1/jobs/{job_id}/stop")
+        api.events(job_id)
+
+
 def test_crashed_agent_jobs_are_marked_lost_and_swept(tmp_path):
     own = AgentProcess.fresh().start()
     try:
