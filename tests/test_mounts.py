@@ -49,7 +49,7 @@ def test_readonly_bind_makes_every_submount_readonly_nosuid_nodev():
         mounts.mount_tmpfs(src, 1)
         os.mkdir(os.path.join(src, "sub"))
         mounts.mount_tmpfs(os.path.join(src, "sub"), 1)  # a submount, writable on the source side
-        mounts.bind(src, dst, readonly=True)
+        mounts.bind(src, dst, readonly=True, table=mounts.MountTable())  # the table sees the submount
         found = mounts.mounts_under(dst)
         assert len(found) == 2, found
         for point, options in found:
@@ -61,6 +61,22 @@ def test_readonly_bind_makes_every_submount_readonly_nosuid_nodev():
                 assert exc.errno == errno.EROFS, exc
             else:
                 raise AssertionError(f"{path} is writable")
+
+    in_private_mount_namespace(check)
+
+
+def test_bind_without_submounts_keeps_noexec_of_its_source():
+    def check(work: str) -> None:
+        src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
+        os.mkdir(src)
+        os.mkdir(dst)
+        mounts.mount_tmpfs(src, 1, flags=libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+        os.mkdir(os.path.join(src, "inner"))
+        table = mounts.MountTable()
+        assert not table.has_submounts(os.path.join(src, "inner"))
+        mounts.bind(os.path.join(src, "inner"), dst, readonly=True, table=table)
+        (_, options), = mounts.mounts_under(dst)
+        assert {"ro", "nosuid", "nodev", "noexec"} <= options, options
 
     in_private_mount_namespace(check)
 

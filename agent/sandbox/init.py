@@ -78,6 +78,7 @@ def build_root(spec: SandboxSpec) -> None:
     """Lay out the job's root on its tmpfs: read-only system binds, /etc copies, /work, /tmp,
     runtime mounts, masks, uploads, proc and dev."""
     root = spec.root_dir
+    table = mounts.MountTable()
     for name in ("usr", "etc", "work", "tmp", "proc", "dev"):
         os.mkdir(os.path.join(root, name), 0o755)
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -86,13 +87,13 @@ def build_root(spec: SandboxSpec) -> None:
             os.symlink(os.readlink(host), os.path.join(root, name))
         elif os.path.isdir(host):
             os.mkdir(os.path.join(root, name), 0o755)
-            mounts.bind(host, os.path.join(root, name), readonly=True)
-    mounts.bind("/usr", os.path.join(root, "usr"), readonly=True)
+            mounts.bind(host, os.path.join(root, name), readonly=True, table=table)
+    mounts.bind("/usr", os.path.join(root, "usr"), readonly=True, table=table)
     for name, content in spec.etc_files.items():
         write_beneath(os.path.join(root, "etc"), name, content.encode(), 0o644)
     for m in spec.mounts:
         target = mounts.mkdirs_beneath(root, m.target) if os.path.isdir(m.source) else _file_target(root, m.target)
-        mounts.bind(m.source, target, readonly=m.readonly)
+        mounts.bind(m.source, target, readonly=m.readonly, table=table)
     for path in spec.masks:
         target = os.path.join(root, path.lstrip("/"))
         if os.path.isdir(target):

@@ -16,6 +16,7 @@ and, optionally, the "go" pipe.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -36,6 +37,8 @@ def warm_up() -> None:
     """Pay once for what every job needs: imports and the compiled seccomp programs."""
     for job_type in JobType:
         seccomp.compile_profile(job_type)
+    gc.collect()
+    gc.freeze()  # forked stages share these objects; no collection of the children touches them
 
 
 def serve(sock: socket.socket) -> None:
@@ -72,6 +75,7 @@ def _stage1(spec: SandboxSpec, out_fd: int, err_fd: int, status_fd: int, go_fd: 
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        gc.disable()  # short-lived stages allocate little; a collection would copy shared pages
         os.setsid()
         _arrange_fds(out_fd, err_fd, status_fd, go_fd)
         namespaces.enter_job_namespaces()

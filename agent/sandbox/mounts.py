@@ -52,6 +52,27 @@ def mounts_under(path: str) -> list[tuple[str, set[str]]]:
     return found
 
 
+class MountTable:
+    """The mount points as they are when the init starts building, read once per job, so that a
+    bind of a tree without submounts needs no re-read of /proc/self/mountinfo."""
+
+    def __init__(self) -> None:
+        self.entries = mounts_under("/")
+
+    def has_submounts(self, source: str) -> bool:
+        prefix = os.path.realpath(source).rstrip("/") + "/"
+        return any(point.startswith(prefix) for point, _ in self.entries)
+
+    def options_of(self, source: str) -> set[str]:
+        """The options of the mount that holds `source` (the longest mount point above it)."""
+        real = os.path.realpath(source)
+        best, options = "", set()
+        for point, opts in self.entries:
+            if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                best, options = point, opts
+        return options
+
+
 def make_private() -> None:
     """Nothing this namespace mounts may propagate back to the host."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -78,10 +99,17 @@ def _flags_of(options: set[str]) -> int:
     return flags
 
 
-def bind(source: str, target: str, readonly: bool) -> None:
-    """Bind `source` (with submounts) and make every mount of it nosuid,nodev (+ro if asked)."""
+def bind(source: str, target: str, readonly: bool, table: MountTable | None = None) -> None:
+    """Bind `source` (with submounts) and make every mount of it nosuid,nodev (+ro if asked).
+
+    With a `table` that shows no submount below `source`, the bind is one mount and is remounted
+    directly; otherwise every mount below `target` is found and remounted one by one.
+    """
     libc.mount(source, target, None, MS_BIND | MS_REC)
     extra = MS_NOSUID | MS_NODEV | (MS_RDONLY if readonly else 0)
+    if table is not None and not table.has_submounts(source):
+        remount(target, extra | _flags_of(table.options_of(source)))
+        return
     for point, options in mounts_under(target):
         remount(point, extra | _flags_of(options))
 
@@ -106,12 +134,11 @@ def mount_proc(root: str) -> None:
         target = os.path.join(proc, name)
         if os.path.isdir(target):
             libc.mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=555")
-    for name in PROC_READONLY:
+    for name in PROC_READONLY:  # a procfs mounted just now has nothing mounted below these
         target = os.path.join(proc, name)
         if os.path.isdir(target):
-            libc.mount(target, target, None, MS_BIND | MS_REC)
-            for point, options in mounts_under(target):
-                remount(point, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            libc.mount(target, target, None, MS_BIND)
+            remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def mount_dev(root: str, shm_mb: int) -> None:
