@@ -30,6 +30,7 @@ from pyroute2 import IPRoute, netns
 from agentproc import TEST_PREFIX, AgentProcess, Api, leftovers
 from joblet_agent import etcfiles, firewall
 from joblet_agent.config import NetworkConfig
+from joblet_agent.sandbox.launcher import IDLE_STAGE_NAME
 from joblet_agent.network import AddressPool, NetworkError, choose_subnet
 from joblet_agent.paths import AgentPaths
 
@@ -440,6 +441,8 @@ def _bridge_leftovers(agent: AgentProcess, bridge: str) -> list[str]:
     host_ns = os.stat("/proc/self/ns/net").st_ino
     for pid in _process_tree(agent.proc.pid):
         try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == IDLE_STAGE_NAME:
+                continue  # a sandbox stage waiting for its next job, in fresh namespaces of its own
             if os.stat(f"/proc/{pid}/ns/net").st_ino != host_ns:
                 found.append(f"process {pid} in another network namespace")
         except FileNotFoundError:

@@ -13,7 +13,7 @@ import signal
 from typing import NoReturn
 
 from . import identity, mounts, namespaces, reaper, seccomp, status
-from .libc import PR_SET_PDEATHSIG, close_range, prctl, sethostname
+from .libc import PR_SET_PDEATHSIG, close_range, prctl, set_process_name, sethostname
 from .safefs import write_beneath
 from .spec import SandboxSpec
 
@@ -28,12 +28,13 @@ class SetupError(Exception):
 def run_init(spec: SandboxSpec, joined_fd: int) -> NoReturn:
     """Build the job's sandbox, start its command under the reaper, report how it ended."""
     step = "validate job context"
+    set_process_name("jnb-init")
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         validate_context(spec)
         identity.prefer_for_oom_kill()
         step = "private mount namespace"
-        namespaces.private_mount_namespace()
+        namespaces.new_mount_namespace()
         step = "build root"
         build_root(spec)
         step = "set hostname"

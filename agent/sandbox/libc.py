@@ -36,6 +36,7 @@ CLONE_NEWNET = 0x40000000
 # prctl options
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -122,3 +123,9 @@ def close_range(first: int, last: int = 0xFFFFFFFF) -> None:
     """Close every descriptor from `first` on; falls back to os.closerange on old kernels."""
     if _libc.syscall(_NR["close_range"], first, ctypes.c_uint(last), 0) < 0:
         os.closerange(first, 65536)
+
+
+def set_process_name(name: str) -> None:
+    """The name `ps` and /proc/PID/comm show (15 bytes at most)."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    _libc.prctl(PR_SET_NAME, buf, 0, 0, 0)

@@ -18,23 +18,30 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
 
-def enter_job_namespaces() -> None:
-    """Unshare mount, UTS, IPC, network and PID namespaces.
+AHEAD_NAMESPACES = libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWNET | libc.CLONE_NEWPID
 
-    The PID namespace applies to the children of the caller: the next fork becomes PID 1. The
-    cgroup namespace comes later (`own_cgroup_namespace`), once the init is in the job's cgroup,
-    so that the job's view of cgroups is rooted there.
+
+def enter_job_namespaces(ahead: bool = False) -> None:
+    """Unshare mount, UTS, IPC, network and PID namespaces; with `ahead`, all but the mount one.
+
+    A stage prepared before its job (launcher.StagePool) makes the empty ones ahead of time; the
+    mount namespace is copied from the host only when the job comes, so that it shows the host's
+    mounts as they are then (and never keeps a since-unmounted filesystem alive). The PID
+    namespace applies to the children of the caller: the next fork becomes PID 1. The cgroup
+    namespace comes later (`own_cgroup_namespace`), once the init is in the job's cgroup, so that
+    the job's view of cgroups is rooted there.
     """
-    libc.unshare(JOB_NAMESPACES)
+    libc.unshare(AHEAD_NAMESPACES if ahead else JOB_NAMESPACES)
+
 
 
 def own_cgroup_namespace() -> None:
     libc.unshare(libc.CLONE_NEWCGROUP)
 
 
-def private_mount_namespace() -> None:
-    """A nested mount namespace for the init, so its pivot_root leaves the outer one (kept by the
-    stage that copies /work out afterwards) untouched."""
+def new_mount_namespace() -> None:
+    """A copy of the caller's mounts. Stage 1 takes one from the host when its job comes; the init
+    nests another, so its pivot_root leaves the stage's (which copies /work out afterwards) alone."""
     libc.unshare(libc.CLONE_NEWNS)
 
 
