@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from .paths import AgentPaths
 from .sandbox.spec import JobType, Mount, SandboxSpec, Upload
@@ -104,7 +105,7 @@ class BuildPlan:
     network: str
 
 
-def builder_spec(paths: AgentPaths, plan: BuildPlan, uid: int, gid: int, cgroup_procs: list[str],
+def builder_spec(paths: AgentPaths, plan: BuildPlan, uid: int, gid: int, cgroup_limits: dict[str, Any],
                  extra_private: list[str] | tuple[str, ...] = (), resolv_conf: str | None = None) -> SandboxSpec:
     """`resolv_conf`: a root-owned file with the resolvers a bridge job can reach, bound over the
     host's /etc/resolv.conf (which may name a loopback resolver the build's namespace cannot reach)."""
@@ -128,5 +129,5 @@ def builder_spec(paths: AgentPaths, plan: BuildPlan, uid: int, gid: int, cgroup_
         hostname="joblet-builder", disk_mb=plan.disk_mb, mounts=mounts, masks=secret_masks(),
         etc_files={}, uploads=[Upload(name, content, 0o755 if name == plan.setup_name else 0o644)
                                for name, content in plan.files.items()],
-        cgroup_procs=cgroup_procs, network=plan.network, artifacts_dir=None,
+        cgroup_limits=cgroup_limits, network=plan.network, artifacts_dir=None,
     )

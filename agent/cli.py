@@ -107,8 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         tls_files = ensure_certificate(paths.config, host)
     paths.ensure()
-    launcher = Launcher()
-    launcher.start()  # before any thread exists: the launcher is forked from a clean process
+    launcher = Launcher(paths.cgroup_parent())
     tokens = TokenStore(paths.tokens)
     runtimes = RuntimeService(paths, extra_private=[str(client_config.client_dir())]
                               + ([os.path.realpath(args.config)] if args.config else []))
@@ -122,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
     counts = sweep(paths, driver, service.store, network)
     if any(counts.values()):
         print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)
+    launcher.start()  # after the sweep: its stages make cgroups under the parent the sweep empties
     scheme = "https" if tls_files else "http"
     url = f"unix:{args.unix}" if args.unix else f"{scheme}://{host}:{port}"
     written = client_config.write_if_absent(tokens, url, cert=tls_files[0] if tls_files else None)
@@ -134,6 +134,8 @@ def _serve(args: argparse.Namespace) -> int:
         await service.shutdown()
         await asyncio.to_thread(network.close)  # bridge and table go
         launcher.stop()
+        for name in driver.leftovers():  # cgroups of stages that were still waiting for a job
+            driver.open(name).remove()
         driver.remove_parent()
 
     app = create_app(service, tokens, {"runtimes": runtimes})

@@ -13,7 +13,7 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -31,7 +31,7 @@ from .sandbox.safefs import UnsafePath, open_beneath
 from .sandbox.spec import JobType, SandboxSpec
 from .store import JobStore
 
-SANDBOX_OVERHEAD_PIDS = 1  # the init lives in the job's cgroup too
+SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too
 
 RuntimeResolver = Callable[[str], RuntimeMounts]
 
@@ -139,15 +139,13 @@ class JobService:
         record = JobRecord(id=job_id, type=JobType.STANDARD.value, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())
         live = self._admit(record, outputs=list(req.outputs))
-        if live is None:
-            return record
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, self.store.artifacts(record.id),
-                                     live.cgroup.procs_files())
+                                     self._cgroup_limits(record.limits))
         return await self._launch(live, spec)
 
     async def start_build(self, who: Principal, runtime: str, limits: Limits, network: str, command: list[str],
-                          make_spec: Callable[[JobRecord, int, cgroups.JobCgroup], SandboxSpec],
+                          make_spec: Callable[[JobRecord, int, dict[str, Any]], SandboxSpec],
                           pipeline: Callable[[JobRecord, tuple[Any, ...]], Awaitable[tuple[Any, ...]]],
                           first_event: dict[str, Any] | None = None) -> JobRecord:
         """A runtime-build job, for the RuntimeService only: the type is set here, never by a request.
@@ -160,16 +158,13 @@ class JobService:
         record = JobRecord(id=secrets.token_hex(8), type=JobType.RUNTIME_BUILD.value, owner=who.id,
                            runtime=runtime, limits=limits, network=network, command=command, created_at=time.time())
         live = self._admit(record)
-        if live is None:
-            return record
         live.hold_exit = True
         if first_event:
             self.store.log(record.id).append(first_event)
         try:
-            spec = make_spec(record, live.uid_slot, live.cgroup)
+            spec = make_spec(record, live.uid_slot, self._cgroup_limits(limits))
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure
             live.verdict = (JobStatus.FAILED, "setup", f"phase setup failed: the builder sandbox: {exc}", None, None)
-            live.cgroup.remove()
             self._slots.discard(live.uid_slot)
             live.done.set()
         else:
@@ -188,26 +183,22 @@ class JobService:
         status_, reason, message, exit_code, signal_ = verdict
         self._finish_record(live.record, status_, reason, message, exit_code=exit_code, signal_=signal_)
 
-    def _admit(self, record: JobRecord, outputs: list[str] | None = None) -> LiveJob | None:
-        """Store the record, take a uid slot and make the job's cgroup; None if that failed (the
-        record then says why, with reason setup)."""
+    def _admit(self, record: JobRecord, outputs: list[str] | None = None) -> LiveJob:
+        """Store the record and take a uid slot. The job's cgroup is made and joined ahead of time
+        by the sandbox stage that takes the job, which renames it `job-<id>` and writes its limits."""
         self.store.add(record)
         self.store.log(record.id)
         self.audit.write("start", job=record.id, type=record.type, owner=record.owner, runtime=record.runtime,
                          limits=record.limits.model_dump(exclude_none=True), network=record.network,
                          command=record.command)
-        limits = record.limits
-        slot = self._take_slot()
-        try:
-            cgroup = self.driver.create(f"job-{record.id}", cgroups.Limits(
-                cpu_percent=limits.cpu_percent, memory_mb=limits.memory_mb,
-                pids=(limits.pids + SANDBOX_OVERHEAD_PIDS) if limits.pids else None,
-                io_bps=limits.io_bps or None, io_device=self.io_device if limits.io_bps else None))
-        except cgroups.CgroupError as exc:
-            self._slots.discard(slot)
-            self._finish_record(record, JobStatus.FAILED, "setup", message=f"cgroup: {exc}")
-            return None
-        return LiveJob(record=record, cgroup=cgroup, uid_slot=slot, outputs=outputs or [])
+        return LiveJob(record=record, cgroup=self.driver.open(f"job-{record.id}"), uid_slot=self._take_slot(),
+                       outputs=outputs or [])
+
+    def _cgroup_limits(self, limits: Limits) -> dict[str, Any]:
+        return asdict(cgroups.Limits(
+            cpu_percent=limits.cpu_percent, memory_mb=limits.memory_mb,
+            pids=(limits.pids + SANDBOX_OVERHEAD_PIDS) if limits.pids else None,
+            io_bps=limits.io_bps or None, io_device=self.io_device if limits.io_bps else None))
 
     async def _launch(self, live: LiveJob, spec: SandboxSpec) -> JobRecord:
         """Hand a spec to the launcher and watch the sandbox; any failure becomes reason setup."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import etcfiles
 from .config import DefaultLimits, MaxLimits
@@ -81,7 +82,7 @@ def job_env(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None) -
 
 
 def standard_spec(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None, uid: int,
-                  root_dir: Path, artifacts_dir: Path, cgroup_procs: list[str]) -> SandboxSpec:
+                  root_dir: Path, artifacts_dir: Path, cgroup_limits: dict[str, Any]) -> SandboxSpec:
     """The production sandbox of one job."""
     argv, uploads = program(req, runtime)
     return SandboxSpec(
@@ -90,5 +91,5 @@ def standard_spec(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | N
         disk_mb=record.limits.disk_mb or 256,
         mounts=etcfiles.etc_binds() + (runtime.mounts if runtime else []),
         etc_files=etcfiles.etc_files(uid, uid, HOSTNAME, record.network), uploads=uploads,
-        cgroup_procs=cgroup_procs, network=record.network, artifacts_dir=str(artifacts_dir),
+        cgroup_limits=cgroup_limits, network=record.network, artifacts_dir=str(artifacts_dir),
     )

@@ -25,7 +25,8 @@ class JobPipes:
 
 
 class Launcher:
-    def __init__(self) -> None:
+    def __init__(self, cgroup_parent: str) -> None:
+        self.cgroup_parent = cgroup_parent  # stages make their cgroups under it, named job-<id> once used
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -33,7 +34,7 @@ class Launcher:
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "joblet_agent.sandbox.launcher", str(theirs.fileno())],
+            [sys.executable, "-m", "joblet_agent.sandbox.launcher", str(theirs.fileno()), self.cgroup_parent],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
         )
         theirs.close()

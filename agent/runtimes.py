@@ -319,7 +319,7 @@ class RuntimeService:
         jobs = self.jobs
         state: dict[str, BuildState] = {}
 
-        def make_spec(record: Any, slot: int, cgroup: Any) -> Any:
+        def make_spec(record: Any, slot: int, cgroup_limits: dict[str, Any]) -> Any:
             uid = gid = jobs.config.uid_base + slot
             build_dir = self.builds / record.id
             staging = build_dir / "staging"
@@ -338,7 +338,7 @@ class RuntimeService:
             resolv = build_dir / "resolv.conf"
             resolv.write_text(etcfiles.etc_files(uid, gid, "joblet-builder", spec.build.network)["resolv.conf"])
             os.chmod(resolv, 0o644)
-            return builder_spec(self.paths, plan, uid, gid, cgroup.procs_files(), self.extra_private,
+            return builder_spec(self.paths, plan, uid, gid, cgroup_limits, self.extra_private,
                                 resolv_conf=str(resolv))
 
         async def pipeline(record: Any, verdict: tuple[Any, ...]) -> tuple[Any, ...]:

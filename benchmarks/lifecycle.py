@@ -13,8 +13,8 @@ noise and cache effects hit every row alike):
                  start() then wait() (validation, records and event log on disk, cgroup, launch,
                  status events, finalize). The difference to agent-http is the HTTP layer.
   launcher       the agent's sandbox code alone: a SandboxSpec built exactly as JobService builds
-                 it, cgroup created through cgroups.detect(parent), Launcher.launch() (fork from
-                 the warm launcher), the status pipe read until EOF, cgroup removed.
+                 it, Launcher.launch() (a stage forked ahead of time, already in its cgroup, takes
+                 the job), the status pipe read until EOF, the job's cgroup removed.
   bwrap          bubblewrap with the same namespaces and mounts (see BWRAP below); it makes no
                  cgroup, writes no /etc files, runs no seccomp filter and copies nothing out.
   bwrap-nouserns the same without --unshare-user/--uid/--gid: bwrap needs a user namespace to
@@ -349,7 +349,7 @@ class InProcess:
         self.driver = cgroups.detect(self.paths.cgroup_parent())
         if self.driver.missing():
             raise RuntimeError(f"cgroup controllers missing: {self.driver.missing()}")
-        self.launcher = Launcher()
+        self.launcher = Launcher(self.paths.cgroup_parent())
         # The warm launcher is our child: keep Ctrl-C (sent to our whole process group) from killing
         # it mid-job; it exits when we close its socket, or by PR_SET_PDEATHSIG if we die.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -382,9 +382,8 @@ class InProcess:
         """The sandbox part of JobService.start/_watch/_finalize, with nothing else: no records,
         no event log, no asyncio. The spec is the agent's own (jobspec.standard_spec), so it cannot drift."""
         from joblet_agent import jobspec
-        from joblet_agent.jobs import SANDBOX_OVERHEAD_PIDS
         from joblet_agent.models import JobRecord
-        from joblet_agent.sandbox import cgroups, status
+        from joblet_agent.sandbox import status
 
         t0 = time.perf_counter()
         svc = self.service
@@ -397,14 +396,11 @@ class InProcess:
         root_dir: Path | None = None
         events: list[dict[str, Any]] = []
         try:
-            cgroup = svc.driver.create(f"job-{job_id}", cgroups.Limits(
-                cpu_percent=limits.cpu_percent, memory_mb=limits.memory_mb,
-                pids=(limits.pids + SANDBOX_OVERHEAD_PIDS) if limits.pids else None,
-                io_bps=limits.io_bps or None, io_device=svc.io_device if limits.io_bps else None))
+            cgroup = svc.driver.open(f"job-{job_id}")  # made ahead by the stage that takes the job
             marks["cgroup_create"] = time.perf_counter() - t0
             spec = jobspec.standard_spec(record, self.request, None, svc.config.uid_base + slot,
                                          svc.paths.jobs / job_id, svc.store.artifacts(job_id),
-                                         cgroup.procs_files())
+                                         svc._cgroup_limits(limits))
             root_dir = Path(spec.root_dir)
             root_dir.mkdir(mode=0o700)
             marks["launch_start"] = time.perf_counter() - t0
@@ -663,8 +659,8 @@ def _breakdown(marks: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, 
                                          "ev_exit", "ev_done", "eof", "cgroup_remove")}
     if all(v is not None for v in L.values()):
         out["launcher"] = {
-            "cgroup create (mkdir + limits, every hierarchy)": L["cgroup_create"],
-            "spec (JobService._spec) + mkdir job root": L["launch_start"] - L["cgroup_create"],
+            "cgroup open (the stage made it ahead and writes the limits)": L["cgroup_create"],
+            "spec (jobspec.standard_spec) + mkdir job root": L["launch_start"] - L["cgroup_create"],
             "launch() call (spec JSON, memfd, sendmsg)": L["launch_end"] - L["launch_start"],
             "-> 'started' (stage 1: fork, join cgroup, unshare, root tmpfs, fork init)":
                 L["ev_started"] - L["launch_end"],

@@ -141,8 +141,9 @@ class Result:
         return f"record={self.record}\nstdout={self.stdout}\nstderr={self.stderr}"
 
 
-def leftovers(root: Path) -> list[str]:
-    """Mounts, cgroups and job folders an agent on `root` left behind."""
+def leftovers(root: Path, running: bool = False) -> list[str]:
+    """Mounts, cgroups and job folders an agent on `root` left behind. With `running`, the agent
+    is still up, and the cgroups of its sandbox stages waiting for a job (`stage-*`) are its own."""
     found = []
     with open("/proc/self/mountinfo") as f:
         found += [f"mount {ln.split()[4]}" for ln in f if str(root) in ln.split()[4]]
@@ -154,6 +155,7 @@ def leftovers(root: Path) -> list[str]:
     parent = "jnb-" + hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]
     for base in Path("/sys/fs/cgroup").glob("*"):
         for candidate in (base / parent, base / "unified" / parent):
-            if candidate.is_dir() and any(p.is_dir() for p in candidate.iterdir()):
-                found += [f"cgroup {p}" for p in candidate.iterdir() if p.is_dir()]
+            if candidate.is_dir():
+                found += [f"cgroup {p}" for p in candidate.iterdir()
+                          if p.is_dir() and not (running and p.name.startswith("stage-"))]
     return found

@@ -165,7 +165,7 @@ def test_crashed_agent_jobs_are_marked_lost_and_swept(tmp_path):
         record = own.api().call("GET", f"/v1/jobs/{job_id}").json()
         assert (record["status"], record["reason"]) == ("FAILED", "lost")
         assert own.api().events(job_id)[-1]["reason"] == "lost"
-        assert not leftovers(own.root)
+        assert not leftovers(own.root, running=True)
     finally:
         own.remove()
 

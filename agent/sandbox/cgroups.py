@@ -139,6 +139,20 @@ class JobCgroup(ABC):
         for path in self.procs_files():
             _write(path, str(pid))
 
+    def rename(self, name: str) -> "JobCgroup":
+        """The same cgroup, processes and all, under a new name in every hierarchy (a cgroup made
+        and joined ahead of time takes its job's name when the job comes)."""
+        if not _NAME.match(name):
+            raise CgroupError(f"invalid job cgroup name {name!r}")
+        dirs = {c: os.path.join(os.path.dirname(d), name) for c, d in self._ctl.items()}
+        for old in self.dirs:
+            new = os.path.join(os.path.dirname(old), name)
+            try:
+                os.rename(old, new)
+            except OSError as e:
+                raise CgroupError(f"cannot rename {old} to {name}: {e.strerror}") from e
+        return type(self)(name, dirs)
+
     def pids(self) -> list[int]:
         """Union over all hierarchies, so a process that joined only some of them is still seen."""
         found: set[int] = set()

@@ -25,7 +25,7 @@ class SetupError(Exception):
     """A step of the sandbox set-up failed; the message names the step."""
 
 
-def run_init(spec: SandboxSpec, joined_fd: int) -> NoReturn:
+def run_init(spec: SandboxSpec) -> NoReturn:
     """Build the job's sandbox, start its command under the reaper, report how it ended."""
     step = "validate job context"
     set_process_name("jnb-init")
@@ -46,8 +46,7 @@ def run_init(spec: SandboxSpec, joined_fd: int) -> NoReturn:
         namespaces.loopback_up()
         step = "wait for the agent"
         wait_for_go(spec)
-        step = "join cgroup"
-        wait_for_cgroup(joined_fd)
+        step = "cgroup namespace"
         namespaces.own_cgroup_namespace()
     except Exception as exc:  # noqa: BLE001 - every failure becomes reason "setup"
         status.send("setup_error", message=f"{step}: {exc}")
@@ -129,15 +128,6 @@ def wait_for_go(spec: SandboxSpec) -> None:
         os.close(status.GO_FD)
         if go != b"g":
             raise SetupError("the agent aborted the job before it started")
-
-
-def wait_for_cgroup(joined_fd: int) -> None:
-    """Stage 1 moves this process into the job's cgroup in parallel; nothing of the user's may
-    start before that is done."""
-    ok = os.read(joined_fd, 1) == b"j"
-    os.close(joined_fd)
-    if not ok:
-        raise SetupError("the init could not be moved into the job's cgroup")
 
 
 def exec_job(spec: SandboxSpec) -> NoReturn:

@@ -60,7 +60,7 @@ class SandboxSpec:
     masks: list[str] = field(default_factory=list)         # paths hidden under an empty tmpfs/devnull
     etc_files: dict[str, str] = field(default_factory=dict)  # name -> content, written into /etc
     uploads: list[Upload] = field(default_factory=list)
-    cgroup_procs: list[str] = field(default_factory=list)  # cgroup.procs files to join first
+    cgroup_limits: dict[str, Any] = field(default_factory=dict)  # cgroups.Limits fields; the stage applies them
     network: str = "none"
     wait_for_go: bool = False          # init waits for the agent (e.g. network set-up) before exec
     artifacts_dir: str | None = None   # host dir where /work is copied when the job ends
