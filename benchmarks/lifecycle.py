@@ -662,7 +662,7 @@ def _breakdown(marks: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, 
             "cgroup open (the stage made it ahead and writes the limits)": L["cgroup_create"],
             "spec (jobspec.standard_spec) + mkdir job root": L["launch_start"] - L["cgroup_create"],
             "launch() call (spec JSON, memfd, sendmsg)": L["launch_end"] - L["launch_start"],
-            "-> 'started' (stage 1: fork, join cgroup, unshare, root tmpfs, fork init)":
+            "-> 'started' (a waiting stage takes the job: cgroup renamed + limited, mounts, fork init)":
                 L["ev_started"] - L["launch_end"],
             "'started' -> 'running' (init: mounts, pivot_root, lo up, fork job)": L["ev_running"] - L["ev_started"],
             "'running' -> 'exit' (uid, seccomp, exec /bin/true, reap)": L["ev_exit"] - L["ev_running"],
