@@ -153,6 +153,12 @@ def leftovers(root: Path, running: bool = False) -> list[str]:
     import hashlib
 
     parent = "jnb-" + hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]
+    tag = parent.removeprefix("jnb-")
+    if not running and Path(f"/sys/class/net/jnb-br-{tag}").exists():
+        found.append(f"bridge jnb-br-{tag}")
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    if not running and f"jnb_{tag}" in tables.split():
+        found.append(f"nftables table jnb_{tag}")
     for base in Path("/sys/fs/cgroup").glob("*"):
         for candidate in (base / parent, base / "unified" / parent):
             if candidate.is_dir():
