@@ -59,12 +59,18 @@ def test_api_holds_to_its_schema(fuzz_agent, method, path, mode):
 
 
 def test_refused_requests_created_nothing(fuzz_agent):
-    """Every job folder on disk belongs to a job the agent accepted and knows."""
+    """Every job folder on disk belongs to a job the agent accepted and knows; once the accepted
+    ones have ended (generated commands may still run: they are stopped), no job folder is left."""
     import requests
 
-    jobs = requests.get(fuzz_agent.url + "/v1/jobs", headers={"Authorization": f"Bearer {fuzz_agent.admin_token}"},
-                        timeout=30).json()
+    headers = {"Authorization": f"Bearer {fuzz_agent.admin_token}"}
+    jobs = requests.get(fuzz_agent.url + "/v1/jobs", headers=headers, timeout=30).json()
     known = {j["id"] for j in jobs}
     on_disk = {p.name for p in (fuzz_agent.root / "state" / "jobs").iterdir()}
     assert on_disk <= known, on_disk - known
-    assert not list((fuzz_agent.root / "jobs").iterdir())
+    for job in jobs:
+        if job["status"] in ("PENDING", "RUNNING"):
+            requests.post(f"{fuzz_agent.url}/v1/jobs/{job['id']}/stop", headers=headers, timeout=30)
+            requests.get(f"{fuzz_agent.url}/v1/jobs/{job['id']}/events", params={"follow": "true"},
+                         headers=headers, timeout=120).content  # returns once the job has ended
+    assert not list((fuzz_agent.root / "jobs").iterdir())  # removed before a job's exit event
