@@ -122,22 +122,6 @@ def _copy_fd(src: int, dst: int) -> int:
         total += n
 
 
-def open_beneath_dir(root: str, relative: str) -> int:
-    """A directory fd for `root/relative`, refusing symlinks on every component."""
-    fd = os.open(root, _DIR)
-    try:
-        for part in [p for p in relative.split("/") if p]:
-            if part in (".", ".."):
-                raise TreeError(f"{relative!r}: '.' and '..' are not allowed")
-            nfd = os.open(part, _DIR, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 # ---- manifest -----------------------------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ from .jobs import JobService, RuntimeMounts
 from .models import BuildRequest, JobRequest, JobStatus, Limits
 from .paths import AgentPaths
 from .runtime_spec import FILE_NAME, NAME, ParsedSpec, RuntimeSpecError, check_name, parse, rewrite_isolated
+from .sandbox.safefs import open_dir_beneath
 from .sandbox.spec import Mount
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "runtimes"
@@ -411,7 +412,7 @@ class RuntimeService:
                 continue
             parent, _, leaf = m.source.rpartition("/")
             try:
-                src_fd = mf.open_beneath_dir(staging, parent)
+                src_fd = open_dir_beneath(staging, parent)
             except FileNotFoundError:
                 raise PhaseFailed("cleanup", f"mounts[{i}].source {m.source!r}: the setup script left no "
                                              f"{spec.prefix}/{parent}") from None

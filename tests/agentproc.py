@@ -3,6 +3,7 @@ requests-based caller. Used by conftest.py and by tests that need an agent of th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,24 @@ class Result:
 
     def explain(self) -> str:
         return f"record={self.record}\nstdout={self.stdout}\nstderr={self.stderr}"
+
+
+@contextlib.contextmanager
+def running_agent(config: str | None = None) -> Iterator[AgentProcess]:
+    """A real agent of a test's own (with `config` as its agent.yml); once it has stopped, it must
+    have left nothing behind."""
+    proc = AgentProcess.fresh()
+    if config:
+        (proc.root / "config").mkdir(parents=True, exist_ok=True)
+        (proc.root / "config" / "agent.yml").write_text(config)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        left = leftovers(proc.root)
+        proc.remove()
+        assert not left, f"the agent left things behind: {left}"
 
 
 def leftovers(root: Path, running: bool = False) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from agentproc import AgentProcess, Api, leftovers  # noqa: E402
+from agentproc import AgentProcess, Api, running_agent  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,14 +22,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def agent() -> Iterator[AgentProcess]:
     """A real agent; at the end, the suite fails if it left any mount, cgroup or job folder."""
-    proc = AgentProcess.fresh().start()
-    try:
+    with running_agent() as proc:
         yield proc
-    finally:
-        proc.stop()
-        left = leftovers(proc.root)
-        proc.remove()
-        assert not left, f"the agent left things behind: {left}"
 
 
 @pytest.fixture

@@ -22,16 +22,10 @@ PREFIX = f"/opt/runtimes/{RUNTIME}/venv"
 
 @pytest.fixture(scope="module")
 def own_agent() -> Iterator[Any]:
-    from agentproc import AgentProcess, leftovers
+    from agentproc import running_agent
 
-    agent = AgentProcess.fresh().start()
-    try:
+    with running_agent() as agent:
         yield agent
-    finally:
-        agent.stop()
-        left = leftovers(agent.root)
-        agent.remove()
-        assert not left, left
 
 
 @pytest.fixture

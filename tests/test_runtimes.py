@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agentproc import AgentProcess, Api, leftovers
+from agentproc import AgentProcess, Api, leftovers, running_agent
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "runtimes"
 PHASES = ["validate", "setup", "cleanup", "manifest", "test", "publish"]
@@ -22,14 +22,8 @@ PHASES = ["validate", "setup", "cleanup", "manifest", "test", "publish"]
 @pytest.fixture(scope="module")
 def rt_agent() -> Iterator[AgentProcess]:
     """An agent of this module's own: builds, tampering and removals touch nobody else's runtimes."""
-    proc = AgentProcess.fresh().start()
-    try:
+    with running_agent() as proc:
         yield proc
-    finally:
-        proc.stop()
-        left = leftovers(proc.root)
-        proc.remove()
-        assert not left, f"the agent left things behind: {left}"
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,19 @@ def _walk_dirs(root_fd: int, parts: list[str], create: bool, mode: int = 0o755,
         raise
 
 
+def open_dir_beneath(root: str, relative: str) -> int:
+    """A directory descriptor for `root/relative` ("" is `root` itself), refusing symlinks and
+    '..' on every component."""
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise UnsafePath(f"path {relative!r} must not contain '..'")
+    root_fd = os.open(root, _DIR_FLAGS)
+    try:
+        return _walk_dirs(root_fd, parts, create=False)
+    finally:
+        os.close(root_fd)
+
+
 def write_beneath(root: str, path: str, content: bytes, mode: int = 0o644,
                   owner: tuple[int, int] | None = None) -> None:
     """Create `root/path` (new file only) without following any symlink on the way."""
