@@ -15,6 +15,7 @@ build:
   timeout_s: 1800
   memory_mb: 2048
   disk_mb: 512                  # the builder's /work + /tmp (its tmpfs)
+  install_mb: 4096              # what the setup script may install (its prefix is a tmpfs this big)
 mounts:                         # what a production job gets, read-only
   - source: venv                # relative to the runtime's install prefix (RUNTIME_PREFIX)
     target: /opt/runtimes/python-3.11-ml/venv    # absolute, below /opt/runtimes/<name>
@@ -86,6 +87,7 @@ class BuildSection(_Strict):
     timeout_s: float = Field(1800, gt=0, le=6 * 3600)
     memory_mb: int = Field(2048, ge=64, le=1 << 20)
     disk_mb: int = Field(512, ge=16, le=1 << 20)
+    install_mb: int = Field(4096, ge=16, le=1 << 20)
 
     @field_validator("setup")
     @classmethod

@@ -44,7 +44,8 @@ from .jobs import JobService, RuntimeMounts
 from .models import BuildRequest, JobRequest, JobStatus, Limits
 from .paths import AgentPaths
 from .runtime_spec import FILE_NAME, NAME, ParsedSpec, RuntimeSpecError, check_name, parse, rewrite_isolated
-from .sandbox.safefs import open_dir_beneath
+from .sandbox import libc, mounts
+from .sandbox.safefs import open_dir_beneath, remove_tree
 from .sandbox.spec import Mount
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "runtimes"
@@ -119,7 +120,7 @@ class RuntimeService:
             os.chmod(d, 0o700)
         self.digests.mkdir(mode=0o700, parents=True, exist_ok=True)
         for entry in self.builds.iterdir():
-            shutil.rmtree(entry, ignore_errors=True)
+            _remove_build_dir(entry)
         results = {}
         for link in sorted(self.paths.runtimes.iterdir()):
             if link.name.startswith(".") or not link.is_symlink():
@@ -327,7 +328,7 @@ class RuntimeService:
             self.builds.mkdir(mode=0o700, parents=True, exist_ok=True)
             build_dir.mkdir(mode=0o700)
             staging.mkdir(mode=0o700)
-            os.chown(staging, uid, gid)
+            _mount_staging(staging, spec.build.install_mb, uid)
             st = BuildState(record.id, name, parsed, who, build_dir)
             state["build"] = st
             self.building[name] = st
@@ -349,7 +350,7 @@ class RuntimeService:
             finally:
                 if st is not None:
                     self.building.pop(name, None)
-                    await asyncio.to_thread(shutil.rmtree, st.build_dir, True)
+                    await asyncio.to_thread(_remove_build_dir, st.build_dir)
 
         first = self._event("validate", f"runtime.yml valid: {spec.language} {spec.version}, "
                                         f"{len(spec.mounts)} mount(s), packages: {', '.join(spec.packages) or 'none'}")
@@ -558,3 +559,22 @@ class RuntimeService:
         async def remove_runtime(name: Name, who: Caller) -> Response:
             self.remove(who, name)
             return Response(status_code=204)
+
+
+def _mount_staging(staging: Path, size_mb: int, uid: int) -> None:
+    """The folder a build installs into is a tmpfs of `build.install_mb`, owned by the build's uid:
+    a setup script can fill it, never the host's disk (its pages also count against the build's
+    memory limit). It lives until the cleanup phase has copied what the runtime needs out of it."""
+    inodes = max(4096, size_mb * mounts.INODES_PER_MB)
+    libc.mount("tmpfs", str(staging), "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
+               f"size={size_mb}m,nr_inodes={inodes},mode=0700,uid={uid},gid={uid}")
+
+
+def _remove_build_dir(build_dir: Path) -> None:
+    """Unmount the build's staging tmpfs (if still there), then remove its folder."""
+    for point, _ in reversed(mounts.mounts_under(str(build_dir))):
+        try:
+            libc.umount2(point, libc.MNT_DETACH)
+        except OSError:
+            pass
+    remove_tree(str(build_dir))

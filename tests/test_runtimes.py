@@ -229,6 +229,19 @@ def test_a_failed_build_leaves_the_previous_version_working(python311, admin, us
     assert res.record["status"] == "COMPLETED" and "/opt/runtimes/python-3.11/venv" in res.stdout
 
 
+def test_a_setup_script_cannot_fill_the_host_disk(admin, rt_agent):
+    """The install prefix is a tmpfs of build.install_mb: writing past it fails in the builder."""
+    name = "fills-its-prefix"
+    variant = _variant(name, 'head -c 64M /dev/zero > "$RUNTIME_PREFIX/fill" && echo WROTE-ALL\n')
+    variant["spec"] = variant["spec"].replace("build:\n", "build:\n  install_mb: 16\n", 1)
+    record, events = build(admin, name, **variant)
+    log = "".join(e.get("data", "") for e in events)
+    assert record["status"] == "FAILED" and "WROTE-ALL" not in log, (record, log)
+    assert "No space left" in log, log
+    assert list((rt_agent.root / "runtimes" / ".builds").iterdir()) == []
+    assert not [ln for ln in open("/proc/self/mountinfo") if str(rt_agent.root) in ln]
+
+
 # ---- tampering ----------------------------------------------------------------------------------
 
 
