@@ -95,6 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .launcher_client import Launcher
     from .network import NetworkManager
     from .runtimes import RuntimeService
+    from .sandbox import cgroups
     from .sweep import sweep
 
     paths = AgentPaths.at(args.root)
@@ -118,6 +119,11 @@ def _serve(args: argparse.Namespace) -> int:
     for name, verdict in runtimes.start().items():  # full verification of every published runtime
         if verdict != "verified":
             print(f"joblet-agent: runtime {name} is refused: {verdict}", file=sys.stderr)
+    try:
+        driver.limit_parent(cgroups.Limits(cpu_percent=config.agent_limits.cpu_percent,
+                                           memory_mb=config.agent_limits.memory_mb, pids=config.agent_limits.pids))
+    except cgroups.CgroupError as exc:
+        raise CannotIsolate(f"cannot limit the agent's cgroup {driver.parent}: {exc}") from None
     counts = sweep(paths, driver, service.store, network)
     if any(counts.values()):
         print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)

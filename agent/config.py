@@ -42,6 +42,16 @@ class MaxLimits(BaseModel):
     disk_mb: int = 16384
 
 
+class AgentLimits(BaseModel):
+    """What all of an agent's jobs together may use (limits on its parent cgroup). The defaults
+    leave the host a tenth of its memory, and bound the process count."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu_percent: int | None = None
+    memory_mb: int = Field(default_factory=lambda: max(128, _memory_mb() * 9 // 10))
+    pids: int = 32768
+
+
 class NetworkConfig(BaseModel):
     """Bridge mode (`network: bridge` jobs). README "Networking" explains each rule."""
 
@@ -90,6 +100,7 @@ class AgentConfig(BaseModel):
     uid_slots: int = Field(60_000, ge=16)
     defaults: DefaultLimits = Field(default_factory=DefaultLimits)
     max_limits: MaxLimits = Field(default_factory=MaxLimits)
+    agent_limits: AgentLimits = Field(default_factory=AgentLimits)
     max_outputs_bytes: int = Field(16 << 20, ge=1024, description="JSON `--out` values of one job")
     max_output_mb: int = Field(64, ge=1, description="stdout+stderr kept per job; the rest is drained")
     network: NetworkConfig = Field(default_factory=NetworkConfig)

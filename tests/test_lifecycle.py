@@ -216,3 +216,23 @@ def _wait_for_status(api, job_id: str, status: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"job never reached {status}")
+
+
+def test_all_jobs_together_are_bounded_by_the_agents_cgroup(agent):
+    """The agent's parent cgroup carries agent_limits: many jobs, each within its own limits, still
+    cannot take the whole host. Checked in the files of whichever cgroup version this host runs."""
+    from joblet_agent.config import AgentLimits
+    from joblet_agent.paths import AgentPaths
+    from joblet_agent.sandbox import cgroups
+
+    parent = AgentPaths.at(agent.root).cgroup_parent()
+    driver = cgroups.detect(parent)
+    expected = AgentLimits()
+    if driver.version == "v1":
+        pids = open(f"/sys/fs/cgroup/pids/{parent}/pids.max").read().strip()
+        memory = int(open(f"/sys/fs/cgroup/memory/{parent}/memory.limit_in_bytes").read())
+    else:
+        pids = open(f"/sys/fs/cgroup/{parent}/pids.max").read().strip()
+        memory = int(open(f"/sys/fs/cgroup/{parent}/memory.max").read())
+    assert pids == str(expected.pids)
+    assert memory == expected.memory_mb << 20

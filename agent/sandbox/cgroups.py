@@ -394,6 +394,13 @@ class CgroupDriver(ABC):
                 continue
         return sorted(names)
 
+    def limit_parent(self, limits: Limits) -> None:
+        """Limits on the parent bound all of this agent's jobs together (the kernel applies a
+        parent's limits to the sum of its children): many jobs, each within its own limits, still
+        cannot take the whole host."""
+        self._prepare_parent()
+        self._job_class(self.parent, self._parents()).apply(limits)
+
     def remove_parent(self) -> None:
         """Remove the parent once no job cgroup is left in any hierarchy; otherwise leave it."""
         if self.leftovers():
