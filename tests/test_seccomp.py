@@ -302,6 +302,24 @@ def test_real_sockets_still_work(job_type: JobType) -> None:
     assert port > 0 and fd >= 0 and n == 1
 
 
+def test_builder_cannot_open_unix_sockets_but_jobs_can() -> None:
+    """A build sees host trees read-only, and read-only does not stop connect() to a unix socket
+    there: the builder profile refuses socket(AF_UNIX) (socketpair stays), production allows it."""
+    def body() -> list[int]:
+        out = []
+        try:
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
+            out.append(0)
+        except OSError as exc:
+            out.append(exc.errno)
+        a, b = socket.socketpair()
+        a.close(), b.close()
+        return out
+
+    assert in_child(JobType.RUNTIME_BUILD, body) == [errno.EPERM]
+    assert in_child(JobType.STANDARD, body) == [0]
+
+
 # ---------------------------------------------------------------------------------------------
 # Whole programs under the profile: the init's last step is load(), then execve
 # ---------------------------------------------------------------------------------------------

@@ -152,6 +152,11 @@ CLONE_NAMESPACE_FLAGS: int = (
 #: NETLINK_ROUTE (AI_ADDRCONFIG). Docker allows it too.
 SOCKET_DENIED_FAMILIES: tuple[int, ...] = (socket.AF_VSOCK,)
 
+#: ... and for a runtime build also AF_UNIX sockets (socketpair stays allowed). The builder sees
+#: the host's /var, /home and /root read-only, and a read-only mount does not stop connect(2) to a
+#: unix socket living there; a build needs pipes and socketpairs, not the host's daemons.
+BUILDER_SOCKET_DENIED_FAMILIES: tuple[int, ...] = (socket.AF_UNIX,)
+
 #: ioctl(2) requests that get EPERM. TIOCSTI pushes bytes into a terminal's input queue: with a
 #: shared tty, the job could type commands into the shell that started it.
 IOCTL_DENIED_REQUESTS: tuple[int, ...] = (termios.TIOCSTI,)
@@ -230,13 +235,14 @@ def _clone_flags_arg() -> int:
     return 1 if pyseccomp.system_arch() in (pyseccomp.Arch.S390, pyseccomp.Arch.S390X) else 0
 
 
-def _deny_stage() -> bytes:
+def _deny_stage(job_type: JobType) -> bytes:
     eperm = pyseccomp.ERRNO(errno.EPERM)
     flt = _new_filter(pyseccomp.ALLOW)
     for name in DENIED:
         if _nr(name) >= 0:
             flt.add_rule(eperm, name)
-    for family in SOCKET_DENIED_FAMILIES:
+    builder = BUILDER_SOCKET_DENIED_FAMILIES if job_type is JobType.RUNTIME_BUILD else ()
+    for family in SOCKET_DENIED_FAMILIES + builder:
         flt.add_rule(eperm, "socket", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, LOW32, family))
     for request in IOCTL_DENIED_REQUESTS:
         flt.add_rule(eperm, "ioctl", pyseccomp.Arg(1, pyseccomp.MASKED_EQ, LOW32, request))
@@ -295,7 +301,7 @@ def compile_profile(job_type: JobType) -> bytes:
         return cached.program
     _check_lists()
     try:
-        program = _chain(_deny_stage(), _allow_stage(job_type))
+        program = _chain(_deny_stage(job_type), _allow_stage(job_type))
     except OSError as exc:
         raise SeccompError(f"libseccomp could not build the {job_type.value} profile: {exc}") from exc
     count = len(program) // _SOCK_FILTER.size
