@@ -354,3 +354,12 @@ def test_mountinfo_shows_no_host_path_and_pid1_root_is_the_sandbox(api: Api, age
         assert_held(finish_job(api, job))
     finally:
         kill_leftovers(marker)
+
+
+def test_cannot_learn_host_paths_from_the_inits_command_line(api: Api) -> None:
+    """PID 1 is a fork of the agent's launcher; its /proc/1/cmdline (world-readable) would name the
+    agent's interpreter and cgroup parent, so it reads empty inside the job."""
+    result = api.run(command=["sh", "-c", "cat /proc/1/cmdline; echo; cat /proc/1/comm"])
+    assert result.record["status"] == "COMPLETED", result.explain()
+    assert "joblet_agent" not in result.stdout and "jnb-" not in result.stdout.split("\n")[0], result.stdout
+    assert result.stdout.split("\n")[1] == "jnb-init"

@@ -17,6 +17,7 @@ from .libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY
 PROC_MASKED_FILES = (
     "kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger", "kallsyms", "latency_stats",
     "timer_stats", "config.gz", "kmsg", "kpagecount", "kpageflags", "kpagecgroup", "mtrr",
+    "1/cmdline",  # the init is a fork of the agent's launcher: its command line names host paths
 )
 PROC_MASKED_DIRS = ("acpi", "scsi", "asound", "firmware", "driver")
 PROC_READONLY = ("sys", "irq", "bus", "fs")
