@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,6 +22,8 @@ from .auth import Principal, TokenStore
 from .errors import AgentError
 from .jobs import JobService
 from .models import BuildRequest, Created, ErrorResponse, Health, JobRecord, JobRequest
+from .runtime_spec import NAME as RUNTIME_NAME
+from .runtimes import RuntimeService
 
 JOB_ID = r"^[0-9a-f]{16}$"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -28,12 +31,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(service: JobService, tokens: TokenStore, extra: dict[str, Any] | None = None) -> FastAPI:
+def create_app(service: JobService, tokens: TokenStore, runtimes: RuntimeService) -> FastAPI:
     app = FastAPI(title="joblet-nb agent", version=__version__,
                   description="Runs notebook cells in isolated Linux sandboxes.", responses=ERRORS)
     _install_error_handlers(app)
     app.state.service = service
-    runtimes = (extra or {}).get("runtimes")
 
     def caller(authorization: Annotated[str | None, Header()] = None) -> Principal:
         return tokens.authenticate(authorization)
@@ -86,46 +88,35 @@ def create_app(service: JobService, tokens: TokenStore, extra: dict[str, Any] | 
         return StreamingResponse(_chunks(fd), media_type="application/octet-stream",
                                  headers={"Content-Length": str(size)})
 
-    if runtimes is not None:
-        runtimes.install_routes(app, caller)
-    else:
-        _install_runtime_placeholders(app, caller)
+    RuntimeName = Annotated[str, PathParam(pattern=RUNTIME_NAME.pattern, max_length=63,
+                                           description="a runtime name: lowercase letters, digits, '.', '_', '-'")]
+
+    @app.get("/v1/runtimes")
+    async def list_runtimes(who: Caller) -> list[dict[str, Any]]:
+        return runtimes.listing()
+
+    @app.get("/v1/runtimes/{name}")
+    async def get_runtime(name: RuntimeName, who: Caller) -> dict[str, Any]:
+        return runtimes.info(name)
+
+    @app.post("/v1/runtimes/{name}/build", status_code=201)
+    async def build_runtime(name: RuntimeName, who: Caller, body: BuildRequest | None = None) -> dict[str, Any]:
+        return await runtimes.build(who, name, body or BuildRequest())
+
+    @app.post("/v1/runtimes/{name}/test")
+    async def test_runtime(name: RuntimeName, who: Caller) -> dict[str, Any]:
+        return await runtimes.test(who, name)
+
+    @app.delete("/v1/runtimes/{name}", status_code=204, response_class=Response)
+    async def remove_runtime(name: RuntimeName, who: Caller) -> Response:
+        runtimes.remove(who, name)
+        return Response(status_code=204)
+
     return app
 
 
 def _path_job_id() -> Any:
-    from fastapi import Path as PathParam
-
     return PathParam(pattern=JOB_ID, description="a job id (16 hex digits)")
-
-
-def _install_runtime_placeholders(app: FastAPI, caller: Any) -> None:
-    """Without a runtime service the calls exist, say so, and refuse non-admins as the contract says."""
-    from .errors import NotFound
-
-    Caller = Annotated[Principal, Depends(caller)]
-
-    @app.get("/v1/runtimes")
-    async def list_runtimes(who: Caller) -> list[dict[str, Any]]:
-        return []
-
-    @app.get("/v1/runtimes/{name}")
-    async def get_runtime(name: str, who: Caller) -> dict[str, Any]:
-        raise NotFound(f"no runtime {name!r} is published on this agent")
-
-    @app.post("/v1/runtimes/{name}/build", status_code=201)
-    async def build_runtime(name: str, who: Caller, body: BuildRequest | None = None) -> dict[str, Any]:
-        who.require_admin()
-        raise NotFound(f"no runtime {name!r} in this agent's catalogue")
-
-    @app.post("/v1/runtimes/{name}/test")
-    async def test_runtime(name: str, who: Caller) -> dict[str, Any]:
-        raise NotFound(f"no runtime {name!r} is published on this agent")
-
-    @app.delete("/v1/runtimes/{name}", status_code=204, response_class=Response)
-    async def remove_runtime(name: str, who: Caller) -> Response:
-        who.require_admin()
-        raise NotFound(f"no runtime {name!r} is published on this agent")
 
 
 async def _ndjson(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

@@ -144,7 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
             driver.open(name).remove()
         driver.remove_parent()
 
-    app = create_app(service, tokens, {"runtimes": runtimes})
+    app = create_app(service, tokens, runtimes)
     app.router.lifespan_context = lifespan
     print(f"joblet-agent {__version__}: root {paths.root}, cgroup {driver.version}, listening on {url}",
           file=sys.stderr, flush=True)

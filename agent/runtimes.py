@@ -30,10 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
-
-from fastapi import Depends, FastAPI
-from fastapi.responses import Response
+from typing import Any
 
 from . import etcfiles
 from . import manifest as mf
@@ -43,7 +40,7 @@ from .errors import BadRequest, Conflict, NotFound
 from .jobs import JobService, RuntimeMounts
 from .models import BuildRequest, JobRequest, JobStatus, Limits
 from .paths import AgentPaths
-from .runtime_spec import FILE_NAME, NAME, ParsedSpec, RuntimeSpecError, check_name, parse, rewrite_isolated
+from .runtime_spec import FILE_NAME, ParsedSpec, RuntimeSpecError, check_name, parse, rewrite_isolated
 from .sandbox import libc, mounts
 from .sandbox.safefs import open_dir_beneath, remove_tree
 from .sandbox.spec import Mount
@@ -529,36 +526,6 @@ class RuntimeService:
         shutil.rmtree(self.versions / name, ignore_errors=True)
         if pub.version_dir and os.path.isdir(pub.version_dir):
             shutil.rmtree(pub.version_dir, ignore_errors=True)
-
-    # ---- HTTP --------------------------------------------------------------------------------
-
-    def install_routes(self, app: FastAPI, caller: Any) -> None:
-        from fastapi import Path as PathParam
-
-        Caller = Annotated[Principal, Depends(caller)]
-        Name = Annotated[str, PathParam(pattern=NAME.pattern, max_length=63,
-                                        description="a runtime name: lowercase letters, digits, '.', '_', '-'")]
-
-        @app.get("/v1/runtimes")
-        async def list_runtimes(who: Caller) -> list[dict[str, Any]]:
-            return self.listing()
-
-        @app.get("/v1/runtimes/{name}")
-        async def get_runtime(name: Name, who: Caller) -> dict[str, Any]:
-            return self.info(name)
-
-        @app.post("/v1/runtimes/{name}/build", status_code=201)
-        async def build_runtime(name: Name, who: Caller, body: BuildRequest | None = None) -> dict[str, Any]:
-            return await self.build(who, name, body or BuildRequest())
-
-        @app.post("/v1/runtimes/{name}/test")
-        async def test_runtime(name: Name, who: Caller) -> dict[str, Any]:
-            return await self.test(who, name)
-
-        @app.delete("/v1/runtimes/{name}", status_code=204, response_class=Response)
-        async def remove_runtime(name: Name, who: Caller) -> Response:
-            self.remove(who, name)
-            return Response(status_code=204)
 
 
 def _mount_staging(staging: Path, size_mb: int, uid: int) -> None:
