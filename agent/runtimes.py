@@ -40,9 +40,8 @@ from .errors import BadRequest, Conflict, NotFound
 from .jobs import JobService, RuntimeMounts
 from .models import BuildRequest, JobRequest, JobStatus, Limits
 from .paths import AgentPaths
-from .runtime_spec import FILE_NAME, ParsedSpec, RuntimeSpecError, check_name, parse, rewrite_isolated
-from .sandbox import libc, mounts
-from .sandbox.safefs import open_dir_beneath, remove_tree
+from .runtime_build import PhaseFailed, copy_to_isolated, mount_staging, remove_build_dir
+from .runtime_spec import FILE_NAME, ParsedSpec, RuntimeSpecError, check_name, parse
 from .sandbox.spec import Mount
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "runtimes"
@@ -73,12 +72,6 @@ class BuildState:
     owner: Principal
     build_dir: Path
     started: float = field(default_factory=time.monotonic)
-
-
-class PhaseFailed(Exception):
-    def __init__(self, phase: str, message: str) -> None:
-        super().__init__(message)
-        self.phase = phase
 
 
 class RuntimeService:
@@ -117,7 +110,7 @@ class RuntimeService:
             os.chmod(d, 0o700)
         self.digests.mkdir(mode=0o700, parents=True, exist_ok=True)
         for entry in self.builds.iterdir():
-            _remove_build_dir(entry)
+            remove_build_dir(entry)
         results = {}
         for link in sorted(self.paths.runtimes.iterdir()):
             if link.name.startswith(".") or not link.is_symlink():
@@ -325,7 +318,7 @@ class RuntimeService:
             self.builds.mkdir(mode=0o700, parents=True, exist_ok=True)
             build_dir.mkdir(mode=0o700)
             staging.mkdir(mode=0o700)
-            _mount_staging(staging, spec.build.install_mb, uid)
+            mount_staging(staging, spec.build.install_mb, uid)
             st = BuildState(record.id, name, parsed, who, build_dir)
             state["build"] = st
             self.building[name] = st
@@ -347,7 +340,7 @@ class RuntimeService:
             finally:
                 if st is not None:
                     self.building.pop(name, None)
-                    await asyncio.to_thread(_remove_build_dir, st.build_dir)
+                    await asyncio.to_thread(remove_build_dir, st.build_dir)
 
         first = self._event("validate", f"runtime.yml valid: {spec.language} {spec.version}, "
                                         f"{len(spec.mounts)} mount(s), packages: {', '.join(spec.packages) or 'none'}")
@@ -373,7 +366,7 @@ class RuntimeService:
         version_dir = self.versions / spec.name / record.id
         phase = "cleanup"
         try:
-            report = await asyncio.to_thread(self._cleanup, st, version_dir)
+            report = await asyncio.to_thread(copy_to_isolated, st.parsed, str(st.build_dir / "staging"), version_dir)
             self._progress(record.id, "cleanup", f"isolated/: {report.summary()}; runtime.yml rewritten, "
                                                  "runtime.yml.original kept")
             phase = "manifest"
@@ -395,60 +388,6 @@ class RuntimeService:
             return (JobStatus.FAILED, phase, f"phase {phase} failed: {exc}; the published version "
                                              f"(if any) is unchanged", code, sig)
         return (JobStatus.COMPLETED, "exit", None, code, sig)
-
-    def _cleanup(self, st: BuildState, version_dir: Path) -> mf.CopyReport:
-        spec = st.parsed.spec
-        version_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        version_dir.mkdir(mode=0o755)
-        isolated = version_dir / "isolated"
-        isolated.mkdir(mode=0o755)
-        report = mf.CopyReport()
-        staging = str(st.build_dir / "staging")
-        done: list[str] = []
-        for i, m in enumerate(spec.mounts):
-            if any(m.source == d or m.source.startswith(d + "/") for d in done):
-                continue
-            parent, _, leaf = m.source.rpartition("/")
-            try:
-                src_fd = open_dir_beneath(staging, parent)
-            except FileNotFoundError:
-                raise PhaseFailed("cleanup", f"mounts[{i}].source {m.source!r}: the setup script left no "
-                                             f"{spec.prefix}/{parent}") from None
-            except NotADirectoryError:
-                raise PhaseFailed("cleanup", f"mounts[{i}].source {m.source!r}: a component is a symlink "
-                                             "or not a folder") from None
-            try:
-                try:
-                    kind = os.stat(leaf, dir_fd=src_fd, follow_symlinks=False).st_mode
-                except FileNotFoundError:
-                    raise PhaseFailed("cleanup", f"mounts[{i}].source {m.source!r}: the setup script left "
-                                                 f"no {spec.prefix}/{m.source}") from None
-                import stat as _stat
-                if not (_stat.S_ISDIR(kind) or _stat.S_ISREG(kind)):
-                    raise PhaseFailed("cleanup", f"mounts[{i}].source {m.source!r} must be a folder or a "
-                                                 "file, not a symlink or a special file")
-                dst_parent = isolated
-                for part in [p for p in parent.split("/") if p]:
-                    dst_parent = dst_parent / part
-                    dst_parent.mkdir(mode=0o755, exist_ok=True)
-                dst_fd = os.open(dst_parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-                try:
-                    mf.copy_clean(src_fd, leaf, dst_fd, report, m.source.rpartition("/")[0])
-                finally:
-                    os.close(dst_fd)
-            finally:
-                os.close(src_fd)
-            done.append(m.source)
-        (version_dir / "runtime.yml.original").write_text(st.parsed.text)
-        rewritten = rewrite_isolated(st.parsed)
-        check = parse(rewritten, "rewritten runtime.yml")
-        outside = [m.source for m in check.spec.mounts if not m.source.startswith("isolated/")]
-        if outside:
-            raise PhaseFailed("cleanup", f"mount sources outside isolated/: {outside}")
-        (version_dir / "runtime.yml").write_text(rewritten)
-        for p in (version_dir / "runtime.yml", version_dir / "runtime.yml.original"):
-            os.chmod(p, 0o644)
-        return report
 
     async def _run_test(self, who: Principal, spec: Any, mounts: RuntimeMounts) -> dict[str, Any]:
         """The runtime's own test as a production job of `who`; waits for it and collects output."""
@@ -526,22 +465,3 @@ class RuntimeService:
         shutil.rmtree(self.versions / name, ignore_errors=True)
         if pub.version_dir and os.path.isdir(pub.version_dir):
             shutil.rmtree(pub.version_dir, ignore_errors=True)
-
-
-def _mount_staging(staging: Path, size_mb: int, uid: int) -> None:
-    """The folder a build installs into is a tmpfs of `build.install_mb`, owned by the build's uid:
-    a setup script can fill it, never the host's disk (its pages also count against the build's
-    memory limit). It lives until the cleanup phase has copied what the runtime needs out of it."""
-    inodes = max(4096, size_mb * mounts.INODES_PER_MB)
-    libc.mount("tmpfs", str(staging), "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
-               f"size={size_mb}m,nr_inodes={inodes},mode=0700,uid={uid},gid={uid}")
-
-
-def _remove_build_dir(build_dir: Path) -> None:
-    """Unmount the build's staging tmpfs (if still there), then remove its folder."""
-    for point, _ in reversed(mounts.mounts_under(str(build_dir))):
-        try:
-            libc.umount2(point, libc.MNT_DETACH)
-        except OSError:
-            pass
-    remove_tree(str(build_dir))
