@@ -146,6 +146,25 @@ def test_v1_remove_kills_what_is_left(v1: cgroups.CgroupDriver, procs: list) -> 
 
 
 @needs_v1
+def test_v1_rename_keeps_processes_and_limits_apply_after(v1: cgroups.CgroupDriver, procs: list) -> None:
+    """A sandbox stage joins a cgroup of its own before its job exists, then renames it after the
+    job and writes the job's limits: the process stays in it, under the new name."""
+    stage = v1.create("stage-x", Limits())
+    sh = _waiting(["sh", "-c", "read x"], procs)
+    stage.join(sh.pid)
+    job = stage.rename("job-0123456789abcdef")
+    job.apply(Limits(pids=7, memory_mb=64))
+    assert v1.leftovers() == ["job-0123456789abcdef"]
+    assert job.pids() == [sh.pid]
+    assert all(line.endswith(f"/{v1.parent}/job-0123456789abcdef")
+               for line in _read(f"/proc/{sh.pid}/cgroup").splitlines()
+               if any(f":{c}" in line or f",{c}" in line for c in ("pids", "memory")))
+    assert _read(f"{ROOT}/pids/{v1.parent}/job-0123456789abcdef/pids.max").strip() == "7"
+    job.remove()
+    assert v1.leftovers() == []
+
+
+@needs_v1
 def test_v1_usage(v1: cgroups.CgroupDriver, procs: list) -> None:
     job = v1.create("usage", Limits(memory_mb=256))
     code = "import sys; sys.stdin.read(1); b = bytearray(20 * 1024 * 1024); sum(range(10**6))"
@@ -419,6 +438,17 @@ def test_v2_create_failure_removes_what_it_made(tmp_path, monkeypatch) -> None:
     with pytest.raises(CgroupError, match="pids.max"):
         driver.create("j", Limits(pids=3))
     assert driver.leftovers() == []
+
+
+def test_v2_rename_moves_the_one_directory(tmp_path, monkeypatch) -> None:
+    """On cgroup2 a job is one directory: the stage's cgroup is renamed there, limits follow."""
+    root = _v2_tree(tmp_path, monkeypatch)
+    driver = cgroups.CgroupV2("jnb-t", root)
+    job = driver.create("stage-x", Limits()).rename("job-1")
+    job.apply(Limits(pids=9))
+    assert driver.leftovers() == ["job-1"]
+    assert job.dirs == [f"{root}/jnb-t/job-1"]
+    assert open(f"{root}/jnb-t/job-1/pids.max").read().strip() == "9"
 
 
 def test_detect_prefers_complete_backend(tmp_path, monkeypatch) -> None:
