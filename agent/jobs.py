@@ -61,6 +61,7 @@ class LiveJob:
     result: dict[str, Any] = field(default_factory=dict)
     open_streams: int = 3
     go_fd: int | None = None
+    attaching: asyncio.Task[None] | None = None   # the network set-up of a bridge job, off the loop
     output_bytes: int = 0
     output_cut: bool = False
     hold_exit: bool = False             # a runtime build: the RuntimeService ends the record
@@ -302,7 +303,8 @@ class JobService:
             live.init_pid = int(event["pid"])
             if live.stop_reason:
                 self._signal_stop(live, live.stop_reason, grace=0)
-            self._release_go(live)
+            if live.go_fd is not None:
+                live.attaching = asyncio.get_running_loop().create_task(self._release_go(live))
         elif kind == "running":
             record = live.record
             record.status, record.started_at = JobStatus.RUNNING, time.time()
@@ -322,14 +324,15 @@ class JobService:
             self.store.log(live.record.id).append(
                 {"type": "stderr", "data": f"[joblet] /work files: {event.get('message')}\n"})
 
-    def _release_go(self, live: LiveJob) -> None:
-        """Set up the job's network from outside, then let the init go on (EOF aborts it)."""
+    async def _release_go(self, live: LiveJob) -> None:
+        """Set up the job's network from outside (in a thread: netlink work never blocks the event
+        loop), then let the init go on; EOF on the pipe aborts it."""
         if live.go_fd is None:
             return
         go, live.go_fd = live.go_fd, None
         try:
             if not live.stop_reason and self.network is not None and live.init_pid is not None:
-                self.network.attach(live.record.id, live.init_pid)
+                await asyncio.to_thread(self.network.attach, live.record.id, live.init_pid)
                 os.write(go, b"g")
         except Exception as exc:  # noqa: BLE001 - the init sees EOF and reports reason setup
             live.result.setdefault("network_error", f"network: {exc}")
@@ -376,6 +379,8 @@ class JobService:
         if live.go_fd is not None:
             os.close(live.go_fd)
             live.go_fd = None
+        if live.attaching is not None:
+            await asyncio.gather(live.attaching, return_exceptions=True)  # release after attach, never before
         if record.network != "none" and self.network is not None:
             self.network.release(record.id)
         _rmdir(Path(self.paths.jobs / record.id))
