@@ -294,8 +294,8 @@ class NetworkManager:
         ipr.link("set", index=index, state="up")
         if _read(IP_FORWARD) != "1":
             _sysctl(IP_FORWARD, "1")
-            print(f"joblet-agent: turned net.ipv4.ip_forward on for bridge jobs (it stays on; README "
-                  f"'Networking')", file=sys.stderr, flush=True)
+            print("joblet-agent: turned net.ipv4.ip_forward on for bridge jobs (it stays on; README "
+                  "'Networking')", file=sys.stderr, flush=True)
         self.plan, self.pool, self._bridge_index = plan, AddressPool(subnet), index
         return plan, self.pool
 
