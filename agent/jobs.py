@@ -187,12 +187,13 @@ class JobService:
     def _admit(self, record: JobRecord, outputs: list[str] | None = None) -> LiveJob:
         """Store the record and take a uid slot. The job's cgroup is made and joined ahead of time
         by the sandbox stage that takes the job, which renames it `job-<id>` and writes its limits."""
+        slot = self._take_slot()  # first: a refusal (too many jobs) must leave no record behind
         self.store.add(record)
         self.store.log(record.id)
         self.audit.write("start", job=record.id, type=record.type, owner=record.owner, runtime=record.runtime,
                          limits=record.limits.model_dump(exclude_none=True), network=record.network,
                          command=record.command)
-        return LiveJob(record=record, cgroup=self.driver.open(f"job-{record.id}"), uid_slot=self._take_slot(),
+        return LiveJob(record=record, cgroup=self.driver.open(f"job-{record.id}"), uid_slot=slot,
                        outputs=outputs or [])
 
     def _cgroup_limits(self, limits: Limits) -> dict[str, Any]:
