@@ -31,6 +31,12 @@ def test_jobs_are_the_first_choice_of_a_host_wide_oom_kill(api):
     assert result.stdout == "1000\n", result.explain()
 
 
+def test_the_job_starts_with_no_signal_blocked_or_ignored(api):
+    """The init holds forwarded signals until its handlers exist; the job itself inherits none of it."""
+    result = api.run(command=["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"])
+    assert result.stdout == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n", result.explain()
+
+
 def test_unknown_command_fails_with_a_message(api):
     result = api.run(command=["no-such-program-jnb"])
     assert result.record["exit_code"] == 127

@@ -29,6 +29,7 @@ def run_init(spec: SandboxSpec) -> NoReturn:
     """Build the job's sandbox, start its command under the reaper, report how it ended."""
     step = "validate job context"
     set_process_name("jnb-init")
+    reaper.hold_signals()
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         validate_context(spec)
@@ -135,8 +136,7 @@ def exec_job(spec: SandboxSpec) -> NoReturn:
     try:
         os.setsid()
         os.chdir("/work")
-        for sig in reaper.FORWARDED + (signal.SIGPIPE, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
+        reaper.default_signals()
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash writes no core file into the job
         identity.become_job_user(spec.uid, spec.gid)
         os.dup2(status.STATUS_FD, 3)

@@ -25,10 +25,31 @@ def _forwarder(main_pid: int):
     return forward
 
 
+def hold_signals() -> None:
+    """Block the forwarded signals from the init's first step on. A PID namespace's init drops
+    signals it has no handler for, but a blocked signal stays pending: a stop that comes before the
+    handlers exist still reaches the job, as soon as it runs."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+
+
+def default_signals() -> None:
+    """For the job's own process, before exec: ignored signals and the mask survive execve, and
+    this process inherited Python's (SIGPIPE and SIGXFSZ ignored), the launcher's (SIGCHLD) and
+    the init's (the held set). The job starts as any program expects: nothing ignored or blocked."""
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                continue  # signals the C library keeps for itself
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
 def install_forwarding(main_pid: int) -> None:
     handler = _forwarder(main_pid)
     for sig in FORWARDED:
         signal.signal(sig, handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # held signals are forwarded now
 
 
 def reap_until(main_pid: int) -> int:
