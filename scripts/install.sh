@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 need=()
-for pkg in bubblewrap nftables iproute2 libseccomp2 python3 python3-venv ca-certificates; do
+for pkg in bubblewrap nftables iproute2 libseccomp2 python3 python3-venv ca-certificates curl gcc libc6-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -175,7 +175,7 @@ def foreign_syscalls_binary(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         pytest.skip("i386/x32 syscalls exist on x86_64 only")
     gcc = shutil.which("gcc")
     if gcc is None:
-        pytest.skip("gcc is needed to build the foreign-syscall probe")
+        pytest.fail("gcc is needed to build the foreign-syscall probe: scripts/install.sh installs it")
     out = tmp_path_factory.mktemp("foreign") / "foreign_syscalls"
     static = ["-static"] if any(Path(d, "libc.a").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64",
                                                                        "/usr/lib")) else []

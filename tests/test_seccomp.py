@@ -373,7 +373,7 @@ def foreign_abi(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("i386/x32 probes are x86_64 only")
     gcc = shutil.which("gcc")
     if gcc is None:
-        pytest.skip("gcc is needed to build the foreign-ABI probe")
+        pytest.fail("gcc is needed to build the foreign-ABI probe: scripts/install.sh installs it")
     src = Path(__file__).parent / "seccomp_probe" / "foreign_abi.c"
     exe = tmp_path_factory.mktemp("seccomp_probe") / "foreign_abi"
     subprocess.run([gcc, "-O0", "-o", str(exe), str(src)], check=True)
