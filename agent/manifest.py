@@ -128,30 +128,27 @@ def _copy_fd(src: int, dst: int) -> int:
 def _walk(root_fd: int, rel: str = "") -> Iterator[tuple[str, os.stat_result, int]]:
     """(relative path, lstat, parent dir fd) for every entry below root_fd, depth first, sorted."""
     for name in sorted(_names(root_fd)):
-        st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
-        path = f"{rel}/{name}" if rel else name
-        yield path, st, root_fd
-        if stat.S_ISDIR(st.st_mode):
-            fd = os.open(name, _DIR, dir_fd=root_fd)
-            try:
-                yield from _walk(fd, path)
-            finally:
-                os.close(fd)
+        yield from _descend(root_fd, name, f"{rel}/{name}" if rel else name)
 
 
 def _covered(version_fd: int) -> Iterator[tuple[str, os.stat_result, int]]:
     for name in COVERED:
+        yield from _descend(version_fd, name, name)
+
+
+def _descend(dir_fd: int, name: str, path: str) -> Iterator[tuple[str, os.stat_result, int]]:
+    """One entry (absent is fine) and, for a folder, everything below it."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    yield path, st, dir_fd
+    if stat.S_ISDIR(st.st_mode):
+        fd = os.open(name, _DIR, dir_fd=dir_fd)
         try:
-            st = os.stat(name, dir_fd=version_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        yield name, st, version_fd
-        if stat.S_ISDIR(st.st_mode):
-            fd = os.open(name, _DIR, dir_fd=version_fd)
-            try:
-                yield from _walk(fd, name)
-            finally:
-                os.close(fd)
+            yield from _walk(fd, path)
+        finally:
+            os.close(fd)
 
 
 def _sha256(dir_fd: int, name: str) -> str:

@@ -18,7 +18,7 @@ import platform
 import signal
 import socket
 
-from probelib import call, ename, expect, finish, libc, sys_call
+from probelib import call, ename, expect, finish, in_child, libc, sys_call
 
 NR = {"x86_64": {"socket": 41, "personality": 135},
       "aarch64": {"socket": 198, "personality": 92}}[platform.machine()]
@@ -26,22 +26,6 @@ CLONE_FS, CLONE_NEWUSER, CLONE_NEWNS = 0x200, 0x10000000, 0x20000
 PER_LINUX32, ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC = 0x0008, 0x0040000, 0x0400000
 AF_VSOCK = 40
 INVALID_TYPE = 0x7FFF
-
-
-def in_child(fn) -> int:
-    """Run fn() in a forked child; return the errno it reports (0 if the call worked). If a clone
-    got through, its own child also returns 0 here and leaves at once."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        os.write(w, str(fn()).encode())
-        os._exit(0)
-    os.close(w)
-    out = os.read(r, 16)
-    os.close(r)
-    os.waitpid(pid, 0)
-    return int(out or -1)
 
 
 def raw(nr: int, *args: int) -> int:

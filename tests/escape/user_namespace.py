@@ -3,27 +3,12 @@ exploit), or any other namespace. Tried in a forked child, so the probe stays wh
 it worked: unshare(CLONE_NEWUSER), unshare(CLONE_NEWNS|CLONE_NEWNET) and a raw clone with
 CLONE_NEWUSER give EPERM; clone3 gives ENOSYS (so libc falls back to the filtered clone)."""
 import errno
-import os
+
 import signal
 
-from probelib import call, ename, expect, finish, sys_call
+from probelib import call, ename, expect, finish, in_child, sys_call
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWPID = 0x20000, 0x10000000, 0x40000000, 0x20000000
-
-
-def in_child(fn) -> int:
-    """Run fn() in a forked child; return the errno it reports (0 if the call worked)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        os.write(w, str(fn()).encode())
-        os._exit(0)
-    os.close(w)
-    out = os.read(r, 16)
-    os.close(r)
-    os.waitpid(pid, 0)
-    return int(out or -1)
 
 
 def raw_clone_newuser() -> int:
