@@ -3,7 +3,6 @@ exploit), or any other namespace. Tried in a forked child, so the probe stays wh
 it worked: unshare(CLONE_NEWUSER), unshare(CLONE_NEWNS|CLONE_NEWNET) and a raw clone with
 CLONE_NEWUSER give EPERM; clone3 gives ENOSYS (so libc falls back to the filtered clone)."""
 import errno
-
 import signal
 
 from probelib import call, ename, expect, finish, in_child, sys_call
