@@ -89,14 +89,15 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from fastapi import FastAPI
 
-    from . import client_config, etcfiles, preflight
-    from .api import create_app
-    from .jobs import JobService
-    from .launcher_client import Launcher
-    from .network import NetworkManager
-    from .runtimes import RuntimeService
+    from . import client_config, preflight
+    from .jobs import etcfiles
+    from .api.app import create_app
+    from .jobs.service import JobService
+    from .jobs.launcher_client import Launcher
+    from .network.bridge import NetworkManager
+    from .builds.service import RuntimeService
     from .sandbox import cgroups
-    from .sweep import sweep
+    from .jobs.sweep import sweep
 
     paths = AgentPaths.at(args.root)
     driver = preflight.check(paths.cgroup_parent())
@@ -104,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
     host, port, loopback = ("", 0, True) if args.unix else _listen_address(args, config)
     tls_files = None
     if not args.unix and (config.tls or not loopback):
-        from .tls import ensure_certificate
+        from .api.tls import ensure_certificate
 
         tls_files = ensure_certificate(paths.config, host)
     paths.ensure()

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .sandbox.safefs import UnsafePath, split_relative
+from .fs import UnsafePath, split_relative
 
 RESERVED_ENV = ("JOB_TYPE", "JOB_ID")
 RESERVED_ENV_PREFIX = "JOBLET_"

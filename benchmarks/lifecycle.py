@@ -306,8 +306,8 @@ def _sweep_root(root: Path) -> None:
     cgroup parent. The agent's own start-up sweep code does the work."""
     from joblet_agent.paths import AgentPaths
     from joblet_agent.sandbox import cgroups
-    from joblet_agent.store import JobStore
-    from joblet_agent.sweep import sweep
+    from joblet_agent.jobs.store import JobStore
+    from joblet_agent.jobs.sweep import sweep
 
     paths = AgentPaths.at(root)
     if not paths.jobs.is_dir():
@@ -338,8 +338,8 @@ class InProcess:
     def start(self) -> None:
         from joblet_agent.auth import Principal
         from joblet_agent.config import AgentConfig
-        from joblet_agent.jobs import JobService
-        from joblet_agent.launcher_client import Launcher
+        from joblet_agent.jobs.service import JobService
+        from joblet_agent.jobs.launcher_client import Launcher
         from joblet_agent.models import JobRequest
         from joblet_agent.paths import AgentPaths
         from joblet_agent.sandbox import cgroups
@@ -381,7 +381,7 @@ class InProcess:
     def run_launcher(self, marks: dict[str, float]) -> None:
         """The sandbox part of JobService.start/_watch/_finalize, with nothing else: no records,
         no event log, no asyncio. The spec is the agent's own (jobspec.standard_spec), so it cannot drift."""
-        from joblet_agent import jobspec
+        from joblet_agent.jobs import spec as jobspec
         from joblet_agent.models import JobRecord
         from joblet_agent.sandbox import status
 

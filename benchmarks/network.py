@@ -56,7 +56,7 @@ class InProcessNetwork:
 
     def __init__(self) -> None:
         from joblet_agent.config import NetworkConfig
-        from joblet_agent.network import NetworkManager
+        from joblet_agent.network.bridge import NetworkManager
         from joblet_agent.paths import AgentPaths
 
         self.root = Path(tempfile.mkdtemp(prefix=PREFIX + "net-"))
@@ -149,7 +149,7 @@ def _interrupt(signum: int, _frame: object) -> None:
 def _sweep_network(root: Path) -> None:
     """If the agent died before its clean shutdown, remove its bridge and table as its sweep would."""
     from joblet_agent.config import NetworkConfig
-    from joblet_agent.network import NetworkManager
+    from joblet_agent.network.bridge import NetworkManager
     from joblet_agent.paths import AgentPaths
 
     manager = NetworkManager(AgentPaths.at(root), NetworkConfig())

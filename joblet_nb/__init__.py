@@ -1,6 +1,6 @@
 """joblet-nb: Jupyter magics and widgets that run notebook cells in isolated sandboxes.
 
-`%load_ext joblet_nb` registers `%joblet` / `%%joblet`. The client (`joblet_nb.client`) works
+`%load_ext joblet_nb` registers `%joblet` / `%%joblet`. The client (`joblet_nb.core.client`) works
 without IPython; importing this package does not import IPython.
 """
 
@@ -8,19 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .client import JobletClient
-from .errors import (
-    AgentUnavailable,
-    AuthError,
-    BadRequestError,
-    CertificateError,
-    JobFailed,
-    JobInterrupted,
-    JobletError,
-    NotFoundError,
-    OutputsMissing,
-    RuntimeMissing,
-)
+from .core.client import JobletClient
+from .core.errors import AgentUnavailable, AuthError, BadRequestError, CertificateError, JobFailed, JobInterrupted, JobletError, NotFoundError, OutputsMissing, RuntimeMissing
 
 __version__ = "0.1.0"
 __all__ = [
@@ -35,7 +24,7 @@ _magics: Any = None
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics once, and make them reachable by `%config JobletMagics...`."""
     global _magics
-    from .magics import JobletMagics
+    from .ipython.magics import JobletMagics
 
     if _magics is not None and _magics.shell is ipython:
         return

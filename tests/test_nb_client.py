@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from joblet_nb.client import JobletClient
-from joblet_nb.errors import AgentUnavailable, AuthError, BadRequestError, NotFoundError
+from joblet_nb.core.client import JobletClient
+from joblet_nb.core.errors import AgentUnavailable, AuthError, BadRequestError, NotFoundError
 from test_nb_support import client, wait_ended, wait_for  # noqa: F401  (fixtures)
 
 
@@ -75,7 +75,7 @@ class CuttingProxy:
 
 
 def test_the_client_works_without_ipython():
-    code = ("import sys, joblet_nb.client, joblet_nb.config, joblet_nb.errors, joblet_nb.stream\n"
+    code = ("import sys, joblet_nb.core.client, joblet_nb.core.config, joblet_nb.core.errors, joblet_nb.core.stream\n"
             "assert 'IPython' not in sys.modules, 'the client must not need IPython'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -251,7 +251,7 @@ def _answers(c: JobletClient) -> bool:
 def test_an_https_agent_is_reached_with_its_pinned_certificate(monkeypatch):
     from agentproc import AgentProcess
 
-    from joblet_nb.errors import CertificateError
+    from joblet_nb.core.errors import CertificateError
 
     _no_joblet_env(monkeypatch)
     own = AgentProcess.fresh()

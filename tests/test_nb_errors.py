@@ -7,7 +7,7 @@ import socket
 import pytest
 from IPython.core.error import UsageError
 
-from joblet_nb.errors import AgentUnavailable, AuthError, BadRequestError
+from joblet_nb.core.errors import AgentUnavailable, AuthError, BadRequestError
 from test_nb_support import nb, nb_shell  # noqa: F401  (fixtures)
 
 

@@ -12,7 +12,7 @@ import sys
 import threading
 import uuid
 
-from joblet_nb.errors import JobInterrupted
+from joblet_nb.core.errors import JobInterrupted
 from test_nb_support import (  # noqa: F401  (fixtures)
     client,
     host_processes_with,

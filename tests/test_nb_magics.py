@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 from IPython.core.error import UsageError
 
-from joblet_nb.errors import (
-    BadRequestError,
-    JobFailed,
-    NotFoundError,
-    OutputsMissing,
-    RuntimeMissing,
-)
+from joblet_nb.core.errors import BadRequestError, JobFailed, NotFoundError, OutputsMissing, RuntimeMissing
 from test_nb_support import (  # noqa: F401  (fixtures)
     PNG_SCRIPT,
     client,
@@ -366,7 +360,7 @@ def test_require_or_skip_skips_the_cells_that_need_it(nb):
 
 
 def test_ui_panel_sets_session_defaults_and_stops_jobs(nb, client):
-    from joblet_nb.widgets import BASE_RUNTIME, ControlPanel
+    from joblet_nb.ipython.widgets import BASE_RUNTIME, ControlPanel
 
     job_id = _bg_job(nb, "import time\ntime.sleep(60)")
     wait_for(lambda: client.get_job(job_id)["status"] == "RUNNING")

@@ -20,7 +20,7 @@ import pytest
 from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
 
-from joblet_nb.client import JobletClient
+from joblet_nb.core.client import JobletClient
 from joblet_nb.execute import execute
 from test_nb_support import host_processes_with, wait_ended, wait_for
 

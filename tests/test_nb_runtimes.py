@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 from IPython.core.error import UsageError
 
-from joblet_nb.errors import NotFoundError
+from joblet_nb.core.errors import NotFoundError
 from test_nb_support import NbShell, nb_shell  # noqa: F401  (fixtures)
 
 RUNTIME = "python-3.11"

@@ -18,7 +18,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from joblet_nb.client import TERMINAL, JobletClient
+from joblet_nb.core.client import TERMINAL, JobletClient
 
 
 @dataclass

@@ -7,18 +7,10 @@ import json
 
 import pytest
 
-from joblet_nb import config
-from joblet_nb.display import jobs_table, record_table, runtimes_table
-from joblet_nb.errors import JobFailed
-from joblet_nb.request import (
-    OptionError,
-    collect_inputs,
-    limits_from,
-    parse_env,
-    parse_seconds,
-    parse_size_mb,
-    read_upload,
-)
+from joblet_nb.core import config
+from joblet_nb.ipython.display import jobs_table, record_table, runtimes_table
+from joblet_nb.core.errors import JobFailed
+from joblet_nb.core.request import OptionError, collect_inputs, limits_from, parse_env, parse_seconds, parse_size_mb, read_upload
 
 # ---- sizes, times, env, uploads, inputs ------------------------------------------------------
 
@@ -169,7 +161,7 @@ def test_exit_failures_suggest_nothing_and_limits_suggest_the_option():
 
 
 def test_status_line_shows_state_elapsed_and_usage_in_every_mimetype():
-    from joblet_nb.widgets import StatusLine
+    from joblet_nb.ipython.widgets import StatusLine
 
     status = StatusLine("00112233aabbccdd")
     bundle = status._repr_mimebundle_()
@@ -184,7 +176,7 @@ def test_status_line_shows_state_elapsed_and_usage_in_every_mimetype():
 
 
 def test_build_progress_follows_progress_events():
-    from joblet_nb.widgets import BuildProgress
+    from joblet_nb.ipython.widgets import BuildProgress
 
     bar = BuildProgress("python-3.11")
     bar.on_event({"seq": 4, "type": "progress", "phase": "install", "step": 3, "steps": 7,

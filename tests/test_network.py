@@ -28,10 +28,11 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from agentproc import TEST_PREFIX, AgentProcess, Api, leftovers
-from joblet_agent import etcfiles, firewall
+from joblet_agent.jobs import etcfiles
+from joblet_agent.network import firewall
 from joblet_agent.config import NetworkConfig
 from joblet_agent.sandbox.launcher import IDLE_STAGE_NAME
-from joblet_agent.network import AddressPool, NetworkError, choose_subnet
+from joblet_agent.network.bridge import AddressPool, NetworkError, choose_subnet
 from joblet_agent.paths import AgentPaths
 
 TRANSIT_HOST, TRANSIT_OUTSIDE, TRANSIT_PREFIX = "198.18.231.1", "198.18.231.2", 30

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from joblet_agent import manifest as mf
-from joblet_agent.builder import excluded_paths, host_view
+from joblet_agent.builds import manifest as mf
+from joblet_agent.builds.builder import excluded_paths, host_view
 from joblet_agent.paths import AgentPaths
-from joblet_agent.runtime_spec import RuntimeSpecError, check_name, parse, rewrite_isolated
+from joblet_agent.builds.spec import RuntimeSpecError, check_name, parse, rewrite_isolated
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "runtimes"
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from joblet_agent.sandbox import safefs
+from joblet_agent import fs as safefs
 
 
 @pytest.mark.parametrize("bad", ["/etc/passwd", "", "..", "a/../../b", "../x", "\x00"])

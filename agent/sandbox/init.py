@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from . import identity, mounts, namespaces, reaper, seccomp, status
 from .libc import PR_SET_PDEATHSIG, close_range, prctl, set_process_name, sethostname
-from .safefs import write_beneath
+from ..fs import write_beneath
 from .spec import SandboxSpec
 
 SETUP_FAILED_EXIT = 125

@@ -31,7 +31,7 @@ from typing import NoReturn
 from . import cgroups, mounts, namespaces, seccomp, status
 from .init import SETUP_FAILED_EXIT, run_init
 from .libc import PR_SET_PDEATHSIG, close_range, prctl, set_process_name
-from .safefs import copy_tree
+from ..fs import copy_tree
 from .spec import JobType, SandboxSpec
 
 MAX_FDS = 5

@@ -13,8 +13,8 @@ from IPython.core.error import UsageError
 from IPython.display import display
 
 from .display import mapping_table, runtimes_table
-from .errors import JobFailed
-from .stream import JobFollower
+from ..core.errors import JobFailed
+from ..core.stream import JobFollower
 
 if TYPE_CHECKING:
     from .magics import JobletMagics

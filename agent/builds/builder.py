@@ -23,8 +23,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .paths import AgentPaths
-from .sandbox.spec import JobType, Mount, SandboxSpec, Upload
+from ..paths import AgentPaths
+from ..sandbox.spec import JobType, Mount, SandboxSpec, Upload
 
 HOST_TREES = ("/usr", "/etc", "/var", "/home", "/root", "/opt")
 SECRET_MASKS = (

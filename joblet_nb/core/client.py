@@ -17,14 +17,7 @@ import requests
 
 from .config import Settings, resolve
 from .unixsocket import session_for
-from .errors import (
-    AgentUnavailable,
-    CertificateError,
-    AuthError,
-    BadRequestError,
-    JobletError,
-    NotFoundError,
-)
+from .errors import AgentUnavailable, CertificateError, AuthError, BadRequestError, JobletError, NotFoundError
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "STOPPED"})
 

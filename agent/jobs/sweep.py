@@ -12,11 +12,11 @@ import os
 import shutil
 import time
 
-from .models import JobStatus
-from .network import NetworkManager
-from .paths import AgentPaths
-from .sandbox import cgroups, libc
-from .sandbox.mounts import mounts_under
+from ..models import JobStatus
+from ..network.bridge import NetworkManager
+from ..paths import AgentPaths
+from ..sandbox import cgroups, libc
+from ..sandbox.mounts import mounts_under
 from .store import JobStore
 
 

@@ -10,8 +10,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from .errors import Unavailable
-from .sandbox.spec import SandboxSpec
+from ..errors import Unavailable
+from ..sandbox.spec import SandboxSpec
 
 
 @dataclass

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .models import JobStatus, Limits
-from .sandbox.safefs import open_beneath
+from ..models import JobStatus, Limits
+from ..fs import open_beneath
 
 Verdict = tuple[JobStatus, str, str | None]
 OUTPUTS_FILE = ".joblet/outputs.json"

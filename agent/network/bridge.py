@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import firewall
-from .config import NetworkConfig
-from .paths import AgentPaths
+from ..config import NetworkConfig
+from ..paths import AgentPaths
 
 BRIDGE_PREFIX = "jnb-br-"
 VETH_PREFIX = "jnb"

@@ -9,9 +9,9 @@ import fnmatch
 import os
 from typing import Any
 
-from .client import JobletClient
+from ..core.client import JobletClient
 from .display import fmt_bytes
-from .errors import JobletError, NotFoundError
+from ..core.errors import JobletError, NotFoundError
 
 IMAGE_TYPES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif", ".svg": "svg"}
 

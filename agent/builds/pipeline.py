@@ -12,9 +12,9 @@ import stat
 from pathlib import Path
 
 from . import manifest as mf
-from .runtime_spec import ParsedSpec, parse, rewrite_isolated
-from .sandbox import libc, mounts
-from .sandbox.safefs import open_dir_beneath, remove_tree
+from .spec import ParsedSpec, parse, rewrite_isolated
+from ..sandbox import libc, mounts
+from ..fs import open_dir_beneath, remove_tree
 
 
 class PhaseFailed(Exception):

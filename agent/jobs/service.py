@@ -17,18 +17,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
-from . import jobspec, verdict
-from .audit import AuditLog
-from .auth import Principal
-from .config import AgentConfig
-from .errors import BadRequest, Conflict, NotFound
+from . import spec as jobspec, verdict
+from ..audit import AuditLog
+from ..auth import Principal
+from ..config import AgentConfig
+from ..errors import BadRequest, Conflict, NotFound
 from .launcher_client import JobPipes, Launcher
-from .models import JobRecord, JobRequest, JobStatus, Limits, Usage
-from .paths import AgentPaths
-from .sandbox import cgroups, status
-from .jobspec import RuntimeMounts
-from .sandbox.safefs import UnsafePath, open_beneath
-from .sandbox.spec import JobType, SandboxSpec
+from ..models import JobRecord, JobRequest, JobStatus, Limits, Usage
+from ..paths import AgentPaths
+from ..sandbox import cgroups, status
+from .spec import RuntimeMounts
+from ..fs import UnsafePath, open_beneath
+from ..sandbox.spec import JobType, SandboxSpec
 from .store import JobStore
 
 SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too

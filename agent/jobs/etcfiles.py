@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from .sandbox.spec import Mount
+from ..sandbox.spec import Mount
 
 JOB_USER = "job"
 # The host's list first; systemd-resolved's upstream list if the first has only a local stub.

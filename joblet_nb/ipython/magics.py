@@ -18,12 +18,12 @@ from traitlets import Bool, Dict, Float, Int, Unicode
 from traitlets.config import Configurable
 
 from . import artifacts
-from .client import JobletClient
-from .config import mask, resolve
+from ..core.client import JobletClient
+from ..core.config import mask, resolve
 from .display import ended_text, jobs_table, mapping_table, record_table
-from .errors import JobFailed, JobletError, NotFoundError, OutputsMissing, RuntimeMissing
-from .request import OptionError, collect_inputs, limits_from, parse_env, read_upload
-from .stream import JobFollower, JobResult
+from ..core.errors import JobFailed, JobletError, NotFoundError, OutputsMissing, RuntimeMissing
+from ..core.request import OptionError, collect_inputs, limits_from, parse_env, read_upload
+from ..core.stream import JobFollower, JobResult
 
 BASE_NAMES = ("base", "none", "")
 
@@ -502,7 +502,7 @@ class JobletMagics(Magics, Configurable):
         args = parse_argstring(self._runtime, rest)
         if args.action != "list" and not args.name:
             raise UsageError(f"%joblet runtime {args.action} needs a runtime name")
-        from . import runtimes
+        from . import runtime_magics as runtimes
 
         return runtimes.run_action(self, args)
 

@@ -17,13 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
-from .auth import Principal, TokenStore
-from .errors import AgentError
-from .jobs import JobService
-from .models import BuildRequest, Created, ErrorResponse, Health, JobRecord, JobRequest
-from .runtime_spec import NAME as RUNTIME_NAME
-from .runtimes import RuntimeService
+from .. import __version__
+from ..auth import Principal, TokenStore
+from ..errors import AgentError
+from ..jobs.service import JobService
+from ..models import BuildRequest, Created, ErrorResponse, Health, JobRecord, JobRequest
+from ..builds.spec import NAME as RUNTIME_NAME
+from ..builds.service import RuntimeService
 
 JOB_ID = r"^[0-9a-f]{16}$"
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from . import etcfiles
-from .config import DefaultLimits, MaxLimits
-from .errors import BadRequest
-from .models import JobRecord, JobRequest, Limits
-from .sandbox.spec import JobType, Mount, SandboxSpec, Upload
+from ..config import DefaultLimits, MaxLimits
+from ..errors import BadRequest
+from ..models import JobRecord, JobRequest, Limits
+from ..sandbox.spec import JobType, Mount, SandboxSpec, Upload
 
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 CELL_RUNNER = Path(__file__).with_name("cell_runner.py")

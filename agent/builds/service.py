@@ -32,19 +32,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import etcfiles
+from ..jobs import etcfiles
 from . import manifest as mf
-from .auth import Principal
+from ..auth import Principal
 from .builder import BuildPlan, builder_spec
-from .errors import BadRequest, Conflict, NotFound
-from .jobs import JobService, RuntimeMounts
-from .models import BuildRequest, JobRequest, JobStatus, Limits
-from .paths import AgentPaths
-from .runtime_build import PhaseFailed, copy_to_isolated, mount_staging, remove_build_dir
-from .runtime_spec import FILE_NAME, ParsedSpec, RuntimeSpecError, check_name, parse
-from .sandbox.spec import Mount
+from ..errors import BadRequest, Conflict, NotFound
+from ..jobs.service import JobService, RuntimeMounts
+from ..models import BuildRequest, JobRequest, JobStatus, Limits
+from ..paths import AgentPaths
+from .pipeline import PhaseFailed, copy_to_isolated, mount_staging, remove_build_dir
+from .spec import FILE_NAME, ParsedSpec, RuntimeSpecError, check_name, parse
+from ..sandbox.spec import Mount
 
-DEFAULT_CATALOGUE = Path(__file__).resolve().parent.parent / "runtimes"
+DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "runtimes"
 PHASES = ("validate", "setup", "cleanup", "manifest", "test", "publish")
 NO_BRIDGE = ("this agent has no bridge network, and runtime {name!r} downloads from the package "
              "registries (build.network: bridge in its runtime.yml): it cannot be built here yet")

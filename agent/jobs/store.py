@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .models import JobRecord
-from .sandbox.safefs import remove_tree
+from ..models import JobRecord
+from ..fs import remove_tree
 
 
 class EventLog:

@@ -19,15 +19,9 @@ from typing import Any, Callable
 
 import ipywidgets as w
 
-from .client import TERMINAL, JobletClient
-from .display import (
-    elapsed,
-    ended_text,
-    fmt_seconds,
-    jobs_table,
-    usage_text,
-)
-from .errors import JobletError
+from ..core.client import TERMINAL, JobletClient
+from .display import elapsed, ended_text, fmt_seconds, jobs_table, usage_text
+from ..core.errors import JobletError
 
 STATE_COLOURS = {
     "PENDING": "#888",
