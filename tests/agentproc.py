@@ -1,9 +1,12 @@
-"""A real agent for tests: `joblet-agent serve` on loopback with its own root, and a small
-requests-based caller. Used by conftest.py and by tests that need an agent of their own."""
+"""Real agents for tests: `running_agent`, the one way a test starts `joblet-agent serve` (on
+loopback or a unix socket, with its own root), a small requests-based caller, and what the host
+sees of an agent's jobs (leftovers, processes)."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import json
 import os
 import shutil
@@ -12,16 +15,21 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import requests
+
+from waiting import wait_until
 
 TEST_PREFIX = "jnb-test-"
 AGENT = [sys.executable, "-m", "joblet_agent.cli"]
+NEEDS_ROOT = "needs root: starts real sandboxes"
+FINISHED = ("COMPLETED", "FAILED", "STOPPED")
 
 
 def free_port() -> int:
@@ -38,8 +46,12 @@ def create_token(root: Path, role: str, name: str | None = None) -> str:
 
 @dataclass
 class AgentProcess:
+    """One `joblet-agent serve` on its own root; `start` and `stop` may be called again (restarts)."""
+
     root: Path
     port: int
+    scheme: str = "http"
+    unix: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     user_token: str = ""
     admin_token: str = ""
@@ -47,31 +59,29 @@ class AgentProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    @classmethod
-    def fresh(cls) -> "AgentProcess":
-        root = Path(tempfile.mkdtemp(prefix=TEST_PREFIX))
-        agent = cls(root=root, port=free_port())
-        agent.user_token = create_token(root, "user", "tester")
-        agent.admin_token = create_token(root, "admin", "test-admin")
-        return agent
+    def start(self) -> "AgentProcess":
+        where = ["--unix", str(self.unix)] if self.unix else ["--listen", f"127.0.0.1:{self.port}"]
+        env = dict(os.environ, XDG_CONFIG_HOME=str(self.root / "client-config"))
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(AGENT + ["serve", "--root", str(self.root), *where],
+                                         stdout=log, stderr=log, env=env, start_new_session=True)
+        wait_until(self._answers, timeout=60, message="the agent did not come up")
+        return self
 
-    def start(self, extra_env: dict[str, str] | None = None, scheme: str = "http") -> "AgentProcess":
-        env = dict(os.environ, XDG_CONFIG_HOME=str(self.root / "client-config"), **(extra_env or {}))
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(AGENT + ["serve", "--root", str(self.root), "--listen", f"127.0.0.1:{self.port}"],
-                                     stdout=log, stderr=log, env=env, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"agent exited: {self.log_path.read_text()}")
-            try:
-                requests.get(f"{scheme}://127.0.0.1:{self.port}/v1/health", timeout=1, verify=False)
-                return self
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("agent did not come up in 60s")
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"agent exited: {self.log_path.read_text()}")
+        try:
+            if self.unix:
+                with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.unix)), timeout=1) as c:
+                    return c.get("http://agent/v1/health").status_code == 200
+            requests.get(f"{self.url}/v1/health", timeout=1, verify=False)
+            return True
+        except (requests.ConnectionError, httpx.TransportError):
+            return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -92,6 +102,32 @@ class AgentProcess:
         return Api(self.url, self.user_token if token is None else token)
 
 
+@contextlib.contextmanager
+def running_agent(config: str | None = None, *, tls: bool = False, unix: bool = False,
+                  parent: str | None = None) -> Iterator[AgentProcess]:
+    """A real agent of a test's own, started: `config` becomes its agent.yml, `tls` serves HTTPS,
+    `unix` listens on `root/agent.sock` only, `parent` is where its root is made. Once it has
+    stopped, it must have left nothing behind. Without root, the test is skipped."""
+    if os.geteuid() != 0:
+        pytest.skip(NEEDS_ROOT)
+    root = Path(tempfile.mkdtemp(prefix=TEST_PREFIX, dir=parent))
+    agent = AgentProcess(root=root, port=free_port(), scheme="https" if tls else "http",
+                         unix=root / "agent.sock" if unix else None)
+    try:
+        agent.user_token = create_token(root, "user", "tester")
+        agent.admin_token = create_token(root, "admin", "test-admin")
+        if config is not None or tls:
+            text = (config or "") + ("tls: true\n" if tls else "")
+            (root / "config").mkdir(parents=True, exist_ok=True)
+            (root / "config" / "agent.yml").write_text(text)
+        yield agent.start()
+    finally:
+        agent.stop()
+        left = leftovers(agent.root)
+        agent.remove()
+    assert not left, f"the agent left things behind: {left}"
+
+
 class Api:
     """Just enough of a client for the agent's own tests (the notebook client is tested apart)."""
 
@@ -108,6 +144,9 @@ class Api:
         assert r.status_code == 201, r.text
         return r.json()["id"]
 
+    def record(self, job_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/v1/jobs/{job_id}").json()
+
     def events(self, job_id: str, after: int = 0, follow: bool = True, timeout: float = 120) -> list[dict[str, Any]]:
         r = self.call("GET", f"/v1/jobs/{job_id}/events", params={"follow": str(follow).lower(), "after": after},
                       stream=True, timeout=timeout)
@@ -117,8 +156,25 @@ class Api:
     def run(self, **body: Any) -> "Result":
         job_id = self.submit(**body)
         events = self.events(job_id)
-        record = self.call("GET", f"/v1/jobs/{job_id}").json()
-        return Result(job_id, record, events)
+        return Result(job_id, self.record(job_id), events)
+
+    def wait_for_output(self, job_id: str, text: str, timeout: float = 30) -> str:
+        """The job's stdout once it contains `text`; fails at once if the job ends without it."""
+        def printed() -> str:
+            events = self.events(job_id, follow=False)
+            out = "".join(e["data"] for e in events if e["type"] == "stdout")
+            ended = any(e["type"] == "exit" for e in events)
+            assert text in out or not ended, \
+                f"job {job_id} ended before printing {text!r}: {self.record(job_id)}\n{out}"
+            return out if text in out else ""
+        return wait_until(printed, timeout, message=f"job {job_id} did not print {text!r}")
+
+    def wait_for_status(self, job_id: str, *statuses: str, timeout: float = 60,
+                        interval: float = 0.05) -> dict[str, Any]:
+        """The job's record once its status is one of `statuses` (by default: any finished one)."""
+        wanted = statuses or FINISHED
+        return wait_until(lambda: (r := self.record(job_id))["status"] in wanted and r, timeout, interval,
+                          message=f"job {job_id} never reached {' or '.join(wanted)}")
 
 
 @dataclass
@@ -143,24 +199,6 @@ class Result:
         return f"record={self.record}\nstdout={self.stdout}\nstderr={self.stderr}"
 
 
-@contextlib.contextmanager
-def running_agent(config: str | None = None) -> Iterator[AgentProcess]:
-    """A real agent of a test's own (with `config` as its agent.yml); once it has stopped, it must
-    have left nothing behind."""
-    proc = AgentProcess.fresh()
-    if config:
-        (proc.root / "config").mkdir(parents=True, exist_ok=True)
-        (proc.root / "config" / "agent.yml").write_text(config)
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        left = leftovers(proc.root)
-        proc.remove()
-        assert not left, f"the agent left things behind: {left}"
-
-
 def leftovers(root: Path, running: bool = False) -> list[str]:
     """Mounts, cgroups and job folders an agent on `root` left behind. With `running`, the agent
     is still up, and the cgroups of its sandbox stages waiting for a job (`stage-*`) are its own."""
@@ -170,8 +208,6 @@ def leftovers(root: Path, running: bool = False) -> list[str]:
     jobs = root / "jobs"
     if jobs.exists():
         found += [f"folder {p}" for p in jobs.iterdir()]
-    import hashlib
-
     parent = "jnb-" + hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]
     tag = parent.removeprefix("jnb-")
     if not running and Path(f"/sys/class/net/jnb-br-{tag}").exists():
@@ -184,4 +220,20 @@ def leftovers(root: Path, running: bool = False) -> list[str]:
             if candidate.is_dir():
                 found += [f"cgroup {p}" for p in candidate.iterdir()
                           if p.is_dir() and not (running and p.name.startswith("stage-"))]
+    return found
+
+
+def host_processes_with(marker: str) -> list[int]:
+    """Host pids (the host's /proc sees every namespace) whose command line, its arguments joined
+    by spaces, contains `marker`; never this test process itself."""
+    found = []
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        pid = int(path.split("/")[2])
+        try:
+            with open(path, "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and pid != os.getpid():
+            found.append(pid)
     return found

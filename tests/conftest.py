@@ -1,27 +1,57 @@
-"""Shared fixtures: one real agent (uvicorn on loopback, real sandboxes) for the session."""
+"""Every shared fixture of the suite, and the `root` mark.
+
+A test that starts real sandboxes (an agent, a cgroup, a namespace...) carries `@pytest.mark.root`
+(or its module a `pytestmark`); without root it is skipped with that reason, so the unit tests run
+on a laptop while CI, as root, runs everything. A test that uses an agent fixture without the mark
+stops the run at collection, as root too, so a missing mark is caught where the suite is green.
+
+Every test talks to real agents (`agentproc.running_agent`); nothing of the agent is mocked. The
+notebook tests' IPython shell is configured through `%config` (URL and token files), so they never
+depend on the environment or on a `~/.config/joblet` of the machine.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 
-sys.path.insert(0, str(Path(__file__).parent))
+from agentproc import NEEDS_ROOT, AgentProcess, Api, running_agent
+from joblet_nb.core.client import JobletClient
+from nbshell import NbShell
 
-from agentproc import AgentProcess, Api, running_agent  # noqa: E402
+AGENT_FIXTURES = {"agent", "module_agent"}
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if os.geteuid() != 0:
-        raise pytest.UsageError("the joblet-nb suite runs as root: it starts real sandboxes (CI runs as root)")
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") and os.geteuid() != 0:
+        pytest.skip(NEEDS_ROOT)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items if item.get_closest_marker("root") is None
+                and AGENT_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if unmarked:
+        raise pytest.UsageError("tests that use a real agent need @pytest.mark.root: " + ", ".join(unmarked))
+
+
+# ---- agents ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def agent() -> Iterator[AgentProcess]:
-    """A real agent; at the end, the suite fails if it left any mount, cgroup or job folder."""
+    """The session's real agent; at the end, the suite fails if it left any mount, cgroup or job folder."""
+    with running_agent() as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def module_agent() -> Iterator[AgentProcess]:
+    """An agent of the test module's own: its builds, tampering, removals and fuzzing touch nobody
+    else's runtimes or jobs."""
     with running_agent() as proc:
         yield proc
 
@@ -34,3 +64,33 @@ def api(agent: AgentProcess) -> Api:
 @pytest.fixture
 def admin_api(agent: AgentProcess) -> Api:
     return agent.api(agent.admin_token)
+
+
+# ---- the notebook side -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nb_shell(agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory) -> NbShell:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "joblet_nb")
+    token_dir = tmp_path_factory.mktemp("jnb-tokens")
+    nb = NbShell(shell, agent, token_dir)
+    nb.user_token_file.write_text(agent.user_token + "\n")
+    nb.admin_token_file.write_text(agent.admin_token + "\n")
+    os.chmod(nb.user_token_file, 0o600)
+    os.chmod(nb.admin_token_file, 0o600)
+    nb.configure()
+    return nb
+
+
+@pytest.fixture
+def nb(nb_shell: NbShell) -> Iterator[NbShell]:
+    """The session's shell with its session defaults reset, before and after the test."""
+    nb_shell.reset()
+    yield nb_shell
+    nb_shell.reset()
+
+
+@pytest.fixture
+def client(agent: AgentProcess) -> JobletClient:
+    return JobletClient(agent.url, agent.user_token, agent.admin_token)

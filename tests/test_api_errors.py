@@ -9,6 +9,8 @@ import requests
 
 from agentproc import Api, create_token
 
+pytestmark = pytest.mark.root
+
 B64 = base64.b64encode(b"x").decode()
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 
-from agentproc import Api
+import pytest
+import requests
+
+from agentproc import Api, create_token, running_agent
+
+pytestmark = pytest.mark.root
 
 
 def test_token_create_prints_one_line_and_stores_only_a_hash(agent):
@@ -50,15 +56,7 @@ def test_audit_log_says_who_ran_what_and_how_it_ended(agent, api):
 
 
 def test_tls_agent_serves_https_with_a_certificate_clients_pin():
-    import requests
-
-    from agentproc import AgentProcess
-
-    own = AgentProcess.fresh()
-    (own.root / "config").mkdir(parents=True, exist_ok=True)
-    (own.root / "config" / "agent.yml").write_text("tls: true\n")
-    try:
-        own.start(scheme="https")
+    with running_agent(tls=True) as own:
         client = json.loads((own.root / "client-config" / "joblet" / "client.json").read_text())
         assert client["url"].startswith("https://") and client["cert"].endswith("agent-cert.pem")
         ok = requests.get(client["url"] + "/v1/whoami", verify=client["cert"],
@@ -76,34 +74,13 @@ def test_tls_agent_serves_https_with_a_certificate_clients_pin():
             pass
         else:
             raise AssertionError("plain HTTP was served")
-    finally:
-        own.remove()
 
 
-def test_unix_socket_agent_is_reachable_only_through_the_socket_file(tmp_path):
-    import os
-    import stat
-    import time
-
-    from agentproc import AgentProcess, create_token
-
-    own = AgentProcess.fresh()
-    sock = own.root / "agent.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "joblet_agent.cli", "serve", "--root", str(own.root), "--unix",
-                             str(sock)], env=dict(os.environ, XDG_CONFIG_HOME=str(own.root / "cfg")),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            if sock.exists():
-                break
-            time.sleep(0.05)
-        time.sleep(0.2)
+def test_unix_socket_agent_is_reachable_only_through_the_socket_file():
+    with running_agent(unix=True) as own:
+        sock = own.unix
         assert stat.S_IMODE(sock.stat().st_mode) == 0o660
         token = create_token(own.root, "user")
         out = subprocess.run(["curl", "-sS", "--unix-socket", str(sock), "-H", f"Authorization: Bearer {token}",
                               "http://agent/v1/whoami"], capture_output=True, text=True, timeout=30)
         assert json.loads(out.stdout)["role"] == "user", out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        own.remove()

@@ -13,7 +13,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -39,7 +39,9 @@ def _real_v1() -> bool:
         return False
 
 
-needs_v1 = pytest.mark.skipif(not _real_v1(), reason="needs root and cgroup v1 controllers")
+def needs_v1(test: Callable[..., None]) -> Callable[..., None]:
+    """Root, then this host's cgroup v1 controllers (without root, the root mark says why)."""
+    return pytest.mark.root(pytest.mark.skipif(not _real_v1(), reason="needs cgroup v1 controllers")(test))
 
 
 # --- real cgroup v1 ---

@@ -23,8 +23,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +31,10 @@ from typing import Any
 import httpx
 import pytest
 
-from agentproc import AgentProcess, Api, Result, create_token, leftovers
-from test_escape_production import (ESCAPE, assert_held, force_remove_job, host_processes_with,
-                                    job_dirs_on_host, kill_leftovers, run_probe, wait_for_output)
+from agentproc import AgentProcess, Api, Result, create_token, host_processes_with, leftovers, running_agent
+from test_escape_production import ESCAPE, assert_held, force_remove_job, job_dirs_on_host, kill_leftovers, run_probe
+
+pytestmark = pytest.mark.root
 
 # ---- helpers ----------------------------------------------------------------------------------
 
@@ -155,7 +154,7 @@ def test_stop_ends_a_throttled_spinning_job(api: Api, agent: AgentProcess) -> No
         job = probe_command_job(api, "cpu_spin", marker,
                                 {"PROBE_SPIN_S": "300", "PROBE_SPINNERS": "2", "PROBE_IGNORE_TERM": "1"},
                                 limits={"cpu_percent": 20, "timeout_s": 600})
-        wait_for_output(api, job, "spinning in 2 processes")
+        api.wait_for_output(job, "spinning in 2 processes")
         assert host_processes_with(marker), "the host cannot see the spinners: this test would prove nothing"
         r = api.call("POST", f"/v1/jobs/{job}/stop")
         assert r.status_code == 200, r.text
@@ -231,26 +230,9 @@ class UnixApi:
 @pytest.fixture
 def unix_agent() -> Iterator[tuple[AgentProcess, Path, str]]:
     """A second agent that listens on a unix socket only (as in test_auth.py)."""
-    own = AgentProcess.fresh()
-    sock = own.root / "agent.sock"
-    log = open(own.log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "joblet_agent.cli", "serve", "--root", str(own.root),
-                             "--unix", str(sock)], env=dict(os.environ, XDG_CONFIG_HOME=str(own.root / "cfg")),
-                            stdout=log, stderr=log, start_new_session=True)
-    own.proc = proc
-    try:
-        deadline = time.monotonic() + 60
-        while not (sock.exists() and stat.S_ISSOCK(sock.lstat().st_mode)):
-            assert proc.poll() is None, f"the unix agent exited: {own.log_path.read_text()}"
-            assert time.monotonic() < deadline, "the unix agent did not come up in 60s"
-            time.sleep(0.05)
-        yield own, sock, create_token(own.root, "user")
-    finally:
-        own.stop()
-        log.close()
-        left = leftovers(own.root)
-        own.remove()
-        assert not left, f"the unix agent left things behind: {left}"
+    with running_agent(unix=True) as own:
+        assert own.unix is not None and stat.S_ISSOCK(own.unix.lstat().st_mode)
+        yield own, own.unix, create_token(own.root, "user")
 
 
 def test_cannot_reach_the_agents_unix_socket_or_tcp_port(agent: AgentProcess,
@@ -338,7 +320,7 @@ def test_mountinfo_shows_no_host_path_and_pid1_root_is_the_sandbox(api: Api, age
     try:
         job = probe_command_job(api, "mountinfo_root", marker, {"PROBE_AGENT_ROOT": root, "PROBE_WAIT_FOR_HOST": "1"},
                                 limits={"timeout_s": 120})
-        wait_for_output(api, job, "ready for the host")
+        api.wait_for_output(job, "ready for the host")
         pids = host_processes_with(marker)
         assert len(pids) == 1, f"want exactly the probe on the host, found {pids}"
         probe = pids[0]

@@ -31,7 +31,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,11 +39,13 @@ from typing import Any
 import pytest
 import requests
 
-from agentproc import AgentProcess, Api, Result
+from agentproc import AgentProcess, Api, Result, host_processes_with
 
 ESCAPE = Path(__file__).parent / "escape"
 NAMESPACES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
 SANDBOX_HOSTNAME = "joblet"
+
+pytestmark = pytest.mark.root
 
 
 # ---- running probes ------------------------------------------------------------------------------
@@ -66,41 +67,11 @@ def assert_held(result: Result) -> None:
     assert "PROBE_OK" in result.stdout, result.explain()
 
 
-def stdout_of(api: Api, job_id: str) -> tuple[str, bool]:
-    events = api.events(job_id, follow=False)
-    out = "".join(e["data"] for e in events if e["type"] == "stdout")
-    return out, any(e["type"] == "exit" for e in events)
-
-
-def wait_for_output(api: Api, job_id: str, text: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out, ended = stdout_of(api, job_id)
-        if text in out:
-            return out
-        assert not ended, f"job {job_id} ended before printing {text!r}: {api.call('GET', f'/v1/jobs/{job_id}').json()}\n{out}"
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not print {text!r} within {timeout}s")
-
-
 def stop_and_finish(api: Api, job_id: str) -> Result:
     r = api.call("POST", f"/v1/jobs/{job_id}/stop")
     assert r.status_code == 200, r.text
     events = api.events(job_id)
     return Result(job_id, api.call("GET", f"/v1/jobs/{job_id}").json(), events)
-
-
-def host_processes_with(marker: str) -> list[int]:
-    """Host pids whose command line contains `marker` (the host's /proc sees every namespace)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def kill_leftovers(marker: str) -> None:
@@ -248,7 +219,7 @@ def test_cannot_see_another_jobs_tmp(api: Api) -> None:
     marker = f"jnb-probe-{uuid.uuid4().hex}"
     job_a = api.submit(script=(ESCAPE / "tmp_plant.py").read_text(), env={"PROBE_MARKER": marker})
     try:
-        wait_for_output(api, job_a, "planted")
+        api.wait_for_output(job_a, "planted")
         assert_held(run_probe(api, "tmp_look", env={"PROBE_MARKER": marker}))
         assert api.call("GET", f"/v1/jobs/{job_a}").json()["status"] == "RUNNING", "job A ended too early"
     finally:
@@ -378,7 +349,7 @@ def test_reaper_reaps_orphans(api: Api) -> None:
 def test_reaper_forwards_sigterm_on_stop(api: Api) -> None:
     job = api.submit(script=(ESCAPE / "sigterm.py").read_text())
     try:
-        wait_for_output(api, job, "ready")
+        api.wait_for_output(job, "ready")
     finally:
         result = stop_and_finish(api, job)
     assert "got SIGTERM, exiting cleanly" in result.stdout, result.explain()
@@ -401,7 +372,7 @@ def test_daemon_does_not_outlive_its_stopped_job(api: Api) -> None:
     marker = f"jnb-daemon-{uuid.uuid4().hex}"
     try:
         job = api.submit(script=(ESCAPE / "daemon.py").read_text(), env={"PROBE_MARKER": marker, "PROBE_THEN": "wait"})
-        wait_for_output(api, job, "daemon running")
+        api.wait_for_output(job, "daemon running")
         assert host_processes_with(marker), "the host cannot see the job's daemon: this test would prove nothing"
         result = stop_and_finish(api, job)
         assert result.record["status"] == "STOPPED", result.explain()
@@ -541,16 +512,6 @@ def test_deep_work_tree_cannot_block_delete(api: Api, agent: AgentProcess) -> No
         force_remove_job(api, agent, result.id)
 
 
-def wait_until_finished(api: Api, job_id: str, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = api.call("GET", f"/v1/jobs/{job_id}").json()
-        if record["status"] not in ("PENDING", "RUNNING"):
-            return record
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still running after {timeout}s")
-
-
 def test_output_flood_cannot_fill_the_host_disk(api: Api, agent: AgentProcess) -> None:
     """The agent writes a job's stdout to its log on the host's disk. A job limited to disk_mb = 8
     writes 192 MiB of output: what the agent keeps of it must be bounded (here: under 96 MiB), or
@@ -559,7 +520,7 @@ def test_output_flood_cannot_fill_the_host_disk(api: Api, agent: AgentProcess) -
     job = api.submit(script=(ESCAPE / "flood_output.py").read_text(), env={"PROBE_OUTPUT_MB": str(output_mb)},
                      limits={"disk_mb": 8, "timeout_s": 120})
     try:
-        record = wait_until_finished(api, job)
+        record = api.wait_for_status(job, timeout=300, interval=0.2)
         stored = sum(p.stat().st_size for d in job_dirs_on_host(agent, job) for p in d.rglob("*") if p.is_file())
         assert stored <= bound_mb << 20, (
             f"a job limited to 8 MiB wrote {output_mb} MiB of output and the agent stored {stored >> 20} MiB of it "

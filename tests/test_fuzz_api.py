@@ -18,15 +18,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from agentproc import AgentProcess
-
-
-@pytest.fixture(scope="module")
-def fuzz_agent():
-    proc = AgentProcess.fresh().start()
-    yield proc
-    proc.remove()
-
+pytestmark = pytest.mark.root
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 OPERATIONS = [("GET", "/v1/health"), ("GET", "/v1/whoami"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs"),
@@ -42,35 +34,35 @@ CASES = [(m, p, mode) for m, p in OPERATIONS for mode in (GenerationMode.POSITIV
 
 
 @pytest.mark.parametrize("method, path, mode", CASES, ids=[f"{m} {p} {mode.value}" for m, p, mode in CASES])
-def test_api_holds_to_its_schema(fuzz_agent, method, path, mode):
+def test_api_holds_to_its_schema(module_agent, method, path, mode):
     """schemathesis's pytest plugin does not load on pytest 9, so its strategies are driven here
     with hypothesis directly."""
-    schema = schemathesis.openapi.from_url(fuzz_agent.url + "/openapi.json")
+    schema = schemathesis.openapi.from_url(module_agent.url + "/openapi.json")
     operation = schema[path][method]
-    headers = {"Authorization": f"Bearer {fuzz_agent.user_token}"}
+    headers = {"Authorization": f"Bearer {module_agent.user_token}"}
 
     @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
     @hypothesis.settings(max_examples=20, deadline=None, derandomize=True, database=None,
                          suppress_health_check=list(hypothesis.HealthCheck))
     def run(case):
-        case.call_and_validate(base_url=fuzz_agent.url, headers=headers, checks=CHECKS, timeout=60)
+        case.call_and_validate(base_url=module_agent.url, headers=headers, checks=CHECKS, timeout=60)
 
     run()
 
 
-def test_refused_requests_created_nothing(fuzz_agent):
+def test_refused_requests_created_nothing(module_agent):
     """Every job folder on disk belongs to a job the agent accepted and knows; once the accepted
     ones have ended (generated commands may still run: they are stopped), no job folder is left."""
     import requests
 
-    headers = {"Authorization": f"Bearer {fuzz_agent.admin_token}"}
-    jobs = requests.get(fuzz_agent.url + "/v1/jobs", headers=headers, timeout=30).json()
+    headers = {"Authorization": f"Bearer {module_agent.admin_token}"}
+    jobs = requests.get(module_agent.url + "/v1/jobs", headers=headers, timeout=30).json()
     known = {j["id"] for j in jobs}
-    on_disk = {p.name for p in (fuzz_agent.root / "state" / "jobs").iterdir()}
+    on_disk = {p.name for p in (module_agent.root / "state" / "jobs").iterdir()}
     assert on_disk <= known, on_disk - known
     for job in jobs:
         if job["status"] in ("PENDING", "RUNNING"):
-            requests.post(f"{fuzz_agent.url}/v1/jobs/{job['id']}/stop", headers=headers, timeout=30)
-            requests.get(f"{fuzz_agent.url}/v1/jobs/{job['id']}/events", params={"follow": "true"},
+            requests.post(f"{module_agent.url}/v1/jobs/{job['id']}/stop", headers=headers, timeout=30)
+            requests.get(f"{module_agent.url}/v1/jobs/{job['id']}/events", params={"follow": "true"},
                          headers=headers, timeout=120).content  # returns once the job has ended
-    assert not list((fuzz_agent.root / "jobs").iterdir())  # removed before a job's exit event
+    assert not list((module_agent.root / "jobs").iterdir())  # removed before a job's exit event

@@ -8,9 +8,12 @@ import json
 import os
 import signal
 import sys
-import time
 
-from agentproc import AgentProcess, leftovers
+import pytest
+
+from agentproc import AgentProcess, leftovers, running_agent
+
+pytestmark = pytest.mark.root
 
 
 def _assert_clean(agent: AgentProcess, job_id: str) -> None:
@@ -63,7 +66,7 @@ def test_stop_sends_sigterm_to_the_job_then_ends_it(api, agent):
               "def bye(*_):\n    print('got SIGTERM', flush=True); sys.exit(0)\n"
               "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\ntime.sleep(60)\n")
     job_id = api.submit(script=script)
-    _wait_for_output(api, job_id, "ready")
+    api.wait_for_output(job_id, "ready")
     assert api.call("POST", f"/v1/jobs/{job_id}/stop").status_code == 200
     events = api.events(job_id)
     record = api.call("GET", f"/v1/jobs/{job_id}").json()
@@ -74,22 +77,15 @@ def test_stop_sends_sigterm_to_the_job_then_ends_it(api, agent):
 
 def test_stop_kills_a_job_that_ignores_sigterm(agent):
     """With a short grace period, SIGKILL follows SIGTERM."""
-    job_id = None
-    own = AgentProcess.fresh()
-    (own.root / "config").mkdir(parents=True, exist_ok=True)
-    (own.root / "config" / "agent.yml").write_text("stop_grace_s: 0.5\n")
-    own.start()
-    try:
+    with running_agent("stop_grace_s: 0.5\n") as own:
         api = own.api()
         job_id = api.submit(script="import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
                                    "print('ready', flush=True)\ntime.sleep(120)\n")
-        _wait_for_output(api, job_id, "ready")
+        api.wait_for_output(job_id, "ready")
         api.call("POST", f"/v1/jobs/{job_id}/stop")
         events = api.events(job_id, timeout=30)
         assert events[-1]["status"] == "STOPPED"
         _assert_clean(own, job_id)
-    finally:
-        own.remove()
 
 
 def test_failed_setup_is_reported_as_setup_with_the_step(api, agent):
@@ -152,7 +148,7 @@ def test_usage_is_reported_while_the_job_runs(api):
     job_id = api.submit(script="import time\nb = bytearray(32 << 20)\nprint('ready', flush=True)\n"
                                "end = time.time() + 60\nwhile time.time() < end: pass\n")
     try:
-        _wait_for_output(api, job_id, "ready")
+        api.wait_for_output(job_id, "ready")
         usage = api.call("GET", f"/v1/jobs/{job_id}").json()["usage"]
         assert usage["memory_peak_bytes"] >= 32 << 20 and usage["cpu_s"] > 0, usage
     finally:
@@ -161,19 +157,16 @@ def test_usage_is_reported_while_the_job_runs(api):
 
 
 def test_crashed_agent_jobs_are_marked_lost_and_swept(tmp_path):
-    own = AgentProcess.fresh().start()
-    try:
+    with running_agent() as own:
         api = own.api()
         job_id = api.submit(command=["sleep", "300"])
-        _wait_for_status(api, job_id, "RUNNING")
+        api.wait_for_status(job_id, "RUNNING")
         own.stop(signal.SIGKILL)
         own.start()
         record = own.api().call("GET", f"/v1/jobs/{job_id}").json()
         assert (record["status"], record["reason"]) == ("FAILED", "lost")
         assert own.api().events(job_id)[-1]["reason"] == "lost"
         assert not leftovers(own.root, running=True)
-    finally:
-        own.remove()
 
 
 def test_agent_refuses_to_start_without_root(tmp_path):
@@ -208,23 +201,6 @@ def test_agent_refuses_to_start_without_root(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 2, stderr
     assert "must run as root" in stderr
-
-
-def _wait_for_output(api, job_id: str, text: str) -> None:
-    r = api.call("GET", f"/v1/jobs/{job_id}/events", params={"follow": "true"}, stream=True)
-    for line in r.iter_lines():
-        if text.encode() in line:
-            r.close()
-            return
-    raise AssertionError(f"{text!r} never appeared")
-
-
-def _wait_for_status(api, job_id: str, status: str) -> None:
-    for _ in range(600):
-        if api.call("GET", f"/v1/jobs/{job_id}").json()["status"] == status:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"job never reached {status}")
 
 
 def test_all_jobs_together_are_bounded_by_the_agents_cgroup(agent):

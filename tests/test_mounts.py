@@ -8,6 +8,8 @@ import os
 import tempfile
 from collections.abc import Callable
 
+import pytest
+
 from joblet_agent.sandbox import libc, mounts
 
 
@@ -41,6 +43,7 @@ def _rm(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.root
 def test_readonly_bind_makes_every_submount_readonly_nosuid_nodev():
     def check(work: str) -> None:
         src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
@@ -65,6 +68,7 @@ def test_readonly_bind_makes_every_submount_readonly_nosuid_nodev():
     in_private_mount_namespace(check)
 
 
+@pytest.mark.root
 def test_bind_without_submounts_keeps_noexec_of_its_source():
     def check(work: str) -> None:
         src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
@@ -81,6 +85,7 @@ def test_bind_without_submounts_keeps_noexec_of_its_source():
     in_private_mount_namespace(check)
 
 
+@pytest.mark.root
 def test_writable_bind_is_still_nosuid_nodev():
     def check(work: str) -> None:
         src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
@@ -94,6 +99,7 @@ def test_writable_bind_is_still_nosuid_nodev():
     in_private_mount_namespace(check)
 
 
+@pytest.mark.root
 def test_mkdirs_beneath_refuses_symlinks_and_dotdot():
     def check(work: str) -> None:
         os.symlink("/etc", os.path.join(work, "link"))

@@ -17,7 +17,9 @@ import pytest
 
 from joblet_nb.core.client import JobletClient
 from joblet_nb.core.errors import AgentUnavailable, AuthError, BadRequestError, NotFoundError
-from test_nb_support import client, wait_ended, wait_for  # noqa: F401  (fixtures)
+from agentproc import running_agent
+from nbshell import wait_ended
+from waiting import wait_until
 
 
 class CuttingProxy:
@@ -80,11 +82,13 @@ def test_the_client_works_without_ipython():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.root
 def test_health_needs_no_token(agent):
     health = JobletClient(agent.url, None).health()
     assert health["status"] == "ok" and health["version"]
 
 
+@pytest.mark.root
 def test_run_and_stream_events_in_order(client):
     job = client.run_job(script="import sys\nprint('a')\nprint('b', file=sys.stderr)")
     events = list(client.events(job["id"]))
@@ -94,6 +98,7 @@ def test_run_and_stream_events_in_order(client):
     assert [e["data"] for e in events if e["type"] == "stderr"] == ["b\n"]
 
 
+@pytest.mark.root
 def test_events_after_seq_give_exactly_the_rest(client):
     job = client.run_job(script="for i in range(5): print(i)")
     events = list(client.events(job["id"]))
@@ -103,6 +108,7 @@ def test_events_after_seq_give_exactly_the_rest(client):
     assert history == events
 
 
+@pytest.mark.root
 def test_stream_resumes_across_dropped_connections(agent):
     proxy = CuttingProxy(agent.port)
     try:
@@ -123,11 +129,12 @@ def test_stream_resumes_across_dropped_connections(agent):
         proxy.close()
 
 
+@pytest.mark.root
 def test_stop_list_get_download_delete(client):
     job = client.run_job(script="open('note.txt', 'w').write('kept')\nprint('written', flush=True)\n"
                                 "import time\ntime.sleep(60)")
     job_id = job["id"]
-    wait_for(lambda: any(e["type"] == "stdout" for e in client.events(job_id, follow=False)))
+    wait_until(lambda: any(e["type"] == "stdout" for e in client.events(job_id, follow=False)))
     assert job_id in [j["id"] for j in client.list_jobs()]
     client.stop(job_id)
     record = wait_ended(client, job_id)
@@ -138,6 +145,7 @@ def test_stop_list_get_download_delete(client):
         client.get_job(job_id)
 
 
+@pytest.mark.root
 def test_uploads_inputs_and_outputs(client):
     job = client.run_job(
         script="total = sum(xs) + int(open('n.txt').read())",
@@ -148,11 +156,13 @@ def test_uploads_inputs_and_outputs(client):
     assert outputs and outputs[0]["values"] == {"total": 10}
 
 
+@pytest.mark.root
 def test_whoami_and_runtimes(client):
     assert client.whoami()["role"] == "user"
     assert isinstance(client.runtimes(), list)
 
 
+@pytest.mark.root
 def test_agent_errors_become_specific_exceptions(agent, client):
     with pytest.raises(AuthError):
         JobletClient(agent.url, "not-a-token").list_jobs()
@@ -175,6 +185,7 @@ def test_a_stopped_agent_is_one_clear_error():
     assert "joblet-agent serve" in str(err.value) and "JOBLET_URL" in str(err.value)
 
 
+@pytest.mark.root
 def test_from_settings_reads_the_environment(agent, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setenv("JOBLET_URL", agent.url)
@@ -185,60 +196,32 @@ def test_from_settings_reads_the_environment(agent, monkeypatch, tmp_path):
     assert c.admin_token == agent.admin_token
 
 
-def _no_joblet_env(monkeypatch):
+def _client_from_the_agents_config(agent, monkeypatch) -> JobletClient:
+    """The client as it is made on the agent's machine: from the config file the agent wrote alone."""
     for name in ("JOBLET_URL", "JOBLET_TOKEN", "JOBLET_ADMIN_TOKEN"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(agent.root / "client-config"))
+    return JobletClient.from_settings()
 
 
+@pytest.mark.root
 def test_the_client_config_the_agent_writes_is_enough(agent, monkeypatch):
     """`%load_ext joblet_nb` needs no set-up on the agent's machine: the file format agrees."""
-    _no_joblet_env(monkeypatch)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(agent.root / "client-config"))
-    c = JobletClient.from_settings()
+    c = _client_from_the_agents_config(agent, monkeypatch)
     assert c.url == agent.url
     assert c.whoami()["role"] == "user"
     assert JobletClient(c.url, c.admin_token).whoami()["role"] == "admin"
 
 
-def test_an_agent_on_a_unix_socket(monkeypatch, tmp_path):
-    import os
-    import signal
-    import tempfile
-    from pathlib import Path
-
-    from agentproc import AGENT, TEST_PREFIX, leftovers
-
-    _no_joblet_env(monkeypatch)
-    root = Path(tempfile.mkdtemp(prefix=TEST_PREFIX))
-    sock = root / "agent.sock"
-    xdg = root / "client-config"
-    env = dict(os.environ, XDG_CONFIG_HOME=str(xdg))
-    log = root / "agent.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(AGENT + ["serve", "--root", str(root), "--unix", str(sock)],
-                                env=env, stdout=out, stderr=out, start_new_session=True)
-    try:
-        wait_for(lambda: (xdg / "joblet" / "client.json").exists() and sock.exists()
-                 or proc.poll() is not None)
-        if proc.poll() is not None:
-            # An agent-side failure to serve on --unix (not the client's): show why, do not hide it.
-            pytest.xfail(f"joblet-agent serve --unix did not start: {log.read_text()[-400:]}")
-        monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
-        c = JobletClient.from_settings()
-        assert c.url == f"unix:{sock}"
-        wait_for(lambda: _answers(c))
+@pytest.mark.root
+def test_an_agent_on_a_unix_socket(monkeypatch):
+    with running_agent(unix=True) as agent:
+        c = _client_from_the_agents_config(agent, monkeypatch)
+        assert c.url == f"unix:{agent.unix}"
+        wait_until(lambda: _answers(c))
         job = c.run_job(script="print('over a unix socket')")
         events = list(c.events(job["id"]))
         assert [e["data"] for e in events if e["type"] == "stdout"] == ["over a unix socket\n"]
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-        left = leftovers(root)
-        import shutil
-
-        shutil.rmtree(root, ignore_errors=True)
-    assert not left
 
 
 def _answers(c: JobletClient) -> bool:
@@ -248,24 +231,15 @@ def _answers(c: JobletClient) -> bool:
         return False
 
 
+@pytest.mark.root
 def test_an_https_agent_is_reached_with_its_pinned_certificate(monkeypatch):
-    from agentproc import AgentProcess
-
     from joblet_nb.core.errors import CertificateError
 
-    _no_joblet_env(monkeypatch)
-    own = AgentProcess.fresh()
-    (own.root / "config").mkdir(parents=True, exist_ok=True)
-    (own.root / "config" / "agent.yml").write_text("tls: true\n")
-    try:
-        own.start(scheme="https")
-        monkeypatch.setenv("XDG_CONFIG_HOME", str(own.root / "client-config"))
-        c = JobletClient.from_settings()
+    with running_agent(tls=True) as own:
+        c = _client_from_the_agents_config(own, monkeypatch)
         assert c.url.startswith("https://") and c.cert
         job = c.run_job(script="print('over TLS')")
         assert [e["data"] for e in c.events(job["id"]) if e["type"] == "stdout"] == ["over TLS\n"]
         with pytest.raises(CertificateError) as err:
             JobletClient(c.url, c.token).whoami()  # the system store does not know the agent
         assert "JOBLET_CERT" in str(err.value)
-    finally:
-        own.remove()

@@ -8,7 +8,8 @@ import pytest
 from IPython.core.error import UsageError
 
 from joblet_nb.core.errors import AgentUnavailable, AuthError, BadRequestError
-from test_nb_support import nb, nb_shell  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.root
 
 
 def _one_line(error: BaseException) -> str:

@@ -12,22 +12,21 @@ import sys
 import threading
 import uuid
 
+import pytest
+
 from joblet_nb.core.errors import JobInterrupted
-from test_nb_support import (  # noqa: F401  (fixtures)
-    client,
-    host_processes_with,
-    nb,
-    nb_shell,
-    wait_ended,
-    wait_for,
-)
+from agentproc import host_processes_with
+from nbshell import wait_ended
+from waiting import wait_until
+
+pytestmark = pytest.mark.root
 
 
 def _interrupt_when(predicate) -> threading.Thread:
     main = threading.main_thread().ident
 
     def interrupter() -> None:
-        wait_for(predicate)
+        wait_until(predicate)
         signal.pthread_kill(main, signal.SIGINT)
 
     thread = threading.Thread(target=interrupter, daemon=True)
@@ -64,7 +63,7 @@ def test_ctrl_c_stops_the_job_and_its_process_tree(nb, client):
 def test_ctrl_c_on_attach_detaches_and_leaves_the_job_running(nb, client):
     nb.run("%%joblet run --bg\nimport time\nprint('bg', flush=True)\ntime.sleep(60)")
     (job_id,) = nb.magics.background
-    wait_for(lambda: client.get_job(job_id)["status"] == "RUNNING")
+    wait_until(lambda: client.get_job(job_id)["status"] == "RUNNING")
 
     def bg_line_shown() -> bool:  # the cell's captured stdout already holds the job's line
         getvalue = getattr(sys.stdout, "getvalue", None)

@@ -6,14 +6,10 @@ import pytest
 from IPython.core.error import UsageError
 
 from joblet_nb.core.errors import BadRequestError, JobFailed, NotFoundError, OutputsMissing, RuntimeMissing
-from test_nb_support import (  # noqa: F401  (fixtures)
-    PNG_SCRIPT,
-    client,
-    nb,
-    nb_shell,
-    wait_ended,
-    wait_for,
-)
+from nbshell import PNG_SCRIPT, wait_ended
+from waiting import wait_until
+
+pytestmark = pytest.mark.root
 
 # ---- %%joblet run: output and failure --------------------------------------------------------
 
@@ -274,7 +270,7 @@ def test_status_shows_the_record(nb):
 
 def test_logs_prints_the_output_so_far(nb, client):
     job_id = _bg_job(nb, "print('line one', flush=True)\nimport time\ntime.sleep(30)")
-    wait_for(lambda: any(e.get("type") == "stdout" for e in client.events(job_id, follow=False)))
+    wait_until(lambda: any(e.get("type") == "stdout" for e in client.events(job_id, follow=False)))
     cell = nb.run(f"%joblet logs {job_id}")
     assert cell.stdout == "line one\n"
     nb.run(f"%joblet stop {job_id}")
@@ -283,7 +279,7 @@ def test_logs_prints_the_output_so_far(nb, client):
 
 def test_stop_stops_a_background_job(nb, client):
     job_id = _bg_job(nb, "import time\ntime.sleep(60)")
-    wait_for(lambda: client.get_job(job_id)["status"] == "RUNNING")
+    wait_until(lambda: client.get_job(job_id)["status"] == "RUNNING")
     cell = nb.run(f"%joblet stop {job_id}")
     assert cell.error is None and "stop sent" in cell.stderr
     assert wait_ended(client, job_id)["status"] == "STOPPED"
@@ -363,7 +359,7 @@ def test_ui_panel_sets_session_defaults_and_stops_jobs(nb, client):
     from joblet_nb.ipython.widgets import BASE_RUNTIME, ControlPanel
 
     job_id = _bg_job(nb, "import time\ntime.sleep(60)")
-    wait_for(lambda: client.get_job(job_id)["status"] == "RUNNING")
+    wait_until(lambda: client.get_job(job_id)["status"] == "RUNNING")
     cell = nb.run("%joblet ui")
     assert cell.error is None
     assert "session defaults" in cell.htmls() and job_id in cell.htmls()  # the static snapshot

@@ -22,7 +22,11 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from joblet_nb.core.client import JobletClient
 from joblet_nb.execute import execute
-from test_nb_support import host_processes_with, wait_ended, wait_for
+from agentproc import host_processes_with
+from nbshell import wait_ended
+from waiting import wait_until
+
+pytestmark = pytest.mark.root
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -192,7 +196,7 @@ def _collect_until(kc: Any, msg_id: str, km: Any, marker: str) -> list[tuple[str
         kind, content = msg["msg_type"], msg["content"]
         seen.append((kind, content))
         if kind == "stream" and "started" in content.get("text", "") and not interrupted:
-            assert wait_for(lambda: host_processes_with(f"sleep {marker}")), "the job's child never showed"
+            assert wait_until(lambda: host_processes_with(f"sleep {marker}")), "the job's child never showed"
             km.interrupt_kernel()
             interrupted = True
         if kind == "status" and content["execution_state"] == "idle" and interrupted:

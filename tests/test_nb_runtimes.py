@@ -14,34 +14,28 @@ import pytest
 from IPython.core.error import UsageError
 
 from joblet_nb.core.errors import NotFoundError
-from test_nb_support import NbShell, nb_shell  # noqa: F401  (fixtures)
+from nbshell import NbShell
+
+pytestmark = pytest.mark.root
 
 RUNTIME = "python-3.11"
 PREFIX = f"/opt/runtimes/{RUNTIME}/venv"
 
 
-@pytest.fixture(scope="module")
-def own_agent() -> Iterator[Any]:
-    from agentproc import running_agent
-
-    with running_agent() as agent:
-        yield agent
-
-
 @pytest.fixture
-def admin_nb(nb_shell: NbShell, own_agent: Any, tmp_path: Path) -> Iterator[NbShell]:
+def admin_nb(nb_shell: NbShell, module_agent: Any, tmp_path: Path) -> Iterator[NbShell]:
     """The session's shell, pointed at this module's agent for the test."""
     user, admin = tmp_path / "user", tmp_path / "admin"
-    user.write_text(own_agent.user_token)
-    admin.write_text(own_agent.admin_token)
+    user.write_text(module_agent.user_token)
+    admin.write_text(module_agent.admin_token)
     nb_shell.reset()
     m = nb_shell.magics
-    m.url, m.token_file, m.admin_token_file = own_agent.url, str(user), str(admin)
+    m.url, m.token_file, m.admin_token_file = module_agent.url, str(user), str(admin)
     yield nb_shell
     nb_shell.reset()
 
 
-def test_runtime_life_cycle_from_a_notebook(admin_nb, own_agent, tmp_path, monkeypatch):
+def test_runtime_life_cycle_from_a_notebook(admin_nb, module_agent, tmp_path, monkeypatch):
     nb = admin_nb
     built = nb.run(f"%joblet runtime build {RUNTIME}")
     assert built.error is None, (built.error, built.stdout, built.stderr)
@@ -71,8 +65,8 @@ def test_runtime_life_cycle_from_a_notebook(admin_nb, own_agent, tmp_path, monke
     # the educator notebook declares this runtime first, and here gets it (no fallback)
     from joblet_nb.execute import execute
 
-    monkeypatch.setenv("JOBLET_URL", own_agent.url)
-    monkeypatch.setenv("JOBLET_TOKEN", own_agent.user_token)
+    monkeypatch.setenv("JOBLET_URL", module_agent.url)
+    monkeypatch.setenv("JOBLET_TOKEN", module_agent.user_token)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     path = tmp_path / "educator.ipynb"
     shutil.copy(Path(__file__).resolve().parent.parent / "notebooks" / "educator.ipynb", path)

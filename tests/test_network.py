@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,12 +26,11 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute, netns
 
-from agentproc import TEST_PREFIX, AgentProcess, Api, leftovers
+from agentproc import TEST_PREFIX, AgentProcess, Api, running_agent
+from waiting import wait_until
 from joblet_agent.jobs import etcfiles
 from joblet_agent.network import firewall
-from joblet_agent.config import NetworkConfig
 from joblet_agent.sandbox.launcher import IDLE_STAGE_NAME
-from joblet_agent.network.bridge import AddressPool, NetworkError, choose_subnet
 from joblet_agent.paths import AgentPaths
 
 TRANSIT_HOST, TRANSIT_OUTSIDE, TRANSIT_PREFIX = "198.18.231.1", "198.18.231.2", 30
@@ -42,6 +40,8 @@ SERVER_PORT = 8080
 JOB_SUBNET = "10.231.99.0/24"     # the module agent's bridge subnet (configured)
 GATEWAY = "10.231.99.1"
 VETH_NAME = re.compile(r"^jnb[0-9a-f]{12}$")
+
+pytestmark = pytest.mark.root
 
 # A connection probe run inside jobs and inside the outside namespace: one JSON line, target -> outcome.
 # "timeout" means the SYN was dropped on the way; "refused" means a host answered with a reset.
@@ -160,10 +160,9 @@ def outside() -> Iterator[Outside]:
         server = subprocess.Popen(["nsenter", f"--net=/run/netns/{name}", sys.executable, "-c", SERVER_PROGRAM,
                                    str(SERVER_PORT)], start_new_session=True)
         world = Outside(name=name, host_veth=host_veth, server=server)
-        deadline = time.monotonic() + 20
-        while not world.probe(f"{SERVER}:{SERVER_PORT}", timeout=0.5)[f"{SERVER}:{SERVER_PORT}"].startswith("connected"):
-            assert time.monotonic() < deadline, "the outside world's web server did not start"
-            time.sleep(0.1)
+        wait_until(lambda: world.probe(f"{SERVER}:{SERVER_PORT}", timeout=0.5)[f"{SERVER}:{SERVER_PORT}"]
+                   .startswith("connected"), timeout=20, interval=0.1,
+                   message="the outside world's web server did not start")
         yield world
     finally:
         if server is not None:
@@ -178,12 +177,6 @@ def outside() -> Iterator[Outside]:
 # ---- agents ------------------------------------------------------------------------------------
 
 
-def start_agent(config: str) -> AgentProcess:
-    agent = AgentProcess.fresh()
-    (agent.root / "config" / "agent.yml").write_text(config)
-    return agent.start()
-
-
 def agent_names(agent: AgentProcess) -> tuple[str, str]:
     """(bridge, nftables table) of an agent, as the agent derives them."""
     tag = AgentPaths.at(agent.root).cgroup_parent().removeprefix("jnb-")
@@ -192,14 +185,11 @@ def agent_names(agent: AgentProcess) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def net_agent(outside: Outside) -> Iterator[AgentProcess]:
-    agent = start_agent(f"network:\n  subnet: {JOB_SUBNET}\n")
-    try:
+    with running_agent(f"network:\n  subnet: {JOB_SUBNET}\n") as agent:
         yield agent
-    finally:
         agent.stop()
         bridge, table = agent_names(agent)
-        left = leftovers(agent.root) + network_leftovers(bridge)
-        agent.remove()
+        left = network_leftovers(bridge)
         assert not left, f"the agent left things behind: {left}"
         assert not firewall.exists(table), "the agent's nftables table outlived it"
 
@@ -350,16 +340,16 @@ class ListeningJob:
 @pytest.fixture
 def listening_job(net_api: Api) -> Iterator[ListeningJob]:
     job_id = net_api.submit(command=["python3", "-c", LISTENER, "60"], network="bridge")
-    deadline, address = time.monotonic() + 30, None
-    while address is None:
-        assert time.monotonic() < deadline, net_api.events(job_id, follow=False)
+
+    def address() -> str | None:
         out = "".join(e.get("data", "") for e in net_api.events(job_id, follow=False) if e["type"] == "stdout")
         found = re.search(r"^address (\S+)$", out, re.M)
-        address = found.group(1) if found else None
         if any(e["type"] == "exit" for e in net_api.events(job_id, follow=False)):
             pytest.fail(f"the listening job ended early: {net_api.events(job_id, follow=False)}")
-        time.sleep(0.1)
-    job = ListeningJob(job_id, address)
+        return found.group(1) if found else None
+
+    job = ListeningJob(job_id, wait_until(address, timeout=30, interval=0.1,
+                                          message=lambda: net_api.events(job_id, follow=False)))
     try:
         yield job
     finally:
@@ -394,21 +384,13 @@ def _subnet_hosts() -> set[str]:
 
 def test_operator_allow_list_deny_list_and_dns(outside: Outside) -> None:
     server = f"{SERVER}:{SERVER_PORT}"
-    agent = start_agent("network:\n  allow: [203.0.113.0/24]\n  dns: [203.0.113.53]\n")
-    try:
+    with running_agent("network:\n  allow: [203.0.113.0/24]\n  dns: [203.0.113.53]\n") as agent:
         api = agent.api()
         assert probe_job(api, server) == {server: "timeout"}  # not on the allow list
         result = api.run(command=["cat", "/etc/resolv.conf"], network="bridge")
         assert result.stdout == "nameserver 203.0.113.53\n"
-    finally:
-        agent.stop()
-        agent.remove()
-    agent = start_agent(f"network:\n  deny: [{SERVER}/32]\n")
-    try:
+    with running_agent(f"network:\n  deny: [{SERVER}/32]\n") as agent:
         assert probe_job(agent.api(), server) == {server: "timeout"}
-    finally:
-        agent.stop()
-        agent.remove()
 
 # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -426,10 +408,8 @@ def test_nothing_is_left_after_50_bridge_jobs(net_agent: AgentProcess) -> None:
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(one, range(50)))
     assert statuses == ["COMPLETED None"] * 50
-    deadline = time.monotonic() + 10
-    while (left := _bridge_leftovers(net_agent, bridge)) and time.monotonic() < deadline:
-        time.sleep(0.1)  # veths are deleted in the background, ~20 ms each
-    assert not left, left
+    wait_until(lambda: not _bridge_leftovers(net_agent, bridge), timeout=10, interval=0.1,  # veths are deleted
+               message=lambda: _bridge_leftovers(net_agent, bridge))  # in the background, ~20 ms each
     assert firewall.list_table(table) == rules_before  # no per-job rules, nothing added or left
 
 
@@ -469,105 +449,51 @@ def _process_tree(root: int) -> list[int]:
 
 
 def test_addresses_are_freed_and_reused_and_never_shared() -> None:
-    agent = start_agent("network:\n  subnet: 10.231.98.0/29\n")  # 5 job addresses
-    try:
+    with running_agent("network:\n  subnet: 10.231.98.0/29\n") as agent:  # 5 job addresses
         api = agent.api()
         for _ in range(12):  # more jobs than addresses, one after the other
             result = api.run(command=["/bin/true"], network="bridge")
             assert result.record["status"] == "COMPLETED", result.explain()
         sleepers = [api.submit(command=["sleep", "30"], network="bridge") for _ in range(5)]
         for job_id in sleepers:
-            _wait_running(api, job_id)
+            api.wait_for_status(job_id, "RUNNING", timeout=30)
         sixth = api.run(command=["/bin/true"], network="bridge")
         assert sixth.record["status"] == "FAILED" and sixth.record["reason"] == "setup"
         assert "addresses of 10.231.98.0/29 are held" in sixth.record["message"]
         for job_id in sleepers:
             api.call("POST", f"/v1/jobs/{job_id}/stop")
             api.events(job_id)
-    finally:
-        agent.stop()
-        agent.remove()
 
 
 def test_bridge_setup_failure_fails_the_job_with_reason_setup(outside: Outside) -> None:
-    agent = start_agent("network:\n  subnet: 198.18.231.0/29\n")  # overlaps the outside world's route
-    try:
+    with running_agent("network:\n  subnet: 198.18.231.0/29\n") as agent:  # overlaps the outside world's route
         result = agent.api().run(command=["/bin/true"], network="bridge")
         assert (result.record["status"], result.record["reason"]) == ("FAILED", "setup"), result.explain()
         assert "overlaps the host's route to 198.18.231.0/30" in result.record["message"]
-    finally:
-        agent.stop()
-        agent.remove()
 
 
 def test_clean_stop_removes_the_bridge_and_the_table() -> None:
-    agent = start_agent("")
-    bridge, table = agent_names(agent)
-    try:
-        assert agent.api().run(command=["/bin/true"], network="bridge").record["status"] == "COMPLETED"
-        assert network_leftovers(bridge) == [f"bridge {bridge}"] and firewall.exists(table)
-    finally:
-        agent.stop()
-    try:
+    with running_agent("") as agent:
+        bridge, table = agent_names(agent)
+        try:
+            assert agent.api().run(command=["/bin/true"], network="bridge").record["status"] == "COMPLETED"
+            assert network_leftovers(bridge) == [f"bridge {bridge}"] and firewall.exists(table)
+        finally:
+            agent.stop()
         assert network_leftovers(bridge) == [] and not firewall.exists(table)
-    finally:
-        agent.remove()
 
 
 def test_startup_sweep_removes_what_a_killed_agent_left() -> None:
-    agent = start_agent("")
-    bridge, table = agent_names(agent)
-    try:
+    with running_agent("") as agent:
+        bridge, table = agent_names(agent)
         api = agent.api()
-        _wait_running(api, api.submit(command=["sleep", "60"], network="bridge"))
+        api.wait_for_status(api.submit(command=["sleep", "60"], network="bridge"), "RUNNING", timeout=30)
         agent.stop(signal.SIGKILL)
         assert f"bridge {bridge}" in network_leftovers(bridge) and firewall.exists(table)
         agent.start()
         assert network_leftovers(bridge) == [] and not firewall.exists(table)
         assert "'bridge': 1" in agent.log_path.read_text() and "'table': 1" in agent.log_path.read_text()
-    finally:
-        agent.stop()
-        agent.remove()
     assert network_leftovers(bridge) == [] and not firewall.exists(table)
-
-
-def _wait_running(api: Api, job_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while api.call("GET", f"/v1/jobs/{job_id}").json()["status"] != "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
-# ---- units -------------------------------------------------------------------------------------
-
-
-def test_address_pool_hands_out_round_robin_and_reuses() -> None:
-    import ipaddress
-
-    pool = AddressPool(ipaddress.IPv4Network("10.0.0.0/29"))
-    first = [str(pool.take()) for _ in range(5)]
-    assert first == [f"10.0.0.{n}" for n in range(2, 7)]  # .1 is the gateway, .7 the broadcast
-    with pytest.raises(NetworkError, match="held by running bridge jobs"):
-        pool.take()
-    pool.give(ipaddress.IPv4Address("10.0.0.4"))
-    pool.give(ipaddress.IPv4Address("10.0.0.2"))
-    assert [str(pool.take()), str(pool.take())] == ["10.0.0.2", "10.0.0.4"]
-
-
-def test_default_subnet_skips_routes_of_the_host() -> None:
-    import ipaddress
-
-    routes = [ipaddress.IPv4Network("10.89.7.0/24"), ipaddress.IPv4Network("10.89.8.0/23")]
-    assert str(choose_subnet(NetworkConfig(), "07abcdef", routes)) == "10.89.10.0/24"
-    with pytest.raises(NetworkError, match="overlaps"):
-        choose_subnet(NetworkConfig(subnet="10.89.9.0/24"), "07abcdef", routes)
-
-
-def test_ruleset_drops_host_jobs_metadata_and_ipv6() -> None:
-    text = firewall.Ruleset(table="jnb_t", bridge="jnb-br-t", subnet="10.1.2.0/24", deny=["192.168.0.0/16"]).render()
-    for rule in ('iifname "jnb-br-t" drop', 'oifname "jnb-br-t" drop', "meta nfproto ipv6 drop",
-                 "ct status dnat drop", "169.254.0.0/16", "192.168.0.0/16", "masquerade"):
-        assert rule in text
 
 
 # ---- the notebook ------------------------------------------------------------------------------

@@ -8,32 +8,26 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agentproc import AgentProcess, Api, leftovers, running_agent
+from agentproc import AgentProcess, Api, running_agent
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "runtimes"
+pytestmark = pytest.mark.root
+
 PHASES = ["validate", "setup", "cleanup", "manifest", "test", "publish"]
 
 
 @pytest.fixture(scope="module")
-def rt_agent() -> Iterator[AgentProcess]:
-    """An agent of this module's own: builds, tampering and removals touch nobody else's runtimes."""
-    with running_agent() as proc:
-        yield proc
+def admin(module_agent: AgentProcess) -> Api:
+    return module_agent.api(module_agent.admin_token)
 
 
 @pytest.fixture(scope="module")
-def admin(rt_agent: AgentProcess) -> Api:
-    return rt_agent.api(rt_agent.admin_token)
-
-
-@pytest.fixture(scope="module")
-def user(rt_agent: AgentProcess) -> Api:
-    return rt_agent.api()
+def user(module_agent: AgentProcess) -> Api:
+    return module_agent.api()
 
 
 def build(admin: Api, name: str, timeout: float = 1800, **body) -> tuple[dict, list[dict]]:
@@ -78,7 +72,7 @@ def test_build_reports_every_phase_in_order(python311):
     assert "[test] python 3.11" in text(events)
 
 
-def test_a_job_runs_on_the_runtime_and_sees_only_base_and_isolated(python311, user, rt_agent):
+def test_a_job_runs_on_the_runtime_and_sees_only_base_and_isolated(python311, user, module_agent):
     probe = f"""
 import json, os, sys
 mounts = [l.split() for l in open("/proc/self/mountinfo")]
@@ -90,7 +84,7 @@ except OSError:
     wrote = False
 print(json.dumps({{"prefix": sys.prefix, "version": list(sys.version_info[:2]),
                   "opt": sorted(os.listdir("/opt")), "rt": [(m[3], m[4], m[5]) for m in rt],
-                  "agent_root": os.path.exists({str(rt_agent.root)!r}), "wrote": wrote,
+                  "agent_root": os.path.exists({str(module_agent.root)!r}), "wrote": wrote,
                   "dist": [p for p in sys.path if "dist-packages" in p]}}))
 """
     res = user.run(script=probe, runtime="python-3.11")
@@ -117,11 +111,11 @@ def test_runtime_list_info_and_test(python311, user):
     assert user.call("GET", f"/v1/jobs/{tested['job_id']}").json()["type"] == "standard"
 
 
-def test_the_isolated_rewrite_keeps_every_source_inside_isolated(python311, rt_agent):
+def test_the_isolated_rewrite_keeps_every_source_inside_isolated(python311, module_agent):
     import yaml
 
-    version = version_dir(rt_agent, "python-3.11")
-    assert version.parent.parent == rt_agent.root / "runtimes" / ".versions"
+    version = version_dir(module_agent, "python-3.11")
+    assert version.parent.parent == module_agent.root / "runtimes" / ".versions"
     published = yaml.safe_load((version / "runtime.yml").read_text())
     original = (version / "runtime.yml.original").read_text()
     assert original == (CATALOGUE / "python-3.11" / "runtime.yml").read_text()
@@ -207,8 +201,8 @@ def _variant(name: str, setup: str, test_script: str | None = None) -> dict:
     return {"spec": spec, "files": {"setup.sh": setup}}
 
 
-def test_a_failed_build_leaves_the_previous_version_working(python311, admin, user, rt_agent):
-    before = version_dir(rt_agent, "python-3.11")
+def test_a_failed_build_leaves_the_previous_version_working(python311, admin, user, module_agent):
+    before = version_dir(module_agent, "python-3.11")
     good_setup = (CATALOGUE / "python-3.11" / "setup.sh").read_text()
     # setup fails
     record, events = build(admin, "python-3.11", **_variant("python-3.11", "echo boom >&2; exit 3\n"))
@@ -222,14 +216,14 @@ def test_a_failed_build_leaves_the_previous_version_working(python311, admin, us
     # the setup leaves no mount source: cleanup fails
     record, events = build(admin, "python-3.11", **_variant("python-3.11", "echo nothing\n"))
     assert record["status"] == "FAILED" and record["reason"] == "cleanup" and "venv" in events[-1]["message"]
-    assert version_dir(rt_agent, "python-3.11") == before
+    assert version_dir(module_agent, "python-3.11") == before
     assert sorted(p.name for p in before.parent.iterdir()) == [before.name]  # no half-built version left
-    assert list((rt_agent.root / "runtimes" / ".builds").iterdir()) == []
+    assert list((module_agent.root / "runtimes" / ".builds").iterdir()) == []
     res = user.run(script="import sys; print(sys.prefix)", runtime="python-3.11")
     assert res.record["status"] == "COMPLETED" and "/opt/runtimes/python-3.11/venv" in res.stdout
 
 
-def test_a_setup_script_cannot_fill_the_host_disk(admin, rt_agent):
+def test_a_setup_script_cannot_fill_the_host_disk(admin, module_agent):
     """The install prefix is a tmpfs of build.install_mb: writing past it fails in the builder."""
     name = "fills-its-prefix"
     variant = _variant(name, 'head -c 64M /dev/zero > "$RUNTIME_PREFIX/fill" && echo WROTE-ALL\n')
@@ -238,21 +232,21 @@ def test_a_setup_script_cannot_fill_the_host_disk(admin, rt_agent):
     log = "".join(e.get("data", "") for e in events)
     assert record["status"] == "FAILED" and "WROTE-ALL" not in log, (record, log)
     assert "No space left" in log, log
-    assert list((rt_agent.root / "runtimes" / ".builds").iterdir()) == []
-    assert not [ln for ln in open("/proc/self/mountinfo") if str(rt_agent.root) in ln]
+    assert list((module_agent.root / "runtimes" / ".builds").iterdir()) == []
+    assert not [ln for ln in open("/proc/self/mountinfo") if str(module_agent.root) in ln]
 
 
 # ---- tampering ----------------------------------------------------------------------------------
 
 
-def test_tampering_after_publish_is_caught_and_a_rebuild_heals(admin, user, rt_agent):
+def test_tampering_after_publish_is_caught_and_a_rebuild_heals(admin, user, module_agent):
     name = "tamper-me"
     setup = (CATALOGUE / "python-3.11" / "setup.sh").read_text()
     record, _ = build(admin, name, **_variant(name, setup))
     assert record["status"] == "COMPLETED"
     ok = user.run(command=["python3", "-c", "print(1)"], runtime=name)
     assert ok.record["status"] == "COMPLETED"
-    cfg = version_dir(rt_agent, name) / "isolated" / "venv" / "pyvenv.cfg"
+    cfg = version_dir(module_agent, name) / "isolated" / "venv" / "pyvenv.cfg"
     st = cfg.stat()
     cfg.write_text(cfg.read_text() + "include-system-site-packages = true\n")
     os.utime(cfg, ns=(st.st_atime_ns, st.st_mtime_ns))  # hide the mtime: ctime still tells
@@ -267,11 +261,11 @@ def test_tampering_after_publish_is_caught_and_a_rebuild_heals(admin, user, rt_a
     assert user.run(command=["true"], runtime=name).record["status"] == "COMPLETED"
 
 
-def test_an_added_setuid_file_is_caught(admin, user, rt_agent):
+def test_an_added_setuid_file_is_caught(admin, user, module_agent):
     name = "tamper-suid"
     record, _ = build(admin, name, **_variant(name, (CATALOGUE / "python-3.11" / "setup.sh").read_text()))
     assert record["status"] == "COMPLETED"
-    planted = version_dir(rt_agent, name) / "isolated" / "venv" / "bin" / "rootshell"
+    planted = version_dir(module_agent, name) / "isolated" / "venv" / "bin" / "rootshell"
     planted.write_bytes(Path("/bin/sh").read_bytes())
     os.chmod(planted, 0o4755)
     r = user.call("POST", "/v1/jobs", json={"command": ["true"], "runtime": name})
@@ -280,8 +274,7 @@ def test_an_added_setuid_file_is_caught(admin, user, rt_agent):
 
 def test_tampering_while_the_agent_is_down_is_caught_at_start(admin):
     name = "tamper-offline"
-    agent = AgentProcess.fresh().start()
-    try:
+    with running_agent() as agent:
         a = agent.api(agent.admin_token)
         record, _ = build(a, name, **_variant(name, (CATALOGUE / "python-3.11" / "setup.sh").read_text()))
         assert record["status"] == "COMPLETED"
@@ -299,21 +292,16 @@ def test_tampering_while_the_agent_is_down_is_caught_at_start(admin):
         assert a.call("GET", f"/v1/runtimes/{name}").json()["status"] == "refused"
         r = agent.api().call("POST", "/v1/jobs", json={"command": ["true"], "runtime": name})
         assert r.status_code == 409 and "manifest" in r.json()["error"]["message"]
-    finally:
-        agent.stop()
-        left = leftovers(agent.root)
-        agent.remove()
-        assert not left
 
 
-def test_remove_is_admin_only_and_removes(admin, user, rt_agent):
+def test_remove_is_admin_only_and_removes(admin, user, module_agent):
     name = "remove-me"
     record, _ = build(admin, name, **_variant(name, (CATALOGUE / "python-3.11" / "setup.sh").read_text()))
     assert record["status"] == "COMPLETED"
     assert user.call("DELETE", f"/v1/runtimes/{name}").status_code == 403
     assert admin.call("DELETE", f"/v1/runtimes/{name}").status_code == 204
-    assert not (rt_agent.root / "runtimes" / name).exists()
-    assert not (rt_agent.root / "runtimes" / ".versions" / name).exists()
+    assert not (module_agent.root / "runtimes" / name).exists()
+    assert not (module_agent.root / "runtimes" / ".versions" / name).exists()
     assert admin.call("GET", f"/v1/runtimes/{name}").status_code == 404
     assert user.call("POST", "/v1/jobs", json={"command": ["true"], "runtime": name}).status_code == 400
     assert admin.call("DELETE", f"/v1/runtimes/{name}").status_code == 404
@@ -374,8 +362,8 @@ test:
 
 
 @pytest.fixture(scope="module")
-def hostile(admin: Api, rt_agent: AgentProcess) -> dict:
-    setup = HOSTILE.replace("@ROOT@", str(rt_agent.root))
+def hostile(admin: Api, module_agent: AgentProcess) -> dict:
+    setup = HOSTILE.replace("@ROOT@", str(module_agent.root))
     record, events = build(admin, "hostile", spec=HOSTILE_SPEC, files={"setup.sh": setup})
     return {"record": record, "events": events, "out": text(events)}
 
@@ -399,11 +387,11 @@ def test_hostile_setup_cannot_touch_the_host_or_the_agent(hostile):
         assert point == "/" or {"nosuid", "nodev"} <= set(options.split(",")), (point, options)
 
 
-def test_what_the_hostile_build_left_is_harmless(hostile, user, rt_agent):
+def test_what_the_hostile_build_left_is_harmless(hostile, user, module_agent):
     assert hostile["record"]["status"] == "COMPLETED"
     cleanup = next(e for e in hostile["events"] if e["type"] == "progress" and e["phase"] == "cleanup")
     assert "stripped setuid/setgid from 2" in cleanup["message"] and "dropped 1 special" in cleanup["message"]
-    tree = version_dir(rt_agent, "hostile") / "isolated" / "tree"
+    tree = version_dir(module_agent, "hostile") / "isolated" / "tree"
     assert sorted(p.name for p in tree.iterdir()) == ["data", "groupsh", "rootsh", "shadow", "tokens"]
     assert stat.S_IMODE((tree / "rootsh").stat().st_mode) == 0o755
     assert stat.S_IMODE((tree / "groupsh").stat().st_mode) == 0o755
@@ -481,29 +469,20 @@ VIEW_SPEC = HOSTILE_SPEC.replace("name: hostile", "name: view").replace("/hostil
 def test_the_builder_hides_an_agent_root_wherever_it_lives(parent):
     import tempfile
 
-    from agentproc import create_token, free_port
-
-    root = Path(tempfile.mkdtemp(prefix="jnb-test-", dir=parent))
     sibling = Path(tempfile.mkdtemp(prefix="jnb-visible-", dir=parent))
     (sibling / "seen").write_text("x")
     os.chmod(sibling, 0o777)  # even a world-writable host folder stays read-only in the builder
-    agent = AgentProcess(root=root, port=free_port())
-    agent.user_token = create_token(root, "user")
-    agent.admin_token = create_token(root, "admin")
-    setup = (f"ls -d {root} && echo ROOT-VISIBLE; ls {root}/state && echo STATE-VISIBLE\n"
-             f"cat {sibling}/seen && echo SIBLING-VISIBLE\n"
-             f"touch {sibling}/new 2>/dev/null && echo SIBLING-WRITABLE\n"
-             "mkdir -p $RUNTIME_PREFIX/tree && echo ok > $RUNTIME_PREFIX/tree/f\n")
     try:
-        agent.start()
-        record, events = build(agent.api(agent.admin_token), "view", spec=VIEW_SPEC, files={"setup.sh": setup})
-        out = text(events)
-        assert record["status"] == "COMPLETED", (record, events)
-        assert "SIBLING-VISIBLE" in out and "SIBLING-WRITABLE" not in out, out
-        assert "ROOT-VISIBLE" not in out and "STATE-VISIBLE" not in out, out
+        with running_agent(parent=parent) as agent:
+            root = agent.root
+            setup = (f"ls -d {root} && echo ROOT-VISIBLE; ls {root}/state && echo STATE-VISIBLE\n"
+                     f"cat {sibling}/seen && echo SIBLING-VISIBLE\n"
+                     f"touch {sibling}/new 2>/dev/null && echo SIBLING-WRITABLE\n"
+                     "mkdir -p $RUNTIME_PREFIX/tree && echo ok > $RUNTIME_PREFIX/tree/f\n")
+            record, events = build(agent.api(agent.admin_token), "view", spec=VIEW_SPEC, files={"setup.sh": setup})
+            out = text(events)
+            assert record["status"] == "COMPLETED", (record, events)
+            assert "SIBLING-VISIBLE" in out and "SIBLING-WRITABLE" not in out, out
+            assert "ROOT-VISIBLE" not in out and "STATE-VISIBLE" not in out, out
     finally:
-        agent.stop()
-        left = leftovers(agent.root)
-        agent.remove()
         shutil.rmtree(sibling, ignore_errors=True)
-        assert not left

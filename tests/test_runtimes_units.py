@@ -108,6 +108,7 @@ def test_host_view_excludes_agent_paths_by_their_real_location(tmp_path):
         source=str(tree / "cache"), target=str(tree / "cache"), readonly=True)]
 
 
+@pytest.mark.root
 def test_manifest_catches_content_mode_and_restored_mtime(tmp_path):
     version = tmp_path / "v"
     (version / "isolated" / "bin").mkdir(parents=True)
@@ -126,6 +127,7 @@ def test_manifest_catches_content_mode_and_restored_mtime(tmp_path):
         mf.verify_full(str(version), manifest)
 
 
+@pytest.mark.root
 def test_manifest_refuses_setuid_files(tmp_path):
     version = tmp_path / "v"
     (version / "isolated").mkdir(parents=True)

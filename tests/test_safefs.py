@@ -30,6 +30,7 @@ def test_write_beneath_does_not_follow_a_planted_symlink(tmp_path):
     assert list(outside.iterdir()) == []
 
 
+@pytest.mark.root
 def test_write_beneath_creates_folders_with_owner_and_mode(tmp_path):
     safefs.write_beneath(str(tmp_path), "a/b/c.sh", b"#!/bin/sh\n", 0o755, owner=(1234, 1234))
     st = os.stat(tmp_path / "a/b/c.sh")

@@ -1,5 +1,9 @@
 """The first thing a user does: run a command and see its output come back from a sandbox."""
 
+import pytest
+
+pytestmark = pytest.mark.root
+
 
 def test_echo_output_comes_back(api):
     result = api.run(command=["/bin/echo", "hello from a sandbox"])

@@ -1,24 +1,17 @@
-"""Fixtures and helpers of the notebook-side tests (no tests here).
-
-Every test talks to the real agent of `conftest.agent`; nothing of the agent is mocked. The
-IPython shell is configured through `%config` (URL and token files), so the tests never depend
-on the environment or on a `~/.config/joblet` of the machine.
-"""
+"""The notebook-side tests' IPython shell (the `nb` and `nb_shell` fixtures of conftest.py hold
+one) and what they share: a cell's captured output, waiting for a job's end, a PNG-writing script."""
 
 from __future__ import annotations
 
-import glob
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from joblet_nb.core.client import TERMINAL, JobletClient
+from waiting import wait_until
 
 
 @dataclass
@@ -82,63 +75,8 @@ class NbShell:
         return JobletClient(self.agent.url, self.agent.user_token, self.agent.admin_token)
 
 
-@pytest.fixture(scope="session")
-def nb_shell(agent: Any, tmp_path_factory: pytest.TempPathFactory) -> NbShell:
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "joblet_nb")
-    token_dir = tmp_path_factory.mktemp("jnb-tokens")
-    nb = NbShell(shell, agent, token_dir)
-    nb.user_token_file.write_text(agent.user_token + "\n")
-    nb.admin_token_file.write_text(agent.admin_token + "\n")
-    os.chmod(nb.user_token_file, 0o600)
-    os.chmod(nb.admin_token_file, 0o600)
-    nb.configure()
-    return nb
-
-
-@pytest.fixture
-def nb(nb_shell: NbShell) -> Iterator[NbShell]:
-    nb_shell.reset()
-    yield nb_shell
-    nb_shell.reset()
-
-
-@pytest.fixture
-def client(agent: Any) -> JobletClient:
-    return JobletClient(agent.url, agent.user_token, agent.admin_token)
-
-
-def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.05) -> Any:
-    """Poll until `predicate()` is truthy (a generous bound that only guards against hangs)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-
-
 def wait_ended(client: JobletClient, job_id: str) -> dict[str, Any]:
-    return wait_for(lambda: (r := client.get_job(job_id))["status"] in TERMINAL and r)
-
-
-def host_processes_with(marker: str) -> list[str]:
-    """Host processes whose command line contains `marker` (the job's, seen from the host)."""
-    found = []
-    me = os.getpid()
-    for path in glob.glob("/proc/[0-9]*/cmdline"):
-        pid = int(path.split("/")[2])
-        if pid == me:
-            continue
-        try:
-            with open(path, "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(f"{pid}: {cmdline}")
-    return found
+    return wait_until(lambda: (r := client.get_job(job_id))["status"] in TERMINAL and r)
 
 
 PNG_SCRIPT = '''
