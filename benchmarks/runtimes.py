@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from agentproc import AgentProcess  # noqa: E402
+from agentproc import AgentProcess, running_agent  # noqa: E402
 
 CATALOGUE = HERE.parent / "runtimes"
 DEFAULT = ["python-3.11", "python-3.11-ml", "node-24", "openjdk-17"]
@@ -90,16 +90,13 @@ def host_reference(name: str) -> dict:
 
 
 def main(names: list[str]) -> None:
-    agent = AgentProcess.fresh().start()
     rows = []
-    try:
+    with running_agent() as agent:
         for name in names:
             built = agent_build(agent, name)
             ref = host_reference(name)
             rows.append({"runtime": name, "agent": built, "host": ref})
             print(json.dumps(rows[-1]), flush=True)
-    finally:
-        agent.remove()
     print()
     print(f"{'runtime':16} {'agent build s':>13} {'size MB':>8} {'files':>6} | {'host s':>7} {'size MB':>8}  host reference")
     for row in rows:
