@@ -1,22 +1,30 @@
 """joblet-nb: Jupyter magics and widgets that run notebook cells in isolated sandboxes.
 
 `%load_ext joblet_nb` registers `%joblet` / `%%joblet`. The client (`joblet_nb.core.client`) works
-without IPython; importing this package does not import IPython.
+without IPython; importing this package does not import IPython. The names below are loaded on
+first use, so that the agent, which shares `joblet_nb.core.records`, does not load `requests`.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from .core.client import JobletClient
-from .core.errors import AgentUnavailable, AuthError, BadRequestError, CertificateError, JobFailed, JobInterrupted, JobletError, NotFoundError, OutputsMissing, RuntimeMissing
-
 __version__ = "0.1.0"
-__all__ = [
-    "JobletClient", "JobletError", "AuthError", "NotFoundError", "BadRequestError",
-    "AgentUnavailable", "CertificateError", "RuntimeMissing", "OutputsMissing", "JobFailed", "JobInterrupted",
-    "load_ipython_extension", "unload_ipython_extension",
-]
+_EXPORTS = {
+    "JobletClient": "client", "JobRequest": "request",
+    **{name: "errors" for name in (
+        "JobletError", "AuthError", "NotFoundError", "BadRequestError", "AgentUnavailable",
+        "AgentTimeout", "CertificateError", "RuntimeMissing", "OutputsMissing", "JobFailed",
+        "JobInterrupted")},
+}
+__all__ = [*_EXPORTS, "load_ipython_extension", "unload_ipython_extension"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".core.{_EXPORTS[name]}", __name__), name)
 
 _magics: Any = None
 

@@ -10,7 +10,8 @@ from typing import Any
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from joblet_nb.core.client import TERMINAL, JobletClient
+from joblet_nb.core.client import JobletClient
+from joblet_nb.core.records import JobRecord
 from waiting import wait_until
 
 
@@ -75,8 +76,8 @@ class NbShell:
         return JobletClient(self.agent.url, self.agent.user_token, self.agent.admin_token)
 
 
-def wait_ended(client: JobletClient, job_id: str) -> dict[str, Any]:
-    return wait_until(lambda: (r := client.get_job(job_id))["status"] in TERMINAL and r)
+def wait_ended(client: JobletClient, job_id: str) -> JobRecord:
+    return wait_until(lambda: (r := client.get_job(job_id)).finished and r)
 
 
 PNG_SCRIPT = '''

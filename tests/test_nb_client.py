@@ -6,17 +6,17 @@ connection mid-stream: the client must resume with `after=SEQ`, losing and repea
 
 from __future__ import annotations
 
-import base64
 import socket
 import subprocess
 import sys
 import threading
-from typing import Any
 
 import pytest
 
 from joblet_nb.core.client import JobletClient
 from joblet_nb.core.errors import AgentUnavailable, AuthError, BadRequestError, NotFoundError
+from joblet_nb.core.events import Event
+from joblet_nb.core.request import JobRequest, Upload
 from agentproc import running_agent
 from nbshell import wait_ended
 from waiting import wait_until
@@ -85,26 +85,26 @@ def test_the_client_works_without_ipython():
 @pytest.mark.root
 def test_health_needs_no_token(agent):
     health = JobletClient(agent.url, None).health()
-    assert health["status"] == "ok" and health["version"]
+    assert health.status == "ok" and health.version
 
 
 @pytest.mark.root
 def test_run_and_stream_events_in_order(client):
-    job = client.run_job(script="import sys\nprint('a')\nprint('b', file=sys.stderr)")
-    events = list(client.events(job["id"]))
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert events[-1]["type"] == "exit" and events[-1]["status"] == "COMPLETED"
-    assert [e["data"] for e in events if e["type"] == "stdout"] == ["a\n"]
-    assert [e["data"] for e in events if e["type"] == "stderr"] == ["b\n"]
+    job = client.run_job(JobRequest(script="import sys\nprint('a')\nprint('b', file=sys.stderr)"))
+    events = list(client.events(job.id))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].type == "exit" and events[-1].status == "COMPLETED"
+    assert [e.data for e in events if e.type == "stdout"] == ["a\n"]
+    assert [e.data for e in events if e.type == "stderr"] == ["b\n"]
 
 
 @pytest.mark.root
 def test_events_after_seq_give_exactly_the_rest(client):
-    job = client.run_job(script="for i in range(5): print(i)")
-    events = list(client.events(job["id"]))
-    rest = list(client.events(job["id"], after=2))
+    job = client.run_job(JobRequest(script="for i in range(5): print(i)"))
+    events = list(client.events(job.id))
+    rest = list(client.events(job.id, after=2))
     assert rest == events[2:]
-    history = list(client.events(job["id"], follow=False))
+    history = list(client.events(job.id, follow=False))
     assert history == events
 
 
@@ -113,32 +113,32 @@ def test_stream_resumes_across_dropped_connections(agent):
     proxy = CuttingProxy(agent.port)
     try:
         c = JobletClient(f"http://127.0.0.1:{proxy.port}", agent.user_token)
-        job = c.run_job(script="import time\nfor i in range(40):\n    print(i, flush=True)\n"
-                               "    time.sleep(0.05)")
-        seen: list[dict[str, Any]] = []
-        for event in c.events(job["id"]):
+        job = c.run_job(JobRequest(script="import time\nfor i in range(40):\n    print(i, flush=True)\n"
+                                          "    time.sleep(0.05)"))
+        seen: list[Event] = []
+        for event in c.events(job.id):
             seen.append(event)
-            if event["seq"] in (5, 15, 25):
+            if event.seq in (5, 15, 25):
                 proxy.cut()  # mid-stream, while the job is still printing
         assert proxy.accepted >= 4  # the first stream and at least three resumptions
-        assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
-        lines = "".join(e["data"] for e in seen if e["type"] == "stdout").split()
+        assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+        lines = "".join(e.data for e in seen if e.type == "stdout").split()
         assert lines == [str(i) for i in range(40)]
-        assert seen[-1]["type"] == "exit"
+        assert seen[-1].type == "exit"
     finally:
         proxy.close()
 
 
 @pytest.mark.root
 def test_stop_list_get_download_delete(client):
-    job = client.run_job(script="open('note.txt', 'w').write('kept')\nprint('written', flush=True)\n"
-                                "import time\ntime.sleep(60)")
-    job_id = job["id"]
-    wait_until(lambda: any(e["type"] == "stdout" for e in client.events(job_id, follow=False)))
-    assert job_id in [j["id"] for j in client.list_jobs()]
+    job = client.run_job(JobRequest(script="open('note.txt', 'w').write('kept')\nprint('written', flush=True)\n"
+                                           "import time\ntime.sleep(60)"))
+    job_id = job.id
+    wait_until(lambda: any(e.type == "stdout" for e in client.events(job_id, follow=False)))
+    assert job_id in [j.id for j in client.list_jobs()]
     client.stop(job_id)
     record = wait_ended(client, job_id)
-    assert record["status"] == "STOPPED" and record["reason"] == "stopped"
+    assert record.status == "STOPPED" and record.reason == "stopped"
     assert client.download(job_id, "note.txt") == b"kept"
     client.delete_job(job_id)
     with pytest.raises(NotFoundError):
@@ -147,18 +147,17 @@ def test_stop_list_get_download_delete(client):
 
 @pytest.mark.root
 def test_uploads_inputs_and_outputs(client):
-    job = client.run_job(
+    job = client.run_job(JobRequest(
         script="total = sum(xs) + int(open('n.txt').read())",
-        uploads=[{"path": "n.txt", "content_b64": base64.b64encode(b"4").decode(), "mode": 0o644}],
-        inputs={"xs": [1, 2, 3]}, outputs=["total"])
-    events = list(client.events(job["id"]))
-    outputs = [e for e in events if e["type"] == "outputs"]
-    assert outputs and outputs[0]["values"] == {"total": 10}
+        uploads=[Upload("n.txt", b"4", 0o644)], inputs={"xs": [1, 2, 3]}, outputs=["total"]))
+    events = list(client.events(job.id))
+    outputs = [e for e in events if e.type == "outputs"]
+    assert outputs and outputs[0].values == {"total": 10}
 
 
 @pytest.mark.root
 def test_whoami_and_runtimes(client):
-    assert client.whoami()["role"] == "user"
+    assert client.whoami().role == "user"
     assert isinstance(client.runtimes(), list)
 
 
@@ -169,7 +168,7 @@ def test_agent_errors_become_specific_exceptions(agent, client):
     with pytest.raises(NotFoundError):
         client.get_job("0123456789abcdef")
     with pytest.raises(BadRequestError) as bad:
-        client.run_job(script="print(1)", env={"JOB_TYPE": "runtime-build"})
+        client.run_job(JobRequest(script="print(1)", env={"JOB_TYPE": "runtime-build"}))
     assert "JOB_TYPE" in str(bad.value)
     with pytest.raises(AuthError) as admin_only:
         JobletClient(agent.url, agent.user_token).build_runtime("no-such-runtime")
@@ -192,7 +191,7 @@ def test_from_settings_reads_the_environment(agent, monkeypatch, tmp_path):
     monkeypatch.setenv("JOBLET_TOKEN", agent.user_token)
     monkeypatch.setenv("JOBLET_ADMIN_TOKEN", agent.admin_token)
     c = JobletClient.from_settings()
-    assert c.url == agent.url and c.whoami()["role"] == "user"
+    assert c.url == agent.url and c.whoami().role == "user"
     assert c.admin_token == agent.admin_token
 
 
@@ -209,8 +208,8 @@ def test_the_client_config_the_agent_writes_is_enough(agent, monkeypatch):
     """`%load_ext joblet_nb` needs no set-up on the agent's machine: the file format agrees."""
     c = _client_from_the_agents_config(agent, monkeypatch)
     assert c.url == agent.url
-    assert c.whoami()["role"] == "user"
-    assert JobletClient(c.url, c.admin_token).whoami()["role"] == "admin"
+    assert c.whoami().role == "user"
+    assert JobletClient(c.url, c.admin_token).whoami().role == "admin"
 
 
 @pytest.mark.root
@@ -219,14 +218,14 @@ def test_an_agent_on_a_unix_socket(monkeypatch):
         c = _client_from_the_agents_config(agent, monkeypatch)
         assert c.url == f"unix:{agent.unix}"
         wait_until(lambda: _answers(c))
-        job = c.run_job(script="print('over a unix socket')")
-        events = list(c.events(job["id"]))
-        assert [e["data"] for e in events if e["type"] == "stdout"] == ["over a unix socket\n"]
+        job = c.run_job(JobRequest(script="print('over a unix socket')"))
+        events = list(c.events(job.id))
+        assert [e.data for e in events if e.type == "stdout"] == ["over a unix socket\n"]
 
 
 def _answers(c: JobletClient) -> bool:
     try:
-        return c.health()["status"] == "ok"
+        return c.health().status == "ok"
     except AgentUnavailable:
         return False
 
@@ -238,8 +237,8 @@ def test_an_https_agent_is_reached_with_its_pinned_certificate(monkeypatch):
     with running_agent(tls=True) as own:
         c = _client_from_the_agents_config(own, monkeypatch)
         assert c.url.startswith("https://") and c.cert
-        job = c.run_job(script="print('over TLS')")
-        assert [e["data"] for e in c.events(job["id"]) if e["type"] == "stdout"] == ["over TLS\n"]
+        job = c.run_job(JobRequest(script="print('over TLS')"))
+        assert [e.data for e in c.events(job.id) if e.type == "stdout"] == ["over TLS\n"]
         with pytest.raises(CertificateError) as err:
             JobletClient(c.url, c.token).whoami()  # the system store does not know the agent
         assert "JOBLET_CERT" in str(err.value)

@@ -53,7 +53,7 @@ def test_ctrl_c_stops_the_job_and_its_process_tree(nb, client):
     assert cell.stdout.startswith("started\n")
     job_id = cell.error.job_id
     record = client.get_job(job_id)
-    assert record["status"] == "STOPPED" and record["reason"] == "stopped"
+    assert record.status == "STOPPED" and record.reason == "stopped"
     assert host_processes_with(f"sleep {marker}") == []
     # a short message, not a traceback through requests
     rendered = cell.error._render_traceback_()
@@ -63,7 +63,7 @@ def test_ctrl_c_stops_the_job_and_its_process_tree(nb, client):
 def test_ctrl_c_on_attach_detaches_and_leaves_the_job_running(nb, client):
     nb.run("%%joblet run --bg\nimport time\nprint('bg', flush=True)\ntime.sleep(60)")
     (job_id,) = nb.magics.background
-    wait_until(lambda: client.get_job(job_id)["status"] == "RUNNING")
+    wait_until(lambda: client.get_job(job_id).status == "RUNNING")
 
     def bg_line_shown() -> bool:  # the cell's captured stdout already holds the job's line
         getvalue = getattr(sys.stdout, "getvalue", None)
@@ -74,6 +74,6 @@ def test_ctrl_c_on_attach_detaches_and_leaves_the_job_running(nb, client):
     thread.join(timeout=60)
     assert isinstance(attached.error, JobInterrupted)
     assert "detached" in str(attached.error) and attached.stdout.startswith("bg\n")
-    assert client.get_job(job_id)["status"] == "RUNNING"
+    assert client.get_job(job_id).status == "RUNNING"
     client.stop(job_id)
-    assert wait_ended(client, job_id)["status"] == "STOPPED"
+    assert wait_ended(client, job_id).status == "STOPPED"

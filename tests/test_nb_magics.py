@@ -18,7 +18,7 @@ def test_print_hi_lands_in_the_cell(nb):
     cell = nb.run("%%joblet run\nprint('hi')")
     assert cell.error is None, cell.stdout
     assert cell.stdout == "hi\n"
-    assert nb.magics.last_result.record["status"] == "COMPLETED"
+    assert nb.magics.last_result.record.status == "COMPLETED"
 
 
 def test_stdout_and_stderr_go_to_their_streams(nb):
@@ -30,7 +30,7 @@ def test_stdout_and_stderr_go_to_their_streams(nb):
 def test_percent_percent_joblet_without_subcommand_means_run(nb):
     cell = nb.run("%%joblet --max-memory 64M\nprint('implicit run')")
     assert cell.error is None and cell.stdout == "implicit run\n"
-    assert nb.magics.last_result.record["limits"]["memory_mb"] == 64
+    assert nb.magics.last_result.record.limits.memory_mb == 64
 
 
 def test_failing_cell_fails_with_reason_and_stderr_tail(nb):
@@ -74,14 +74,14 @@ def test_max_memory_kills_a_job_that_uses_more(nb):
     cell = nb.run("%%joblet run --max-memory 32M\nx = bytearray(256 * 1024 * 1024)\nprint(len(x))")
     assert isinstance(cell.error, JobFailed) and cell.error.reason == "oom"
     assert "memory" in cell.error.summary()
-    assert cell.error.record["limits"]["memory_mb"] == 32
+    assert cell.error.record.limits.memory_mb == 32
 
 
 def test_max_cpu_and_max_io_reach_the_agent(nb):
     cell = nb.run("%%joblet run --max-cpu 50 --max-io 10M\nprint('ok')")
     assert cell.error is None
-    limits = nb.magics.last_result.record["limits"]
-    assert limits["cpu_percent"] == 50 and limits["io_bps"] == 10 * 1024 * 1024
+    limits = nb.magics.last_result.record.limits
+    assert limits.cpu_percent == 50 and limits.io_bps == 10 * 1024 * 1024
 
 
 def test_pids_limit_stops_a_thread_flood(nb):
@@ -99,7 +99,7 @@ def test_pids_limit_stops_a_thread_flood(nb):
     assert cell.error is None, cell.stderr
     started = int(cell.stdout.split()[-1])
     assert started < 16
-    assert nb.magics.last_result.record["limits"]["pids"] == 16
+    assert nb.magics.last_result.record.limits.pids == 16
 
 
 def test_timeout_stops_a_job_that_runs_too_long(nb):
@@ -121,13 +121,13 @@ def test_disk_limit_bounds_what_a_job_can_write(nb):
     cell = nb.run("%%joblet run --disk 16M\n" + script)
     assert cell.error is None, cell.stderr
     assert cell.stdout.startswith("full ENOSPC"), cell.stdout
-    assert nb.magics.last_result.record["limits"]["disk_mb"] == 16
+    assert nb.magics.last_result.record.limits.disk_mb == 16
 
 
 def test_sizes_take_units_and_bare_numbers_mean_megabytes(nb):
     nb.run("%%joblet run --max-memory 1G --disk 64\nprint(1)")
-    limits = nb.magics.last_result.record["limits"]
-    assert limits["memory_mb"] == 1024 and limits["disk_mb"] == 64
+    limits = nb.magics.last_result.record.limits
+    assert limits.memory_mb == 1024 and limits.disk_mb == 64
 
 
 # ---- %%joblet run: environment, network, uploads, values ---------------------------------------
@@ -142,12 +142,12 @@ def test_env_reaches_the_job(nb):
 def test_network_option_is_sent_and_default_is_none(nb):
     cell = nb.run("%%joblet run --network\nprint(1)")
     if cell.error is None:
-        assert nb.magics.last_result.record["network"] == "bridge"
+        assert nb.magics.last_result.record.network == "bridge"
     else:  # an agent without a bridge configured refuses it, saying so
         assert isinstance(cell.error, BadRequestError) and "bridge" in str(cell.error)
     cell = nb.run("%%joblet run\nprint(1)")
     assert cell.error is None
-    assert nb.magics.last_result.record["network"] == "none"
+    assert nb.magics.last_result.record.network == "none"
 
 
 def test_upload_puts_a_local_file_into_work(nb, tmp_path):
@@ -270,7 +270,7 @@ def test_status_shows_the_record(nb):
 
 def test_logs_prints_the_output_so_far(nb, client):
     job_id = _bg_job(nb, "print('line one', flush=True)\nimport time\ntime.sleep(30)")
-    wait_until(lambda: any(e.get("type") == "stdout" for e in client.events(job_id, follow=False)))
+    wait_until(lambda: any(e.type == "stdout" for e in client.events(job_id, follow=False)))
     cell = nb.run(f"%joblet logs {job_id}")
     assert cell.stdout == "line one\n"
     nb.run(f"%joblet stop {job_id}")
@@ -279,10 +279,10 @@ def test_logs_prints_the_output_so_far(nb, client):
 
 def test_stop_stops_a_background_job(nb, client):
     job_id = _bg_job(nb, "import time\ntime.sleep(60)")
-    wait_until(lambda: client.get_job(job_id)["status"] == "RUNNING")
+    wait_until(lambda: client.get_job(job_id).status == "RUNNING")
     cell = nb.run(f"%joblet stop {job_id}")
     assert cell.error is None and "stop sent" in cell.stderr
-    assert wait_ended(client, job_id)["status"] == "STOPPED"
+    assert wait_ended(client, job_id).status == "STOPPED"
 
 
 def test_delete_removes_a_finished_job(nb, client):
@@ -319,10 +319,10 @@ def test_use_sets_this_notebooks_defaults(nb):
     cell = nb.run("%joblet use base --max-memory 96M --timeout 45 --max-cpu 50")
     assert cell.error is None
     nb.run("%%joblet run\nprint(1)")
-    limits = nb.magics.last_result.record["limits"]
-    assert limits["memory_mb"] == 96 and limits["cpu_percent"] == 50 and limits["timeout_s"] == 45
+    limits = nb.magics.last_result.record.limits
+    assert limits.memory_mb == 96 and limits.cpu_percent == 50 and limits.timeout_s == 45
     nb.run("%%joblet run --max-memory 128M\nprint(1)")  # a cell's own option wins
-    assert nb.magics.last_result.record["limits"]["memory_mb"] == 128
+    assert nb.magics.last_result.record.limits.memory_mb == 128
 
 
 def test_use_of_a_missing_runtime_fails_clearly(nb):
@@ -359,7 +359,7 @@ def test_ui_panel_sets_session_defaults_and_stops_jobs(nb, client):
     from joblet_nb.ipython.widgets import BASE_RUNTIME, ControlPanel
 
     job_id = _bg_job(nb, "import time\ntime.sleep(60)")
-    wait_until(lambda: client.get_job(job_id)["status"] == "RUNNING")
+    wait_until(lambda: client.get_job(job_id).status == "RUNNING")
     cell = nb.run("%joblet ui")
     assert cell.error is None
     assert "session defaults" in cell.htmls() and job_id in cell.htmls()  # the static snapshot
@@ -368,10 +368,10 @@ def test_ui_panel_sets_session_defaults_and_stops_jobs(nb, client):
     panel.sliders["memory_mb"].value = 256
     assert nb.magics.default_limits == {"memory_mb": 256}
     nb.run("%%joblet run\nprint(1)")
-    assert nb.magics.last_result.record["limits"]["memory_mb"] == 256
+    assert nb.magics.last_result.record.limits.memory_mb == 256
     row = next(r for r in panel.monitor.rows.children[1:] if job_id in r.children[1].value)
     row.children[0].click()  # its Stop button
-    assert wait_ended(client, job_id)["status"] == "STOPPED"
+    assert wait_ended(client, job_id).status == "STOPPED"
     panel.reset.click()
     assert nb.magics.default_limits == {}
 
@@ -390,7 +390,7 @@ def test_help_lists_every_subcommand_and_option(nb):
 def test_config_traits_are_settable_with_percent_config(nb):
     nb.run("%config JobletMagics.default_limits = {'memory_mb': 80}")
     nb.run("%%joblet run\nprint(1)")
-    assert nb.magics.last_result.record["limits"]["memory_mb"] == 80
+    assert nb.magics.last_result.record.limits.memory_mb == 80
 
 
 # ---- runtimes ---------------------------------------------------------------------------------

@@ -178,7 +178,7 @@ def test_kernel_interrupt_stops_the_remote_job(kernel_env, agent):
     assert "STOPPED" in "".join(errors[0]["traceback"])
     job_id = errors[0]["evalue"].split()[2]
     client = JobletClient(agent.url, agent.user_token)
-    assert wait_ended(client, job_id)["status"] == "STOPPED"
+    assert wait_ended(client, job_id).status == "STOPPED"
     assert host_processes_with(f"sleep {marker}") == []
 
 

@@ -60,7 +60,7 @@ def test_runtime_life_cycle_from_a_notebook(admin_nb, module_agent, tmp_path, mo
     assert cell.error is None, cell.stderr
     assert cell.stdout == PREFIX + "\n" and nb.shell.user_ns["total"] == 6
     record = nb.magics.last_result.record
-    assert record["runtime"] == RUNTIME and record["limits"]["memory_mb"] == 128
+    assert record.runtime == RUNTIME and record.limits.memory_mb == 128
 
     # the educator notebook declares this runtime first, and here gets it (no fallback)
     from joblet_nb.execute import execute

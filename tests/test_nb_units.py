@@ -10,6 +10,8 @@ import pytest
 from joblet_nb.core import config
 from joblet_nb.ipython.display import jobs_table, record_table, runtimes_table
 from joblet_nb.core.errors import JobFailed
+from joblet_nb.core.events import parse_event
+from joblet_nb.core.records import JobLimits, JobRecord, RuntimeInfo
 from joblet_nb.core.request import OptionError, collect_inputs, limits_from, parse_env, parse_seconds, parse_size_mb, read_upload
 
 # ---- sizes, times, env, uploads, inputs ------------------------------------------------------
@@ -33,9 +35,9 @@ def test_bad_sizes_say_the_right_form(bad):
 
 
 def test_limits_leave_out_what_is_not_given():
-    assert limits_from(max_memory="1G", timeout="1m") == {"memory_mb": 1024, "timeout_s": 60}
-    assert limits_from() == {}
-    assert limits_from(max_io="1M")["io_bps"] == 1 << 20
+    assert limits_from(max_memory="1G", timeout="1m") == JobLimits(memory_mb=1024, timeout_s=60)
+    assert limits_from() == JobLimits()
+    assert limits_from(max_io="1M").io_bps == 1 << 20
 
 
 def test_env_pairs():
@@ -48,10 +50,10 @@ def test_upload_keeps_mode_and_refuses_escaping_paths(tmp_path):
     f = tmp_path / "run.sh"
     f.write_bytes(b"#!/bin/sh\n")
     f.chmod(0o755)
-    up = read_upload(str(f))
+    up = read_upload(str(f)).to_json()
     assert up == {"path": "run.sh", "content_b64": base64.b64encode(b"#!/bin/sh\n").decode(),
                   "mode": 0o755}
-    assert read_upload(f"{f}:bin/x.sh")["path"] == "bin/x.sh"
+    assert read_upload(f"{f}:bin/x.sh").path == "bin/x.sh"
     for dest in ("/etc/x", "../x", "a/../../x"):
         with pytest.raises(OptionError, match="relative path"):
             read_upload(f"{f}:{dest}")
@@ -129,20 +131,21 @@ def test_mask_never_shows_a_usable_token():
 
 # ---- tables and error rendering --------------------------------------------------------------
 
-RECORD = {"id": "00112233aabbccdd", "type": "standard", "owner": "u", "status": "FAILED",
+RECORD_JSON = {"id": "00112233aabbccdd", "type": "standard", "owner": "u", "status": "FAILED",
           "exit_code": None, "signal": 9, "reason": "oom", "message": "used more than 32 MB",
           "runtime": None, "limits": {"memory_mb": 32}, "network": "none",
           "created_at": 1_700_000_000.0, "started_at": 1_700_000_000.5,
           "ended_at": 1_700_000_002.0, "usage": {"cpu_s": 0.25, "memory_peak_bytes": 33554432}}
+RECORD = JobRecord.from_json(RECORD_JSON)
 
 
 def test_tables_have_html_and_text():
-    for table in (jobs_table([RECORD]), record_table(RECORD), runtimes_table([{"name": "py"}])):
+    for table in (jobs_table([RECORD]), record_table(RECORD), runtimes_table([RuntimeInfo("py")])):
         assert "<table" in table._repr_html_()
         assert "<" not in repr(table).replace("<=", "")
     text = repr(jobs_table([RECORD]))
     assert "00112233aabbccdd" in text and "oom" in text and "1.5s" in text and "32.0 MiB" in text
-    assert "&lt;b&gt;" in jobs_table([{**RECORD, "id": "<b>"}])._repr_html_()
+    assert "&lt;b&gt;" in jobs_table([JobRecord.from_json({**RECORD_JSON, "id": "<b>"})])._repr_html_()
 
 
 def test_job_failed_renders_reason_and_stderr_tail():
@@ -153,7 +156,7 @@ def test_job_failed_renders_reason_and_stderr_tail():
 
 
 def test_exit_failures_suggest_nothing_and_limits_suggest_the_option():
-    timeout = JobFailed({**RECORD, "reason": "timeout", "message": None})
+    timeout = JobFailed(JobRecord.from_json({**RECORD_JSON, "reason": "timeout", "message": None}))
     assert "--timeout" in timeout.summary()
 
 
@@ -167,7 +170,7 @@ def test_status_line_shows_state_elapsed_and_usage_in_every_mimetype():
     bundle = status._repr_mimebundle_()
     assert "PENDING" in bundle["text/plain"] and "PENDING" in bundle["text/html"]
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    status.on_event({"seq": 1, "type": "status", "status": "RUNNING"})
+    status.on_event(parse_event({"seq": 1, "type": "status", "status": "RUNNING"}))
     assert "RUNNING" in status.value
     status.update(RECORD)
     text = status._repr_mimebundle_()["text/plain"]
@@ -179,11 +182,11 @@ def test_build_progress_follows_progress_events():
     from joblet_nb.ipython.widgets import BuildProgress
 
     bar = BuildProgress("python-3.11")
-    bar.on_event({"seq": 4, "type": "progress", "phase": "install", "step": 3, "steps": 7,
-                  "message": "pip install numpy"})
+    bar.on_event(parse_event({"seq": 4, "type": "progress", "phase": "install", "step": 3, "steps": 7,
+                              "message": "pip install numpy"}))
     assert (bar.bar.value, bar.bar.max) == (3, 7)
     assert "step 3/7 install: pip install numpy" in bar._repr_mimebundle_()["text/plain"]
-    bar.on_event({"seq": 9, "type": "exit", "status": "COMPLETED"})
+    bar.on_event(parse_event({"seq": 9, "type": "exit", "status": "COMPLETED"}))
     assert bar.bar.value == 7 and "[COMPLETED]" in bar._repr_mimebundle_()["text/html"]
 
 

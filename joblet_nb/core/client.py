@@ -1,6 +1,7 @@
 """A client of the agent's HTTP API (API.md), usable from a plain script without IPython.
 
-The magics are a thin layer over this (ipyparallel's lesson). Two things here are subtle:
+The magics are a thin layer over this (ipyparallel's lesson). Answers are typed records
+(`records.py`, `events.py`). Two things here are subtle:
 - `events()` resumes a dropped stream with `after=<last seq>`, so no event is lost or repeated
   (upstream Joblet loses or repeats lines at its history/live handoff);
 - every agent error becomes a `JobletError` subclass carrying the agent's own message.
@@ -16,10 +17,12 @@ from urllib.parse import quote
 import requests
 
 from .config import Settings, resolve
+from .errors import (AgentTimeout, AgentUnavailable, AuthError, BadRequestError, CertificateError,
+                     JobletError, NotFoundError, RuntimeMissing)
+from .events import Event, ExitEvent, parse_event
+from .records import Created, Health, Identity, JobRecord, RuntimeInfo, RuntimeTest, from_json
+from .request import JobRequest
 from .unixsocket import session_for
-from .errors import AgentUnavailable, CertificateError, AuthError, BadRequestError, JobletError, NotFoundError
-
-TERMINAL = frozenset({"COMPLETED", "FAILED", "STOPPED"})
 
 _STATUS_ERRORS: dict[int, type[JobletError]] = {
     400: BadRequestError,
@@ -127,9 +130,9 @@ class JobletClient:
         except requests.exceptions.ConnectionError as exc:
             raise self._unavailable(exc) from None
         except requests.exceptions.Timeout:
-            raise AgentUnavailable(
-                f"the agent at {self.url} did not answer in time; check that it is running "
-                "(joblet-agent serve) or raise JobletMagics.http_timeout"
+            raise AgentTimeout(
+                f"the agent at {self.url} did not answer within {self.timeout:g} s; check that it "
+                "is running (joblet-agent serve) or give the client a longer `timeout`"
             ) from None
         if resp.status_code >= 400:
             raise self._error(resp)
@@ -162,56 +165,48 @@ class JobletClient:
 
     # ---- health -------------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         """Agent version and platform; needs no token."""
-        return self._request("GET", "/v1/health", auth=False).json()
+        return from_json(Health, self._request("GET", "/v1/health", auth=False).json())
 
-    def whoami(self) -> dict[str, Any]:
+    def whoami(self) -> Identity:
         """Who the agent takes this token for (`GET /v1/whoami`, beyond API.md)."""
-        return self._request("GET", "/v1/whoami").json()
+        return from_json(Identity, self._request("GET", "/v1/whoami").json())
 
     # ---- jobs ---------------------------------------------------------------------------
 
-    def run_job(self, **request: Any) -> dict[str, Any]:
-        """POST /v1/jobs with the body fields of API.md; returns `{"id", "status"}`."""
-        body = {k: v for k, v in request.items() if v is not None}
-        return self._request("POST", "/v1/jobs", json_body=body).json()
+    def run_job(self, request: JobRequest) -> Created:
+        """Start a job (`POST /v1/jobs`); follow it with `events()`."""
+        return Created.from_json(self._request("POST", "/v1/jobs", json_body=request.to_json()).json())
 
-    def list_jobs(self) -> list[dict[str, Any]]:
-        data = self._request("GET", "/v1/jobs").json()
-        return data.get("jobs", []) if isinstance(data, dict) else data
+    def list_jobs(self) -> list[JobRecord]:
+        """The caller's jobs (an admin's: everyone's), oldest first."""
+        return [JobRecord.from_json(j) for j in self._request("GET", "/v1/jobs").json()]
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}").json()
+    def get_job(self, job_id: str) -> JobRecord:
+        return JobRecord.from_json(self._request("GET", _job(job_id)).json())
 
-    def stop(self, job_id: str) -> dict[str, Any]:
-        resp = self._request("POST", f"/v1/jobs/{quote(job_id, safe='')}/stop")
-        return _json_or_empty(resp)
+    def stop(self, job_id: str) -> JobRecord:
+        """SIGTERM to the job, SIGKILL after the agent's grace period; the record as it is now."""
+        return JobRecord.from_json(self._request("POST", _job(job_id, "/stop")).json())
 
-    def delete_job(self, job_id: str) -> dict[str, Any]:
-        resp = self._request("DELETE", f"/v1/jobs/{quote(job_id, safe='')}")
-        return _json_or_empty(resp)
+    def delete_job(self, job_id: str) -> None:
+        """Remove a finished job with its logs and files."""
+        self._request("DELETE", _job(job_id))
 
     def download(self, job_id: str, path: str) -> bytes:
         """A file the job left in /work (relative path)."""
         rel = quote(path.lstrip("/").removeprefix("work/"), safe="/")
-        return self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}/files/{rel}").content
+        return self._request("GET", _job(job_id, f"/files/{rel}")).content
 
-    def list_files(self, job_id: str) -> list[dict[str, Any]]:
-        """The files a job left in /work, where the agent offers a listing (beyond API.md)."""
-        data = self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}/files").json()
-        return data.get("files", []) if isinstance(data, dict) else data
-
-    def events(
-        self, job_id: str, after: int = 0, follow: bool = True
-    ) -> Iterator[dict[str, Any]]:
+    def events(self, job_id: str, after: int = 0, follow: bool = True) -> Iterator[Event]:
         """The job's events from `after`, each exactly once, across dropped connections.
 
         With `follow`, ends after the `exit` event; without, ends with the history so far.
         """
         last = after
         failures = 0
-        path = f"/v1/jobs/{quote(job_id, safe='')}/events"
+        path = _job(job_id, "/events")
         while True:
             params = {"after": last, "follow": "true" if follow else "false"}
             try:
@@ -232,15 +227,13 @@ class JobletClient:
                 for line in resp.iter_lines(chunk_size=None, decode_unicode=False):
                     if not line:
                         continue  # keep-alive
-                    event = json.loads(line)
-                    seq = int(event.get("seq", 0))
-                    if seq and seq <= last:
+                    event = parse_event(json.loads(line))
+                    if event.seq and event.seq <= last:
                         continue  # a server that repeats itself: never show a line twice
-                    if seq:
-                        last = seq
+                    last = event.seq or last
                     failures = 0
                     yield event
-                    if event.get("type") == "exit":
+                    if isinstance(event, ExitEvent):
                         ended = True
                         break
             except (requests.exceptions.ConnectionError,
@@ -255,57 +248,46 @@ class JobletClient:
             # reconnects, or the connection dropped. Reopen; a finished job replays the rest.
             failures += 1
             if failures > self.reconnect_attempts:
-                record = self.get_job(job_id)
-                if record.get("status") in TERMINAL:
+                if self.get_job(job_id).finished:
                     return
                 failures = 0
             time.sleep(min(0.05 * 2 ** failures, 2.0))
 
     # ---- runtimes -----------------------------------------------------------------------
 
-    def runtimes(self) -> list[dict[str, Any]]:
-        data = self._request("GET", "/v1/runtimes").json()
-        return data.get("runtimes", []) if isinstance(data, dict) else data
+    def runtimes(self) -> list[RuntimeInfo]:
+        return [from_json(RuntimeInfo, r) for r in self._request("GET", "/v1/runtimes").json()]
 
-    def runtime(self, name: str) -> dict[str, Any]:
-        return self._request("GET", f"/v1/runtimes/{quote(name, safe='')}").json()
+    def runtime(self, name: str) -> RuntimeInfo:
+        """One runtime, with its spec and manifest status in `extra`."""
+        return from_json(RuntimeInfo, self._request("GET", _runtime(name)).json())
 
-    def test_runtime(self, name: str) -> dict[str, Any]:
-        """Runs the runtime's own test in a production sandbox (may return a job id to follow)."""
-        resp = self._request(
-            "POST", f"/v1/runtimes/{quote(name, safe='')}/test", timeout=(self.timeout, 600)
-        )
-        return _json_or_empty(resp)
+    def require_runtime(self, name: str) -> RuntimeInfo:
+        """The runtime, or `RuntimeMissing` where this agent does not have it."""
+        try:
+            return self.runtime(name)
+        except NotFoundError:
+            raise RuntimeMissing(name, self.url) from None
 
-    def build_runtime(
-        self,
-        name: str,
-        force: bool = False,
-        spec: str | None = None,
-        files: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
+    def test_runtime(self, name: str) -> RuntimeTest:
+        """Runs the runtime's own test in a production sandbox and answers when it has ended."""
+        resp = self._request("POST", _runtime(name, "/test"), timeout=(self.timeout, 600))
+        return RuntimeTest.from_json(resp.json())
+
+    def build_runtime(self, name: str, force: bool = False, spec: str | None = None,
+                      files: dict[str, str] | None = None) -> Created:
         """Start a runtime build (admin token); follow its `events()` for progress."""
-        body: dict[str, Any] = {}
-        if spec is not None:
-            body["spec"] = spec
-            body["files"] = files or {}
-        else:
-            body["force"] = force
-        resp = self._request(
-            "POST", f"/v1/runtimes/{quote(name, safe='')}/build", admin=True, json_body=body
-        )
-        return resp.json()
+        body: dict[str, Any] = {"spec": spec, "files": files or {}} if spec is not None else {"force": force}
+        resp = self._request("POST", _runtime(name, "/build"), admin=True, json_body=body)
+        return Created.from_json(resp.json())
 
-    def remove_runtime(self, name: str) -> dict[str, Any]:
-        resp = self._request("DELETE", f"/v1/runtimes/{quote(name, safe='')}", admin=True)
-        return _json_or_empty(resp)
+    def remove_runtime(self, name: str) -> None:
+        self._request("DELETE", _runtime(name), admin=True)
 
 
-def _json_or_empty(resp: requests.Response) -> dict[str, Any]:
-    if not resp.content:
-        return {}
-    try:
-        data = resp.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {"result": data}
+def _job(job_id: str, tail: str = "") -> str:
+    return f"/v1/jobs/{quote(job_id, safe='')}{tail}"
+
+
+def _runtime(name: str, tail: str = "") -> str:
+    return f"/v1/runtimes/{quote(name, safe='')}{tail}"

@@ -1,21 +1,23 @@
 """Where the agent's URL and the tokens come from.
 
 Order (API.md: the environment before any config file):
-1. what this session set explicitly (`JobletMagics.url`, `JobletMagics.token_file`, ...);
+1. what the caller set explicitly (`url`, `token_file`, ...; a named node's own settings);
 2. `JOBLET_URL`, `JOBLET_TOKEN`, `JOBLET_ADMIN_TOKEN`, `JOBLET_CERT`;
 3. the client config the agent writes on its first start:
    `~/.config/joblet/client.json` = `{"url": ..., "token": ..., "cert": ...}` and
    `~/.config/joblet/admin-token`. `cert` (HTTPS agents only) is the agent's own certificate,
    which the client pins: it trusts exactly that certificate, not the system store.
-Tokens are never taken from magic arguments: those end up in the notebook file and its history.
+Tokens are only ever read from files or the environment, never passed as arguments: in a
+notebook those end up in the file and its history.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Mapping
 
 DEFAULT_URL = "http://127.0.0.1:7755"
 CLIENT_FILE = "client.json"
@@ -31,6 +33,14 @@ class Settings:
     admin_token: str | None
     source: str  # where the token came from, for `%joblet info`
     cert: str | None = None  # the pinned certificate of an HTTPS agent
+
+
+class UnknownNode(LookupError):
+    """A node name that the configured nodes do not hold."""
+
+    def __init__(self, node: str, known: list[str]):
+        self.node, self.known = node, known
+        super().__init__(f"unknown node {node!r} ({', '.join(known) or 'none configured'})")
 
 
 def config_dirs() -> list[Path]:
@@ -125,3 +135,22 @@ def mask(token: str | None) -> str:
     if len(token) <= 8:
         return "*" * len(token)
     return f"{token[:3]}…{token[-4:]}"
+
+
+def resolve_node(nodes: Mapping[str, Any], node: str | None, url: str = "", token_file: str = "",
+                 admin_token_file: str = "", cert_file: str = "") -> Settings:
+    """The settings of a named agent: `nodes[node]` is a URL or a dict of `url`, `token_file`,
+    `admin_token_file`, `cert_file`; what it leaves out comes from the other arguments, as
+    without a node."""
+    if node:
+        spec = nodes.get(node)
+        if spec is None:
+            raise UnknownNode(node, sorted(nodes))
+        if isinstance(spec, str):
+            spec = {"url": spec}
+        url = spec.get("url", url)
+        token_file = spec.get("token_file", token_file)
+        admin_token_file = spec.get("admin_token_file", admin_token_file)
+        cert_file = spec.get("cert_file", cert_file)
+    settings = resolve(url, token_file, admin_token_file, cert_file)
+    return replace(settings, source=f"node {node}") if node else settings

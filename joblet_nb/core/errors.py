@@ -7,7 +7,7 @@ a Python traceback through requests' internals, which would bury the one line th
 
 from __future__ import annotations
 
-from typing import Any
+from .records import JobRecord
 
 RED = "\x1b[31m"
 BOLD = "\x1b[1m"
@@ -47,12 +47,26 @@ class AgentUnavailable(JobletError):
     """The agent could not be reached at all (refused, DNS, timeout)."""
 
 
+class AgentTimeout(AgentUnavailable):
+    """The agent took longer to answer than the client's `timeout`."""
+
+
 class CertificateError(AgentUnavailable):
     """An HTTPS agent whose certificate is not the one this client pins."""
 
 
 class RuntimeMissing(JobletError):
-    """A notebook requires a runtime this agent does not have."""
+    """A notebook requires a runtime this agent does not have; `how` says how an admin builds it."""
+
+    def __init__(self, runtime: str, url: str, how: str = ""):
+        self.runtime, self.url = runtime, url
+        how = how or f"POST /v1/runtimes/{runtime}/build"
+        super().__init__(f"runtime {runtime!r} is not on the agent at {url}; an admin builds it "
+                         f"with {how}", code="runtime_missing", status=404)
+
+    def built_with(self, how: str) -> "RuntimeMissing":
+        """The same error, saying how to build the runtime where the caller's user is."""
+        return RuntimeMissing(self.runtime, self.url, how)
 
 
 class OutputsMissing(JobletError):
@@ -62,13 +76,13 @@ class OutputsMissing(JobletError):
 class JobFailed(Exception):
     """A job that did not complete. Fails the cell so nbclient and papermill stop too."""
 
-    def __init__(self, record: dict[str, Any], stderr_tail: str = "", tail_lines: int = 20):
+    def __init__(self, record: JobRecord, stderr_tail: str = "", tail_lines: int = 20):
         self.record = record
-        self.job_id = str(record.get("id", "?"))
-        self.status = str(record.get("status", "FAILED"))
-        self.reason = str(record.get("reason") or "exit")
-        self.exit_code = record.get("exit_code")
-        self.signal = record.get("signal")
+        self.job_id = record.id
+        self.status = record.status.value
+        self.reason = record.reason or "exit"
+        self.exit_code = record.exit_code
+        self.signal = record.signal
         self.stderr_tail = stderr_tail
         self.tail_lines = tail_lines
         super().__init__(self.summary())
@@ -81,7 +95,7 @@ class JobFailed(Exception):
         if self.signal:
             parts.append(f"signal={self.signal}")
         hint = REASON_HINTS.get(self.reason)
-        message = self.record.get("message")
+        message = self.record.message
         text = ", ".join(parts)
         if message and self.reason != "exit":
             text += f": {message}"
@@ -108,17 +122,26 @@ REASON_HINTS: dict[str, str] = {
 
 
 class JobInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a cell: the remote job was stopped first; this says how it ended."""
+    """Ctrl-C while following a job: the job was stopped first (or, when `detached`, left
+    running); this says how it ended. `with_hint` adds what the caller's user can do next."""
 
-    def __init__(self, job_id: str, status: str, detail: str = ""):
+    def __init__(self, job_id: str, status: str, detail: str = "", detached: bool = False):
         self.job_id = job_id
         self.status = status
         self.detail = detail
+        self.detached = detached
+        self.hint = ""
         super().__init__(self.summary())
+
+    def with_hint(self, hint: str) -> "JobInterrupted":
+        self.hint = hint
+        self.args = (self.summary(),)
+        return self
 
     def summary(self) -> str:
         text = f"joblet job {self.job_id} interrupted: {self.status}"
-        return f"{text}; {self.detail}" if self.detail else text
+        text = f"{text}; {self.detail}" if self.detail else text
+        return f"{text}; {self.hint}" if self.hint else text
 
     def _render_traceback_(self) -> list[str]:
         return [f"{RED}KeyboardInterrupt{RESET}: {self.summary()}"]

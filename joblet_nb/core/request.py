@@ -1,4 +1,5 @@
-"""Turning magic options into the body of `POST /v1/jobs` (API.md).
+"""Turning what a run asks for into the body of `POST /v1/jobs` (API.md): option strings are
+parsed here, `RunOptions` holds one run's choices and `build_request` makes its `JobRequest`.
 
 Sizes take units (`K`, `M`, `G`; a bare number means megabytes), times take seconds (or
 `s`/`m`/`h`). Values sent with `--in` must be JSON: nothing is pickled either way.
@@ -12,7 +13,10 @@ import math
 import os
 import re
 import stat
+from dataclasses import dataclass, field
 from typing import Any, Iterable
+
+from .records import JobLimits, to_json
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$")
 _TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhSMH]?)\s*$")
@@ -20,6 +24,7 @@ _MB_PER_UNIT = {"": 1.0, "k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0 * 102
 _BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BASE_NAMES = ("base", "none", "")  # runtime names that mean the base system's python3
 
 
 class OptionError(ValueError):
@@ -75,7 +80,20 @@ def parse_env(pairs: Iterable[str]) -> dict[str, str]:
     return env
 
 
-def read_upload(spec: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Upload:
+    """A file sent into the job's /work before it starts."""
+
+    path: str  # relative to /work
+    content: bytes
+    mode: int = 0o644
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "content_b64": base64.b64encode(self.content).decode("ascii"),
+                "mode": self.mode}
+
+
+def read_upload(spec: str) -> Upload:
     """`PATH` or `PATH:DEST`: a local file sent into the job's /work (DEST relative)."""
     local, sep, dest = spec.partition(":")
     if not sep:
@@ -87,8 +105,7 @@ def read_upload(spec: str) -> dict[str, Any]:
         raise OptionError(f"--upload: no file {local!r} (relative paths start at {os.getcwd()})")
     with open(path, "rb") as f:
         content = f.read()
-    mode = stat.S_IMODE(os.stat(path).st_mode) & 0o755
-    return {"path": dest, "content_b64": base64.b64encode(content).decode("ascii"), "mode": mode}
+    return Upload(dest, content, stat.S_IMODE(os.stat(path).st_mode) & 0o755)
 
 
 def collect_inputs(names: Iterable[str], namespace: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -120,21 +137,106 @@ def limits_from(
     timeout: str | None = None,
     disk: str | None = None,
     max_io: str | None = None,
-) -> dict[str, int]:
-    """The `limits` object from option strings; options not given are left out."""
-    limits: dict[str, int] = {}
-    if max_memory is not None:
-        limits["memory_mb"] = parse_size_mb(max_memory, "--max-memory")
-    if max_cpu is not None:
-        limits["cpu_percent"] = parse_cpu_percent(max_cpu)
-    if pids is not None:
-        if pids < 1:
-            raise OptionError("--pids must be at least 1")
-        limits["pids"] = pids
-    if timeout is not None:
-        limits["timeout_s"] = parse_seconds(timeout, "--timeout")
-    if disk is not None:
-        limits["disk_mb"] = parse_size_mb(disk, "--disk")
-    if max_io is not None:
-        limits["io_bps"] = parse_rate_bps(max_io, "--max-io")
-    return limits
+) -> JobLimits:
+    """The limits of option strings; options not given stay None (the agent's default)."""
+    if pids is not None and pids < 1:
+        raise OptionError("--pids must be at least 1")
+    return JobLimits(
+        memory_mb=None if max_memory is None else parse_size_mb(max_memory, "--max-memory"),
+        cpu_percent=None if max_cpu is None else parse_cpu_percent(max_cpu),
+        pids=pids,
+        timeout_s=None if timeout is None else parse_seconds(timeout, "--timeout"),
+        disk_mb=None if disk is None else parse_size_mb(disk, "--disk"),
+        io_bps=None if max_io is None else parse_rate_bps(max_io, "--max-io"),
+    )
+
+
+def names(values: Iterable[str]) -> list[str]:
+    """`--out a --out b` and `--out a,b` both name two variables."""
+    found: list[str] = []
+    for value in values:
+        found += [n.strip() for n in value.split(",") if n.strip()]
+    return found
+
+
+def effective_runtime(option: str | None, default: str = "") -> str | None:
+    """The runtime a cell runs in: its option, else the default; None for the base system."""
+    name = option if option is not None else default
+    return None if (name or "").lower() in BASE_NAMES else name
+
+
+# ---- the request ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """The body of `POST /v1/jobs`: exactly one of `command` or `script`."""
+
+    command: list[str] | None = None
+    script: str | None = None
+    runtime: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    limits: JobLimits = field(default_factory=JobLimits)
+    network: str | None = None  # None: the agent's default ("none")
+    uploads: list[Upload] = field(default_factory=list)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON body; what is not set is left out, so the agent's defaults apply."""
+        body: dict[str, Any] = {"command": self.command, "script": self.script,
+                                "runtime": self.runtime, "network": self.network,
+                                "env": self.env, "limits": to_json(self.limits),
+                                "uploads": [u.to_json() for u in self.uploads],
+                                "inputs": self.inputs, "outputs": self.outputs}
+        return {k: v for k, v in body.items() if v is not None and v != {} and v != []}
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What cells that do not say otherwise run with (a notebook's `%joblet use`)."""
+
+    runtime: str = ""
+    limits: JobLimits = field(default_factory=JobLimits)
+    network: str = ""
+
+
+@dataclass
+class RunOptions:
+    """One run, parsed: what goes into its request, and what to do with its result."""
+
+    runtime: str | None = None  # None: the default runtime; "base": the system python3
+    limits: JobLimits = field(default_factory=JobLimits)
+    network: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    uploads: list[str] = field(default_factory=list)  # PATH[:DEST]
+    inputs: list[str] = field(default_factory=list)   # variable names
+    outputs: list[str] = field(default_factory=list)
+    show: list[str] = field(default_factory=list)     # paths or globs in /work
+    fetch: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+    background: bool = False
+    allow_error: bool = False
+    node: str | None = None
+    status_line: bool = True
+
+
+def build_request(options: RunOptions, script: str | None, defaults: Defaults,
+                  inputs: dict[str, Any] | None = None) -> JobRequest:
+    """The request of a run: a script (a cell) or a command, over the notebook's defaults.
+
+    `inputs` are the JSON values of `options.inputs` (see `collect_inputs`).
+    """
+    command = options.command[1:] if options.command[:1] == ["--"] else list(options.command)
+    if script is not None and command:
+        raise OptionError("give a script or a command, not both")
+    if script is None and not command:
+        raise OptionError("nothing to run: give a script or a command")
+    return JobRequest(
+        command=command or None, script=script,
+        runtime=effective_runtime(options.runtime, defaults.runtime),
+        env=dict(options.env), limits=options.limits.over(defaults.limits),
+        network=options.network or defaults.network or None,
+        uploads=[read_upload(u) for u in options.uploads],
+        inputs=dict(inputs or {}), outputs=list(options.outputs),
+    )

@@ -8,37 +8,63 @@ the cell that ran the job and not in whichever cell is running when a thread get
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from .client import TERMINAL, JobletClient
-from .errors import JobInterrupted, JobletError
+from .client import JobletClient
+from .errors import JobFailed, JobInterrupted, JobletError
+from .events import Event, ExitEvent, OutputEvent, OutputsEvent
+from .records import JobRecord
 
-EventHook = Callable[[dict[str, Any]], None]
+EventHook = Callable[[Event], None]
 STDERR_TAIL_CHARS = 64 * 1024
 
 
 @dataclass
 class JobResult:
-    """What a followed job left: its final record, `--out` values, and the tail of its stderr."""
+    """What a followed job left: its final record, its `--out` values, the tail of its stderr."""
 
-    job_id: str
-    record: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, Any] = field(default_factory=dict)
-    outputs_meta: dict[str, Any] = field(default_factory=dict)  # bytes, missing, errors, error
-    stdout: list[str] = field(default_factory=list)   # only kept when not streaming
+    record: JobRecord
+    outputs: OutputsEvent | None = None
     stderr_tail: str = ""
     last_seq: int = 0
 
     @property
-    def status(self) -> str:
-        return str(self.record.get("status", ""))
+    def job_id(self) -> str:
+        return self.record.id
 
     @property
     def ok(self) -> bool:
-        return self.status == "COMPLETED"
+        return self.record.status == "COMPLETED"
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The variables the job returned (`outputs` of the request)."""
+        return dict(self.outputs.values) if self.outputs else {}
+
+    def failure(self, tail_lines: int = 20) -> JobFailed | None:
+        """The error of a job that did not complete (None if it did)."""
+        return None if self.ok else JobFailed(self.record, self.stderr_tail, tail_lines)
+
+    def returned(self, wanted: list[str]) -> list[str]:
+        """One line per returned value of `wanted`: its type and JSON size."""
+        values = self.values
+        return [f"{n} ({type(values[n]).__name__}, {len(json.dumps(values[n]).encode())} B JSON)"
+                for n in wanted if n in values]
+
+    def missing(self, wanted: list[str]) -> str:
+        """What of `wanted` did not come back, and why; empty when everything did."""
+        meta = self.outputs or OutputsEvent(0, "outputs")
+        if meta.error:
+            return meta.error
+        problems = [f"{name} not returned: {why}" for name, why in meta.errors.items()]
+        absent = [n for n in wanted if n not in meta.values and n not in meta.errors]
+        if absent:
+            problems.append(f"the job did not define {', '.join(absent)}")
+        return "; ".join(problems)
 
 
 class JobFollower:
@@ -56,36 +82,28 @@ class JobFollower:
         self.job_id = job_id
         self.live = live
         self.on_event = on_event
-        self.result = JobResult(job_id)
+        self.result = JobResult(JobRecord(job_id))
         self._stderr: deque[str] = deque()
         self._stderr_chars = 0
         self._buffer: list[tuple[str, str]] = []
-        self._exit: dict[str, Any] | None = None
+        self._exit: ExitEvent | None = None
 
     # ---- events -------------------------------------------------------------------------
 
-    def _handle(self, event: dict[str, Any]) -> None:
-        seq = int(event.get("seq", 0) or 0)
-        if seq:
-            self.result.last_seq = seq
-        kind = event.get("type")
-        if kind in ("stdout", "stderr"):
-            data = str(event.get("data", ""))
-            if kind == "stderr":
-                self._keep_stderr(data)
+    def _handle(self, event: Event) -> None:
+        self.result.last_seq = event.seq or self.result.last_seq
+        if isinstance(event, OutputEvent):
+            if event.type == "stderr":
+                self._keep_stderr(event.data)
             if self.live:
-                stream = sys.stdout if kind == "stdout" else sys.stderr
-                stream.write(data)
+                stream = sys.stdout if event.type == "stdout" else sys.stderr
+                stream.write(event.data)
                 stream.flush()
             else:
-                self._buffer.append((kind, data))
-        elif kind == "outputs":
-            values = event.get("values") or {}
-            if isinstance(values, dict):
-                self.result.outputs.update(values)
-            self.result.outputs_meta = {k: v for k, v in event.items()
-                                        if k not in ("seq", "type", "values")}
-        elif kind == "exit":
+                self._buffer.append((event.type, event.data))
+        elif isinstance(event, OutputsEvent):
+            self.result.outputs = event
+        elif isinstance(event, ExitEvent):
             self._exit = event
         if self.on_event is not None:
             self.on_event(event)
@@ -111,14 +129,13 @@ class JobFollower:
         self._flush_buffer()
         self.result.stderr_tail = "".join(self._stderr)
         try:
-            self.result.record = self.client.get_job(self.job_id)
+            record = self.client.get_job(self.job_id)
         except JobletError:
-            self.result.record = {"id": self.job_id, **(self._exit or {})}
-        if self._exit and self.result.record.get("status") not in TERMINAL:
+            record = JobRecord(self.job_id)
+        if self._exit and not record.finished:
             # The record may lag the exit event by a moment; the event is authoritative.
-            self.result.record.update(
-                {k: v for k, v in self._exit.items() if k not in ("seq", "type")}
-            )
+            record = self._exit.applied_to(record)
+        self.result.record = record
         return self.result
 
     # ---- public -------------------------------------------------------------------------
@@ -139,11 +156,7 @@ class JobFollower:
     def _interrupted(self, stop: bool) -> None:
         if not stop:
             self._flush_buffer()
-            raise JobInterrupted(
-                self.job_id, "still running",
-                f"detached; `%joblet attach {self.job_id}` follows it again, "
-                f"`%joblet stop {self.job_id}` stops it",
-            ) from None
+            raise JobInterrupted(self.job_id, "still running", "detached", detached=True) from None
         try:
             self.client.stop(self.job_id)
         except JobletError:
@@ -153,11 +166,7 @@ class JobFollower:
                 self._read()  # the rest of its output, up to its exit event
         except KeyboardInterrupt:
             self._flush_buffer()
-            raise JobInterrupted(
-                self.job_id, "stop requested",
-                f"not waiting for it to end; `%joblet status {self.job_id}` shows how it ended",
-            ) from None
-        result = self._finish()
-        status = result.status or "unknown"
-        detail = "its processes are gone" if status in TERMINAL else "it may still be ending"
-        raise JobInterrupted(self.job_id, status, detail) from None
+            raise JobInterrupted(self.job_id, "stop requested", "not waiting for it to end") from None
+        record = self._finish().record
+        detail = "its processes are gone" if record.finished else "it may still be ending"
+        raise JobInterrupted(self.job_id, record.status.value, detail) from None

@@ -5,13 +5,12 @@ Sizes are always stated; nothing is cut and nothing is unpickled.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from typing import Any
 
 from ..core.client import JobletClient
+from ..core.errors import JobletError
 from .display import fmt_bytes
-from ..core.errors import JobletError, NotFoundError
 
 IMAGE_TYPES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif", ".svg": "svg"}
 
@@ -21,24 +20,12 @@ def is_pattern(path: str) -> bool:
 
 
 def expand(client: JobletClient, job_id: str, patterns: list[str]) -> list[str]:
-    """Paths named plainly are kept; glob patterns need the agent's file listing."""
-    paths: list[str] = []
-    listing: list[str] | None = None
+    """Paths named plainly are kept; a glob pattern cannot be expanded yet."""
     for pattern in patterns:
-        if not is_pattern(pattern):
-            paths.append(pattern)
-            continue
-        if listing is None:
-            try:
-                listing = [str(f.get("path") if isinstance(f, dict) else f)
-                           for f in client.list_files(job_id)]
-            except NotFoundError:
-                raise JobletError(
-                    f"this agent cannot list a job's files, so {pattern!r} cannot be expanded; "
-                    "name the file exactly, e.g. --show plot.png"
-                ) from None
-        paths += [p for p in listing if fnmatch.fnmatch(p, pattern)]
-    return paths
+        if is_pattern(pattern):
+            raise JobletError(f"{pattern!r} is a pattern, and a job's files cannot be listed yet; "
+                              "name the file exactly, e.g. --show plot.png")
+    return list(patterns)
 
 
 def image_object(path: str, data: bytes) -> Any:

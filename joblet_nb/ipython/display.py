@@ -1,4 +1,5 @@
-"""Tables of jobs, job records and runtimes: HTML for Jupyter, plain text for everything else.
+"""Tables of jobs, job records and runtimes: HTML for Jupyter, plain text for everything else;
+and `note`, the extension's own lines.
 
 A `Table` is an ordinary object with `_repr_html_` and `__repr__`, so a terminal, an HTML export
 and a notebook each get a readable view without any widget manager.
@@ -6,11 +7,21 @@ and a notebook each get a readable view without any widget manager.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
+import sys
 import time
-from datetime import datetime
+from enum import Enum
 from typing import Any, Iterable, Sequence
+
+from ..core.records import JobRecord, RuntimeInfo, to_json
+
+
+def note(message: str) -> None:
+    """A line of the extension's own, on stderr so it never mixes with the job's stdout."""
+    sys.stderr.write(f"[joblet] {message}\n")
+    sys.stderr.flush()
 
 
 class Table:
@@ -62,29 +73,16 @@ def fmt_bytes(n: float | int | None) -> str:
     return f"{n:.1f} GiB"
 
 
-def parse_time(value: Any) -> float | None:
-    """Epoch seconds from the agent's timestamps (epoch number or ISO 8601)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def fmt_time(value: Any) -> str:
-    t = parse_time(value)
+def fmt_time(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t is not None else ""
 
 
-def elapsed(record: dict[str, Any], now: float | None = None) -> float | None:
+def elapsed(record: JobRecord, now: float | None = None) -> float | None:
     """Seconds a job has run (or ran), from its record."""
-    start = parse_time(record.get("started_at")) or parse_time(record.get("created_at"))
+    start = record.started_at or record.created_at
     if start is None:
         return None
-    end = parse_time(record.get("ended_at")) or (now if now is not None else time.time())
+    end = record.ended_at or (now if now is not None else time.time())
     return max(0.0, end - start)
 
 
@@ -98,66 +96,59 @@ def fmt_seconds(s: float | None) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
 
 
-def usage_text(record: dict[str, Any]) -> str:
+def usage_text(record: JobRecord) -> str:
     """CPU seconds and peak memory, once the agent reports them."""
-    usage = record.get("usage") or {}
     parts = []
-    if usage.get("cpu_s") is not None:
-        parts.append(f"cpu {float(usage['cpu_s']):.2f}s")
-    if usage.get("memory_peak_bytes") is not None:
-        parts.append(f"mem peak {fmt_bytes(usage['memory_peak_bytes'])}")
+    if record.usage.cpu_s is not None:
+        parts.append(f"cpu {record.usage.cpu_s:.2f}s")
+    if record.usage.memory_peak_bytes is not None:
+        parts.append(f"mem peak {fmt_bytes(record.usage.memory_peak_bytes)}")
     return ", ".join(parts)
 
 
-def ended_text(record: dict[str, Any]) -> str:
-    status = record.get("status", "")
-    if status not in ("COMPLETED", "FAILED", "STOPPED"):
+def ended_text(record: JobRecord) -> str:
+    if not record.finished:
         return ""
-    bits = []
-    if record.get("reason"):
-        bits.append(str(record["reason"]))
-    if record.get("exit_code") is not None:
-        bits.append(f"exit {record['exit_code']}")
-    if record.get("signal"):
-        bits.append(f"signal {record['signal']}")
+    bits = [record.reason] if record.reason else []
+    if record.exit_code is not None:
+        bits.append(f"exit {record.exit_code}")
+    if record.signal:
+        bits.append(f"signal {record.signal}")
     return ", ".join(bits)
 
 
-def jobs_table(jobs: Sequence[dict[str, Any]], title: str = "joblet jobs") -> Table:
-    rows = [
-        [
-            j.get("id"), j.get("type", ""), j.get("status"), ended_text(j),
-            j.get("runtime") or "base", fmt_time(j.get("created_at")),
-            fmt_seconds(elapsed(j)), usage_text(j),
-        ]
-        for j in jobs
-    ]
+def jobs_table(jobs: Sequence[JobRecord], title: str = "joblet jobs") -> Table:
+    rows = [[j.id, j.type, j.status.value, ended_text(j), j.runtime or "base", fmt_time(j.created_at),
+             fmt_seconds(elapsed(j)), usage_text(j)] for j in jobs]
     header = ["id", "type", "status", "ended", "runtime", "created", "elapsed", "usage"]
     return Table(header, rows, title)
 
 
-def record_table(record: dict[str, Any]) -> Table:
+def record_table(record: JobRecord) -> Table:
     """One job record as field/value rows."""
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "extra"}
     rows: list[list[Any]] = []
-    for key, value in record.items():
+    for key, value in {**fields, **record.extra}.items():
         if key in ("created_at", "started_at", "ended_at"):
-            value = fmt_time(value) or value
-        elif key == "usage" and isinstance(value, dict):
-            value = usage_text(record) or value
+            value = fmt_time(value)
+        elif key == "usage":
+            value = usage_text(record)
+        elif isinstance(value, Enum):
+            value = value.value
+        elif dataclasses.is_dataclass(value):
+            value = _compact(to_json(value))
         elif isinstance(value, (dict, list)):
             value = _compact(value)
         rows.append([key, value])
-    return Table(["field", "value"], rows, f"joblet job {record.get('id', '')}")
+    return Table(["field", "value"], rows, f"joblet job {record.id}")
 
 
-def runtimes_table(runtimes: Sequence[dict[str, Any]]) -> Table:
+def runtimes_table(runtimes: Sequence[RuntimeInfo]) -> Table:
+    described = [to_json(rt) for rt in runtimes]
     keys: list[str] = ["name"]
-    for rt in runtimes:
-        for k in rt:
-            if k not in keys and not isinstance(rt[k], (dict, list)):
-                keys.append(k)
-    rows = [[rt.get(k) for k in keys] for rt in runtimes]
-    return Table(keys, rows, "joblet runtimes")
+    for rt in described:
+        keys += [k for k, v in rt.items() if k not in keys and not isinstance(v, (dict, list))]
+    return Table(keys, [[rt.get(k) for k in keys] for rt in described], "joblet runtimes")
 
 
 def mapping_table(data: dict[str, Any], title: str = "") -> Table:

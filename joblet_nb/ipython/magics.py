@@ -6,8 +6,6 @@ client). Tokens never come from arguments: they would be saved in the notebook a
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
@@ -17,21 +15,15 @@ from IPython.display import display
 from traitlets import Bool, Dict, Float, Int, Unicode
 from traitlets.config import Configurable
 
-from . import artifacts
+from . import artifacts, runtime_magics
 from ..core.client import JobletClient
-from ..core.config import mask, resolve
-from .display import ended_text, jobs_table, mapping_table, record_table
-from ..core.errors import JobFailed, JobletError, NotFoundError, OutputsMissing, RuntimeMissing
-from ..core.request import OptionError, collect_inputs, limits_from, parse_env, read_upload
+from ..core.config import Settings, UnknownNode, mask, resolve_node
+from ..core.errors import AgentTimeout, JobInterrupted, JobletError, OutputsMissing, RuntimeMissing
+from ..core.records import JobLimits, RuntimeInfo, to_json
+from ..core.request import (Defaults, OptionError, RunOptions, build_request, collect_inputs,
+                            effective_runtime, limits_from, names, parse_env)
 from ..core.stream import JobFollower, JobResult
-
-BASE_NAMES = ("base", "none", "")
-
-
-def note(message: str) -> None:
-    """A line of the extension's own, on stderr so it never mixes with the job's stdout."""
-    sys.stderr.write(f"[joblet] {message}\n")
-    sys.stderr.flush()
+from .display import ended_text, jobs_table, mapping_table, note, record_table
 
 
 def _limit_arguments(func: Callable) -> Callable:
@@ -71,36 +63,27 @@ class JobletMagics(Magics, Configurable):
 
     def __init__(self, shell: Any = None, **kwargs: Any):
         super().__init__(shell=shell, **kwargs)
-        self.background: dict[str, Any] = {}     # job id -> the run's parsed options
-        self.skip_runtimes: set[str] = set()     # `require --or-skip` of runtimes the agent lacks
+        self.background: dict[str, RunOptions] = {}  # job id -> the options of its --bg run
+        self.skip_runtimes: set[str] = set()          # `require --or-skip` of runtimes the agent lacks
         self.last_result: JobResult | None = None
 
     # ---- connection ---------------------------------------------------------------------
 
-    def client(self, node: str | None = None) -> JobletClient:
-        """A client for this call, resolved now so env and %config changes apply at once."""
-        url, token_file, admin_file, cert = (self.url, self.token_file, self.admin_token_file,
-                                             self.cert_file)
-        if node:
-            spec = self.nodes.get(node)
-            if spec is None:
-                known = ", ".join(sorted(self.nodes)) or "none configured"
-                raise UsageError(
-                    f"unknown node {node!r} ({known}); configure one with "
-                    f"%config JobletMagics.nodes = {{'{node}': {{'url': 'http://HOST:7755', "
-                    f"'token_file': '/path/to/token'}}}}"
-                )
-            if isinstance(spec, str):
-                spec = {"url": spec}
-            url = spec.get("url", url)
-            token_file = spec.get("token_file", token_file)
-            admin_file = spec.get("admin_token_file", admin_file)
-            cert = spec.get("cert_file", cert)
+    def settings(self, node: str | None = None) -> Settings:
+        """Where the agent is and who we are, resolved now so env and %config changes apply."""
         try:
-            settings = resolve(url, token_file, admin_file, cert)
+            return resolve_node(self.nodes, node, self.url, self.token_file, self.admin_token_file,
+                                self.cert_file)
+        except UnknownNode as exc:
+            raise UsageError(
+                f"{exc}; configure one with %config JobletMagics.nodes = {{'{node}': "
+                f"{{'url': 'http://HOST:7755', 'token_file': '/path/to/token'}}}}") from None
         except (OSError, ValueError) as exc:
             raise UsageError(f"{exc}; fix JobletMagics.token_file or unset it") from None
-        return JobletClient.from_settings(settings, timeout=self.http_timeout)
+
+    def client(self, node: str | None = None) -> JobletClient:
+        """A client for this call (of a named agent of `nodes` with `node`)."""
+        return JobletClient.from_settings(self.settings(node), timeout=self.http_timeout)
 
     def admin_client(self, node: str | None = None) -> JobletClient:
         """The admin token for every call, so it can also follow and stop build jobs."""
@@ -111,6 +94,14 @@ class JobletMagics(Magics, Configurable):
                 "or ~/.config/joblet/admin-token"
             )
         return c.with_token(c.admin_token)
+
+    def defaults(self) -> Defaults:
+        """What cells that do not say otherwise run with."""
+        try:
+            limits = JobLimits.from_json(self.default_limits)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"JobletMagics.default_limits: {exc}") from None
+        return Defaults(self.default_runtime, limits, self.default_network)
 
     def widgets_enabled(self) -> bool:
         """Widgets only where a kernel can render them; a terminal gets text lines."""
@@ -136,6 +127,10 @@ class JobletMagics(Magics, Configurable):
             return handler(rest.strip(), cell)
         except OptionError as exc:
             raise UsageError(str(exc)) from None
+        except AgentTimeout as exc:
+            raise AgentTimeout(f"{exc.message} (here: %config JobletMagics.http_timeout = 120)") from None
+        except JobInterrupted as exc:
+            raise exc.with_hint(_next_steps(exc)) from None
 
     def _handlers(self) -> dict[str, Callable[[str, str | None], Any]]:
         return {
@@ -167,65 +162,36 @@ class JobletMagics(Magics, Configurable):
         Output streams into the cell as it arrives. A failed job fails the cell with the reason
         and the tail of its stderr. Ctrl-C stops the job and waits for it to end.
         """
-        args = parse_argstring(self._run, rest)
-        runtime = self._effective_runtime(args.runtime)
+        options = _run_options(parse_argstring(self._run, rest))
+        runtime = effective_runtime(options.runtime, self.default_runtime)
         if runtime and runtime in self.skip_runtimes:
             note(f"skipped: runtime {runtime!r} is not on this agent "
                  f"(an admin builds it with `%joblet runtime build {runtime}`)")
             return None
-        client = self.client(args.node)
-        body = self._job_body(args, cell, runtime)
-        job_id = str(client.run_job(**body)["id"])
-        if args.bg:
-            self.background[job_id] = args
+        if cell is not None and options.command:
+            raise UsageError("a cell runs as a script; give a command only on the line form "
+                             "(%joblet run -- CMD ARGS)")
+        if cell is None and not options.command:
+            raise UsageError("nothing to run: put code in the cell under %%joblet run, "
+                             "or give a command: %joblet run -- ls -la")
+        inputs, sizes = collect_inputs(options.inputs, self.shell.user_ns)
+        request = build_request(options, cell, self.defaults(), inputs)
+        client = self.client(options.node)
+        if sizes:
+            note("in: " + "; ".join(sizes))
+        job_id = client.run_job(request).id
+        if options.background:
+            self.background[job_id] = options
             note(f"job {job_id} runs in the background: `%joblet attach {job_id}` follows it, "
                  f"`%joblet stop {job_id}` stops it")
             return None
-        self._follow(client, job_id, args, stop_on_interrupt=True)
+        self._follow(client, job_id, options, stop_on_interrupt=True)
         return None
 
-    def _effective_runtime(self, option: str | None) -> str | None:
-        name = option if option is not None else self.default_runtime
-        return None if (name or "").lower() in BASE_NAMES else name
-
-    def _job_body(self, args: Any, cell: str | None, runtime: str | None) -> dict[str, Any]:
-        command = list(args.command)
-        if command and command[0] == "--":
-            command = command[1:]
-        body: dict[str, Any] = {"runtime": runtime}
-        if cell is not None:
-            if command:
-                raise UsageError("a cell runs as a script; give a command only on the line form "
-                                 "(%joblet run -- CMD ARGS)")
-            body["script"] = cell
-        elif command:
-            body["command"] = command
-        else:
-            raise UsageError("nothing to run: put code in the cell under %%joblet run, "
-                             "or give a command: %joblet run -- ls -la")
-        limits = {**self.default_limits, **limits_from(
-            args.max_memory, args.max_cpu, args.pids, args.timeout, args.disk, args.max_io)}
-        if limits:
-            body["limits"] = limits
-        network = args.network or self.default_network
-        if network:
-            body["network"] = network
-        env = parse_env(args.env)
-        if env:
-            body["env"] = env
-        if args.upload:
-            body["uploads"] = [read_upload(u) for u in args.upload]
-        if args.inputs:
-            inputs, sizes = collect_inputs(_names(args.inputs), self.shell.user_ns)
-            body["inputs"] = inputs
-            note("in: " + "; ".join(sizes))
-        if args.outputs:
-            body["outputs"] = _names(args.outputs)
-        return body
-
-    def _follow(self, client: JobletClient, job_id: str, args: Any, stop_on_interrupt: bool) -> JobResult:
+    def _follow(self, client: JobletClient, job_id: str, options: RunOptions,
+                stop_on_interrupt: bool) -> JobResult:
         status = tracker = None
-        if self.widgets_enabled() and not getattr(args, "no_status", False):
+        if self.widgets_enabled() and options.status_line:
             from .widgets import StatusLine, StatusTracker
 
             status = StatusLine(job_id)
@@ -246,55 +212,36 @@ class JobletMagics(Magics, Configurable):
                 status.refresh_display()  # the saved notebook shows the final state
         self.last_result = result
         self.background.pop(job_id, None)
-        self._deliver(client, result, args)
+        self._deliver(client, result, options)
         return result
 
-    def _deliver(self, client: JobletClient, result: JobResult, args: Any) -> None:
+    def _deliver(self, client: JobletClient, result: JobResult, options: RunOptions) -> None:
         """`--out` values, `--show` images, `--fetch` files; then fail the cell if anything failed.
 
         A job that failed fails the cell; so does one that completed without a value that
         `--out` asked for, since the next cell would silently use an old or missing variable.
         """
-        tolerant = getattr(args, "allow_error", False) or not self.raise_on_error
-        if not result.ok:
-            failure = JobFailed(result.record, result.stderr_tail, self.stderr_tail_lines)
+        tolerant = options.allow_error or not self.raise_on_error
+        failure = result.failure(self.stderr_tail_lines)
+        if failure is not None:
             if not tolerant:
                 raise failure
             note(failure.summary())
             return
-        wanted = _names(getattr(args, "outputs", []) or [])
-        problem = self._assign_outputs(wanted, result) if wanted else ""
-        if getattr(args, "show", None):
-            for line in artifacts.show(client, result.job_id, args.show):
-                note(line)
-        if getattr(args, "fetch", None):
-            for line in artifacts.fetch(client, result.job_id, args.fetch):
-                note(line)
+        values = result.values
+        self.shell.user_ns.update({n: values[n] for n in options.outputs if n in values})
+        returned = result.returned(options.outputs)
+        if returned:
+            note("out: " + "; ".join(returned))
+        problem = result.missing(options.outputs) if options.outputs else ""
+        for line in artifacts.show(client, result.job_id, options.show) if options.show else []:
+            note(line)
+        for line in artifacts.fetch(client, result.job_id, options.fetch) if options.fetch else []:
+            note(line)
         if problem:
             if not tolerant:
                 raise OutputsMissing(f"--out: {problem}")
             note(f"out: {problem}")
-
-    def _assign_outputs(self, wanted: list[str], result: JobResult) -> str:
-        """Put `--out` values into the user's namespace, stating each size; returns what is missing."""
-        got = []
-        for name in wanted:
-            if name in result.outputs:
-                value = result.outputs[name]
-                self.shell.user_ns[name] = value
-                size = len(json.dumps(value).encode())
-                got.append(f"{name} ({type(value).__name__}, {size} B JSON)")
-        if got:
-            note("out: " + "; ".join(got))
-        meta = result.outputs_meta
-        if meta.get("error"):
-            return str(meta["error"])
-        errors = meta.get("errors") or {}
-        problems = [f"{name} not returned: {why}" for name, why in errors.items()]
-        missing = [n for n in wanted if n not in result.outputs and n not in errors]
-        if missing:
-            problems.append(f"the job did not define {', '.join(missing)}")
-        return "; ".join(problems)
 
     # ---- jobs ---------------------------------------------------------------------------
 
@@ -305,7 +252,7 @@ class JobletMagics(Magics, Configurable):
     def _jobs(self, rest: str, cell: str | None) -> None:
         """List your jobs, newest last (all users' jobs, with the admin token)."""
         args = parse_argstring(self._jobs, rest)
-        jobs = sorted(self.client(args.node).list_jobs(), key=lambda j: j.get("created_at") or 0)
+        jobs = sorted(self.client(args.node).list_jobs(), key=lambda j: j.created_at or 0)
         shown = jobs if args.all else jobs[-max(args.last, 0):] if args.last else []
         title = "joblet jobs" if len(shown) == len(jobs) else \
             f"joblet jobs (last {len(shown)} of {len(jobs)}; --all shows every one)"
@@ -327,7 +274,7 @@ class JobletMagics(Magics, Configurable):
         args = parse_argstring(self._logs, rest)
         record = JobFollower(self.client(args.node), args.job_id).history().record
         ended = ended_text(record)
-        note(f"job {args.job_id} {record.get('status', '?')}" + (f" ({ended})" if ended else ""))
+        note(f"job {args.job_id} {record.status.value}" + (f" ({ended})" if ended else ""))
 
     @magic_arguments("joblet attach")
     @argument("job_id", metavar="ID")
@@ -340,10 +287,9 @@ class JobletMagics(Magics, Configurable):
         a --bg run of this session (--out, --show, --fetch) apply when it ends.
         """
         args = parse_argstring(self._attach, rest)
-        run_args = self.background.get(args.job_id, args)
-        if args.allow_error:
-            run_args.allow_error = True
-        self._follow(self.client(args.node), args.job_id, run_args, stop_on_interrupt=False)
+        options = self.background.get(args.job_id) or RunOptions(node=args.node)
+        options.allow_error = options.allow_error or args.allow_error
+        self._follow(self.client(args.node), args.job_id, options, stop_on_interrupt=False)
 
     @magic_arguments("joblet stop")
     @argument("job_id", metavar="ID")
@@ -392,16 +338,16 @@ class JobletMagics(Magics, Configurable):
     def _info(self, rest: str, cell: str | None) -> None:
         """The agent (URL, version, platform), who you are to it (tokens masked), your defaults."""
         args = parse_argstring(self._info, rest)
-        client = self.client(args.node)
+        settings = self.settings(args.node)
+        client = JobletClient.from_settings(settings, timeout=self.http_timeout)
         facts: dict[str, Any] = {"url": client.url}
         if client.cert:
             facts["pinned certificate"] = client.cert
-        health = client.health()
-        facts.update({f"agent {k}": v for k, v in health.items()})
-        facts["token"] = f"{mask(client.token)} (from {self._token_source(args.node)})"
+        facts.update({f"agent {k}": v for k, v in to_json(client.health()).items()})
+        facts["token"] = f"{mask(client.token)} (from {settings.source})"
         try:
             who = client.whoami()
-            facts["you are"] = f"{who.get('name', '?')} (role {who.get('role', '?')}, id {who.get('id', '?')})"
+            facts["you are"] = f"{who.name} (role {who.role}, id {who.id})"
         except JobletError as exc:
             facts["you are"] = f"not accepted: {exc}"
         facts["admin token"] = mask(client.admin_token)
@@ -409,11 +355,6 @@ class JobletMagics(Magics, Configurable):
         facts["default limits"] = dict(self.default_limits) or "agent defaults"
         facts["default network"] = self.default_network or "agent default (none)"
         display(mapping_table(facts, "joblet info"))
-
-    def _token_source(self, node: str | None) -> str:
-        if node:
-            return f"node {node}"
-        return resolve(self.url, self.token_file, self.admin_token_file, self.cert_file).source
 
     @magic_arguments("joblet use")
     @argument("runtime", metavar="RUNTIME", help="runtime for this notebook's cells (`base`: system python3)")
@@ -428,20 +369,20 @@ class JobletMagics(Magics, Configurable):
         Fails clearly when the agent lacks the runtime (see `%joblet require`).
         """
         args = parse_argstring(self._use, rest)
-        runtime = self._effective_runtime(args.runtime)
+        runtime = effective_runtime(args.runtime)
         if runtime and not args.no_check:
             try:
                 self._check_runtime(self.client(args.node), runtime)
             except RuntimeMissing as exc:
                 if args.fallback is None:
                     raise
-                fallback = self._effective_runtime(args.fallback)
+                fallback = effective_runtime(args.fallback)
                 if fallback:
                     self._check_runtime(self.client(args.node), fallback)
                 note(f"{exc.message}; using {fallback or 'base python3'} instead")
                 runtime = fallback
-        limits = limits_from(args.max_memory, args.max_cpu, args.pids, args.timeout, args.disk,
-                             args.max_io)
+        limits = to_json(limits_from(args.max_memory, args.max_cpu, args.pids, args.timeout,
+                                     args.disk, args.max_io))
         self.default_runtime = runtime or ""
         self.default_limits = limits
         self.default_network = args.network or ""
@@ -469,14 +410,11 @@ class JobletMagics(Magics, Configurable):
                 self.skip_runtimes.add(name)
                 note(f"{exc.message}; cells that use it are skipped")
 
-    def _check_runtime(self, client: JobletClient, name: str) -> dict[str, Any]:
+    def _check_runtime(self, client: JobletClient, name: str) -> RuntimeInfo:
         try:
-            return client.runtime(name)
-        except NotFoundError:
-            raise RuntimeMissing(
-                f"runtime {name!r} is not on the agent at {client.url}; an admin builds it with "
-                f"`%joblet runtime build {name}` (or POST /v1/runtimes/{name}/build)"
-            ) from None
+            return client.require_runtime(name)
+        except RuntimeMissing as exc:
+            raise exc.built_with(f"`%joblet runtime build {name}` (or POST /v1/runtimes/{name}/build)") from None
 
     @magic_arguments("joblet ui")
     @argument("--node", metavar="NAME")
@@ -502,17 +440,29 @@ class JobletMagics(Magics, Configurable):
         args = parse_argstring(self._runtime, rest)
         if args.action != "list" and not args.name:
             raise UsageError(f"%joblet runtime {args.action} needs a runtime name")
-        from . import runtime_magics as runtimes
-
-        return runtimes.run_action(self, args)
+        return runtime_magics.run_action(self, args)
 
 
-def _names(values: list[str]) -> list[str]:
-    """`--out a --out b` and `--out a,b` both work."""
-    names: list[str] = []
-    for value in values:
-        names += [n.strip() for n in value.split(",") if n.strip()]
-    return names
+def _run_options(args: Any) -> RunOptions:
+    """The parsed options of `%%joblet run` as a `RunOptions` (kept for a --bg run's attach)."""
+    return RunOptions(
+        runtime=args.runtime, network=args.network, env=parse_env(args.env),
+        limits=limits_from(args.max_memory, args.max_cpu, args.pids, args.timeout, args.disk,
+                           args.max_io),
+        uploads=list(args.upload), inputs=names(args.inputs), outputs=names(args.outputs),
+        show=list(args.show), fetch=list(args.fetch), command=list(args.command),
+        background=args.bg, allow_error=args.allow_error, node=args.node,
+        status_line=not args.no_status,
+    )
+
+
+def _next_steps(exc: JobInterrupted) -> str:
+    """What a user can do about a job a Ctrl-C left behind, in magics."""
+    if exc.detached:
+        return f"`%joblet attach {exc.job_id}` follows it again, `%joblet stop {exc.job_id}` stops it"
+    if exc.status == "stop requested":
+        return f"`%joblet status {exc.job_id}` shows how it ended"
+    return ""
 
 
 SUBCOMMANDS = ["_run", "_jobs", "_status", "_logs", "_attach", "_stop", "_delete", "_fetch",

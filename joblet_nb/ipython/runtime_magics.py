@@ -7,59 +7,60 @@ A build is an ordinary job of type `runtime-build` from the client's side: its e
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from .display import mapping_table, runtimes_table
+from ..core.client import JobletClient
 from ..core.errors import JobFailed
+from ..core.events import Event, ProgressEvent
+from ..core.records import to_json
 from ..core.stream import JobFollower
-
-if TYPE_CHECKING:
-    from .magics import JobletMagics
+from .display import mapping_table, note, runtimes_table
 
 
-def run_action(magics: "JobletMagics", args: Any) -> None:
+class Host(Protocol):
+    """What these commands need of the magics that run them."""
+
+    stderr_tail_lines: int
+
+    def client(self, node: str | None = None) -> JobletClient: ...
+
+    def admin_client(self, node: str | None = None) -> JobletClient: ...
+
+    def widgets_enabled(self) -> bool: ...
+
+
+def run_action(host: Host, args: Any) -> None:
+    """One `%joblet runtime ACTION [NAME]`, its arguments parsed by the magic."""
     action = args.action
     if action == "list":
-        display(runtimes_table(magics.client(args.node).runtimes()))
+        display(runtimes_table(host.client(args.node).runtimes()))
     elif action == "info":
-        display(mapping_table(magics.client(args.node).runtime(args.name), f"runtime {args.name}"))
+        display(mapping_table(to_json(host.client(args.node).runtime(args.name)), f"runtime {args.name}"))
     elif action == "test":
-        _test(magics, args)
+        _test(host, args)
     elif action == "remove":
-        magics.admin_client(args.node).remove_runtime(args.name)
-        _note(f"runtime {args.name} removed")
+        host.admin_client(args.node).remove_runtime(args.name)
+        note(f"runtime {args.name} removed")
     elif action == "build":
-        _build(magics, args)
+        _build(host, args)
 
 
-def _test(magics: "JobletMagics", args: Any) -> None:
-    """Run the runtime's own test; the agent either answers at once or starts a job to follow."""
-    client = magics.client(args.node)
-    answer = client.test_runtime(args.name)
-    job_id = answer.get("job_id") or answer.get("id")
-    if job_id and answer.get("status") not in ("COMPLETED", "FAILED", "STOPPED"):
-        result = JobFollower(client, str(job_id)).follow()
-        record = result.record
-        if not result.ok:
-            raise JobFailed(record, result.stderr_tail, magics.stderr_tail_lines)
-        _note(f"runtime {args.name}: test passed (job {job_id})")
-        return
-    for key in ("stdout", "output"):
-        if answer.get(key):
-            print(answer[key], end="" if str(answer[key]).endswith("\n") else "\n")
-    passed = answer.get("ok", answer.get("passed", answer.get("status") == "COMPLETED"))
-    shown = {k: v for k, v in answer.items() if k not in ("stdout", "output", "stderr")}
+def _test(host: Host, args: Any) -> None:
+    """Run the runtime's own test; the agent answers once the test job has ended."""
+    answer = host.client(args.node).test_runtime(args.name)
+    if answer.stdout:
+        print(answer.stdout, end="" if answer.stdout.endswith("\n") else "\n")
+    shown = {k: v for k, v in to_json(answer).items() if k not in ("stdout", "stderr")}
     display(mapping_table(shown, f"runtime {args.name}: test"))
-    if not passed:
-        raise JobFailed({"id": job_id or f"test of {args.name}", **answer},
-                        str(answer.get("stderr", "")), magics.stderr_tail_lines)
+    if not answer.ok:
+        raise JobFailed(answer.record(), answer.stderr, host.stderr_tail_lines)
 
 
-def _build(magics: "JobletMagics", args: Any) -> None:
-    client = magics.admin_client(args.node)
+def _build(host: Host, args: Any) -> None:
+    client = host.admin_client(args.node)
     if args.spec:
         spec = _read(args.spec)
         files = {os.path.basename(f): _read(f) for f in args.file}
@@ -68,29 +69,28 @@ def _build(magics: "JobletMagics", args: Any) -> None:
         if args.file:
             raise UsageError("--file goes with --spec (a runtime of your own)")
         started = client.build_runtime(args.name, force=args.force)
-    job_id = str(started["id"])
-    _note(f"building runtime {args.name} in job {job_id}")
+    note(f"building runtime {args.name} in job {started.id}")
     progress = None
-    if magics.widgets_enabled():
+    if host.widgets_enabled():
         from .widgets import BuildProgress
 
         progress = BuildProgress(args.name)
         progress.show()
-    follower = JobFollower(client, job_id, on_event=progress.on_event if progress else _text_progress)
+    follower = JobFollower(client, started.id, on_event=progress.on_event if progress else _text_progress)
     try:
         result = follower.follow()
     finally:
         if progress is not None:
             progress.refresh_display()
-    if not result.ok:
-        raise JobFailed(result.record, result.stderr_tail, magics.stderr_tail_lines)
-    _note(f"runtime {args.name} built")
+    failure = result.failure(host.stderr_tail_lines)
+    if failure is not None:
+        raise failure
+    note(f"runtime {args.name} built")
 
 
-def _text_progress(event: dict[str, Any]) -> None:
-    if event.get("type") == "progress":
-        step = f"[{event.get('step')}/{event.get('steps')}] " if event.get("steps") else ""
-        _note(f"{step}{event.get('phase', '')}: {event.get('message', '')}")
+def _text_progress(event: Event) -> None:
+    if isinstance(event, ProgressEvent):
+        note(event.text())
 
 
 def _read(path: str) -> str:
@@ -99,9 +99,3 @@ def _read(path: str) -> str:
             return f.read()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _note(message: str) -> None:
-    from .magics import note
-
-    note(message)

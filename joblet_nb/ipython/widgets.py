@@ -12,6 +12,7 @@ the monitor's Stop buttons serve background jobs and other cells; Ctrl-C stops a
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import threading
 import time
@@ -19,9 +20,11 @@ from typing import Any, Callable
 
 import ipywidgets as w
 
-from ..core.client import TERMINAL, JobletClient
-from .display import elapsed, ended_text, fmt_seconds, jobs_table, usage_text
+from ..core.client import JobletClient
 from ..core.errors import JobletError
+from ..core.events import Event, ExitEvent, ProgressEvent, StatusEvent
+from ..core.records import JobRecord
+from .display import elapsed, ended_text, fmt_seconds, jobs_table, usage_text
 
 STATE_COLOURS = {
     "PENDING": "#888",
@@ -69,34 +72,32 @@ class StatusLine(Snapshot, w.HTML):
     def __init__(self, job_id: str = "", **kwargs: Any):
         super().__init__(**kwargs)
         self.job_id = job_id
-        self.record: dict[str, Any] = {"id": job_id, "status": "PENDING"}
+        self.record = JobRecord(job_id)
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
         self._render()
 
-    def update(self, record: dict[str, Any] | None = None, **fields: Any) -> None:
-        """Merge a job record (or a few fields of one) and redraw."""
+    def update(self, record: JobRecord) -> None:
+        """Show this record of the job and redraw."""
         with self._lock:
-            if record:
-                self.record.update(record)
-            self.record.update(fields)
+            self.record = record
             self._render()
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: Event) -> None:
         """Status and exit events move the state without waiting for the next poll."""
-        if event.get("type") == "status" and event.get("status"):
-            self.update(status=event["status"])
-        elif event.get("type") == "exit":
-            self.update({k: v for k, v in event.items() if k not in ("seq", "type")})
+        if isinstance(event, StatusEvent):
+            self.update(dataclasses.replace(self.record, status=event.status))
+        elif isinstance(event, ExitEvent):
+            self.update(event.applied_to(self.record))
 
     def _elapsed(self) -> float:
         from_record = elapsed(self.record)
-        if from_record is not None and (self.record.get("ended_at") or self.record.get("started_at")):
+        if from_record is not None and (self.record.ended_at or self.record.started_at):
             return from_record
         return time.monotonic() - self._t0
 
     def _parts(self) -> list[tuple[str, str]]:
-        status = str(self.record.get("status", ""))
+        status = self.record.status.value
         parts = [("job", self.job_id), ("state", status), ("elapsed", fmt_seconds(self._elapsed()))]
         ended = ended_text(self.record)
         if ended:
@@ -153,7 +154,7 @@ class StatusTracker:
             except Exception:  # a status line must never break a cell
                 continue
             self.status.update(record)
-            if record.get("status") in TERMINAL:
+            if record.finished:
                 return
 
 
@@ -171,18 +172,15 @@ class BuildProgress(Snapshot, w.VBox):
         self._progress = {"phase": "", "step": 0, "steps": 0, "message": "starting", "status": ""}
         super().__init__(children=[self.bar, self.label], **kwargs)
 
-    def on_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "progress":
-            steps = int(event.get("steps") or 0)
-            step = int(event.get("step") or 0)
-            self._progress.update(phase=str(event.get("phase", "")), step=step, steps=steps,
-                              message=str(event.get("message", "")))
-            if steps:
-                self.bar.max = steps
-                self.bar.value = min(step, steps)
-        elif kind == "exit":
-            self._progress["status"] = str(event.get("status", ""))
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, ProgressEvent):
+            self._progress.update(phase=event.phase, step=event.step, steps=event.steps,
+                                  message=event.message)
+            if event.steps:
+                self.bar.max = event.steps
+                self.bar.value = min(event.step, event.steps)
+        elif isinstance(event, ExitEvent):
+            self._progress["status"] = event.status.value
             self.bar.bar_style = "success" if self._progress["status"] == "COMPLETED" else "danger"
             if self._progress["status"] == "COMPLETED":
                 self.bar.value = self.bar.max
@@ -214,7 +212,7 @@ class JobMonitor(Snapshot, w.VBox):
 
     def __init__(self, client: JobletClient, **kwargs: Any):
         self.client = client
-        self.jobs: list[dict[str, Any]] = []
+        self.jobs: list[JobRecord] = []
         self.message = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.refresh_button.on_click(lambda _b: self.refresh())
@@ -232,16 +230,14 @@ class JobMonitor(Snapshot, w.VBox):
         header = w.HTML("<b>" + " · ".join(["id", "status", "runtime", "elapsed", "usage"]) + "</b>")
         self.rows.children = [header] + [self._row(job) for job in self.jobs]
 
-    def _row(self, job: dict[str, Any]) -> w.HBox:
-        job_id = str(job.get("id"))
-        status = str(job.get("status", ""))
-        colour = STATE_COLOURS.get(status, "#444")
-        text = (f"<code>{html.escape(job_id)}</code> · <b style='color:{colour}'>{status}</b> · "
-                f"{html.escape(job.get('runtime') or 'base')} · {fmt_seconds(elapsed(job))} · "
+    def _row(self, job: JobRecord) -> w.HBox:
+        colour = STATE_COLOURS.get(job.status, "#444")
+        text = (f"<code>{html.escape(job.id)}</code> · <b style='color:{colour}'>{job.status.value}</b> · "
+                f"{html.escape(job.runtime or 'base')} · {fmt_seconds(elapsed(job))} · "
                 f"{html.escape(usage_text(job))}")
         stop = w.Button(description="Stop", button_style="danger",
-                        disabled=status in TERMINAL, layout=w.Layout(width="70px"))
-        stop.on_click(lambda _b, jid=job_id: self.stop(jid))
+                        disabled=job.finished, layout=w.Layout(width="70px"))
+        stop.on_click(lambda _b, jid=job.id: self.stop(jid))
         return w.HBox([stop, w.HTML(text)])
 
     def stop(self, job_id: str) -> None:
@@ -272,7 +268,7 @@ class ControlPanel(Snapshot, w.VBox):
         self.error = w.HTML()
         names = [BASE_RUNTIME]
         try:
-            names += [str(rt.get("name")) for rt in client.runtimes() if rt.get("name")]
+            names += [rt.name for rt in client.runtimes()]
         except JobletError as exc:
             self.error.value = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
         current = target.default_runtime or BASE_RUNTIME

@@ -1,0 +1,89 @@
+"""A job's events (API.md), one class per kind, read from the NDJSON stream by `parse_event`.
+
+Kinds an agent adds later arrive as a plain `Event` with their fields in `extra`, so a client
+that does not know them yet passes them on instead of failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .records import JobRecord, JobStatus, from_json
+
+
+@dataclass(frozen=True)
+class Event:
+    """Any event: its place in the stream and its kind."""
+
+    seq: int
+    type: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatusEvent(Event):
+    status: JobStatus = JobStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class OutputEvent(Event):
+    """`stdout` or `stderr`: a chunk of the job's output, as the agent decoded it."""
+
+    data: str = ""
+
+
+@dataclass(frozen=True)
+class ProgressEvent(Event):
+    """A runtime build's phase: step `step` of `steps`."""
+
+    phase: str = ""
+    step: int = 0
+    steps: int = 0
+    message: str = ""
+
+    def text(self) -> str:
+        where = f"[{self.step}/{self.steps}] " if self.steps else ""
+        return f"{where}{self.phase}: {self.message}"
+
+
+@dataclass(frozen=True)
+class OutputsEvent(Event):
+    """The `--out` values of a script job, their JSON size, and what could not be returned."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    bytes: int | None = None
+    missing: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # the whole result was refused (too large, not JSON, no file)
+
+
+@dataclass(frozen=True)
+class ExitEvent(Event):
+    """How the job ended; the last event of its stream."""
+
+    status: JobStatus = JobStatus.FAILED
+    exit_code: int | None = None
+    reason: str | None = None
+    signal: int | None = None
+    message: str | None = None
+
+    def applied_to(self, record: JobRecord) -> JobRecord:
+        """`record` with this ending (a record fetched a moment before the job ended lags it)."""
+        return replace(record, status=self.status, exit_code=self.exit_code, reason=self.reason,
+                       signal=self.signal, message=self.message)
+
+
+KINDS: dict[str, type[Event]] = {
+    "status": StatusEvent, "stdout": OutputEvent, "stderr": OutputEvent,
+    "progress": ProgressEvent, "outputs": OutputsEvent, "exit": ExitEvent,
+}
+
+
+def parse_event(data: dict[str, Any]) -> Event:
+    """The typed event of one NDJSON line."""
+    cls = KINDS.get(str(data.get("type")), Event)
+    typed: dict[str, Any] = {"seq": int(data.get("seq") or 0), "type": str(data.get("type"))}
+    if "status" in data and cls in (StatusEvent, ExitEvent):
+        typed["status"] = JobStatus(data["status"])
+    return from_json(cls, data, **typed)
