@@ -12,21 +12,22 @@ Frames out: ready, cell_start, stdout, stderr, display, result, error, cell_end,
 SIGINT raises KeyboardInterrupt in a running cell only; between cells it is ignored.
 """
 
-import ast
-import base64
+import _ast
+import binascii
 import builtins
 import codecs
 import fcntl
 import io
 import json
-import linecache
 import os
 import select
 import signal
 import sys
 import threading
-import traceback
 import types
+
+# ast, traceback, linecache and base64 import `re`, `enum`, `tokenize` and more: a session's start
+# pays for them only when a cell needs them (its first error, for one).
 
 PROTOCOL = 1
 PRIVATE_FD_MIN = 20
@@ -199,7 +200,9 @@ def _ipython_formatter():
 
 def _encode(mime, value):
     if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii") if mime.startswith("image/") else value.decode("utf-8", "replace")
+        if mime.startswith("image/"):
+            return binascii.b2a_base64(value, newline=False).decode("ascii")
+        return value.decode("utf-8", "replace")
     if isinstance(value, (dict, list)) and mime.endswith("json"):
         return value
     return value if isinstance(value, str) else str(value)
@@ -275,8 +278,9 @@ class AfterImport:
     """Patches modules right after they are first imported: pyplot's show() draws inline, and
     IPython's display() (where the runtime has IPython) sends display frames."""
 
-    PATCHES = {"matplotlib.pyplot": ("show", show_figures),
-               "IPython.core.display_functions": ("display", display)}
+    PATCHES = {"matplotlib.pyplot": lambda m: setattr(m, "show", show_figures),
+               "IPython.core.display_functions": lambda m: setattr(m, "display", display),
+               "linecache": lambda m: share_sources(m)}
 
     def find_spec(self, name, path=None, target=None):
         if name not in self.PATCHES:
@@ -285,12 +289,12 @@ class AfterImport:
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
             return spec
-        attr, value = self.PATCHES[name]
+        patch = self.PATCHES[name]
         run = spec.loader.exec_module
 
         def exec_module(module):
             run(module)
-            setattr(module, attr, value)
+            patch(module)
         spec.loader.exec_module = exec_module
         return spec
 
@@ -299,6 +303,12 @@ class AfterImport:
 
 CO_COROUTINE = 0x0080
 NAMESPACE = {}
+CELL_SOURCES = {}               # "<cell N>" -> a linecache entry, so tracebacks show the cell's lines
+
+
+def share_sources(linecache):
+    """Cells' sources into linecache (once it is imported, by the runner or by a cell)."""
+    linecache.cache.update(CELL_SOURCES)
 
 
 class StdinNotConnected(EOFError):
@@ -313,12 +323,14 @@ def no_input(prompt=""):
 def compile_cell(code, cell):
     """The cell's statements, and its last expression separately (its value is the result)."""
     filename = "<cell %d>" % cell
-    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-    flags = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
-    tree = compile(code, filename, "exec", flags | ast.PyCF_ONLY_AST)
+    CELL_SOURCES[filename] = (len(code), None, code.splitlines(True), filename)
+    if "linecache" in sys.modules:
+        share_sources(sys.modules["linecache"])
+    flags = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    tree = compile(code, filename, "exec", flags | _ast.PyCF_ONLY_AST)
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+    if tree.body and isinstance(tree.body[-1], _ast.Expr):
+        last = _ast.Expression(tree.body.pop().value)
     body = compile(tree, filename, "exec", flags)
     return body, (compile(last, filename, "eval", flags) if last is not None else None)
 
@@ -335,6 +347,8 @@ def _run(code):
 
 def _error_frame(cell, exc):
     """The error as Jupyter shows it: the cell's frames, none of the runner's."""
+    import traceback
+    share_sources(__import__("linecache"))
     te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
     te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != __file__])
     lines = list(te.format_exception_only()) if isinstance(exc, SyntaxError) else list(te.format())
