@@ -121,7 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         if verdict != "verified":
             print(f"joblet-agent: runtime {name} is refused: {verdict}", file=sys.stderr)
     try:
-        driver.limit_parent(cgroups.Limits(cpu_percent=config.agent_limits.cpu_percent,
+        driver.limit_parent(cgroups.CgroupLimits(cpu_percent=config.agent_limits.cpu_percent,
                                            memory_mb=config.agent_limits.memory_mb, pids=config.agent_limits.pids))
     except cgroups.CgroupError as exc:
         raise CannotIsolate(f"cannot limit the agent's cgroup {driver.parent}: {exc}") from None

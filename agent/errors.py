@@ -1,13 +1,11 @@
-"""The agent's named errors, each mapped to one HTTP status in one place (api.py)."""
+"""The agent's named errors. The services raise them; the API maps each to one HTTP status
+(api/errors.py), so no service knows about HTTP."""
 
 from __future__ import annotations
 
 
 class AgentError(Exception):
-    """Base: `code` is machine-readable, the message says what to change."""
-
-    status = 500
-    code = "internal"
+    """Base: the message says what to change."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -15,31 +13,31 @@ class AgentError(Exception):
 
 
 class BadRequest(AgentError):
-    status, code = 400, "bad_request"
+    """The request cannot be done as asked (a field, a limit, an unknown runtime)."""
 
 
 class Unauthorized(AgentError):
-    status, code = 401, "unauthorized"
+    """No token, or one the agent does not know."""
 
 
 class Forbidden(AgentError):
-    status, code = 403, "forbidden"
+    """A known caller asking for what its role may not do."""
 
 
 class NotFound(AgentError):
-    status, code = 404, "not_found"
+    """No such job, runtime or file (for this caller)."""
 
 
 class Conflict(AgentError):
-    status, code = 409, "conflict"
+    """Not in the state the call needs (still running, already built, refused runtime)."""
 
 
 class PayloadTooLarge(AgentError):
-    status, code = 413, "too_large"
+    """A body beyond the agent's limits."""
 
 
 class Unavailable(AgentError):
-    status, code = 503, "unavailable"
+    """The agent cannot serve this now (its sandbox launcher is down)."""
 
 
 class CannotIsolate(RuntimeError):

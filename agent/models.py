@@ -5,19 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
-from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .contract import IDENTIFIER, RUNTIME_NAME, JobStatus, JobType, is_reserved_env
 from .fs import UnsafePath, split_relative
 
-RESERVED_ENV = ("JOB_TYPE", "JOB_ID")
-RESERVED_ENV_PREFIX = "JOBLET_"
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RUNTIME_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_UPLOAD_BYTES = 64 << 20
 
 
@@ -25,19 +19,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class JobStatus(str, Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    STOPPED = "STOPPED"
+class JobLimits(Strict):
+    """What one job may use, as asked for in a request and kept in its record."""
 
-    @property
-    def finished(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
-
-
-class Limits(Strict):
     cpu_percent: int | None = Field(None, ge=1, le=100 * (os.cpu_count() or 1),
                                     description="100 = one CPU")
     memory_mb: int | None = Field(None, ge=8, le=1 << 20)
@@ -83,7 +67,7 @@ class JobRequest(Strict):
     script: str | None = Field(None, max_length=16 << 20)
     runtime: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    limits: Limits = Field(default_factory=Limits)
+    limits: JobLimits = Field(default_factory=JobLimits)
     network: Literal["none", "bridge"] = "none"
     uploads: list[Upload] = Field(default_factory=list, max_length=1024)
     inputs: dict[str, Any] = Field(default_factory=dict)
@@ -106,10 +90,9 @@ class JobRequest(Strict):
     @classmethod
     def _env(cls, env: dict[str, str]) -> dict[str, str]:
         for name, value in env.items():
-            upper = name.upper()
-            if upper in RESERVED_ENV or upper.startswith(RESERVED_ENV_PREFIX):
+            if is_reserved_env(name):
                 raise ValueError(f"env name {name!r} is reserved for the agent")
-            if not ENV_NAME.match(name):
+            if not IDENTIFIER.match(name):
                 raise ValueError(f"env name {name!r} is not a valid variable name")
             if "\x00" in value:
                 raise ValueError(f"env value of {name!r} contains a NUL byte")
@@ -126,7 +109,7 @@ class JobRequest(Strict):
     @classmethod
     def _names(cls, value: Any) -> Any:
         for name in value:
-            if not VAR_NAME.match(name):
+            if not IDENTIFIER.match(name):
                 raise ValueError(f"{name!r} is not a Python variable name")
         return value
 
@@ -138,7 +121,7 @@ class Usage(BaseModel):
 
 class JobRecord(BaseModel):
     id: str
-    type: Literal["standard", "runtime-build"] = "standard"
+    type: JobType = JobType.STANDARD
     owner: str
     status: JobStatus = JobStatus.PENDING
     exit_code: int | None = None
@@ -146,34 +129,13 @@ class JobRecord(BaseModel):
     reason: str | None = None
     message: str | None = None
     runtime: str | None = None
-    limits: Limits = Field(default_factory=Limits)
+    limits: JobLimits = Field(default_factory=JobLimits)
     network: str = "none"
     command: list[str] | None = None
     created_at: float
     started_at: float | None = None
     ended_at: float | None = None
     usage: Usage = Field(default_factory=Usage)
-
-
-class Created(BaseModel):
-    id: str
-    status: JobStatus
-
-
-class Health(BaseModel):
-    status: str
-    version: str
-    cgroup: str
-    root: str
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
 
 
 class BuildRequest(Strict):

@@ -8,6 +8,7 @@ import shutil
 from .errors import CannotIsolate
 from .sandbox import cgroups, libc
 from .sandbox.namespaces import ALL_NAMESPACES
+from .sandbox.spec import BASE_PATH
 
 NAMESPACE_FILES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
 
@@ -30,7 +31,7 @@ def check(driver_parent: str) -> cgroups.CgroupDriver:
             problems.append(f"cgroup {driver.version} controllers missing: {', '.join(driver.missing())}")
     except cgroups.CgroupError as exc:
         problems.append(f"no usable cgroup hierarchy: {exc}")
-    if shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") is None:
+    if shutil.which("python3", path=BASE_PATH) is None:
         problems.append("no python3 under /usr/bin or /bin: script jobs need the base system's python3")
     if problems:
         raise CannotIsolate("cannot isolate jobs on this host:\n  - " + "\n  - ".join(problems))

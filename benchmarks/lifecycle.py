@@ -389,12 +389,12 @@ class InProcess:
         svc = self.service
         job_id = secrets.token_hex(8)
         limits = jobspec.effective_limits(self.request.limits, svc.config.defaults, svc.config.max_limits)
-        record = JobRecord(id=job_id, type="standard", owner=self.who.id, limits=limits, network="none",
+        record = JobRecord(id=job_id, owner=self.who.id, limits=limits, network="none",
                            command=[TRUE], created_at=time.time())
         slot = svc._take_slot()
         cgroup = None
         root_dir: Path | None = None
-        events: list[dict[str, Any]] = []
+        events: list[status.Message] = []
         try:
             cgroup = svc.driver.open(f"job-{job_id}")  # made ahead by the stage that takes the job
             marks["cgroup_create"] = time.perf_counter() - t0
@@ -428,7 +428,7 @@ class InProcess:
                                 line, _, buffer = buffer.partition(b"\n")
                                 event = status.parse(line)
                                 events.append(event)
-                                marks.setdefault("ev_" + str(event.get("event")), now - t0)
+                                marks.setdefault("ev_" + event.kind.value, now - t0)
             finally:
                 for fd in open_fds:
                     os.close(fd)
@@ -441,8 +441,8 @@ class InProcess:
                 with contextlib.suppress(FileNotFoundError):
                     root_dir.rmdir()
             svc._slots.discard(slot)
-        ends = [e for e in events if e.get("event") in ("exit", "setup_error", "exec_error")]
-        if not ends or ends[0].get("event") != "exit" or ends[0].get("exit_code") != 0:
+        ends = [e for e in events if e.kind in status.TERMINAL]
+        if not ends or ends[0].kind is not status.Kind.EXIT or ends[0].exit_code != 0:
             raise RuntimeError(f"launcher job {job_id} failed: {events}")
 
     def remove(self) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from joblet_agent.sandbox import cgroups
-from joblet_agent.sandbox.cgroups import CgroupError, Limits, Usage, detect, whole_disk_of
+from joblet_agent.sandbox.cgroups import CgroupError, CgroupLimits, CgroupUsage, detect, whole_disk_of
 
 ROOT = "/sys/fs/cgroup"
 V1_USED = ("cpu", "cpuacct", "memory", "pids", "blkio", "freezer")
@@ -94,7 +94,7 @@ def test_real_detect_picks_v1() -> None:
 @needs_v1
 def test_v1_limits_join_kill_remove(v1: cgroups.CgroupDriver, procs: list) -> None:
     disk = whole_disk_of("/")
-    limits = Limits(cpu_percent=50, memory_mb=64, pids=32, io_bps=10 * MiB, io_device=disk)
+    limits = CgroupLimits(cpu_percent=50, memory_mb=64, pids=32, io_bps=10 * MiB, io_device=disk)
     if disk is None:
         limits.io_bps = None
     job = v1.create("job1", limits)
@@ -137,7 +137,7 @@ def test_v1_limits_join_kill_remove(v1: cgroups.CgroupDriver, procs: list) -> No
 
 @needs_v1
 def test_v1_remove_kills_what_is_left(v1: cgroups.CgroupDriver, procs: list) -> None:
-    job = v1.create("busy", Limits())
+    job = v1.create("busy", CgroupLimits())
     sh = _waiting(["sh", "-c", "read x; sleep 30 </dev/null >/dev/null 2>&1 & sleep 30"], procs)
     job.join(sh.pid)
     sh.stdin.write(b"go\n")  # type: ignore[union-attr]
@@ -151,11 +151,11 @@ def test_v1_remove_kills_what_is_left(v1: cgroups.CgroupDriver, procs: list) -> 
 def test_v1_rename_keeps_processes_and_limits_apply_after(v1: cgroups.CgroupDriver, procs: list) -> None:
     """A sandbox stage joins a cgroup of its own before its job exists, then renames it after the
     job and writes the job's limits: the process stays in it, under the new name."""
-    stage = v1.create("stage-x", Limits())
+    stage = v1.create("stage-x", CgroupLimits())
     sh = _waiting(["sh", "-c", "read x"], procs)
     stage.join(sh.pid)
     job = stage.rename("job-0123456789abcdef")
-    job.apply(Limits(pids=7, memory_mb=64))
+    job.apply(CgroupLimits(pids=7, memory_mb=64))
     assert v1.leftovers() == ["job-0123456789abcdef"]
     assert job.pids() == [sh.pid]
     assert all(line.endswith(f"/{v1.parent}/job-0123456789abcdef")
@@ -168,14 +168,14 @@ def test_v1_rename_keeps_processes_and_limits_apply_after(v1: cgroups.CgroupDriv
 
 @needs_v1
 def test_v1_usage(v1: cgroups.CgroupDriver, procs: list) -> None:
-    job = v1.create("usage", Limits(memory_mb=256))
+    job = v1.create("usage", CgroupLimits(memory_mb=256))
     code = "import sys; sys.stdin.read(1); b = bytearray(20 * 1024 * 1024); sum(range(10**6))"
     p = _waiting([sys.executable, "-c", code], procs)
     job.join(p.pid)
     p.communicate(b"x")
     assert p.returncode == 0
     u = job.usage()
-    assert isinstance(u, Usage)
+    assert isinstance(u, CgroupUsage)
     assert u.cpu_s > 0
     assert u.memory_peak_bytes >= 20 * MiB
     assert u.memory_peak_bytes <= 256 * MiB
@@ -184,7 +184,7 @@ def test_v1_usage(v1: cgroups.CgroupDriver, procs: list) -> None:
 
 @needs_v1
 def test_v1_oom_kill_is_reported(v1: cgroups.CgroupDriver, procs: list) -> None:
-    job = v1.create("oom", Limits(memory_mb=32))
+    job = v1.create("oom", CgroupLimits(memory_mb=32))
     code = (
         "import sys; sys.stdin.read(1); n = 200 * 1024 * 1024; b = bytearray(n)\n"
         "for i in range(0, n, 4096): b[i] = 1\n"
@@ -199,7 +199,7 @@ def test_v1_oom_kill_is_reported(v1: cgroups.CgroupDriver, procs: list) -> None:
 
 @needs_v1
 def test_v1_pids_limit_stops_a_fork_bomb(v1: cgroups.CgroupDriver, procs: list) -> None:
-    job = v1.create("forks", Limits(pids=5))
+    job = v1.create("forks", CgroupLimits(pids=5))
     script = (
         "read x; i=0; while [ $i -lt 20 ]; do"
         " sleep 30 </dev/null >/dev/null 2>&1 & i=$((i+1)); done; echo all-forked"
@@ -220,16 +220,16 @@ def test_v1_refused_io_device_names_it_and_cleans_up(v1: cgroups.CgroupDriver) -
     bogus = (254, 4095)
     assert not os.path.exists(f"/sys/dev/block/{bogus[0]}:{bogus[1]}")
     with pytest.raises(CgroupError, match="254:4095"):
-        v1.create("badio", Limits(io_bps=MiB, io_device=bogus))
+        v1.create("badio", CgroupLimits(io_bps=MiB, io_device=bogus))
     assert v1.leftovers() == []
     assert not any(os.path.exists(f"{ROOT}/{c}/{v1.parent}/badio") for c in V1_USED)
 
 
 @needs_v1
 def test_v1_existing_cgroup_is_not_reused_or_removed(v1: cgroups.CgroupDriver) -> None:
-    v1.create("twice", Limits())
+    v1.create("twice", CgroupLimits())
     with pytest.raises(CgroupError, match="twice"):
-        v1.create("twice", Limits())
+        v1.create("twice", CgroupLimits())
     assert v1.leftovers() == ["twice"]
     assert all(os.path.isdir(f"{ROOT}/{c}/{v1.parent}/twice") for c in V1_USED)
 
@@ -241,7 +241,7 @@ def test_bad_names_and_limits_are_refused(tmp_path) -> None:
     for bad in ("", "..", "a/b", "../escape"):
         with pytest.raises(CgroupError):
             driver.open(bad)
-    for limits in (Limits(cpu_percent=0), Limits(memory_mb=-1), Limits(io_bps=5)):
+    for limits in (CgroupLimits(cpu_percent=0), CgroupLimits(memory_mb=-1), CgroupLimits(io_bps=5)):
         with pytest.raises(CgroupError):
             limits.check()
 
@@ -270,7 +270,7 @@ def test_v1_detect_from_mounts_file_with_comounted_controllers(tmp_path) -> None
         f"{base}/freezer/jnb-t/j/cgroup.procs",
     ]
     with pytest.raises(CgroupError, match="pids"):
-        driver.create("j", Limits())
+        driver.create("j", CgroupLimits())
 
 
 def test_v1_oom_fallback_without_oom_kill_counter(tmp_path) -> None:
@@ -350,7 +350,7 @@ def test_v2_detected_and_limits_written(tmp_path, monkeypatch) -> None:
     driver = detect("jnb-t", mount_root=root, mounts_file=str(empty_mounts))
     assert driver.version == "v2"
     assert driver.missing() == []
-    limits = Limits(cpu_percent=50, memory_mb=64, pids=7, io_bps=MiB, io_device=(8, 0))
+    limits = CgroupLimits(cpu_percent=50, memory_mb=64, pids=7, io_bps=MiB, io_device=(8, 0))
     job = driver.create("j", limits)
     d = f"{root}/jnb-t/j"
     assert job.procs_files() == [f"{d}/cgroup.procs"]
@@ -363,7 +363,7 @@ def test_v2_detected_and_limits_written(tmp_path, monkeypatch) -> None:
     assert _read(f"{d}/io.max") == f"8:0 rbps={MiB} wbps={MiB}"
     assert driver.leftovers() == ["j"]
 
-    job.apply(Limits(cpu_percent=200, io_device=(8, 0)))  # back to unlimited where None
+    job.apply(CgroupLimits(cpu_percent=200, io_device=(8, 0)))  # back to unlimited where None
     assert _read(f"{d}/cpu.max") == "200000 100000"
     assert _read(f"{d}/memory.max") == "max"
     assert _read(f"{d}/memory.swap.max") == "max"
@@ -388,14 +388,14 @@ def test_v2_only_missing_controllers_are_enabled(tmp_path, monkeypatch) -> None:
     with open(f"{root}/cgroup.subtree_control", "w") as f:
         f.write("cpu memory\n")
     driver = cgroups.CgroupV2("jnb-t", root)
-    driver.create("j", Limits())
+    driver.create("j", CgroupLimits())
     assert _read(f"{root}/cgroup.subtree_control") == "+pids +io"
 
 
 def test_v2_without_swap_accounting(tmp_path, monkeypatch) -> None:
     root = _v2_tree(tmp_path, monkeypatch, omit=("memory.swap.max", "memory.peak"))
     driver = cgroups.CgroupV2("jnb-t", root)
-    job = driver.create("j", Limits(memory_mb=16))
+    job = driver.create("j", CgroupLimits(memory_mb=16))
     d = f"{root}/jnb-t/j"
     assert not os.path.exists(f"{d}/memory.swap.max")
     assert _read(f"{d}/memory.max") == str(16 * MiB)
@@ -406,7 +406,7 @@ def test_v2_without_swap_accounting(tmp_path, monkeypatch) -> None:
 
 def test_v2_usage_and_oom_parsing(tmp_path, monkeypatch) -> None:
     root = _v2_tree(tmp_path, monkeypatch)
-    job = cgroups.CgroupV2("jnb-t", root).create("j", Limits())
+    job = cgroups.CgroupV2("jnb-t", root).create("j", CgroupLimits())
     d = f"{root}/jnb-t/j"
     with open(f"{d}/cpu.stat", "w") as f:
         f.write("usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\nnr_periods 3\n")
@@ -414,7 +414,7 @@ def test_v2_usage_and_oom_parsing(tmp_path, monkeypatch) -> None:
         f.write("7340032\n")
     with open(f"{d}/memory.current", "w") as f:
         f.write("4096\n")
-    assert job.usage() == Usage(cpu_s=1.5, memory_peak_bytes=7340032)
+    assert job.usage() == CgroupUsage(cpu_s=1.5, memory_peak_bytes=7340032)
     assert not job.oom_killed()
     with open(f"{d}/memory.events", "w") as f:
         f.write("low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n")
@@ -424,7 +424,7 @@ def test_v2_usage_and_oom_parsing(tmp_path, monkeypatch) -> None:
 def test_v2_kill_falls_back_to_freeze_kill_thaw(tmp_path, monkeypatch, procs: list) -> None:
     """Kernels before 5.14 have no cgroup.kill: the driver freezes, kills each pid, then thaws."""
     root = _v2_tree(tmp_path, monkeypatch, omit=("cgroup.kill",))
-    job = cgroups.CgroupV2("jnb-t", root).create("j", Limits())
+    job = cgroups.CgroupV2("jnb-t", root).create("j", CgroupLimits())
     sleeper = subprocess.Popen(["sleep", "30"])
     procs.append(sleeper)
     job.join(sleeper.pid)  # only recorded in the fake tree; the process stays where it is
@@ -438,7 +438,7 @@ def test_v2_create_failure_removes_what_it_made(tmp_path, monkeypatch) -> None:
     root = _v2_tree(tmp_path, monkeypatch, omit=("pids.max",))
     driver = cgroups.CgroupV2("jnb-t", root)
     with pytest.raises(CgroupError, match="pids.max"):
-        driver.create("j", Limits(pids=3))
+        driver.create("j", CgroupLimits(pids=3))
     assert driver.leftovers() == []
 
 
@@ -446,8 +446,8 @@ def test_v2_rename_moves_the_one_directory(tmp_path, monkeypatch) -> None:
     """On cgroup2 a job is one directory: the stage's cgroup is renamed there, limits follow."""
     root = _v2_tree(tmp_path, monkeypatch)
     driver = cgroups.CgroupV2("jnb-t", root)
-    job = driver.create("stage-x", Limits()).rename("job-1")
-    job.apply(Limits(pids=9))
+    job = driver.create("stage-x", CgroupLimits()).rename("job-1")
+    job.apply(CgroupLimits(pids=9))
     assert driver.leftovers() == ["job-1"]
     assert job.dirs == [f"{root}/jnb-t/job-1"]
     assert open(f"{root}/jnb-t/job-1/pids.max").read().strip() == "9"

@@ -32,7 +32,7 @@ import pyseccomp
 import pytest
 
 from joblet_agent.sandbox import seccomp
-from joblet_agent.sandbox.spec import JobType
+from joblet_agent.contract import JobType
 
 PR_SET_NO_NEW_PRIVS = 38
 BAD = 0xFFFFFFFF           # invalid flags / commands

@@ -1,40 +1,32 @@
-"""The HTTP API: translates HTTP to calls on the services and back. It knows nothing of mounts.
+"""The HTTP API: the route table, translating HTTP to calls on the services and back.
 
-Every error leaves as `{"error": {"code", "message"}}` with one status per error type, mapped here
-and nowhere else.
+It knows nothing of mounts or cgroups; errors become statuses in api/errors.py. (No postponed
+annotations here: FastAPI reads the route signatures, whose types are local to `create_app`.)
 """
-
-
 
 import json
 import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import Response, StreamingResponse
 
 from .. import __version__
 from ..auth import Principal, TokenStore
-from ..errors import AgentError
-from ..jobs.service import JobService
-from ..models import BuildRequest, Created, ErrorResponse, Health, JobRecord, JobRequest
-from ..builds.spec import NAME as RUNTIME_NAME
 from ..builds.service import RuntimeService
-
-JOB_ID = r"^[0-9a-f]{16}$"
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 503)
-}
+from ..contract import JOB_ID, RUNTIME_NAME
+from ..jobs.service import JobService
+from ..models import BuildRequest, JobRecord, JobRequest
+from .errors import RESPONSES, install_error_handlers
+from .schemas import Created, Health
 
 
 def create_app(service: JobService, tokens: TokenStore, runtimes: RuntimeService) -> FastAPI:
     app = FastAPI(title="joblet-nb agent", version=__version__,
-                  description="Runs notebook cells in isolated Linux sandboxes.", responses=ERRORS)
-    _install_error_handlers(app)
+                  description="Runs notebook cells in isolated Linux sandboxes.", responses=RESPONSES)
+    install_error_handlers(app)
     app.state.service = service
 
     def caller(authorization: Annotated[str | None, Header()] = None) -> Principal:
@@ -116,7 +108,7 @@ def create_app(service: JobService, tokens: TokenStore, runtimes: RuntimeService
 
 
 def _path_job_id() -> Any:
-    return PathParam(pattern=JOB_ID, description="a job id (16 hex digits)")
+    return PathParam(pattern=JOB_ID.pattern, description="a job id (16 hex digits)")
 
 
 async def _ndjson(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
@@ -130,35 +122,3 @@ async def _chunks(fd: int) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         os.close(fd)
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(AgentError)
-    async def agent_error(_request: Request, exc: AgentError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(400, "bad_request", _describe(exc.errors()))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        message = "no such call (see /docs or /openapi.json)" if exc.status_code == 404 else str(exc.detail)
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), message)
-
-
-def _describe(errors: Any) -> str:
-    """One readable line per problem: where it is and what is wrong."""
-    parts = []
-    for err in list(errors)[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts) or "invalid request"

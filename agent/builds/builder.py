@@ -21,10 +21,11 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
-from typing import Any
 
+from ..contract import JobType
 from ..paths import AgentPaths
-from ..sandbox.spec import JobType, Mount, SandboxSpec, Upload
+from ..sandbox.cgroups import CgroupLimits
+from ..sandbox.spec import BASE_PATH, Mount, SandboxSpec, WorkFile
 
 HOST_TREES = ("/usr", "/etc", "/var", "/home", "/root", "/opt")
 SECRET_MASKS = (
@@ -32,7 +33,6 @@ SECRET_MASKS = (
     "/etc/ssl/private", "/etc/ssh/ssh_host_*key", "/root/.ssh", "/home/*/.ssh", "/root/.gnupg",
     "/home/*/.gnupg", "/etc/security/opasswd",
 )
-BUILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def excluded_paths(paths: AgentPaths, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -105,7 +105,7 @@ class BuildPlan:
     network: str
 
 
-def builder_spec(paths: AgentPaths, plan: BuildPlan, uid: int, gid: int, cgroup_limits: dict[str, Any],
+def builder_spec(paths: AgentPaths, plan: BuildPlan, uid: int, gid: int, cgroup_limits: CgroupLimits,
                  extra_private: list[str] | tuple[str, ...] = (), resolv_conf: str | None = None) -> SandboxSpec:
     """`resolv_conf`: a root-owned file with the resolvers a bridge job can reach, bound over the
     host's /etc/resolv.conf (which may name a loopback resolver the build's namespace cannot reach)."""
@@ -118,7 +118,7 @@ def builder_spec(paths: AgentPaths, plan: BuildPlan, uid: int, gid: int, cgroup_
         mounts.append(Mount(source=resolv_conf, target="/etc/resolv.conf", readonly=True))
     mounts.append(Mount(source=plan.staging, target=plan.prefix, readonly=False))
     env = {
-        "PATH": BUILD_PATH, "HOME": "/work", "USER": "builder", "LOGNAME": "builder", "LANG": "C.UTF-8",
+        "PATH": BASE_PATH, "HOME": "/work", "USER": "builder", "LOGNAME": "builder", "LANG": "C.UTF-8",
         "TMPDIR": "/tmp", "RUNTIME_NAME": plan.name, "RUNTIME_PREFIX": plan.prefix,
         "RUNTIME_PACKAGES": " ".join(plan.packages), "RUNTIME_NETWORK": plan.network,
         "JOB_ID": plan.build_id,
@@ -127,7 +127,7 @@ def builder_spec(paths: AgentPaths, plan: BuildPlan, uid: int, gid: int, cgroup_
         job_id=plan.build_id, job_type=JobType.RUNTIME_BUILD, root_dir=str(paths.jobs / plan.build_id),
         argv=["/bin/sh", "-eu", f"/work/{plan.setup_name}"], env=env, uid=uid, gid=gid,
         hostname="joblet-builder", disk_mb=plan.disk_mb, mounts=mounts, masks=secret_masks(),
-        etc_files={}, uploads=[Upload(name, content, 0o755 if name == plan.setup_name else 0o644)
+        etc_files={}, uploads=[WorkFile(name, content, 0o755 if name == plan.setup_name else 0o644)
                                for name, content in plan.files.items()],
         cgroup_limits=cgroup_limits, network=plan.network, artifacts_dir=None,
     )

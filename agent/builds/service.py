@@ -37,12 +37,15 @@ from . import manifest as mf
 from ..auth import Principal
 from .builder import BuildPlan, builder_spec
 from ..errors import BadRequest, Conflict, NotFound
+from ..contract import JobStatus, JobType
 from ..jobs.service import JobService, RuntimeMounts
-from ..models import BuildRequest, JobRequest, JobStatus, Limits
+from ..jobs.verdict import Verdict
+from ..models import BuildRequest, JobLimits, JobRecord, JobRequest
 from ..paths import AgentPaths
 from .pipeline import PhaseFailed, copy_to_isolated, mount_staging, remove_build_dir
 from .spec import FILE_NAME, ParsedSpec, RuntimeSpecError, check_name, parse
-from ..sandbox.spec import Mount
+from ..sandbox.cgroups import CgroupLimits
+from ..sandbox.spec import Mount, SandboxSpec
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "runtimes"
 PHASES = ("validate", "setup", "cleanup", "manifest", "test", "publish")
@@ -164,7 +167,7 @@ class RuntimeService:
         if self.jobs is None:
             return 0
         return sum(1 for live in self.jobs.live.values()
-                   if live.record.runtime == name and live.record.type == "standard")
+                   if live.record.runtime == name and live.record.type == JobType.STANDARD)
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -306,13 +309,13 @@ class RuntimeService:
         if spec.build.network != "none" and self.jobs.network is None:
             raise Conflict(NO_BRIDGE.format(name=name))
         files = {"runtime.yml": text.encode(), **files}
-        limits = Limits(memory_mb=spec.build.memory_mb, timeout_s=spec.build.timeout_s,
+        limits = JobLimits(memory_mb=spec.build.memory_mb, timeout_s=spec.build.timeout_s,
                         disk_mb=spec.build.disk_mb, pids=4096)
         jobs = self.jobs
         state: dict[str, BuildState] = {}
 
-        def make_spec(record: Any, slot: int, cgroup_limits: dict[str, Any]) -> Any:
-            uid = gid = jobs.config.uid_base + slot
+        def make_spec(record: JobRecord, uid: int, cgroup_limits: CgroupLimits) -> SandboxSpec:
+            gid = uid
             build_dir = self.builds / record.id
             staging = build_dir / "staging"
             self.builds.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -333,7 +336,7 @@ class RuntimeService:
             return builder_spec(self.paths, plan, uid, gid, cgroup_limits, self.extra_private,
                                 resolv_conf=str(resolv))
 
-        async def pipeline(record: Any, verdict: tuple[Any, ...]) -> tuple[Any, ...]:
+        async def pipeline(record: JobRecord, verdict: Verdict) -> Verdict:
             st = state.get("build")
             try:
                 return await self._after_setup(record, verdict, st)
@@ -357,11 +360,10 @@ class RuntimeService:
         assert self.jobs is not None
         self.jobs.store.log(job_id).append(self._event(phase, message))
 
-    async def _after_setup(self, record: Any, verdict: tuple[Any, ...], st: BuildState | None) -> tuple[Any, ...]:
-        status, reason, message, code, sig = verdict
-        if status != JobStatus.COMPLETED or st is None:
-            return (JobStatus.FAILED, reason, f"phase setup failed: {message}; the published version "
-                                              f"(if any) is unchanged", code, sig)
+    async def _after_setup(self, record: JobRecord, verdict: Verdict, st: BuildState | None) -> Verdict:
+        if verdict.status != JobStatus.COMPLETED or st is None:
+            return verdict.failed(verdict.reason, f"phase setup failed: {verdict.message}; the published version "
+                                                  f"(if any) is unchanged")
         spec = st.parsed.spec
         version_dir = self.versions / spec.name / record.id
         phase = "cleanup"
@@ -385,16 +387,16 @@ class RuntimeService:
                 version_dir.parent.rmdir()
             except OSError:
                 pass
-            return (JobStatus.FAILED, phase, f"phase {phase} failed: {exc}; the published version "
-                                             f"(if any) is unchanged", code, sig)
-        return (JobStatus.COMPLETED, "exit", None, code, sig)
+            return verdict.failed(phase, f"phase {phase} failed: {exc}; the published version (if any) "
+                                         f"is unchanged")
+        return verdict
 
     async def _run_test(self, who: Principal, spec: Any, mounts: RuntimeMounts) -> dict[str, Any]:
         """The runtime's own test as a production job of `who`; waits for it and collects output."""
         assert self.jobs is not None
         t = spec.test
         req = JobRequest(command=t.command, script=t.script, runtime=spec.name,
-                         limits=Limits(timeout_s=t.timeout_s))
+                         limits=JobLimits(timeout_s=t.timeout_s))
         record = await self.jobs.start(who, req, runtime_mounts=mounts)
         await self.jobs.wait(record.id)
         record = self.jobs.store.records.get(record.id, record)

@@ -47,11 +47,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+from ..contract import IDENTIFIER, RUNTIME_NAME, is_reserved_env
+
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PREFIX_ROOT = "/opt/runtimes"
-RESERVED_ENV = ("JOB_ID", "JOB_TYPE")
 
 
 class RuntimeSpecError(ValueError):
@@ -60,7 +59,7 @@ class RuntimeSpecError(ValueError):
 
 def check_name(name: str) -> str:
     """A runtime name is one path component: lowercase letters, digits, '.', '_', '-', no '..'."""
-    if not isinstance(name, str) or not NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not RUNTIME_NAME.match(name) or ".." in name:
         raise RuntimeSpecError(f"runtime name {name!r} is not valid: use lowercase letters, digits, "
                                "'.', '_' and '-' (at most 63, no '/' and no '..')")
     return name
@@ -179,9 +178,9 @@ class RuntimeSpec(_Strict):
     @classmethod
     def _env(cls, env: dict[str, str]) -> dict[str, str]:
         for key, value in env.items():
-            if key.upper() in RESERVED_ENV or key.upper().startswith("JOBLET_"):
+            if is_reserved_env(key):
                 raise ValueError(f"environment name {key!r} is reserved for the agent")
-            if not ENV_NAME.match(key) or "\x00" in str(value):
+            if not IDENTIFIER.match(key) or "\x00" in str(value):
                 raise ValueError(f"environment entry {key!r} is not a valid variable")
         return env
 

@@ -13,27 +13,33 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
-from . import spec as jobspec, verdict
+from . import spec as jobspec
 from ..audit import AuditLog
 from ..auth import Principal
 from ..config import AgentConfig
+from ..contract import JobStatus, JobType
 from ..errors import BadRequest, Conflict, NotFound
-from .launcher_client import JobPipes, Launcher
-from ..models import JobRecord, JobRequest, JobStatus, Limits, Usage
+from ..fs import UnsafePath, open_beneath
+from ..models import JobLimits, JobRecord, JobRequest, Usage
 from ..paths import AgentPaths
 from ..sandbox import cgroups, status
+from ..sandbox.spec import SandboxSpec
+from .launcher_client import JobPipes, Launcher
 from .spec import RuntimeMounts
-from ..fs import UnsafePath, open_beneath
-from ..sandbox.spec import JobType, SandboxSpec
 from .store import JobStore
+from .verdict import SandboxOutcome, Verdict, decide, outputs_event
 
 SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too
 
 RuntimeResolver = Callable[[str], RuntimeMounts]
+BuildSpecMaker = Callable[[JobRecord, int, cgroups.CgroupLimits], SandboxSpec]
+"""(record, uid, cgroup limits) -> the builder's sandbox spec."""
+BuildPipeline = Callable[[JobRecord, Verdict], Awaitable[Verdict]]
+"""The builder sandbox's verdict -> the build job's final verdict."""
 
 
 class JobNetwork(Protocol):
@@ -58,14 +64,14 @@ class LiveJob:
     init_pid: int | None = None
     stop_reason: str | None = None
     outputs: list[str] = field(default_factory=list)
-    result: dict[str, Any] = field(default_factory=dict)
+    outcome: SandboxOutcome = field(default_factory=SandboxOutcome)
     open_streams: int = 3
     go_fd: int | None = None
     attaching: asyncio.Task[None] | None = None   # the network set-up of a bridge job, off the loop
     output_bytes: int = 0
     output_cut: bool = False
     hold_exit: bool = False             # a runtime build: the RuntimeService ends the record
-    verdict: tuple[Any, ...] | None = None
+    verdict: Verdict | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
@@ -137,7 +143,7 @@ class JobService:
         runtime = runtime_mounts or (self.resolve_runtime(req.runtime) if req.runtime else None)
         limits = jobspec.effective_limits(req.limits, self.config.defaults, self.config.max_limits)
         job_id = secrets.token_hex(8)
-        record = JobRecord(id=job_id, type=JobType.STANDARD.value, owner=who.id, runtime=req.runtime,
+        record = JobRecord(id=job_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())
         live = self._admit(record, outputs=list(req.outputs))
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
@@ -145,27 +151,26 @@ class JobService:
                                      self._cgroup_limits(record.limits))
         return await self._launch(live, spec)
 
-    async def start_build(self, who: Principal, runtime: str, limits: Limits, network: str, command: list[str],
-                          make_spec: Callable[[JobRecord, int, dict[str, Any]], SandboxSpec],
-                          pipeline: Callable[[JobRecord, tuple[Any, ...]], Awaitable[tuple[Any, ...]]],
+    async def start_build(self, who: Principal, runtime: str, limits: JobLimits, network: str, command: list[str],
+                          make_spec: BuildSpecMaker, pipeline: BuildPipeline,
                           first_event: dict[str, Any] | None = None) -> JobRecord:
         """A runtime-build job, for the RuntimeService only: the type is set here, never by a request.
 
         The builder sandbox is the job's sandbox, but its end does not end the job: `pipeline` gets
-        the sandbox's verdict (status, reason, message, exit_code, signal), runs the later phases
-        (cleanup, manifest, test, publish) and returns the job's final verdict."""
+        the sandbox's verdict, runs the later phases (cleanup, manifest, test, publish) and returns
+        the job's final verdict."""
         if network != "none" and self.network is None:
             raise BadRequest(f"network {network!r} is not available on this agent")
-        record = JobRecord(id=secrets.token_hex(8), type=JobType.RUNTIME_BUILD.value, owner=who.id,
+        record = JobRecord(id=secrets.token_hex(8), type=JobType.RUNTIME_BUILD, owner=who.id,
                            runtime=runtime, limits=limits, network=network, command=command, created_at=time.time())
         live = self._admit(record)
         live.hold_exit = True
         if first_event:
             self.store.log(record.id).append(first_event)
         try:
-            spec = make_spec(record, live.uid_slot, self._cgroup_limits(limits))
+            spec = make_spec(record, self.config.uid_base + live.uid_slot, self._cgroup_limits(limits))
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure
-            live.verdict = (JobStatus.FAILED, "setup", f"phase setup failed: the builder sandbox: {exc}", None, None)
+            live.verdict = Verdict(JobStatus.FAILED, "setup", f"phase setup failed: the builder sandbox: {exc}")
             self._slots.discard(live.uid_slot)
             live.done.set()
         else:
@@ -173,16 +178,14 @@ class JobService:
         asyncio.get_running_loop().create_task(self._after_build(live, pipeline))
         return record
 
-    async def _after_build(self, live: LiveJob, pipeline: Callable[[JobRecord, tuple[Any, ...]],
-                                                                   Awaitable[tuple[Any, ...]]]) -> None:
+    async def _after_build(self, live: LiveJob, pipeline: BuildPipeline) -> None:
         await live.done.wait()
-        verdict = live.verdict or (JobStatus.FAILED, "setup", "the builder ended without a verdict", None, None)
+        verdict = live.verdict or Verdict(JobStatus.FAILED, "setup", "the builder ended without a verdict")
         try:
             verdict = await pipeline(live.record, verdict)
         except Exception as exc:  # noqa: BLE001 - a bug in a later phase still ends the job
-            verdict = (JobStatus.FAILED, "setup", f"build pipeline: {type(exc).__name__}: {exc}") + verdict[3:]
-        status_, reason, message, exit_code, signal_ = verdict
-        self._finish_record(live.record, status_, reason, message, exit_code=exit_code, signal_=signal_)
+            verdict = verdict.failed("setup", f"build pipeline: {type(exc).__name__}: {exc}")
+        self._finish_record(live.record, verdict)
 
     def _admit(self, record: JobRecord, outputs: list[str] | None = None) -> LiveJob:
         """Store the record and take a uid slot. The job's cgroup is made and joined ahead of time
@@ -196,11 +199,11 @@ class JobService:
         return LiveJob(record=record, cgroup=self.driver.open(f"job-{record.id}"), uid_slot=slot,
                        outputs=outputs or [])
 
-    def _cgroup_limits(self, limits: Limits) -> dict[str, Any]:
-        return asdict(cgroups.Limits(
+    def _cgroup_limits(self, limits: JobLimits) -> cgroups.CgroupLimits:
+        return cgroups.CgroupLimits(
             cpu_percent=limits.cpu_percent, memory_mb=limits.memory_mb,
             pids=(limits.pids + SANDBOX_OVERHEAD_PIDS) if limits.pids else None,
-            io_bps=limits.io_bps or None, io_device=self.io_device if limits.io_bps else None))
+            io_bps=limits.io_bps or None, io_device=self.io_device if limits.io_bps else None)
 
     async def _launch(self, live: LiveJob, spec: SandboxSpec) -> JobRecord:
         """Hand a spec to the launcher and watch the sandbox; any failure becomes reason setup."""
@@ -211,7 +214,7 @@ class JobService:
             pipes = self.launcher.launch(spec, wait_for_go=record.network != "none")
             live.go_fd = pipes.go
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
-            live.result = {"event": "setup_error", "message": f"launching the sandbox: {exc}"}
+            live.outcome.take(status.setup_error(f"launching the sandbox: {exc}"))
             await self._finalize(live)
             return record
         self._watch(live, pipes)
@@ -298,15 +301,15 @@ class JobService:
         if not data:
             self._close_stream(live, fd)
 
-    def _on_event(self, live: LiveJob, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "started":
-            live.init_pid = int(event["pid"])
+    def _on_event(self, live: LiveJob, msg: status.Message) -> None:
+        kind = msg.kind
+        if kind is status.Kind.STARTED and msg.pid is not None:
+            live.init_pid = msg.pid
             if live.stop_reason:
                 self._signal_stop(live, live.stop_reason, grace=0)
             if live.go_fd is not None:
                 live.attaching = asyncio.get_running_loop().create_task(self._release_go(live))
-        elif kind == "running":
+        elif kind is status.Kind.RUNNING:
             record = live.record
             record.status, record.started_at = JobStatus.RUNNING, time.time()
             self.store.save(record)
@@ -314,16 +317,13 @@ class JobService:
             if record.limits.timeout_s:
                 live.timers.append(asyncio.get_running_loop().call_later(
                     record.limits.timeout_s, self._signal_stop, live, "timeout"))
-        elif kind in ("setup_error", "exec_error", "exit"):
-            live.result.setdefault("event", kind)
-            if kind != "exit" or live.result["event"] == "exit":
-                live.result.update(event)
-            if kind == "exec_error":
-                self.store.log(live.record.id).append({"type": "stderr", "data": event.get("message", "") + "\n"})
-        elif kind == "artifacts_error":
-            live.result["artifacts_error"] = event.get("message")
+        elif kind in status.TERMINAL:
+            live.outcome.take(msg)
+            if kind is status.Kind.EXEC_ERROR:
+                self.store.log(live.record.id).append({"type": "stderr", "data": (msg.message or "") + "\n"})
+        elif kind is status.Kind.ARTIFACTS_ERROR:
             self.store.log(live.record.id).append(
-                {"type": "stderr", "data": f"[joblet] /work files: {event.get('message')}\n"})
+                {"type": "stderr", "data": f"[joblet] /work files: {msg.message}\n"})
 
     async def _release_go(self, live: LiveJob) -> None:
         """Set up the job's network from outside (in a thread: netlink work never blocks the event
@@ -336,7 +336,7 @@ class JobService:
                 await asyncio.to_thread(self.network.attach, live.record.id, live.init_pid)
                 os.write(go, b"g")
         except Exception as exc:  # noqa: BLE001 - the init sees EOF and reports reason setup
-            live.result.setdefault("network_error", f"network: {exc}")
+            live.outcome.network_error = live.outcome.network_error or f"network: {exc}"
         finally:
             os.close(go)
 
@@ -386,32 +386,22 @@ class JobService:
             self.network.release(record.id)
         _rmdir(Path(self.paths.jobs / record.id))
         self._slots.discard(live.uid_slot)
-        status_, reason, message = verdict.decide(live.result, live.stop_reason, oom, record.limits)
-        if live.outputs and status_ == JobStatus.COMPLETED:
+        verdict = decide(live.outcome, live.stop_reason, oom, record.limits)
+        if live.outputs and verdict.status == JobStatus.COMPLETED:
             self.store.log(record.id).append(
-                verdict.outputs_event(self.store.artifacts(record.id), self.config.max_outputs_bytes))
+                outputs_event(self.store.artifacts(record.id), self.config.max_outputs_bytes))
         if live.hold_exit:
-            live.verdict = (status_, reason, message, live.result.get("exit_code"), live.result.get("signal"))
+            live.verdict = verdict
         else:
-            self._finish_record(record, status_, reason, message,
-                                exit_code=live.result.get("exit_code"), signal_=live.result.get("signal"))
+            self._finish_record(record, verdict)
         self.live.pop(record.id, None)
         live.done.set()
 
-    def _finish_record(self, record: JobRecord, status_: JobStatus, reason: str, message: str | None = None,
-                       exit_code: int | None = None, signal_: int | None = None) -> None:
-        record.status, record.reason, record.message = status_, reason, message
-        record.exit_code, record.signal, record.ended_at = exit_code, signal_, time.time()
-        self.store.save(record)
-        event: dict[str, Any] = {"type": "exit", "status": status_.value, "exit_code": exit_code, "reason": reason}
-        if signal_:
-            event["signal"] = signal_
-        if message:
-            event["message"] = message
-        self.store.log(record.id).append(event)
-        self.audit.write("end", job=record.id, owner=record.owner, status=status_.value, reason=reason,
-                         exit_code=exit_code, signal=signal_, cpu_s=record.usage.cpu_s,
-                         memory_peak_bytes=record.usage.memory_peak_bytes)
+    def _finish_record(self, record: JobRecord, verdict: Verdict) -> None:
+        self.store.finish(record, verdict)
+        self.audit.write("end", job=record.id, owner=record.owner, status=verdict.status.value,
+                         reason=verdict.reason, exit_code=verdict.exit_code, signal=verdict.signal,
+                         cpu_s=record.usage.cpu_s, memory_peak_bytes=record.usage.memory_peak_bytes)
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from . import etcfiles
 from ..config import DefaultLimits, MaxLimits
+from ..contract import JobType
 from ..errors import BadRequest
-from ..models import JobRecord, JobRequest, Limits
-from ..sandbox.spec import JobType, Mount, SandboxSpec, Upload
+from ..models import JobLimits, JobRecord, JobRequest
+from ..sandbox.cgroups import CgroupLimits
+from ..sandbox.spec import BASE_PATH, Mount, SandboxSpec, WorkFile
 
-BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 CELL_RUNNER = Path(__file__).with_name("cell_runner.py")
 HOSTNAME = "joblet"
 
@@ -33,38 +33,38 @@ class RuntimeMounts:
     script_suffix: str = ".py"
 
 
-def effective_limits(asked: Limits, defaults: DefaultLimits, maximum: MaxLimits) -> Limits:
+def effective_limits(asked: JobLimits, defaults: DefaultLimits, maximum: MaxLimits) -> JobLimits:
     """The request's limits, with the agent's defaults where it gave none; an ask above the
     agent's maximum is refused, naming the limit and the maximum."""
     chosen = {name: getattr(asked, name) if getattr(asked, name) is not None else getattr(defaults, name)
-              for name in Limits.model_fields}
+              for name in JobLimits.model_fields}
     for name, value in chosen.items():
         top = getattr(maximum, name)
         if value is not None and value > top:
             raise BadRequest(f"limits.{name}: {value:g} is above this agent's maximum of {top:g} "
                              f"(max_limits in its config)")
-    return Limits(**chosen)
+    return JobLimits(**chosen)
 
 
-def program(req: JobRequest, runtime: RuntimeMounts | None) -> tuple[list[str], list[Upload]]:
+def program(req: JobRequest, runtime: RuntimeMounts | None) -> tuple[list[str], list[WorkFile]]:
     """argv and the files to put in /work: a command as given, or a cell's script with its runner
     (Python) or as a source file for the runtime's interpreter (java, node)."""
-    uploads = [Upload(u.path, u.content(), u.mode) for u in req.uploads]
+    uploads = [WorkFile(u.path, u.content(), u.mode) for u in req.uploads]
     if req.command is not None:
         return list(req.command), uploads
     assert req.script is not None
     if runtime is not None and runtime.script_suffix != ".py":
         stem = "Main" if runtime.script_suffix == ".java" else "cell"
         name = stem + runtime.script_suffix
-        uploads.append(Upload(f".joblet/{name}", req.script.encode(), 0o644))
+        uploads.append(WorkFile(f".joblet/{name}", req.script.encode(), 0o644))
         return runtime.script_command + [f"/work/.joblet/{name}"], uploads
     uploads += [
-        Upload(".joblet/run.py", CELL_RUNNER.read_bytes(), 0o644),
-        Upload(".joblet/cell.py", req.script.encode(), 0o644),
-        Upload(".joblet/cell.json", json.dumps({"outputs": req.outputs}).encode(), 0o644),
+        WorkFile(".joblet/run.py", CELL_RUNNER.read_bytes(), 0o644),
+        WorkFile(".joblet/cell.py", req.script.encode(), 0o644),
+        WorkFile(".joblet/cell.json", json.dumps({"outputs": req.outputs}).encode(), 0o644),
     ]
     if req.inputs:
-        uploads.append(Upload(".joblet/inputs.json", json.dumps(req.inputs).encode(), 0o644))
+        uploads.append(WorkFile(".joblet/inputs.json", json.dumps(req.inputs).encode(), 0o644))
     interpreter = runtime.script_command if runtime else ["python3"]
     return interpreter + ["/work/.joblet/run.py"], uploads
 
@@ -82,7 +82,7 @@ def job_env(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None) -
 
 
 def standard_spec(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None, uid: int,
-                  root_dir: Path, artifacts_dir: Path, cgroup_limits: dict[str, Any]) -> SandboxSpec:
+                  root_dir: Path, artifacts_dir: Path, cgroup_limits: CgroupLimits) -> SandboxSpec:
     """The production sandbox of one job."""
     argv, uploads = program(req, runtime)
     return SandboxSpec(

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ..models import JobRecord
 from ..fs import remove_tree
+from ..models import JobRecord
+from .verdict import Verdict
 
 
 class EventLog:
@@ -124,6 +126,13 @@ class JobStore:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(record.model_dump_json())
         os.replace(tmp, path)
+
+    def finish(self, record: JobRecord, verdict: Verdict) -> None:
+        """End a job: its record says how, and the `exit` event closes its log."""
+        record.status, record.reason, record.message = verdict.status, verdict.reason, verdict.message
+        record.exit_code, record.signal, record.ended_at = verdict.exit_code, verdict.signal, time.time()
+        self.save(record)
+        self.log(record.id).append(verdict.exit_event())
 
     def log(self, job_id: str) -> EventLog:
         if job_id not in self.logs:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 
-from ..models import JobStatus
+from ..contract import JobStatus
 from ..network.bridge import NetworkManager
 from ..paths import AgentPaths
 from ..sandbox import cgroups, libc
 from ..sandbox.mounts import mounts_under
 from .store import JobStore
+from .verdict import Verdict
 
 
 def sweep(paths: AgentPaths, driver: cgroups.CgroupDriver, store: JobStore,
@@ -43,10 +43,6 @@ def sweep(paths: AgentPaths, driver: cgroups.CgroupDriver, store: JobStore,
         counts["folders"] += 1
     for record in store.load():
         if not record.status.finished:
-            record.status, record.reason, record.ended_at = JobStatus.FAILED, "lost", time.time()
-            record.message = "the agent restarted while the job ran"
-            store.save(record)
-            store.log(record.id).append({"type": "exit", "status": "FAILED", "exit_code": None,
-                                         "reason": "lost", "message": record.message})
+            store.finish(record, Verdict(JobStatus.FAILED, "lost", "the agent restarted while the job ran"))
             counts["lost"] += 1
     return counts

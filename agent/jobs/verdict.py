@@ -8,38 +8,86 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..models import JobStatus, Limits
+from ..contract import JobStatus
 from ..fs import open_beneath
+from ..models import JobLimits
+from ..sandbox.status import Kind, Message
 
-Verdict = tuple[JobStatus, str, str | None]
 OUTPUTS_FILE = ".joblet/outputs.json"
 
 
-def decide(result: dict[str, Any], stop_reason: str | None, oom: bool, limits: Limits) -> Verdict:
-    """(status, reason, message) from the sandbox's result events (`result["event"]` is the first
-    of setup_error / exec_error / exit it sent)."""
-    kind = result.get("event")
-    if kind == "setup_error":
-        return JobStatus.FAILED, "setup", result.get("network_error") or result.get("message")
+@dataclass(frozen=True)
+class Verdict:
+    """How a job ended: what its record and its log's `exit` event say."""
+
+    status: JobStatus
+    reason: str
+    message: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+
+    def failed(self, reason: str, message: str) -> "Verdict":
+        """This verdict turned into a failure of a later phase, keeping the exit code and signal."""
+        return replace(self, status=JobStatus.FAILED, reason=reason, message=message)
+
+    def exit_event(self) -> dict[str, Any]:
+        """The log's last event (API.md `exit`); built here and nowhere else."""
+        event: dict[str, Any] = {"type": "exit", "status": self.status.value, "exit_code": self.exit_code,
+                                 "reason": self.reason}
+        if self.signal:
+            event["signal"] = self.signal
+        if self.message:
+            event["message"] = self.message
+        return event
+
+
+@dataclass
+class SandboxOutcome:
+    """What a job's sandbox and the agent's outside work reported, as the job runs."""
+
+    end: Kind | None = None             # setup_error, exec_error or exit: see `take`
+    message: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    network_error: str | None = None    # the agent's outside set-up failed (reported as setup)
+
+    def take(self, msg: Message) -> None:
+        """A terminal message. The first sets the end; a later error replaces it (an exec error is
+        followed by the init's exit 127, which does not count), a later exit only follows an exit."""
+        if msg.kind is not Kind.EXIT:
+            self.end, self.message = msg.kind, msg.message
+        elif self.end in (None, Kind.EXIT):
+            self.end, self.exit_code, self.signal = Kind.EXIT, msg.exit_code, msg.signal
+
+
+def decide(outcome: SandboxOutcome, stop_reason: str | None, oom: bool, limits: JobLimits) -> Verdict:
+    """The verdict, checked in the contract's order (see the module's docstring)."""
+    def ended(status: JobStatus, reason: str, message: str | None = None, exit_code: int | None = None) -> Verdict:
+        return Verdict(status, reason, message, outcome.exit_code if exit_code is None else exit_code,
+                       outcome.signal)
+
+    end = outcome.end
+    if end is Kind.SETUP_ERROR:
+        return ended(JobStatus.FAILED, "setup", outcome.network_error or outcome.message)
     if stop_reason == "stopped":
-        return JobStatus.STOPPED, "stopped", None
+        return ended(JobStatus.STOPPED, "stopped")
     if stop_reason == "timeout":
-        return JobStatus.FAILED, "timeout", f"the job ran longer than {limits.timeout_s:g}s"
+        return ended(JobStatus.FAILED, "timeout", f"the job ran longer than {limits.timeout_s:g}s")
     if oom:
-        return JobStatus.FAILED, "oom", f"the job used more than {limits.memory_mb} MB of memory"
-    if kind == "exec_error":
-        result["exit_code"] = 127
-        return JobStatus.FAILED, "exit", result.get("message")
-    if kind != "exit":
-        return JobStatus.FAILED, "signal", "the sandbox ended without reporting an exit status"
-    if result.get("signal"):
-        return JobStatus.FAILED, "signal", f"killed by signal {result['signal']}"
-    if result.get("exit_code") == 0:
-        return JobStatus.COMPLETED, "exit", None
-    return JobStatus.FAILED, "exit", f"exited with code {result.get('exit_code')}"
+        return ended(JobStatus.FAILED, "oom", f"the job used more than {limits.memory_mb} MB of memory")
+    if end is Kind.EXEC_ERROR:
+        return ended(JobStatus.FAILED, "exit", outcome.message, exit_code=127)
+    if end is not Kind.EXIT:
+        return ended(JobStatus.FAILED, "signal", "the sandbox ended without reporting an exit status")
+    if outcome.signal:
+        return ended(JobStatus.FAILED, "signal", f"killed by signal {outcome.signal}")
+    if outcome.exit_code == 0:
+        return ended(JobStatus.COMPLETED, "exit")
+    return ended(JobStatus.FAILED, "exit", f"exited with code {outcome.exit_code}")
 
 
 def outputs_event(artifacts: Path, max_bytes: int) -> dict[str, Any]:

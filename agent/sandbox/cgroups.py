@@ -18,6 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 CPU_PERIOD_US = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -30,7 +31,7 @@ class CgroupError(Exception):
 
 
 @dataclass
-class Limits:
+class CgroupLimits:
     """Resource limits of one job; None means unlimited."""
 
     cpu_percent: int | None = None  # 100 = one full CPU; 50 = half; 200 = two CPUs
@@ -50,6 +51,12 @@ class Limits:
         if self.io_bps and self.io_device is None:
             raise CgroupError("limit io_bps needs io_device (the disk could not be determined)")
 
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> "CgroupLimits":
+        """Back from the spec's JSON, where the device pair became a list."""
+        device = data.get("io_device")
+        return cls(**{**data, "io_device": tuple(device) if device is not None else None})
+
     @property
     def cpu_quota_us(self) -> int | None:
         return None if self.cpu_percent is None else self.cpu_percent * CPU_PERIOD_US // 100
@@ -60,7 +67,7 @@ class Limits:
 
 
 @dataclass
-class Usage:
+class CgroupUsage:
     cpu_s: float
     memory_peak_bytes: int
 
@@ -210,10 +217,10 @@ class JobCgroup(ABC):
         """Freeze or thaw; False if there is no freezer (then kill without it)."""
 
     @abstractmethod
-    def apply(self, limits: Limits) -> None: ...
+    def apply(self, limits: CgroupLimits) -> None: ...
 
     @abstractmethod
-    def usage(self) -> Usage: ...
+    def usage(self) -> CgroupUsage: ...
 
     @abstractmethod
     def oom_killed(self) -> bool: ...
@@ -234,7 +241,7 @@ class JobCgroup(ABC):
 
 
 class _V1Job(JobCgroup):
-    def apply(self, limits: Limits) -> None:
+    def apply(self, limits: CgroupLimits) -> None:
         limits.check()
         _write(self._path("cpu", "cpu.cfs_period_us"), str(CPU_PERIOD_US))
         _write(self._path("cpu", "cpu.cfs_quota_us"), str(limits.cpu_quota_us or -1))
@@ -253,10 +260,10 @@ class _V1Job(JobCgroup):
                 line = f"{dev} {limits.io_bps or 0}"
                 self._write_io(self._path("blkio", f), line, limits.io_device)
 
-    def usage(self) -> Usage:
+    def usage(self) -> CgroupUsage:
         ns = int(_read(self._path("cpuacct", "cpuacct.usage")))
         peak = int(_read(self._path("memory", "memory.max_usage_in_bytes")))
-        return Usage(cpu_s=ns / 1e9, memory_peak_bytes=peak)
+        return CgroupUsage(cpu_s=ns / 1e9, memory_peak_bytes=peak)
 
     def oom_killed(self) -> bool:
         stats = _keyvals(_read(self._path("memory", "memory.oom_control")))
@@ -280,7 +287,7 @@ class _V1Job(JobCgroup):
 
 
 class _V2Job(JobCgroup):
-    def apply(self, limits: Limits) -> None:
+    def apply(self, limits: CgroupLimits) -> None:
         limits.check()
         _write(self._path("cpu", "cpu.max"), f"{limits.cpu_quota_us or 'max'} {CPU_PERIOD_US}")
         _write(self._path("memory", "memory.max"), str(limits.memory_bytes or "max"))
@@ -293,11 +300,11 @@ class _V2Job(JobCgroup):
             line = f"{limits.io_device[0]}:{limits.io_device[1]} rbps={bps} wbps={bps}"
             self._write_io(self._path("io", "io.max"), line, limits.io_device)
 
-    def usage(self) -> Usage:
+    def usage(self) -> CgroupUsage:
         usec = _keyvals(_read(self._path("cpu", "cpu.stat"))).get("usage_usec", 0)
         peak = self._path("memory", "memory.peak")  # since 5.19; before, the current value is all
         mem = peak if os.path.exists(peak) else self._path("memory", "memory.current")
-        return Usage(cpu_s=usec / 1e6, memory_peak_bytes=int(_read(mem)))
+        return CgroupUsage(cpu_s=usec / 1e6, memory_peak_bytes=int(_read(mem)))
 
     def oom_killed(self) -> bool:
         return _keyvals(_read(self._path("memory", "memory.events"))).get("oom_kill", 0) > 0
@@ -361,7 +368,7 @@ class CgroupDriver(ABC):
         dirs = {c: os.path.join(p, name) for c, p in self._parents().items()}
         return self._job_class(name, dirs)
 
-    def create(self, name: str, limits: Limits) -> JobCgroup:
+    def create(self, name: str, limits: CgroupLimits) -> JobCgroup:
         job = self.open(name)
         if self.missing():
             absent = ", ".join(self.missing())
@@ -394,8 +401,8 @@ class CgroupDriver(ABC):
                 continue
         return sorted(names)
 
-    def limit_parent(self, limits: Limits) -> None:
-        """Limits on the parent bound all of this agent's jobs together (the kernel applies a
+    def limit_parent(self, limits: CgroupLimits) -> None:
+        """CgroupLimits on the parent bound all of this agent's jobs together (the kernel applies a
         parent's limits to the sum of its children): many jobs, each within its own limits, still
         cannot take the whole host."""
         self._prepare_parent()

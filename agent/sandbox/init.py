@@ -50,7 +50,7 @@ def run_init(spec: SandboxSpec) -> NoReturn:
         step = "cgroup namespace"
         namespaces.own_cgroup_namespace()
     except Exception as exc:  # noqa: BLE001 - every failure becomes reason "setup"
-        status.send("setup_error", message=f"{step}: {exc}")
+        status.send(status.setup_error(f"{step}: {exc}"))
         os._exit(SETUP_FAILED_EXIT)
 
     main_pid = os.fork()
@@ -58,12 +58,12 @@ def run_init(spec: SandboxSpec) -> NoReturn:
         exec_job(spec)
     reaper.install_forwarding(main_pid)
     identity.reduce_reaper()
-    status.send("running", pid=main_pid)
+    status.send(status.running(main_pid))
     wait_status = reaper.reap_until(main_pid)
     if os.WIFSIGNALED(wait_status):
-        status.send("exit", exit_code=None, signal=os.WTERMSIG(wait_status))
+        status.send(status.exited(None, os.WTERMSIG(wait_status)))
     else:
-        status.send("exit", exit_code=os.WEXITSTATUS(wait_status), signal=None)
+        status.send(status.exited(os.WEXITSTATUS(wait_status), None))
     os._exit(0)
 
 
@@ -145,7 +145,7 @@ def exec_job(spec: SandboxSpec) -> NoReturn:
         seccomp.load(spec.job_type)
         os.execvpe(spec.argv[0], spec.argv, spec.env)
     except FileNotFoundError:
-        status.send("exec_error", message=f"{spec.argv[0]}: command not found in the sandbox")
+        status.send(status.exec_error(f"{spec.argv[0]}: command not found in the sandbox"))
     except Exception as exc:  # noqa: BLE001
-        status.send("exec_error", message=f"starting {spec.argv[0]}: {exc}")
+        status.send(status.exec_error(f"starting {spec.argv[0]}: {exc}"))
     os._exit(EXEC_FAILED_EXIT)

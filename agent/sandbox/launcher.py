@@ -32,7 +32,8 @@ from . import cgroups, mounts, namespaces, seccomp, status
 from .init import SETUP_FAILED_EXIT, run_init
 from .libc import PR_SET_PDEATHSIG, close_range, prctl, set_process_name
 from ..fs import copy_tree
-from .spec import JobType, SandboxSpec
+from ..contract import JobType
+from .spec import SandboxSpec
 
 MAX_FDS = 5
 
@@ -140,7 +141,7 @@ def _stage_waits(sock: socket.socket) -> NoReturn:
         gc.disable()  # short-lived stages allocate little; a collection would copy shared pages
         os.setsid()
         assert DRIVER is not None
-        group = DRIVER.create(f"stage-{os.urandom(6).hex()}", cgroups.Limits())
+        group = DRIVER.create(f"stage-{os.urandom(6).hex()}", cgroups.CgroupLimits())
         group.join(os.getpid())
         namespaces.enter_job_namespaces(ahead=True)
     except Exception as exc:  # noqa: BLE001 - told to the job that comes, as reason setup
@@ -161,18 +162,11 @@ def _stage_waits(sock: socket.socket) -> NoReturn:
         if problem or group is None:
             raise RuntimeError(problem)
         group = group.rename(f"job-{spec.job_id}")  # from here on the agent finds and removes it
-        group.apply(_limits(spec))
+        group.apply(spec.cgroup_limits)
     except BaseException as exc:  # noqa: BLE001
-        status.send("setup_error", message=str(exc) if problem else f"sandbox stage 1: cgroup: {exc}")
+        status.send(status.setup_error(str(exc) if problem else f"sandbox stage 1: cgroup: {exc}"))
         os._exit(SETUP_FAILED_EXIT)
     _stage1(spec, go_fd is not None)
-
-
-def _limits(spec: SandboxSpec) -> cgroups.Limits:
-    values = dict(spec.cgroup_limits)
-    if values.get("io_device") is not None:
-        values["io_device"] = tuple(values["io_device"])
-    return cgroups.Limits(**values)
 
 
 def _stage1(spec: SandboxSpec, has_go: bool) -> NoReturn:
@@ -182,20 +176,20 @@ def _stage1(spec: SandboxSpec, has_go: bool) -> NoReturn:
         mounts.make_private()
         mounts.mount_tmpfs(spec.root_dir, spec.disk_mb, 0o755)
     except Exception as exc:  # noqa: BLE001
-        status.send("setup_error", message=f"sandbox stage 1: {exc}")
+        status.send(status.setup_error(f"sandbox stage 1: {exc}"))
         os._exit(SETUP_FAILED_EXIT)
     init_pid = os.fork()
     if init_pid == 0:
         run_init(spec)
     try:
-        status.send("started", pid=init_pid)
+        status.send(status.started(init_pid))
         if has_go:
             os.close(status.GO_FD)
         os.waitpid(init_pid, 0)
         _collect_artifacts(spec)
-        status.send("done")
+        status.send(status.done())
     except BaseException as exc:  # noqa: BLE001 - a stage-1 child must never return into serve()
-        status.send("artifacts_error", message=f"sandbox stage 1: {type(exc).__name__}")
+        status.send(status.artifacts_error(f"sandbox stage 1: {type(exc).__name__}"))
     finally:
         os._exit(0)
 
@@ -220,11 +214,11 @@ def _collect_artifacts(spec: SandboxSpec) -> None:
     try:
         report = copy_tree(os.path.join(spec.root_dir, "work"), spec.artifacts_dir, limit_bytes=spec.disk_mb << 20)
     except OSError as exc:
-        status.send("artifacts_error", message=f"copying /work out: {exc}")
+        status.send(status.artifacts_error(f"copying /work out: {exc}"))
         return
     if report.skipped:
         more = f" (and {len(report.skipped) - 3} more)" if len(report.skipped) > 3 else ""
-        status.send("artifacts_error", message="not kept: " + "; ".join(report.skipped[:3]) + more)
+        status.send(status.artifacts_error("not kept: " + "; ".join(report.skipped[:3]) + more))
 
 
 def main() -> None:

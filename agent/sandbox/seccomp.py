@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import pyseccomp
 
-from joblet_agent.sandbox.spec import JobType
+from ..contract import JobType
 
 # --------------------------------------------------------------------------------------------------
 # Data. Names that do not exist on the host's architecture (e.g. ``open`` or ``arch_prctl`` on

@@ -7,21 +7,15 @@ comes from the user's environment, and the job type is a typed field set by the 
 
 from __future__ import annotations
 
-import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..contract import JobType
+from .cgroups import CgroupLimits
 
-class JobType(str, enum.Enum):
-    """Which isolation profile a job gets. Anything unknown means production."""
-
-    STANDARD = "standard"
-    RUNTIME_BUILD = "runtime-build"
-
-    @classmethod
-    def parse(cls, value: Any) -> "JobType":
-        """Fail safe: only the exact builder value selects the builder."""
-        return cls.RUNTIME_BUILD if value == cls.RUNTIME_BUILD.value else cls.STANDARD
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+"""The base system's command path: where a job's and a build's PATH start, and where the agent
+looks for the python3 script jobs need."""
 
 
 @dataclass
@@ -34,8 +28,8 @@ class Mount:
 
 
 @dataclass
-class Upload:
-    """A file written into /work before the user's code runs."""
+class WorkFile:
+    """A file written into /work before the user's code runs (an upload, a cell, its runner)."""
 
     path: str
     content: bytes
@@ -59,8 +53,8 @@ class SandboxSpec:
     mounts: list[Mount] = field(default_factory=list)      # extra binds (runtime, builder paths)
     masks: list[str] = field(default_factory=list)         # paths hidden under an empty tmpfs/devnull
     etc_files: dict[str, str] = field(default_factory=dict)  # name -> content, written into /etc
-    uploads: list[Upload] = field(default_factory=list)
-    cgroup_limits: dict[str, Any] = field(default_factory=dict)  # cgroups.Limits fields; the stage applies them
+    uploads: list[WorkFile] = field(default_factory=list)
+    cgroup_limits: CgroupLimits = field(default_factory=CgroupLimits)  # the stage applies them
     network: str = "none"
     wait_for_go: bool = False          # init waits for the agent (e.g. network set-up) before exec
     artifacts_dir: str | None = None   # host dir where /work is copied when the job ends
@@ -77,8 +71,9 @@ class SandboxSpec:
         data = dict(data)
         data["job_type"] = JobType.parse(data.get("job_type"))
         data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
+        data["cgroup_limits"] = CgroupLimits.from_json_dict(data.get("cgroup_limits") or {})
         data["uploads"] = [
-            Upload(path=u["path"], content=bytes.fromhex(u["content"]), mode=u.get("mode", 0o644))
+            WorkFile(path=u["path"], content=bytes.fromhex(u["content"]), mode=u.get("mode", 0o644))
             for u in data.get("uploads", [])
         ]
         return cls(**data)

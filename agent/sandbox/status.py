@@ -1,13 +1,16 @@
-"""The status channel: JSON lines from the sandbox's stages to the agent, over a pipe.
+"""The status channel: typed messages from the sandbox's stage and init to the agent, over a pipe.
 
-Each message is one write of less than PIPE_BUF bytes, so lines from the stage that waits, the
-init and the job's pre-exec code never interleave.
+Each message is one JSON line written in one write of less than PIPE_BUF bytes, so lines from the
+stage, the init and the job's pre-exec code never interleave. There is one constructor per kind
+below; the agent reads them back with `parse`, and anything else it finds there is `GARBAGE`.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 STATUS_FD = 3
@@ -15,21 +18,90 @@ GO_FD = 4
 MAX_MESSAGE = 3500
 
 
-def send(event: str, fd: int = STATUS_FD, **fields: Any) -> None:
-    fields["event"] = event
-    line = json.dumps(fields)
-    if len(line) > MAX_MESSAGE:
-        fields["message"] = str(fields.get("message", ""))[: MAX_MESSAGE // 2] + " [cut]"
+class Kind(str, enum.Enum):
+    STARTED = "started"                  # stage 1 forked the init (pid: the init's, seen from the host)
+    RUNNING = "running"                  # the init started the job's command (pid: inside the job)
+    SETUP_ERROR = "setup_error"          # a sandbox step failed; the message names it
+    EXEC_ERROR = "exec_error"            # the job's command could not be started
+    EXIT = "exit"                        # the job's command ended
+    ARTIFACTS_ERROR = "artifacts_error"  # /work could not be copied out (in full)
+    DONE = "done"                        # stage 1 finished its work after the job
+    GARBAGE = "garbage"                  # a line that is none of the above
+
+
+TERMINAL = (Kind.SETUP_ERROR, Kind.EXEC_ERROR, Kind.EXIT)
+"""The kinds that say how a job's sandbox ended."""
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: Kind
+    pid: int | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+
+    def to_line(self) -> bytes:
+        fields: dict[str, Any] = {"event": self.kind.value}
+        fields.update({k: v for k, v in (("pid", self.pid), ("message", self.message)) if v is not None})
+        if self.kind is Kind.EXIT:
+            fields.update(exit_code=self.exit_code, signal=self.signal)
         line = json.dumps(fields)
+        if len(line) > MAX_MESSAGE:
+            fields["message"] = str(self.message or "")[: MAX_MESSAGE // 2] + " [cut]"
+            line = json.dumps(fields)
+        return line.encode() + b"\n"
+
+
+def started(pid: int) -> Message:
+    return Message(Kind.STARTED, pid=pid)
+
+
+def running(pid: int) -> Message:
+    return Message(Kind.RUNNING, pid=pid)
+
+
+def setup_error(message: str) -> Message:
+    return Message(Kind.SETUP_ERROR, message=message)
+
+
+def exec_error(message: str) -> Message:
+    return Message(Kind.EXEC_ERROR, message=message)
+
+
+def exited(exit_code: int | None, signal: int | None) -> Message:
+    return Message(Kind.EXIT, exit_code=exit_code, signal=signal)
+
+
+def artifacts_error(message: str) -> Message:
+    return Message(Kind.ARTIFACTS_ERROR, message=message)
+
+
+def done() -> Message:
+    return Message(Kind.DONE)
+
+
+def send(message: Message, fd: int = STATUS_FD) -> None:
     try:
-        os.write(fd, line.encode() + b"\n")
+        os.write(fd, message.to_line())
     except OSError:
         pass  # the agent went away; the job's result is lost with it, the job still ends
 
 
-def parse(line: bytes) -> dict[str, Any]:
+def parse(line: bytes) -> Message:
+    """A message back from its line; never raises on what a broken sandbox may have written."""
     try:
         data = json.loads(line)
-    except ValueError:
-        return {"event": "garbage", "message": line[:200].decode(errors="replace")}
-    return data if isinstance(data, dict) else {"event": "garbage"}
+        kind = Kind(data["event"])
+        return Message(kind, pid=_int(data.get("pid")), message=_text(data.get("message")),
+                       exit_code=_int(data.get("exit_code")), signal=_int(data.get("signal")))
+    except (ValueError, KeyError, TypeError):
+        return Message(Kind.GARBAGE, message=line[:200].decode(errors="replace"))
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
