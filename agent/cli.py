@@ -95,6 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .jobs.service import JobService
     from .jobs.launcher_client import Launcher
     from .network.bridge import NetworkManager
+    from .builds.published import PublishedRuntimes
     from .builds.service import RuntimeService
     from .sandbox import cgroups
     from .jobs.sweep import sweep
@@ -111,12 +112,12 @@ def _serve(args: argparse.Namespace) -> int:
     paths.ensure()
     launcher = Launcher(paths.cgroup_parent())
     tokens = TokenStore(paths.tokens)
-    runtimes = RuntimeService(paths, extra_private=[str(client_config.client_dir())]
-                              + ([os.path.realpath(args.config)] if args.config else []))
+    published = PublishedRuntimes(paths)
     network = NetworkManager(paths, config.network)  # threads start on first use, after the fork
     etcfiles.use_nameservers(config.network.dns)
-    service = JobService(paths, config, driver, launcher, runtimes.resolve, network=network)
-    runtimes.attach(service)
+    service = JobService(paths, config, driver, launcher, published.resolve, network=network)
+    runtimes = RuntimeService(paths, published, service, extra_private=[str(client_config.client_dir())]
+                              + ([os.path.realpath(args.config)] if args.config else []))
     for name, verdict in runtimes.start().items():  # full verification of every published runtime
         if verdict != "verified":
             print(f"joblet-agent: runtime {name} is refused: {verdict}", file=sys.stderr)

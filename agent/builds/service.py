@@ -1,51 +1,45 @@
-"""RuntimeService: the catalogue, the build pipeline, verification, and the runtime calls.
-
-On disk, below `<root>/runtimes/` (root-owned; production jobs see none of it but the read-only
-binds of a published runtime's `isolated/` tree):
-
-    <name>                 -> .versions/<name>/<build id>   the published runtime (a symlink)
-    .versions/<name>/<id>/ runtime.yml (rewritten), runtime.yml.original, isolated/, manifest.json
-    .builds/<id>/staging/  the one folder a build may write, owned by the build's uid
-
-and `<root>/state/runtimes/<name>.json` holds the published manifest's sha256 (private to the agent).
+"""RuntimeService: builds and tests runtimes, and removes them; the published ones live in
+`published.py`.
 
 A build is the job type `runtime-build`, started only here (POST /v1/runtimes/{name}/build, admin):
 validate -> setup (the setup script in the builder sandbox, into staging) -> cleanup (copy each
 mount source into `isolated/`, rewrite runtime.yml) -> manifest -> test (the runtime's own test in
 a production sandbox) -> publish (one rename of the symlink). Each phase is a `progress` event in
 the build job's log; a failed phase ends the job with `reason` = that phase and leaves the
-published version as it was. A half-built runtime is never reachable: only the symlink publishes.
+published version as it was. Builds write only below `<root>/runtimes/.builds/<id>/staging/`.
 
-Verification: a full hash after publish and at agent start; at a job start, one non-blocking read
-of an inotify queue says whether the tree changed at all, and only then the stat fingerprint of
-every entry is compared with the manifest. A runtime that fails either is refused (409).
+The service talks to jobs through `JobRunner`, the few calls it needs of the job service.
 """
 
 
+from __future__ import annotations
+
 import asyncio
-import json
 import os
 import platform
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from ..jobs import etcfiles
 from . import manifest as mf
 from ..auth import Principal
-from .builder import BuildPlan, builder_spec
+from ..contract import JobStatus
 from ..errors import BadRequest, Conflict, NotFound
-from ..contract import JobStatus, JobType
-from ..jobs.service import JobService, RuntimeMounts
+from ..jobs import etcfiles
+from ..jobs.service import BuildPipeline, BuildSpecMaker
+from ..jobs.spec import RuntimeMounts
 from ..jobs.verdict import Verdict
 from ..models import BuildRequest, JobLimits, JobRecord, JobRequest
 from ..paths import AgentPaths
-from .pipeline import PhaseFailed, copy_to_isolated, mount_staging, remove_build_dir
-from .spec import FILE_NAME, ParsedSpec, RuntimeSpecError, check_name, parse
 from ..sandbox.cgroups import CgroupLimits
-from ..sandbox.spec import Mount, SandboxSpec
+from ..sandbox.spec import SandboxSpec
+from .builder import BuildPlan, builder_spec
+from .pipeline import PhaseFailed, copy_to_isolated, mount_staging, remove_build_dir
+from .published import PublishedRuntimes
+from .spec import FILE_NAME, ParsedSpec, RuntimeSpec, RuntimeSpecError, check_name, parse
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "runtimes"
 PHASES = ("validate", "setup", "cleanup", "manifest", "test", "publish")
@@ -54,17 +48,29 @@ NO_BRIDGE = ("this agent has no bridge network, and runtime {name!r} downloads f
 MAX_TEST_OUTPUT = 64 << 10
 
 
-@dataclass
-class Published:
-    name: str
-    version_dir: str
-    spec: Any
-    manifest: dict[str, Any]
-    problem: str | None = None
-    dirty: bool = False
-    verified_at: float = 0.0
-    size_bytes: int = 0
-    files: int = 0
+class JobRunner(Protocol):
+    """What the RuntimeService needs of the job service (JobService), and nothing more."""
+
+    @property
+    def has_network(self) -> bool:
+        """Whether bridge networking is there (a build that downloads needs it)."""
+
+    async def start_build(self, who: Principal, runtime: str, limits: JobLimits, network: str,
+                          command: list[str], make_spec: BuildSpecMaker, pipeline: BuildPipeline,
+                          first_event: dict[str, Any] | None = None) -> JobRecord: ...
+
+    async def start(self, who: Principal, req: JobRequest,
+                    runtime_mounts: RuntimeMounts | None = None) -> JobRecord: ...
+
+    async def wait(self, job_id: str) -> JobRecord | None: ...
+
+    async def events(self, who: Principal, job_id: str, after: int,
+                     follow: bool) -> AsyncIterator[dict[str, Any]]: ...
+
+    def append_event(self, job_id: str, event: dict[str, Any]) -> None: ...
+
+    def runtime_users(self, name: str) -> int:
+        """How many running production jobs mount runtime `name`."""
 
 
 @dataclass
@@ -78,182 +84,43 @@ class BuildState:
 
 
 class RuntimeService:
-    def __init__(self, paths: AgentPaths, catalogue: Path | None = None,
-                 extra_private: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(self, paths: AgentPaths, published: PublishedRuntimes, jobs: JobRunner,
+                 catalogue: Path | None = None, extra_private: list[str] | tuple[str, ...] = ()) -> None:
         self.paths = paths
+        self.published = published
+        self.jobs = jobs
         self.catalogue = Path(catalogue) if catalogue else DEFAULT_CATALOGUE
         self.extra_private = list(extra_private)
-        self.jobs: JobService | None = None
-        self.watch = mf.TreeWatch()
-        self.runtimes: dict[str, Published] = {}
         self.building: dict[str, BuildState] = {}
-
-    @property
-    def versions(self) -> Path:
-        return self.paths.runtimes / ".versions"
 
     @property
     def builds(self) -> Path:
         return self.paths.runtimes / ".builds"
-
-    @property
-    def digests(self) -> Path:
-        return self.paths.state / "runtimes"
-
-    def attach(self, jobs: JobService) -> None:
-        self.jobs = jobs
 
     # ---- start-up ----------------------------------------------------------------------------
 
     def start(self) -> dict[str, str]:
         """At agent start: drop what unfinished builds left, verify every published runtime in
         full, and remove versions nothing publishes. Returns {name: "verified" | problem}."""
-        for d in (self.versions, self.builds):
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(d, 0o700)
-        self.digests.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.builds.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.builds, 0o700)
         for entry in self.builds.iterdir():
             remove_build_dir(entry)
-        results = {}
-        for link in sorted(self.paths.runtimes.iterdir()):
-            if link.name.startswith(".") or not link.is_symlink():
-                continue
-            results[link.name] = self._load(link.name)
+        results = self.published.load_all()
         self._collect_garbage()
         return results
 
-    def _load(self, name: str) -> str:
-        """(Re)load a published runtime and verify it in full."""
-        link = self.paths.runtimes / name
-        try:
-            check_name(name)
-            version_dir = os.path.realpath(link)
-            if not version_dir.startswith(str(self.versions) + "/"):
-                raise mf.TreeError(f"{link} does not point into {self.versions}")
-            parsed = parse(Path(version_dir, "runtime.yml").read_text(), f"{name}/runtime.yml")
-            manifest = mf.load_manifest(version_dir)
-            recorded = json.loads((self.digests / f"{name}.json").read_text()).get("manifest_sha256")
-            if recorded != mf.manifest_digest(version_dir):
-                raise mf.TreeError("manifest.json does not match the digest the agent recorded at publish")
-            mf.verify_full(version_dir, manifest)
-        except (OSError, ValueError, RuntimeSpecError, mf.TreeError) as exc:
-            problem = str(exc)
-            self.runtimes[name] = Published(name, os.path.realpath(link), None, {}, problem=problem)
-            return problem
-        pub = Published(name, version_dir, parsed.spec, manifest, verified_at=time.time())
-        entries = manifest["entries"].values()
-        pub.size_bytes = sum(e.get("size", 0) for e in entries)
-        pub.files = sum(1 for e in entries if e["type"] == "file")
-        self.runtimes[name] = pub
-        self.watch.watch(name, version_dir)
-        return "verified"
-
     def _collect_garbage(self) -> None:
-        """Remove versions that are neither published nor mounted by a running job."""
-        current = {os.path.realpath(self.paths.runtimes / n) for n in self.runtimes}
-        for name_dir in self.versions.iterdir():
-            if self._users(name_dir.name):
-                continue  # a running job may have an older version mounted: collected later
-            for version in name_dir.iterdir():
-                if str(version) not in current and version.name not in self._building_ids():
-                    shutil.rmtree(version, ignore_errors=True)
-            if not any(name_dir.iterdir()):
-                name_dir.rmdir()
+        self.published.collect_garbage(lambda name: self.jobs.runtime_users(name) > 0,
+                                       {b.job_id for b in self.building.values()})
 
-    def _building_ids(self) -> set[str]:
-        return {b.job_id for b in self.building.values()}
-
-    def _users(self, name: str) -> int:
-        if self.jobs is None:
-            return 0
-        return sum(1 for live in self.jobs.live.values()
-                   if live.record.runtime == name and live.record.type == JobType.STANDARD)
-
-    # ---- queries -----------------------------------------------------------------------------
-
-    def published(self) -> list[str]:
-        return sorted(n for n, p in self.runtimes.items() if p.spec is not None)
-
-    def _get(self, name: str) -> Published:
-        try:
-            check_name(name)
-        except RuntimeSpecError as exc:
-            raise BadRequest(str(exc)) from None
-        pub = self.runtimes.get(name)
-        if pub is None:
-            known = self.published()
-            raise NotFound(f"no runtime {name!r} is published on this agent (published: "
-                           f"{', '.join(known) or 'none'}); an admin builds it with %joblet runtime build {name}")
-        return pub
-
-    def _check(self, pub: Published) -> None:
-        """The per-job check: drain inotify; a changed tree gets the stat fingerprint check."""
-        for name in self.watch.changed():
-            if name in self.runtimes:
-                self.runtimes[name].dirty = True
-        if pub.dirty and pub.problem is None:
-            try:
-                mf.verify_stat(pub.version_dir, pub.manifest)
-                pub.dirty = False
-            except (OSError, mf.TreeError) as exc:
-                pub.problem = str(exc)
-        if pub.problem is not None:
-            raise Conflict(f"runtime {pub.name!r} failed verification and is refused: {pub.problem}. "
-                           f"An admin rebuilds it with %joblet runtime build {pub.name} --force")
-
-    def resolve(self, name: str) -> RuntimeMounts:
-        """A verified published runtime's mounts for a production job (JobService calls this)."""
-        try:
-            pub = self._get(name)
-        except NotFound as exc:
-            raise BadRequest(f"unknown runtime: {exc.message}") from None
-        self._check(pub)
-        return self._mounts(pub.spec, pub.version_dir)
-
-    @staticmethod
-    def _mounts(spec: Any, version_dir: str) -> RuntimeMounts:
-        """`spec` is a published (rewritten) runtime.yml: every source lies inside isolated/."""
-        if any(not m.source.startswith("isolated/") for m in spec.mounts):
-            raise Conflict(f"runtime {spec.name!r}: a mount source lies outside isolated/; rebuild it")
-        mounts = [Mount(source=os.path.join(version_dir, m.source), target=m.target, readonly=True)
-                  for m in spec.mounts]
-        return RuntimeMounts(name=spec.name, mounts=mounts, env=dict(spec.environment),
-                             script_command=list(spec.script.command), script_suffix=spec.script.suffix)
-
-    def describe(self, pub: Published, full: bool = False) -> dict[str, Any]:
-        if pub.spec is None:
-            return {"name": pub.name, "status": "refused", "problem": pub.problem}
-        s = pub.spec
-        status = "refused" if pub.problem else ("changed" if pub.dirty else "verified")
-        out: dict[str, Any] = {
-            "name": s.name, "language": s.language, "version": s.version, "description": s.description,
-            "status": status, "files": pub.files, "size_mb": round(pub.size_bytes / 1e6, 1),
-            "built": os.path.basename(pub.version_dir),
-        }
-        if full:
-            out.update({
-                "architectures": s.architectures, "packages": s.packages,
-                "mounts": [m.model_dump() for m in s.mounts], "environment": s.environment,
-                "script": s.script.model_dump(), "test": s.test.model_dump(exclude_none=True),
-                "build": s.build.model_dump(),
-                "manifest": {"status": status, "problem": pub.problem, "entries": len(pub.manifest.get("entries", {})),
-                             "verified_at": pub.verified_at},
-            })
-        return out
+    # ---- queries (the published runtimes answer) ---------------------------------------------
 
     def listing(self) -> list[dict[str, Any]]:
-        for name in self.watch.changed():
-            if name in self.runtimes:
-                self.runtimes[name].dirty = True
-        return [self.describe(p) for _, p in sorted(self.runtimes.items())]
+        return self.published.listing()
 
     def info(self, name: str) -> dict[str, Any]:
-        pub = self._get(name)
-        try:
-            self._check(pub)
-        except Conflict:
-            pass
-        return self.describe(pub, full=True)
+        return self.published.info(name)
 
     def catalogue_names(self) -> list[str]:
         if not self.catalogue.is_dir():
@@ -282,7 +149,6 @@ class RuntimeService:
 
     async def build(self, who: Principal, name: str, body: BuildRequest) -> dict[str, Any]:
         who.require_admin()
-        assert self.jobs is not None
         try:
             check_name(name)
         except RuntimeSpecError as exc:
@@ -304,13 +170,14 @@ class RuntimeService:
                              f"this host is {arch}")
         if name in self.building:
             raise Conflict(f"runtime {name!r} is being built already (job {self.building[name].job_id})")
-        if name in self.runtimes and self.runtimes[name].problem is None and not (body.force or body.spec):
+        current = self.published.runtimes.get(name)
+        if current is not None and current.problem is None and not (body.force or body.spec):
             raise Conflict(f"runtime {name!r} is published already; build it again with --force (\"force\": true)")
-        if spec.build.network != "none" and self.jobs.network is None:
+        if spec.build.network != "none" and not self.jobs.has_network:
             raise Conflict(NO_BRIDGE.format(name=name))
         files = {"runtime.yml": text.encode(), **files}
         limits = JobLimits(memory_mb=spec.build.memory_mb, timeout_s=spec.build.timeout_s,
-                        disk_mb=spec.build.disk_mb, pids=4096)
+                           disk_mb=spec.build.disk_mb, pids=4096)
         jobs = self.jobs
         state: dict[str, BuildState] = {}
 
@@ -350,22 +217,21 @@ class RuntimeService:
         record = await jobs.start_build(who, name, limits, spec.build.network,
                                         ["/bin/sh", "-eu", f"/work/{spec.build.setup}"], make_spec, pipeline,
                                         first_event=first)
-        return {"id": record.id, "status": record.status.value, "type": record.type}
+        return {"id": record.id, "status": record.status.value, "type": record.type.value}
 
     def _event(self, phase: str, message: str) -> dict[str, Any]:
         return {"type": "progress", "phase": phase, "step": PHASES.index(phase) + 1, "steps": len(PHASES),
                 "message": message}
 
     def _progress(self, job_id: str, phase: str, message: str) -> None:
-        assert self.jobs is not None
-        self.jobs.store.log(job_id).append(self._event(phase, message))
+        self.jobs.append_event(job_id, self._event(phase, message))
 
     async def _after_setup(self, record: JobRecord, verdict: Verdict, st: BuildState | None) -> Verdict:
         if verdict.status != JobStatus.COMPLETED or st is None:
             return verdict.failed(verdict.reason, f"phase setup failed: {verdict.message}; the published version "
                                                   f"(if any) is unchanged")
         spec = st.parsed.spec
-        version_dir = self.versions / spec.name / record.id
+        version_dir = self.published.versions / spec.name / record.id
         phase = "cleanup"
         try:
             report = await asyncio.to_thread(copy_to_isolated, st.parsed, str(st.build_dir / "staging"), version_dir)
@@ -378,7 +244,10 @@ class RuntimeService:
             await self._test_candidate(record, st, str(version_dir))
             phase = "publish"
             await asyncio.to_thread(mf.verify_full, str(version_dir), manifest)
-            self._publish(spec.name, version_dir)
+            problem = self.published.publish(spec.name, version_dir)
+            if problem != "verified":
+                raise PhaseFailed("publish", f"the published tree does not verify: {problem}")
+            self._collect_garbage()
             self._progress(record.id, "publish", f"runtime {spec.name} published and verified")
         except (PhaseFailed, OSError, ValueError, mf.TreeError) as exc:
             phase = exc.phase if isinstance(exc, PhaseFailed) else phase
@@ -391,15 +260,13 @@ class RuntimeService:
                                          f"is unchanged")
         return verdict
 
-    async def _run_test(self, who: Principal, spec: Any, mounts: RuntimeMounts) -> dict[str, Any]:
+    async def _run_test(self, who: Principal, spec: RuntimeSpec, mounts: RuntimeMounts) -> dict[str, Any]:
         """The runtime's own test as a production job of `who`; waits for it and collects output."""
-        assert self.jobs is not None
         t = spec.test
         req = JobRequest(command=t.command, script=t.script, runtime=spec.name,
                          limits=JobLimits(timeout_s=t.timeout_s))
         record = await self.jobs.start(who, req, runtime_mounts=mounts)
-        await self.jobs.wait(record.id)
-        record = self.jobs.store.records.get(record.id, record)
+        record = await self.jobs.wait(record.id) or record
         out, err = [], []
         async for event in await self.jobs.events(who, record.id, 0, follow=False):
             if event["type"] == "stdout":
@@ -415,55 +282,32 @@ class RuntimeService:
                 "status": "COMPLETED" if ok else "FAILED", "exit_code": record.exit_code,
                 "reason": record.reason, "message": problem, "stdout": stdout, "stderr": stderr}
 
-    async def _test_candidate(self, record: Any, st: BuildState, version_dir: str) -> None:
+    async def _test_candidate(self, record: JobRecord, st: BuildState, version_dir: str) -> None:
         spec = parse(Path(version_dir, "runtime.yml").read_text(), "rewritten runtime.yml").spec
-        result = await self._run_test(st.owner, spec, self._mounts(spec, version_dir))
-        log = self.jobs.store.log(record.id)  # type: ignore[union-attr]
+        result = await self._run_test(st.owner, spec, self.published.mounts(spec, version_dir))
         for kind in ("stdout", "stderr"):
             if result[kind]:
                 text = "".join(f"[test] {line}\n" for line in result[kind].splitlines())
-                log.append({"type": kind, "data": text})
+                self.jobs.append_event(record.id, {"type": kind, "data": text})
         if not result["ok"]:
             raise PhaseFailed("test", f"test job {result['job_id']}: {result['message']}")
         self._progress(record.id, "test", f"test job {result['job_id']} passed in a production sandbox")
 
-    def _publish(self, name: str, version_dir: Path) -> None:
-        """One rename makes the new version the published one; the old stays until unused."""
-        self.digests.mkdir(mode=0o700, parents=True, exist_ok=True)
-        digest_tmp = self.digests / f".{name}.json.tmp"
-        digest_tmp.write_text(json.dumps({"version": version_dir.name,
-                                          "manifest_sha256": mf.manifest_digest(str(version_dir))}))
-        link = self.paths.runtimes / name
-        tmp = self.paths.runtimes / f".{name}.{version_dir.name}.tmp"
-        tmp.unlink(missing_ok=True)
-        os.symlink(os.path.relpath(version_dir, self.paths.runtimes), tmp)
-        os.replace(digest_tmp, self.digests / f"{name}.json")
-        os.replace(tmp, link)
-        problem = self._load(name)
-        if problem != "verified":
-            raise PhaseFailed("publish", f"the published tree does not verify: {problem}")
-        self._collect_garbage()
-
     # ---- test, remove ------------------------------------------------------------------------
 
     async def test(self, who: Principal, name: str) -> dict[str, Any]:
-        pub = self._get(name)
-        self._check(pub)
-        return await self._run_test(who, pub.spec, self._mounts(pub.spec, pub.version_dir))
+        pub = self.published.get(name)
+        self.published.check(pub)
+        assert pub.spec is not None  # check() refuses a runtime that has none
+        return await self._run_test(who, pub.spec, self.published.mounts(pub.spec, pub.version_dir))
 
     def remove(self, who: Principal, name: str) -> None:
         who.require_admin()
-        pub = self._get(name)
+        self.published.get(name)
         if name in self.building:
             raise Conflict(f"runtime {name!r} is being built (job {self.building[name].job_id}); "
                            "wait for the build to end")
-        users = self._users(name)
+        users = self.jobs.runtime_users(name)
         if users:
             raise Conflict(f"runtime {name!r} is used by {users} running job(s); stop them first")
-        (self.paths.runtimes / name).unlink(missing_ok=True)
-        (self.digests / f"{name}.json").unlink(missing_ok=True)
-        self.watch.forget(name)
-        del self.runtimes[name]
-        shutil.rmtree(self.versions / name, ignore_errors=True)
-        if pub.version_dir and os.path.isdir(pub.version_dir):
-            shutil.rmtree(pub.version_dir, ignore_errors=True)
+        self.published.unpublish(name)

@@ -117,6 +117,15 @@ class JobService:
             return
         live.record.usage = Usage(cpu_s=round(u.cpu_s, 3), memory_peak_bytes=u.memory_peak_bytes)
 
+    def runtime_users(self, name: str) -> int:
+        """How many running production jobs mount runtime `name` (its removal waits for none)."""
+        return sum(1 for live in self.live.values()
+                   if live.record.runtime == name and live.record.type == JobType.STANDARD)
+
+    @property
+    def has_network(self) -> bool:
+        return self.network is not None
+
     async def events(self, who: Principal, job_id: str, after: int, follow: bool) -> AsyncIterator[dict[str, Any]]:
         self.get(who, job_id)
         return self.store.log(job_id).follow(after=after, follow=follow)
@@ -228,10 +237,16 @@ class JobService:
             self._signal_stop(live, reason)
         return record
 
-    async def wait(self, job_id: str) -> None:
+    async def wait(self, job_id: str) -> JobRecord | None:
+        """The job's record once its sandbox is gone (None if it was deleted meanwhile)."""
         live = self.live.get(job_id)
         if live is not None:
             await live.done.wait()
+        return self.store.records.get(job_id)
+
+    def append_event(self, job_id: str, event: dict[str, Any]) -> None:
+        """An event of the agent's own in a job's log (a build's progress, its test's output)."""
+        self.store.log(job_id).append(event)
 
     def delete(self, who: Principal, job_id: str) -> None:
         record = self.get(who, job_id)
