@@ -6,14 +6,10 @@ then waits for specs on a unix socket. Forking it costs a copy-on-write page tab
 interpreter start, and it is single-threaded, so a fork is safe (the agent's own process runs an
 event loop and threads, and never forks a sandbox itself).
 
-Per job, two processes are made:
-  stage 1  forked, moved into fresh namespaces and into a cgroup of its own ahead of time
-           (StagePool); given a job, it renames that cgroup after the job, writes its limits, takes
-           a copy of the host's mounts, mounts the job's tmpfs root, forks the init, moves it into the job's cgroup, waits for it, then
-           copies /work out to the job's artifacts folder;
-  init     PID 1 of the new PID namespace (see init.py).
-Descriptors handed over with each spec: the spec (a sealed memfd), stdout, stderr, the status pipe
-and, optionally, the "go" pipe.
+What runs in the processes it forks, and in which order, is `sequence.py`; this module is the
+plumbing around it: the pool of waiting stages, handing a job's descriptors to one, and putting
+them in their slots. Descriptors handed over with each spec: the spec (a sealed memfd), stdout,
+stderr, the status pipe and, optionally, the "go" pipe.
 """
 
 from __future__ import annotations
@@ -28,11 +24,9 @@ import socket
 import sys
 from typing import NoReturn
 
-from . import cgroups, mounts, namespaces, seccomp, status
-from .init import SETUP_FAILED_EXIT, run_init
-from .libc import PR_SET_PDEATHSIG, close_range, prctl, set_process_name
-from ..fs import copy_tree
 from ..contract import JobType
+from . import cgroups, seccomp, sequence, status
+from .libc import PR_SET_PDEATHSIG, close_range, prctl, set_process_name
 from .spec import SandboxSpec
 
 MAX_FDS = 5
@@ -128,24 +122,14 @@ class StagePool:
 
 
 def _stage_waits(sock: socket.socket) -> NoReturn:
-    """A stage-1 process before its job: prepared, then blocked until the launcher hands it one."""
+    """A stage-1 process: prepared ahead, blocked until the launcher hands it a job, then the job's."""
     keep = sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, 65536)  # the agent's socket and other stages' sockets are not ours
-    problem = None
-    group = None
     set_process_name(IDLE_STAGE_NAME)
-    try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        gc.disable()  # short-lived stages allocate little; a collection would copy shared pages
-        os.setsid()
-        assert DRIVER is not None
-        group = DRIVER.create(f"stage-{os.urandom(6).hex()}", cgroups.CgroupLimits())
-        group.join(os.getpid())
-        namespaces.enter_job_namespaces(ahead=True)
-    except Exception as exc:  # noqa: BLE001 - told to the job that comes, as reason setup
-        problem = f"sandbox stage 1: {exc}"
+    assert DRIVER is not None
+    stage = sequence.Stage(DRIVER)
+    sequence.stage_ahead(stage)
     try:
         msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, MAX_FDS)
     except BaseException:  # noqa: BLE001
@@ -155,43 +139,17 @@ def _stage_waits(sock: socket.socket) -> NoReturn:
     spec_fd, out_fd, err_fd, status_fd = fds[:4]
     go_fd = fds[4] if len(fds) > 4 else None
     try:
-        with os.fdopen(os.dup(spec_fd), "rb") as f:
-            f.seek(0)
-            spec = SandboxSpec.from_json_dict(json.load(f))
+        spec = _read_spec(spec_fd)
         _arrange_fds(out_fd, err_fd, status_fd, go_fd)
-        if problem or group is None:
-            raise RuntimeError(problem)
-        group = group.rename(f"job-{spec.job_id}")  # from here on the agent finds and removes it
-        group.apply(spec.cgroup_limits)
     except BaseException as exc:  # noqa: BLE001
-        status.send(status.setup_error(str(exc) if problem else f"sandbox stage 1: cgroup: {exc}"))
-        os._exit(SETUP_FAILED_EXIT)
-    _stage1(spec, go_fd is not None)
+        sequence.fail_setup(stage.problem or f"sandbox stage 1: receiving the job: {exc}")
+    sequence.stage_1(stage, spec, go_fd is not None)
 
 
-def _stage1(spec: SandboxSpec, has_go: bool) -> NoReturn:
-    set_process_name("jnb-stage")
-    try:
-        namespaces.new_mount_namespace()
-        mounts.make_private()
-        mounts.mount_tmpfs(spec.root_dir, spec.disk_mb, 0o755)
-    except Exception as exc:  # noqa: BLE001
-        status.send(status.setup_error(f"sandbox stage 1: {exc}"))
-        os._exit(SETUP_FAILED_EXIT)
-    init_pid = os.fork()
-    if init_pid == 0:
-        run_init(spec)
-    try:
-        status.send(status.started(init_pid))
-        if has_go:
-            os.close(status.GO_FD)
-        os.waitpid(init_pid, 0)
-        _collect_artifacts(spec)
-        status.send(status.done())
-    except BaseException as exc:  # noqa: BLE001 - a stage-1 child must never return into serve()
-        status.send(status.artifacts_error(f"sandbox stage 1: {type(exc).__name__}"))
-    finally:
-        os._exit(0)
+def _read_spec(spec_fd: int) -> SandboxSpec:
+    with os.fdopen(os.dup(spec_fd), "rb") as f:
+        f.seek(0)
+        return SandboxSpec.from_json_dict(json.load(f))
 
 
 def _arrange_fds(out_fd: int, err_fd: int, status_fd: int, go_fd: int | None) -> None:
@@ -204,21 +162,6 @@ def _arrange_fds(out_fd: int, err_fd: int, status_fd: int, go_fd: int | None) ->
     for slot, fd in zip((1, 2, status.STATUS_FD, status.GO_FD), moved):
         os.dup2(fd, slot)
     close_range(5 if go_fd is not None else 4)
-
-
-def _collect_artifacts(spec: SandboxSpec) -> None:
-    """Copy what the job left in /work to the agent's files folder while the tmpfs still exists,
-    bounded by the job's own disk size and depth; what is left behind is reported."""
-    if not spec.artifacts_dir:
-        return
-    try:
-        report = copy_tree(os.path.join(spec.root_dir, "work"), spec.artifacts_dir, limit_bytes=spec.disk_mb << 20)
-    except OSError as exc:
-        status.send(status.artifacts_error(f"copying /work out: {exc}"))
-        return
-    if report.skipped:
-        more = f" (and {len(report.skipped) - 3} more)" if len(report.skipped) > 3 else ""
-        status.send(status.artifacts_error("not kept: " + "; ".join(report.skipped[:3]) + more))
 
 
 def main() -> None:

@@ -1,0 +1,60 @@
+"""The job's root filesystem, laid out on its tmpfs before pivot_root (nsjail's mnt.cc).
+
+Read-only system binds, fresh /etc copies, the runtime's mounts, masks over host secrets, the
+uploads in /work, then proc and dev; every path below the root is walked without following links.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..fs import write_beneath
+from . import mounts
+from .spec import SandboxSpec
+
+
+def build_root(spec: SandboxSpec) -> None:
+    """Lay out the job's root on its tmpfs: read-only system binds, /etc copies, /work, /tmp,
+    runtime mounts, masks, uploads, proc and dev."""
+    root = spec.root_dir
+    table = mounts.MountTable()
+    for name in ("usr", "etc", "work", "tmp", "proc", "dev"):
+        os.mkdir(os.path.join(root, name), 0o755)
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        host = "/" + name
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), os.path.join(root, name))
+        elif os.path.isdir(host):
+            os.mkdir(os.path.join(root, name), 0o755)
+            mounts.bind(host, os.path.join(root, name), readonly=True, table=table)
+    mounts.bind("/usr", os.path.join(root, "usr"), readonly=True, table=table)
+    for name, content in spec.etc_files.items():
+        write_beneath(os.path.join(root, "etc"), name, content.encode(), 0o644)
+    for m in spec.mounts:
+        target = mounts.mkdirs_beneath(root, m.target) if os.path.isdir(m.source) else _file_target(root, m.target)
+        mounts.bind(m.source, target, readonly=m.readonly, table=table)
+    for path in spec.masks:
+        target = os.path.join(root, path.lstrip("/"))
+        if os.path.isdir(target):
+            mounts.mount_tmpfs(target, 1, 0o755)
+            mounts.remount(target, mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV)
+        elif os.path.exists(target):
+            mounts.bind("/dev/null", target, readonly=True)
+    work, tmp = os.path.join(root, "work"), os.path.join(root, "tmp")
+    os.chown(work, spec.uid, spec.gid)
+    os.chmod(tmp, 0o1777)
+    for up in spec.uploads:
+        write_beneath(work, up.path, up.content, up.mode, owner=(spec.uid, spec.gid))
+    mounts.bind_self(work)
+    mounts.bind_self(tmp)
+    mounts.mount_proc(root)
+    mounts.mount_dev(root, spec.shm_mb)
+
+
+def _file_target(root: str, target: str) -> str:
+    parent, _, name = target.strip("/").rpartition("/")
+    directory = mounts.mkdirs_beneath(root, parent) if parent else root
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        open(path, "x").close()
+    return path
