@@ -333,8 +333,8 @@ class FakeKernel:
 
 def _v2_tree(tmp_path, monkeypatch, controllers: str = "cpu io memory pids", omit=()) -> str:
     kernel = FakeKernel(omit)
-    monkeypatch.setattr(cgroups, "_mkdir", kernel.mkdir)
-    monkeypatch.setattr(cgroups, "_rmdir", kernel.rmdir)
+    monkeypatch.setattr(cgroups.files, "mkdir", kernel.mkdir)
+    monkeypatch.setattr(cgroups.files, "rmdir", kernel.rmdir)
     root = tmp_path / "cgroup2"
     root.mkdir()
     (root / "cgroup.controllers").write_text(controllers + "\n")

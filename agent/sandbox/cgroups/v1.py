@@ -1,0 +1,71 @@
+"""cgroup v1: one hierarchy per controller (or co-mounted groups), as older hosts have them."""
+
+from __future__ import annotations
+
+import os
+
+from . import files
+from .base import CPU_PERIOD_US, CgroupDriver, CgroupLimits, CgroupUsage, JobCgroup
+
+
+class V1Job(JobCgroup):
+    def apply(self, limits: CgroupLimits) -> None:
+        limits.check()
+        files.write(self._path("cpu", "cpu.cfs_period_us"), str(CPU_PERIOD_US))
+        files.write(self._path("cpu", "cpu.cfs_quota_us"), str(limits.cpu_quota_us or -1))
+        mem = str(limits.memory_bytes or -1)
+        memsw = self._path("memory", "memory.memsw.limit_in_bytes")
+        has_memsw = os.path.exists(memsw)
+        if has_memsw:  # memsw must stay >= the limit: open it first, then pin it to the limit
+            files.write(memsw, "-1")
+        files.write(self._path("memory", "memory.limit_in_bytes"), mem)
+        if has_memsw:
+            files.write(memsw, mem)
+        files.write(self._path("pids", "pids.max"), str(limits.pids or "max"))
+        if limits.io_device is not None:
+            dev = f"{limits.io_device[0]}:{limits.io_device[1]}"
+            for f in ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"):
+                line = f"{dev} {limits.io_bps or 0}"
+                self._write_io(self._path("blkio", f), line, limits.io_device)
+
+    def usage(self) -> CgroupUsage:
+        ns = int(files.read(self._path("cpuacct", "cpuacct.usage")))
+        peak = int(files.read(self._path("memory", "memory.max_usage_in_bytes")))
+        return CgroupUsage(cpu_s=ns / 1e9, memory_peak_bytes=peak)
+
+    def oom_killed(self) -> bool:
+        stats = files.keyvals(files.read(self._path("memory", "memory.oom_control")))
+        if "oom_kill" in stats:
+            return stats["oom_kill"] > 0
+        # Kernels before 4.13 lack the counter: a failed charge at the limit is the best evidence.
+        failcnt = int(files.read(self._path("memory", "memory.failcnt")))
+        limit = int(files.read(self._path("memory", "memory.limit_in_bytes")))
+        peak = int(files.read(self._path("memory", "memory.max_usage_in_bytes")))
+        return failcnt > 0 and peak >= limit
+
+    def _freeze(self, frozen: bool) -> bool:
+        state = self._path("freezer", "freezer.state")
+        if not os.path.exists(state):
+            return False
+        want = "FROZEN" if frozen else "THAWED"
+        files.write(state, want)
+        if frozen:  # FREEZING until every task has stopped; thawing needs no wait
+            files.wait_for(lambda: files.read(state).strip() == want)
+        return True
+
+
+class CgroupV1(CgroupDriver):
+    version = "v1"
+    needed = ("cpu", "cpuacct", "memory", "pids", "blkio", "freezer")
+    _job_class = V1Job
+
+    def missing(self) -> list[str]:
+        return [c for c in self.needed if c not in self._roots]
+
+    def _prepare_parent(self) -> None:
+        for c, p in self._parents().items():
+            self._ensure_dir(p)
+            if c == "memory":  # without it (old kernels) a child's usage is not charged to us
+                flag = os.path.join(p, "memory.use_hierarchy")
+                if os.path.exists(flag) and files.read(flag).strip() == "0":
+                    files.write(flag, "1")
