@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class UnsafePath(ValueError):
@@ -41,7 +40,7 @@ def _walk_dirs(root_fd: int, parts: list[str], create: bool, mode: int = 0o755,
                         os.chown(part, *owner, dir_fd=fd, follow_symlinks=False)
                 except FileExistsError:
                     pass
-            nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = nfd
         return fd
@@ -56,7 +55,7 @@ def open_dir_beneath(root: str, relative: str) -> int:
     parts = [p for p in relative.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise UnsafePath(f"path {relative!r} must not contain '..'")
-    root_fd = os.open(root, _DIR_FLAGS)
+    root_fd = os.open(root, DIR_FLAGS)
     try:
         return _walk_dirs(root_fd, parts, create=False)
     finally:
@@ -67,7 +66,7 @@ def write_beneath(root: str, path: str, content: bytes, mode: int = 0o644,
                   owner: tuple[int, int] | None = None) -> None:
     """Create `root/path` (new file only) without following any symlink on the way."""
     parts = split_relative(path)
-    root_fd = os.open(root, _DIR_FLAGS)
+    root_fd = os.open(root, DIR_FLAGS)
     try:
         dir_fd = _walk_dirs(root_fd, parts[:-1], create=True, owner=owner)
     finally:
@@ -95,7 +94,7 @@ def _write_all(fd: int, content: bytes) -> None:
 def open_beneath(root: str, path: str) -> int:
     """Open `root/path` for reading as a regular file, refusing symlinks anywhere on the path."""
     parts = split_relative(path)
-    root_fd = os.open(root, _DIR_FLAGS)
+    root_fd = os.open(root, DIR_FLAGS)
     try:
         dir_fd = _walk_dirs(root_fd, parts[:-1], create=False)
     finally:
@@ -113,12 +112,41 @@ def open_beneath(root: str, path: str) -> int:
 MAX_DEPTH = 64
 
 
+@dataclass(frozen=True)
+class CopyRules:
+    """What a copy keeps of a tree it must not trust. Setuid and setgid bits never survive."""
+
+    keep_links: bool = False          # recreate symlinks as links (never followed); else drop them
+    dir_mode: int = 0o700
+    normal_modes: bool = False        # files 0755 or 0644 by their x bit; else their own bits & 0755
+    limit_bytes: int | None = None    # all files together; one that does not fit is skipped
+    max_depth: int | None = MAX_DEPTH
+
+    def file_mode(self, mode: int) -> int:
+        if self.normal_modes:
+            return 0o755 if mode & 0o111 else 0o644
+        return mode & 0o755
+
+
 @dataclass
 class CopyReport:
-    """What a copy-out did: bytes written, and what it left behind on purpose (and why)."""
+    """What a copy did, and what it left out on purpose (and why)."""
 
-    copied: int = 0
-    skipped: list[str] = field(default_factory=list)
+    copied: int = 0                                      # bytes
+    files: int = 0
+    dirs: int = 0
+    links: int = 0
+    stripped: list[str] = field(default_factory=list)   # setuid/setgid bits removed
+    dropped: list[str] = field(default_factory=list)    # devices, fifos, sockets (and links, unless kept)
+    skipped: list[str] = field(default_factory=list)    # beyond a bound: the byte budget or the depth
+
+    def summary(self) -> str:
+        text = f"{self.files} files, {self.dirs} folders, {self.links} links, {self.copied / 1e6:.1f} MB"
+        if self.stripped:
+            text += f"; stripped setuid/setgid from {len(self.stripped)}: {', '.join(self.stripped[:5])}"
+        if self.dropped:
+            text += f"; dropped {len(self.dropped)} special files: {', '.join(self.dropped[:5])}"
+        return text
 
 
 def copy_tree(src: str, dst: str, limit_bytes: int | None = None, max_depth: int = MAX_DEPTH) -> CopyReport:
@@ -131,42 +159,104 @@ def copy_tree(src: str, dst: str, limit_bytes: int | None = None, max_depth: int
     """
     report = CopyReport()
     os.makedirs(dst, mode=0o700, exist_ok=True)
-    stack = [(os.open(src, _DIR_FLAGS), os.open(dst, _DIR_FLAGS), "", 0)]
+    src_fd = os.open(src, DIR_FLAGS)
+    try:
+        dst_fd = os.open(dst, DIR_FLAGS)
+    except BaseException:
+        os.close(src_fd)
+        raise
+    rules = CopyRules(limit_bytes=limit_bytes, max_depth=max_depth)
+    _copy_frames([_Frame(src_fd, dst_fd, "", 0, _names_to_copy(src_fd))], report, rules)
+    return report
+
+
+def copy_entry(src_dir_fd: int, name: str, dst_dir_fd: int, report: CopyReport, rules: CopyRules,
+               rel: str = "") -> None:
+    """Copy entry `name` of `src_dir_fd` (a file, a folder with all below it, a link) into
+    `dst_dir_fd` under the same name, by `rules`; `rel` is where it lies, for the report."""
+    frame = _copy_one(src_dir_fd, dst_dir_fd, name, f"{rel}/{name}" if rel else name, 0, report, rules)
+    if frame is not None:
+        _copy_frames([frame], report, rules)
+
+
+@dataclass
+class _Frame:
+    """A folder being copied: both descriptors and the names still to do. Only the folders on the
+    current path are open, so a wide tree costs no more descriptors than a narrow one."""
+
+    src: int
+    dst: int
+    path: str
+    depth: int
+    names: list[str]
+
+    def close(self) -> None:
+        os.close(self.src)
+        os.close(self.dst)
+
+
+def _copy_frames(stack: list[_Frame], report: CopyReport, rules: CopyRules) -> None:
     try:
         while stack:
-            src_fd, dst_fd, where, depth = stack.pop()
-            try:
-                for name in _entries(src_fd):
-                    path = f"{where}{name}"
-                    st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
-                    if stat.S_ISDIR(st.st_mode):
-                        if depth + 1 > max_depth:
-                            report.skipped.append(f"{path}/: deeper than {max_depth} folders")
-                            continue
-                        os.mkdir(name, 0o700, dir_fd=dst_fd)
-                        stack.append((os.open(name, _DIR_FLAGS, dir_fd=src_fd),
-                                      os.open(name, _DIR_FLAGS, dir_fd=dst_fd), path + "/", depth + 1))
-                    elif stat.S_ISREG(st.st_mode):
-                        left = None if limit_bytes is None else limit_bytes - report.copied
-                        if left is not None and st.st_size > left:
-                            report.skipped.append(f"{path}: {st.st_size} bytes, over the job's disk limit")
-                            continue
-                        report.copied += _copy_file(src_fd, dst_fd, name, st.st_mode & 0o755, left)
-            finally:
-                os.close(src_fd)
-                os.close(dst_fd)
+            top = stack[-1]
+            if not top.names:
+                os.fchmod(top.dst, rules.dir_mode)
+                stack.pop().close()
+                continue
+            name = top.names.pop()
+            path = f"{top.path}/{name}" if top.path else name
+            frame = _copy_one(top.src, top.dst, name, path, top.depth, report, rules)
+            if frame is not None:
+                stack.append(frame)
     finally:
-        for src_fd, dst_fd, _, _ in stack:
-            os.close(src_fd)
-            os.close(dst_fd)
-    return report
+        for frame in stack:
+            frame.close()
+
+
+def _copy_one(src_dir: int, dst_dir: int, name: str, path: str, depth: int, report: CopyReport,
+              rules: CopyRules) -> _Frame | None:
+    """Copy one entry; a folder is made and returned as the next frame to fill."""
+    st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISLNK(st.st_mode):
+        report.stripped.append(path)
+    if stat.S_ISDIR(st.st_mode):
+        if rules.max_depth is not None and depth + 1 > rules.max_depth:
+            report.skipped.append(f"{path}/: deeper than {rules.max_depth} folders")
+            return None
+        os.mkdir(name, 0o700, dir_fd=dst_dir)
+        report.dirs += 1
+        src = os.open(name, DIR_FLAGS, dir_fd=src_dir)
+        try:
+            return _Frame(src, os.open(name, DIR_FLAGS, dir_fd=dst_dir), path, depth + 1, _names_to_copy(src))
+        except BaseException:
+            os.close(src)
+            raise
+    if stat.S_ISREG(st.st_mode):
+        left = None if rules.limit_bytes is None else rules.limit_bytes - report.copied
+        if left is not None and st.st_size > left:
+            report.skipped.append(f"{path}: {st.st_size} bytes, over the job's disk limit")
+        elif _copy_file(src_dir, dst_dir, name, rules.file_mode(mode), left, report):
+            report.files += 1
+        else:
+            report.dropped.append(path)  # no longer a regular file when opened
+    elif stat.S_ISLNK(st.st_mode) and rules.keep_links:
+        os.symlink(os.readlink(name, dir_fd=src_dir), name, dir_fd=dst_dir)
+        report.links += 1
+    else:
+        report.dropped.append(path)
+    return None
+
+
+def _names_to_copy(dir_fd: int) -> list[str]:
+    return sorted(names(dir_fd), reverse=True)  # popped from the end: in name order
 
 
 def remove_tree(path: str) -> None:
     """Remove a folder tree bottom-up without recursion and without following symlinks (a job's
     files can nest deeper than any recursive walk allows)."""
     try:
-        top = os.open(path, _DIR_FLAGS)
+        top = os.open(path, DIR_FLAGS)
     except FileNotFoundError:
         return
     stack: list[tuple[int, str]] = [(top, path)]
@@ -189,30 +279,32 @@ def remove_tree(path: str) -> None:
 
 def _unlink_files_until_subdir(dir_fd: int) -> tuple[int, str] | None:
     """Unlink non-folders in `dir_fd`; return the first sub-folder (opened) if there is one."""
-    for name in _entries(dir_fd):
+    for name in names(dir_fd):
         if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-            return os.open(name, _DIR_FLAGS, dir_fd=dir_fd), name
+            return os.open(name, DIR_FLAGS, dir_fd=dir_fd), name
         os.unlink(name, dir_fd=dir_fd)
     return None
 
 
-def _entries(dir_fd: int) -> Iterator[str]:
+def names(dir_fd: int) -> list[str]:
+    """The entry names of an open folder (in no particular order)."""
     with os.scandir(dir_fd) as it:
-        for entry in it:
-            yield entry.name
+        return [entry.name for entry in it]
 
 
-def _copy_file(src_dir: int, dst_dir: int, name: str, mode: int, left: int | None) -> int:
+def _copy_file(src_dir: int, dst_dir: int, name: str, mode: int, left: int | None, report: CopyReport) -> bool:
     s = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=src_dir)
     try:
         if not stat.S_ISREG(os.fstat(s).st_mode):
-            return 0
-        d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+            return False
+        d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                     dir_fd=dst_dir)
         try:
-            return _copy_fd(s, d, left)
+            report.copied += _copy_fd(s, d, left)
+            os.fchmod(d, mode)
         finally:
             os.close(d)
+        return True
     finally:
         os.close(s)
 

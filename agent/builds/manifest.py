@@ -24,11 +24,11 @@ import os
 import stat
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+from ..fs import DIR_FLAGS, CopyReport, CopyRules, copy_entry, names
+
 MANIFEST = "manifest.json"
 COVERED = ("runtime.yml", "runtime.yml.original", "isolated")
 
@@ -37,89 +37,13 @@ class TreeError(Exception):
     """A staged or published tree is not acceptable; the message says which entry and why."""
 
 
-@dataclass
-class CopyReport:
-    files: int = 0
-    dirs: int = 0
-    links: int = 0
-    bytes: int = 0
-    stripped: list[str] = field(default_factory=list)   # setuid/setgid/sticky bits removed
-    dropped: list[str] = field(default_factory=list)    # devices, fifos, sockets left out
-
-    def summary(self) -> str:
-        text = f"{self.files} files, {self.dirs} folders, {self.links} links, {self.bytes / 1e6:.1f} MB"
-        if self.stripped:
-            text += f"; stripped setuid/setgid from {len(self.stripped)}: {', '.join(self.stripped[:5])}"
-        if self.dropped:
-            text += f"; dropped {len(self.dropped)} special files: {', '.join(self.dropped[:5])}"
-        return text
-
-
-# ---- cleanup: staged -> isolated -----------------------------------------------------------------
+RUNTIME_COPY = CopyRules(keep_links=True, dir_mode=0o755, normal_modes=True, max_depth=None)
 
 
 def copy_clean(src_dir_fd: int, name: str, dst_dir_fd: int, report: CopyReport, rel: str = "") -> None:
-    """Copy entry `name` of `src_dir_fd` into `dst_dir_fd` (root-owned, cleaned). Never follows a link."""
-    st = os.stat(name, dir_fd=src_dir_fd, follow_symlinks=False)
-    path = f"{rel}/{name}" if rel else name
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISLNK(st.st_mode):
-        report.stripped.append(path)
-    clean = mode & 0o777
-    if stat.S_ISDIR(st.st_mode):
-        os.mkdir(name, 0o700, dir_fd=dst_dir_fd)
-        s = os.open(name, _DIR, dir_fd=src_dir_fd)
-        d = os.open(name, _DIR, dir_fd=dst_dir_fd)
-        try:
-            for entry in sorted(_names(s)):
-                copy_clean(s, entry, d, report, path)
-            os.fchmod(d, 0o755)
-        finally:
-            os.close(s)
-            os.close(d)
-        report.dirs += 1
-    elif stat.S_ISREG(st.st_mode):
-        s = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=src_dir_fd)
-        try:
-            if not stat.S_ISREG(os.fstat(s).st_mode):
-                raise TreeError(f"{path} changed while it was copied")
-            d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                        dir_fd=dst_dir_fd)
-            try:
-                report.bytes += _copy_fd(s, d)
-                os.fchmod(d, 0o755 if clean & 0o111 else 0o644)
-            finally:
-                os.close(d)
-        finally:
-            os.close(s)
-        report.files += 1
-    elif stat.S_ISLNK(st.st_mode):
-        target = os.readlink(name, dir_fd=src_dir_fd)
-        os.symlink(target, name, dir_fd=dst_dir_fd)
-        report.links += 1
-    else:
-        report.dropped.append(path)
-
-
-def _names(dir_fd: int) -> list[str]:
-    with os.scandir(dir_fd) as it:
-        return [e.name for e in it]
-
-
-def _copy_fd(src: int, dst: int) -> int:
-    total = 0
-    while True:
-        try:
-            n = os.copy_file_range(src, dst, 1 << 26)
-        except OSError:
-            data = os.read(src, 1 << 20)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(dst, view):]
-            n = len(data)
-        if n == 0:
-            return total
-        total += n
+    """Copy staged entry `name` into `isolated/` as root, by RUNTIME_COPY (see the module's
+    docstring). Never follows a link."""
+    copy_entry(src_dir_fd, name, dst_dir_fd, report, RUNTIME_COPY, rel)
 
 
 # ---- manifest -----------------------------------------------------------------------------------
@@ -127,7 +51,7 @@ def _copy_fd(src: int, dst: int) -> int:
 
 def _walk(root_fd: int, rel: str = "") -> Iterator[tuple[str, os.stat_result, int]]:
     """(relative path, lstat, parent dir fd) for every entry below root_fd, depth first, sorted."""
-    for name in sorted(_names(root_fd)):
+    for name in sorted(names(root_fd)):
         yield from _descend(root_fd, name, f"{rel}/{name}" if rel else name)
 
 
@@ -144,7 +68,7 @@ def _descend(dir_fd: int, name: str, path: str) -> Iterator[tuple[str, os.stat_r
         return
     yield path, st, dir_fd
     if stat.S_ISDIR(st.st_mode):
-        fd = os.open(name, _DIR, dir_fd=dir_fd)
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
         try:
             yield from _walk(fd, path)
         finally:
@@ -188,7 +112,7 @@ def _stamp(st: os.stat_result) -> list[int]:
 
 def write_manifest(version_dir: str) -> dict[str, Any]:
     """Hash the tree and write manifest.json (0644, root); returns it."""
-    fd = os.open(version_dir, _DIR)
+    fd = os.open(version_dir, DIR_FLAGS)
     try:
         entries, stamps = {}, {}
         for path, st, dir_fd in _covered(fd):
@@ -221,7 +145,7 @@ def load_manifest(version_dir: str) -> dict[str, Any]:
 
 def verify_full(version_dir: str, manifest: dict[str, Any]) -> None:
     """Every entry hashed and compared with the manifest; raises TreeError naming the first change."""
-    fd = os.open(version_dir, _DIR)
+    fd = os.open(version_dir, DIR_FLAGS)
     try:
         expected = manifest["entries"]
         seen = set()
@@ -243,7 +167,7 @@ def verify_full(version_dir: str, manifest: dict[str, Any]) -> None:
 def verify_stat(version_dir: str, manifest: dict[str, Any]) -> None:
     """The cheap check: inode, mtime, ctime, size and mode of every entry as the manifest recorded
     them. A write, chmod, chown, rename, touch (even one that restores mtime: ctime moves) shows."""
-    fd = os.open(version_dir, _DIR)
+    fd = os.open(version_dir, DIR_FLAGS)
     try:
         expected = manifest["stamps"]
         seen, folder = 0, None

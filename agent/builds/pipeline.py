@@ -14,7 +14,7 @@ from pathlib import Path
 from . import manifest as mf
 from .spec import ParsedSpec, parse, rewrite_isolated
 from ..sandbox import libc, mounts
-from ..fs import open_dir_beneath, remove_tree
+from ..fs import CopyReport, open_dir_beneath, remove_tree
 
 
 class PhaseFailed(Exception):
@@ -44,7 +44,7 @@ def remove_build_dir(build_dir: Path) -> None:
     remove_tree(str(build_dir))
 
 
-def copy_to_isolated(parsed: ParsedSpec, staging: str, version_dir: Path) -> mf.CopyReport:
+def copy_to_isolated(parsed: ParsedSpec, staging: str, version_dir: Path) -> CopyReport:
     """The cleanup phase: copy each mount source the setup script left in `staging` into
     `version_dir/isolated/` (no symlink followed, special bits and files dropped), keep
     runtime.yml.original, and write runtime.yml rewritten so that every source lies in isolated/."""
@@ -53,7 +53,7 @@ def copy_to_isolated(parsed: ParsedSpec, staging: str, version_dir: Path) -> mf.
     version_dir.mkdir(mode=0o755)
     isolated = version_dir / "isolated"
     isolated.mkdir(mode=0o755)
-    report = mf.CopyReport()
+    report = CopyReport()
     done: list[str] = []
     for i, m in enumerate(spec.mounts):
         if any(m.source == d or m.source.startswith(d + "/") for d in done):
