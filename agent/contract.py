@@ -52,3 +52,24 @@ def is_reserved_env(name: str) -> bool:
     """Names only the agent sets in a job's environment (case-insensitive, as shells differ)."""
     upper = name.upper()
     return upper in RESERVED_ENV or upper.startswith(RESERVED_ENV_PREFIX)
+
+
+def check_env(env: dict[str, str], field: str) -> dict[str, str]:
+    """Environment a user gives (a request's `env`, a runtime's `environment`): no reserved name,
+    only variable names, no NUL byte. A ValueError names the entry, with `field` first."""
+    for name, value in env.items():
+        if is_reserved_env(name):
+            raise ValueError(f"{field} name {name!r} is reserved for the agent")
+        if not IDENTIFIER.match(name):
+            raise ValueError(f"{field} name {name!r} is not a valid variable name")
+        if "\x00" in str(value):
+            raise ValueError(f"{field} value of {name!r} contains a NUL byte")
+    return env
+
+
+def check_runtime_name(name: str) -> str:
+    """A runtime name is one path component: lowercase letters, digits, '.', '_', '-', no '..'."""
+    if not isinstance(name, str) or not RUNTIME_NAME.match(name) or ".." in name:
+        raise ValueError(f"runtime name {name!r} is not valid: use lowercase letters, digits, "
+                         "'.', '_' and '-' (at most 63, no '/' and no '..')")
+    return name

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .contract import IDENTIFIER, RUNTIME_NAME, JobStatus, JobType, is_reserved_env
+from .contract import IDENTIFIER, JobStatus, JobType, check_env, check_runtime_name
 from .fs import UnsafePath, split_relative
 
 MAX_UPLOAD_BYTES = 64 << 20
@@ -65,8 +65,8 @@ class JobRequest(Strict):
 
     command: list[str] | None = Field(None, min_length=1, max_length=4096)
     script: str | None = Field(None, max_length=16 << 20)
-    runtime: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    runtime: Annotated[str, AfterValidator(check_runtime_name)] | None = None
+    env: Annotated[dict[str, str], AfterValidator(lambda env: check_env(env, "env"))] = Field(default_factory=dict)
     limits: JobLimits = Field(default_factory=JobLimits)
     network: Literal["none", "bridge"] = "none"
     uploads: list[Upload] = Field(default_factory=list, max_length=1024)
@@ -85,25 +85,6 @@ class JobRequest(Strict):
         if (self.inputs or self.outputs) and self.script is None:
             raise ValueError("`inputs` and `outputs` need a `script` job")
         return self
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, env: dict[str, str]) -> dict[str, str]:
-        for name, value in env.items():
-            if is_reserved_env(name):
-                raise ValueError(f"env name {name!r} is reserved for the agent")
-            if not IDENTIFIER.match(name):
-                raise ValueError(f"env name {name!r} is not a valid variable name")
-            if "\x00" in value:
-                raise ValueError(f"env value of {name!r} contains a NUL byte")
-        return env
-
-    @field_validator("runtime")
-    @classmethod
-    def _runtime(cls, value: str | None) -> str | None:
-        if value is not None and not RUNTIME_NAME.match(value):
-            raise ValueError(f"runtime name {value!r} is not valid (lowercase letters, digits, '.', '_', '-')")
-        return value
 
     @field_validator("inputs", "outputs")
     @classmethod

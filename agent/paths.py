@@ -12,40 +12,21 @@ from pathlib import Path
 @dataclass(frozen=True)
 class AgentPaths:
     root: Path
+    jobs: Path          # mount points of running jobs' roots (empty directories on the host)
+    runtimes: Path      # published runtimes and their builds (builds/published.py)
+    state: Path
+    job_state: Path     # records, event logs and /work artifacts of every job
+    tokens: Path
+    logs: Path
+    config: Path
 
     @classmethod
     def at(cls, root: str | os.PathLike[str]) -> "AgentPaths":
-        return cls(Path(os.path.realpath(root)))
-
-    @property
-    def jobs(self) -> Path:
-        """Mount points of running jobs' roots (empty directories on the host)."""
-        return self.root / "jobs"
-
-    @property
-    def runtimes(self) -> Path:
-        return self.root / "runtimes"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def job_state(self) -> Path:
-        """Records, event logs and /work artifacts of every job."""
-        return self.state / "jobs"
-
-    @property
-    def tokens(self) -> Path:
-        return self.state / "tokens.json"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config"
+        real = Path(os.path.realpath(root))
+        state = real / "state"
+        return cls(root=real, jobs=real / "jobs", runtimes=real / "runtimes", state=state,
+                   job_state=state / "jobs", tokens=state / "tokens.json", logs=real / "logs",
+                   config=real / "config")
 
     def private(self) -> list[Path]:
         """Paths no sandbox may see: state, logs, config and other jobs."""

@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ..contract import IDENTIFIER, RUNTIME_NAME, is_reserved_env
+from ..contract import check_env, check_runtime_name
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PREFIX_ROOT = "/opt/runtimes"
@@ -58,11 +58,11 @@ class RuntimeSpecError(ValueError):
 
 
 def check_name(name: str) -> str:
-    """A runtime name is one path component: lowercase letters, digits, '.', '_', '-', no '..'."""
-    if not isinstance(name, str) or not RUNTIME_NAME.match(name) or ".." in name:
-        raise RuntimeSpecError(f"runtime name {name!r} is not valid: use lowercase letters, digits, "
-                               "'.', '_' and '-' (at most 63, no '/' and no '..')")
-    return name
+    """contract.check_runtime_name, refusing with a RuntimeSpecError."""
+    try:
+        return check_runtime_name(name)
+    except ValueError as exc:
+        raise RuntimeSpecError(str(exc)) from None
 
 
 def prefix_of(name: str) -> str:
@@ -141,7 +141,7 @@ class TestSection(_Strict):
 
 
 class RuntimeSpec(_Strict):
-    name: str
+    name: Annotated[str, AfterValidator(check_runtime_name)]
     language: str = Field(..., min_length=1, max_length=64)
     version: str = Field(..., min_length=1, max_length=64)
     description: str = Field("", max_length=1024)
@@ -149,7 +149,8 @@ class RuntimeSpec(_Strict):
     packages: list[str] = Field(default_factory=list, max_length=512)
     build: BuildSection = Field(default_factory=BuildSection)
     mounts: list[MountEntry] = Field(..., min_length=1, max_length=32)
-    environment: dict[str, str] = Field(default_factory=dict)
+    environment: Annotated[dict[str, str], AfterValidator(lambda env: check_env(env, "environment"))] = \
+        Field(default_factory=dict)
     script: ScriptSection
     test: TestSection
 
@@ -158,14 +159,6 @@ class RuntimeSpec(_Strict):
     def _text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        try:
-            return check_name(value)
-        except RuntimeSpecError as exc:
-            raise ValueError(str(exc)) from None
-
     @field_validator("packages")
     @classmethod
     def _packages(cls, value: list[str]) -> list[str]:
@@ -173,16 +166,6 @@ class RuntimeSpec(_Strict):
             if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._+<>=!~,\[\]@-]*$", p):
                 raise ValueError(f"package {p!r} has characters a package name does not")
         return value
-
-    @field_validator("environment")
-    @classmethod
-    def _env(cls, env: dict[str, str]) -> dict[str, str]:
-        for key, value in env.items():
-            if is_reserved_env(key):
-                raise ValueError(f"environment name {key!r} is reserved for the agent")
-            if not IDENTIFIER.match(key) or "\x00" in str(value):
-                raise ValueError(f"environment entry {key!r} is not a valid variable")
-        return env
 
     @field_validator("mounts")
     @classmethod
