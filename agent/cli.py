@@ -11,13 +11,22 @@ import socket
 import stat
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .auth import ROLES, TokenStore
 from .config import AgentConfig, load_config
 from .errors import CannotIsolate
 from .paths import AgentPaths
+
+if TYPE_CHECKING:  # the token command imports none of the service stack
+    from .builds.service import RuntimeService
+    from .jobs.launcher_client import Launcher
+    from .jobs.service import JobService
+    from .network.bridge import NetworkManager
+    from .sandbox.cgroups import CgroupDriver
 
 DEFAULT_ROOT = "/opt/joblet"
 
@@ -85,20 +94,76 @@ def _unix_listener(path: str) -> socket.socket:
     return sock
 
 
+@dataclass
+class Agent:
+    """The composed agent: what `serve` starts, and stops again at shutdown."""
+
+    paths: AgentPaths
+    config: AgentConfig
+    driver: CgroupDriver
+    launcher: Launcher
+    tokens: TokenStore
+    network: NetworkManager
+    jobs: JobService
+    runtimes: RuntimeService
+
+
+def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, driver: CgroupDriver) -> Agent:
+    """The one place the services meet: each gets what it uses, nothing refers back up."""
+    from . import client_config
+    from .builds.published import PublishedRuntimes
+    from .builds.service import RuntimeService
+    from .jobs import etcfiles
+    from .jobs.launcher_client import Launcher
+    from .jobs.service import JobService
+    from .network.bridge import NetworkManager
+
+    launcher = Launcher(paths.cgroup_parent())
+    published = PublishedRuntimes(paths)
+    network = NetworkManager(paths, config.network)  # threads start on first use, after the fork
+    etcfiles.use_nameservers(config.network.dns)
+    jobs = JobService(paths, config, driver, launcher, published.resolve, network=network)
+    runtimes = RuntimeService(paths, published, jobs, extra_private=[str(client_config.client_dir())]
+                              + ([os.path.realpath(args.config)] if args.config else []))
+    return Agent(paths, config, driver, launcher, TokenStore(paths.tokens), network, jobs, runtimes)
+
+
+def _start(agent: Agent) -> None:
+    """Verify the published runtimes, bound the agent's cgroup, sweep what a crash left, then
+    start the launcher (after the sweep: its stages make cgroups under the parent it empties)."""
+    from .jobs.sweep import sweep
+    from .sandbox.cgroups import CgroupError, CgroupLimits
+
+    for name, verdict in agent.runtimes.start().items():  # full verification of every published runtime
+        if verdict != "verified":
+            print(f"joblet-agent: runtime {name} is refused: {verdict}", file=sys.stderr)
+    limits = agent.config.agent_limits
+    try:
+        agent.driver.limit_parent(CgroupLimits(cpu_percent=limits.cpu_percent, memory_mb=limits.memory_mb,
+                                               pids=limits.pids))
+    except CgroupError as exc:
+        raise CannotIsolate(f"cannot limit the agent's cgroup {agent.driver.parent}: {exc}") from None
+    counts = sweep(agent.paths, agent.driver, agent.jobs.store, agent.network)
+    if any(counts.values()):
+        print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)
+    agent.launcher.start()
+
+
+async def _stop(agent: Agent) -> None:
+    await agent.jobs.shutdown()
+    await asyncio.to_thread(agent.network.close)  # bridge and table go
+    agent.launcher.stop()
+    for name in agent.driver.leftovers():  # cgroups of stages that were still waiting for a job
+        agent.driver.open(name).remove()
+    agent.driver.remove_parent()
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from fastapi import FastAPI
 
     from . import client_config, preflight
-    from .jobs import etcfiles
     from .api.app import create_app
-    from .jobs.service import JobService
-    from .jobs.launcher_client import Launcher
-    from .network.bridge import NetworkManager
-    from .builds.published import PublishedRuntimes
-    from .builds.service import RuntimeService
-    from .sandbox import cgroups
-    from .jobs.sweep import sweep
 
     paths = AgentPaths.at(args.root)
     driver = preflight.check(paths.cgroup_parent())
@@ -110,43 +175,19 @@ def _serve(args: argparse.Namespace) -> int:
 
         tls_files = ensure_certificate(paths.config, host)
     paths.ensure()
-    launcher = Launcher(paths.cgroup_parent())
-    tokens = TokenStore(paths.tokens)
-    published = PublishedRuntimes(paths)
-    network = NetworkManager(paths, config.network)  # threads start on first use, after the fork
-    etcfiles.use_nameservers(config.network.dns)
-    service = JobService(paths, config, driver, launcher, published.resolve, network=network)
-    runtimes = RuntimeService(paths, published, service, extra_private=[str(client_config.client_dir())]
-                              + ([os.path.realpath(args.config)] if args.config else []))
-    for name, verdict in runtimes.start().items():  # full verification of every published runtime
-        if verdict != "verified":
-            print(f"joblet-agent: runtime {name} is refused: {verdict}", file=sys.stderr)
-    try:
-        driver.limit_parent(cgroups.CgroupLimits(cpu_percent=config.agent_limits.cpu_percent,
-                                           memory_mb=config.agent_limits.memory_mb, pids=config.agent_limits.pids))
-    except cgroups.CgroupError as exc:
-        raise CannotIsolate(f"cannot limit the agent's cgroup {driver.parent}: {exc}") from None
-    counts = sweep(paths, driver, service.store, network)
-    if any(counts.values()):
-        print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)
-    launcher.start()  # after the sweep: its stages make cgroups under the parent the sweep empties
-    scheme = "https" if tls_files else "http"
-    url = f"unix:{args.unix}" if args.unix else f"{scheme}://{host}:{port}"
-    written = client_config.write_if_absent(tokens, url, cert=tls_files[0] if tls_files else None)
+    agent = _compose(args, paths, config, driver)
+    _start(agent)
+    url = f"unix:{args.unix}" if args.unix else f"{'https' if tls_files else 'http'}://{host}:{port}"
+    written = client_config.write_if_absent(agent.tokens, url, cert=tls_files[0] if tls_files else None)
     if written:
         print(f"joblet-agent: wrote client config {written} (and admin-token beside it)", file=sys.stderr)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        await service.shutdown()
-        await asyncio.to_thread(network.close)  # bridge and table go
-        launcher.stop()
-        for name in driver.leftovers():  # cgroups of stages that were still waiting for a job
-            driver.open(name).remove()
-        driver.remove_parent()
+        await _stop(agent)
 
-    app = create_app(service, tokens, runtimes)
+    app = create_app(agent.jobs, agent.tokens, agent.runtimes)
     app.router.lifespan_context = lifespan
     print(f"joblet-agent {__version__}: root {paths.root}, cgroup {driver.version}, listening on {url}",
           file=sys.stderr, flush=True)

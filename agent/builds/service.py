@@ -21,6 +21,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -148,13 +149,25 @@ class RuntimeService:
         return (folder / "runtime.yml").read_text(), files
 
     async def build(self, who: Principal, name: str, body: BuildRequest) -> dict[str, Any]:
+        """Start a build job (admin); its log tells the phases, its end says how it went."""
         who.require_admin()
+        parsed, files = self._validated(name, body)
+        spec = parsed.spec
+        limits = JobLimits(memory_mb=spec.build.memory_mb, timeout_s=spec.build.timeout_s,
+                           disk_mb=spec.build.disk_mb, pids=4096)
+        first = self._event("validate", f"runtime.yml valid: {spec.language} {spec.version}, "
+                                        f"{len(spec.mounts)} mount(s), packages: {', '.join(spec.packages) or 'none'}")
+        record = await self.jobs.start_build(who, name, limits, spec.build.network,
+                                             ["/bin/sh", "-eu", f"/work/{spec.build.setup}"],
+                                             partial(self._builder_spec, parsed, files, who), self._after_builder,
+                                             first_event=first)
+        return {"id": record.id, "status": record.status.value, "type": record.type.value}
+
+    def _validated(self, name: str, body: BuildRequest) -> tuple[ParsedSpec, dict[str, bytes]]:
+        """The definition to build and its files (runtime.yml first), or a 4xx saying what is wrong."""
         try:
             check_name(name)
-        except RuntimeSpecError as exc:
-            raise BadRequest(str(exc)) from None
-        text, files = self._definition(name, body)
-        try:
+            text, files = self._definition(name, body)
             parsed = parse(text)
         except RuntimeSpecError as exc:
             raise BadRequest(str(exc)) from None
@@ -175,49 +188,37 @@ class RuntimeService:
             raise Conflict(f"runtime {name!r} is published already; build it again with --force (\"force\": true)")
         if spec.build.network != "none" and not self.jobs.has_network:
             raise Conflict(NO_BRIDGE.format(name=name))
-        files = {"runtime.yml": text.encode(), **files}
-        limits = JobLimits(memory_mb=spec.build.memory_mb, timeout_s=spec.build.timeout_s,
-                           disk_mb=spec.build.disk_mb, pids=4096)
-        jobs = self.jobs
-        state: dict[str, BuildState] = {}
+        return parsed, {"runtime.yml": text.encode(), **files}
 
-        def make_spec(record: JobRecord, uid: int, cgroup_limits: CgroupLimits) -> SandboxSpec:
-            gid = uid
-            build_dir = self.builds / record.id
-            staging = build_dir / "staging"
-            self.builds.mkdir(mode=0o700, parents=True, exist_ok=True)
-            build_dir.mkdir(mode=0o700)
-            staging.mkdir(mode=0o700)
-            mount_staging(staging, spec.build.install_mb, uid)
-            st = BuildState(record.id, name, parsed, who, build_dir)
-            state["build"] = st
-            self.building[name] = st
-            plan = BuildPlan(name=name, build_id=record.id, prefix=spec.prefix, staging=str(staging),
-                             setup_name=spec.build.setup, files=files, packages=list(spec.packages),
-                             disk_mb=spec.build.disk_mb, network=spec.build.network)
-            self._progress(record.id, "setup", f"running {spec.build.setup} in the builder sandbox "
-                                               f"(network {spec.build.network}, prefix {spec.prefix})")
-            resolv = build_dir / "resolv.conf"
-            resolv.write_text(etcfiles.etc_files(uid, gid, "joblet-builder", spec.build.network)["resolv.conf"])
-            os.chmod(resolv, 0o644)
-            return builder_spec(self.paths, plan, uid, gid, cgroup_limits, self.extra_private,
-                                resolv_conf=str(resolv))
+    def _builder_spec(self, parsed: ParsedSpec, files: dict[str, bytes], who: Principal, record: JobRecord,
+                      uid: int, cgroup_limits: CgroupLimits) -> SandboxSpec:
+        """The build's staging tmpfs, its resolver list, and the builder sandbox around them."""
+        spec, build_dir = parsed.spec, self.builds / record.id
+        staging = build_dir / "staging"
+        self.builds.mkdir(mode=0o700, parents=True, exist_ok=True)
+        build_dir.mkdir(mode=0o700)
+        staging.mkdir(mode=0o700)
+        mount_staging(staging, spec.build.install_mb, uid)
+        self.building[spec.name] = BuildState(record.id, spec.name, parsed, who, build_dir)
+        plan = BuildPlan(name=spec.name, build_id=record.id, prefix=spec.prefix, staging=str(staging),
+                         setup_name=spec.build.setup, files=files, packages=list(spec.packages),
+                         disk_mb=spec.build.disk_mb, network=spec.build.network)
+        self._progress(record.id, "setup", f"running {spec.build.setup} in the builder sandbox "
+                                           f"(network {spec.build.network}, prefix {spec.prefix})")
+        resolv = build_dir / "resolv.conf"
+        resolv.write_text(etcfiles.etc_files(uid, uid, "joblet-builder", spec.build.network)["resolv.conf"])
+        os.chmod(resolv, 0o644)
+        return builder_spec(self.paths, plan, uid, uid, cgroup_limits, self.extra_private, resolv_conf=str(resolv))
 
-        async def pipeline(record: JobRecord, verdict: Verdict) -> Verdict:
-            st = state.get("build")
-            try:
-                return await self._after_setup(record, verdict, st)
-            finally:
-                if st is not None:
-                    self.building.pop(name, None)
-                    await asyncio.to_thread(remove_build_dir, st.build_dir)
-
-        first = self._event("validate", f"runtime.yml valid: {spec.language} {spec.version}, "
-                                        f"{len(spec.mounts)} mount(s), packages: {', '.join(spec.packages) or 'none'}")
-        record = await jobs.start_build(who, name, limits, spec.build.network,
-                                        ["/bin/sh", "-eu", f"/work/{spec.build.setup}"], make_spec, pipeline,
-                                        first_event=first)
-        return {"id": record.id, "status": record.status.value, "type": record.type.value}
+    async def _after_builder(self, record: JobRecord, verdict: Verdict) -> Verdict:
+        """The phases after the setup script; the build's folder goes whatever happens."""
+        st = next((b for b in self.building.values() if b.job_id == record.id), None)
+        try:
+            return await self._after_setup(record, verdict, st)
+        finally:
+            if st is not None:
+                self.building.pop(st.name, None)
+                await asyncio.to_thread(remove_build_dir, st.build_dir)
 
     def _event(self, phase: str, message: str) -> dict[str, Any]:
         return {"type": "progress", "phase": phase, "step": PHASES.index(phase) + 1, "steps": len(PHASES),
