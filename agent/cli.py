@@ -162,8 +162,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from fastapi import FastAPI
 
-    from . import client_config, preflight
+    from . import client_config
     from .api.app import create_app
+    from .sandbox import preflight
 
     paths = AgentPaths.at(args.root)
     driver = preflight.check(paths.cgroup_parent())

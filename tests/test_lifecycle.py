@@ -176,7 +176,8 @@ def test_agent_refuses_to_start_without_root(tmp_path):
 
     import uvicorn  # noqa: F401  (imported here: the unprivileged child cannot read /root)
     from joblet_agent.api import app as api
-    from joblet_agent import cli, preflight
+    from joblet_agent import cli
+    from joblet_agent.sandbox import preflight
     from joblet_agent.jobs import service as jobs, sweep
     from joblet_agent.builds import service as runtimes
 

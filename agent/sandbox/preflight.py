@@ -1,14 +1,15 @@
-"""Refuse to start where isolation is impossible, naming what is missing."""
+"""Refuse to start where isolation is impossible, naming what is missing: every check the sandbox
+needs of the host, made once when the agent starts."""
 
 from __future__ import annotations
 
 import os
 import shutil
 
-from .errors import CannotIsolate
-from .sandbox import cgroups, libc
-from .sandbox.namespaces import ALL_NAMESPACES
-from .sandbox.spec import BASE_PATH
+from ..errors import CannotIsolate
+from . import cgroups, libc
+from .namespaces import ALL_NAMESPACES
+from .spec import BASE_PATH
 
 NAMESPACE_FILES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
 
