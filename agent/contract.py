@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 
-class JobType(str, enum.Enum):
+class JobType(enum.StrEnum):
     """Which isolation profile a job gets. Set by the service, never taken from a request."""
 
     STANDARD = "standard"
@@ -24,7 +24,7 @@ class JobType(str, enum.Enum):
         return cls.RUNTIME_BUILD if value == cls.RUNTIME_BUILD.value else cls.STANDARD
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
@@ -37,7 +37,7 @@ class JobStatus(str, enum.Enum):
 
 
 FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED})
-"""The statuses a job never leaves (they compare equal to their strings: "FAILED" in FINISHED)."""
+"""The statuses a job never leaves (members equal their strings: "FAILED" in FINISHED holds)."""
 
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 RUNTIME_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")

@@ -18,7 +18,7 @@ GO_FD = 4
 MAX_MESSAGE = 3500
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     STARTED = "started"                  # stage 1 forked the init (pid: the init's, seen from the host)
     RUNNING = "running"                  # the init started the job's command (pid: inside the job)
     SETUP_ERROR = "setup_error"          # a sandbox step failed; the message names it
