@@ -50,7 +50,7 @@ def create_app(service: JobService, tokens: TokenStore, runtimes: RuntimeService
 
     @app.get("/v1/jobs", response_model=list[JobRecord])
     async def list_jobs(who: Caller) -> list[JobRecord]:
-        return service.list(who)
+        return service.list_jobs(who)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord)
     async def get_job(job_id: JobId, who: Caller) -> JobRecord:

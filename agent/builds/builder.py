@@ -38,7 +38,7 @@ SECRET_MASKS = (
 def excluded_paths(paths: AgentPaths, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The agent's own paths, real and resolved: its root, everything `private()` names (which may
     be configured outside the root), its tokens and config, and `extra` (client config, --config)."""
-    found = [paths.root, *paths.private(), paths.tokens, paths.config, *map(str, extra)]
+    found: list[str | os.PathLike[str]] = [paths.root, *paths.private(), paths.tokens, paths.config, *extra]
     out: list[str] = []
     for p in found:
         real = os.path.realpath(p)

@@ -84,6 +84,7 @@ class Launcher:
                 if self._sock is None or (self._proc and self._proc.poll() is not None):
                     self.start()
                 try:
+                    assert self._sock is not None  # start() made it
                     socket.send_fds(self._sock, [b"job"], fds)
                     return
                 except OSError:

@@ -94,7 +94,7 @@ class JobService:
 
     # ---- queries -------------------------------------------------------------------------
 
-    def list(self, who: Principal) -> list[JobRecord]:
+    def list_jobs(self, who: Principal) -> list[JobRecord]:
         records = self.store.records.values()
         mine = [r for r in records if who.is_admin or r.owner == who.id]
         return sorted(mine, key=lambda r: r.created_at)

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..fs import remove_tree
 from ..models import JobRecord
@@ -27,7 +27,7 @@ class EventLog:
         self.seq = 0
         self.closed = False
         self._changed = asyncio.Event()
-        self._file = None
+        self._file: TextIO | None = None
         if path.exists():
             self.seq = _last_seq(path)
 

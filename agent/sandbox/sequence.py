@@ -1,6 +1,6 @@
 """The sandbox sequence: everything that runs between a job's spec and the job's exec, in order.
 
-Three processes carry a job (launcher.py forks and feeds them; nothing else happens there):
+Three processes carry a job (launcher.py only forks stage 1 and hands it its job's descriptors):
 
   stage 1   forked by the launcher's pool before any job comes: STAGE_AHEAD. When its job comes:
             STAGE_1, then it forks the init, reports it, waits for it and copies /work out.
