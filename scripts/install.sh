@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything joblet-nb needs on a Debian 12 machine, as root: the Debian packages the
-# sandbox and the tests use, and a virtualenv (.venv) with the project and its test extras.
+# sandbox and the tests use, and a virtualenv (.venv) with the project, its agent and test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v -E '^(WARNING|\s*$)' || true
+.venv/bin/python -m pip install -q -e '.[agent,test]' 2>&1 | grep -v -E '^(WARNING|\s*$)' || true
 .venv/bin/python -c 'import joblet_agent, joblet_nb' 2>/dev/null || .venv/bin/python -c 'import joblet_agent'
 echo "joblet-nb installed in $(pwd)/.venv"
