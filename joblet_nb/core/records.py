@@ -9,27 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any, TypeVar
 
+# The API's vocabulary, one definition shared with the agent (standard library only).
+from joblet_agent.contract import JobStatus, JobType
+
 R = TypeVar("R")
-
-
-class JobStatus(StrEnum):
-    """A job's status (API.md); equal to its string, so `record.status == "COMPLETED"` holds."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    STOPPED = "STOPPED"
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
-
-FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED})
 
 
 def from_json(cls: type[R], data: dict[str, Any], **typed: Any) -> R:
@@ -99,7 +85,7 @@ class JobRecord:
 
     id: str
     status: JobStatus = JobStatus.PENDING
-    type: str = "standard"
+    type: JobType = JobType.STANDARD
     owner: str = ""
     exit_code: int | None = None
     signal: int | None = None
@@ -118,6 +104,7 @@ class JobRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "JobRecord":
         return from_json(cls, data, status=JobStatus(data.get("status", "PENDING")),
+                         type=JobType(data.get("type", "standard")),
                          limits=from_json(JobLimits, data.get("limits") or {}),
                          usage=from_json(Usage, data.get("usage") or {}))
 

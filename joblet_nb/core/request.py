@@ -16,6 +16,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from joblet_agent.contract import IDENTIFIER
+
 from .records import JobLimits, to_json
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$")
@@ -23,7 +25,6 @@ _TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhSMH]?)\s*$")
 _MB_PER_UNIT = {"": 1.0, "k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0 * 1024}
 _BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BASE_NAMES = ("base", "none", "")  # runtime names that mean the base system's python3
 
 
@@ -74,7 +75,7 @@ def parse_env(pairs: Iterable[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or not _ENV_NAME.match(name):
+        if not sep or not IDENTIFIER.match(name):
             raise OptionError(f"--env: {pair!r} is not NAME=value")
         env[name] = value
     return env
