@@ -280,7 +280,7 @@ class RuntimeService:
         if ok and t.expect and t.expect not in stdout:
             ok, problem = False, f"the test's output does not contain {t.expect!r}"
         return {"name": spec.name, "ok": ok, "job_id": record.id, "id": record.id,
-                "status": "COMPLETED" if ok else "FAILED", "exit_code": record.exit_code,
+                "status": (JobStatus.COMPLETED if ok else JobStatus.FAILED).value, "exit_code": record.exit_code,
                 "reason": record.reason, "message": problem, "stdout": stdout, "stderr": stderr}
 
     async def _test_candidate(self, record: JobRecord, st: BuildState, version_dir: str) -> None:

@@ -328,7 +328,7 @@ class JobService:
             record = live.record
             record.status, record.started_at = JobStatus.RUNNING, time.time()
             self.store.save(record)
-            self.store.log(record.id).append({"type": "status", "status": "RUNNING"})
+            self.store.log(record.id).append({"type": "status", "status": JobStatus.RUNNING.value})
             if record.limits.timeout_s:
                 live.timers.append(asyncio.get_running_loop().call_later(
                     record.limits.timeout_s, self._signal_stop, live, "timeout"))
