@@ -14,9 +14,13 @@ import json
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .policy import Policy
 
 from .errors import Forbidden, Unauthorized
 
@@ -27,11 +31,15 @@ TOKEN_PREFIX = "jnb_"
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's id (the owner of their jobs), its name and role."""
+    """Who is calling: the token's id (the owner of their jobs), its name and role; for a hub user
+    also their groups and the limits and quotas the config gives them (`policy`)."""
 
     id: str
     name: str
     role: str
+    identity: str = "token"  # "token" (a local agent token) or "jupyterhub"
+    groups: tuple[str, ...] = ()
+    policy: Policy | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -88,18 +96,47 @@ class TokenStore:
         return self._entries
 
     def authenticate(self, header: str | None) -> Principal:
-        """Check `Authorization: Bearer <token>`, comparing digests in constant time."""
-        if not header or not header.startswith("Bearer "):
-            raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>' "
-                               "(create one with 'joblet-agent token create')")
-        digest = _digest(header[len("Bearer "):].strip())
+        """Check `Authorization: Bearer <token>` against the local tokens only."""
+        found = self.lookup(bearer(header))
+        if found is None:
+            raise Unauthorized("unknown token: create one with 'joblet-agent token create'")
+        return found
+
+    def lookup(self, token: str) -> Principal | None:
+        """The local token's principal, comparing digests in constant time; None if unknown."""
+        digest = _digest(token)
         found = None
         for entry in self._current():
             if hmac.compare_digest(entry["sha256"], digest):
                 found = entry
-        if found is None:
-            raise Unauthorized("unknown token: create one with 'joblet-agent token create'")
-        return Principal(found["id"], found["name"], found["role"])
+        return None if found is None else Principal(found["id"], found["name"], found["role"])
 
     def count(self) -> int:
         return len(self._current())
+
+
+def bearer(header: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header."""
+    if not header or not header.startswith("Bearer "):
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>' "
+                           "(create one with 'joblet-agent token create')")
+    return header[len("Bearer "):].strip()
+
+
+class Authenticator:
+    """Local agent tokens first; then, where the config names a JupyterHub, the hub's word
+    (`hub` turns a token into a Principal or raises). Agent tokens never go to the hub."""
+
+    def __init__(self, tokens: TokenStore, hub: Callable[[str], Principal] | None = None) -> None:
+        self.tokens = tokens
+        self.hub = hub
+
+    def authenticate(self, header: str | None) -> Principal:
+        token = bearer(header)
+        found = self.tokens.lookup(token)
+        if found is not None:
+            return found
+        if self.hub is None or token.startswith(TOKEN_PREFIX) or not token:
+            raise Unauthorized("unknown token: create one with 'joblet-agent token create'"
+                               + ("" if self.hub is None else ", or send a JupyterHub token"))
+        return self.hub(token)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .auth import ROLES, TokenStore
+from .auth import ROLES, Authenticator, TokenStore
 from .config import AgentConfig, load_config
 from .errors import CannotIsolate
 from .paths import AgentPaths
@@ -158,6 +158,19 @@ async def _stop(agent: Agent) -> None:
     agent.driver.remove_parent()
 
 
+def _authenticator(tokens: TokenStore, config: AgentConfig) -> Authenticator:
+    """Local tokens, and the hub's tokens where the config names a hub (its service token comes
+    from JUPYTERHUB_API_TOKEN, as JupyterHub gives it to its services)."""
+    if config.jupyterhub is None:
+        return Authenticator(tokens)
+    from .hub import HubIdentity
+
+    hub = HubIdentity(config.jupyterhub, os.environ.get("JUPYTERHUB_API_TOKEN") or None)
+    print(f"joblet-agent: accepting JupyterHub tokens from {config.jupyterhub.api_url} as service "
+          f"{config.jupyterhub.service_name}", file=sys.stderr)
+    return Authenticator(tokens, hub.authenticate)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from fastapi import FastAPI
@@ -188,7 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
         yield
         await _stop(agent)
 
-    app = create_app(agent.jobs, agent.tokens, agent.runtimes)
+    app = create_app(agent.jobs, _authenticator(agent.tokens, agent.config), agent.runtimes)
     app.router.lifespan_context = lifespan
     print(f"joblet-agent {__version__}: root {paths.root}, cgroup {driver.version}, listening on {url}",
           file=sys.stderr, flush=True)

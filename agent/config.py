@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import CannotIsolate
+from .hubconfig import LIMIT_NAMES, HubConfig
 
 
 class DefaultLimits(BaseModel):
@@ -104,6 +105,23 @@ class AgentConfig(BaseModel):
     max_outputs_bytes: int = Field(16 << 20, ge=1024, description="JSON `--out` values of one job")
     max_output_mb: int = Field(64, ge=1, description="stdout+stderr kept per job; the rest is drained")
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    jupyterhub: HubConfig | None = Field(None, description="accept JupyterHub tokens (README: Running "
+                                                           "behind JupyterHub)")
+
+    @model_validator(mode="after")
+    def _hub_caps_within_max(self) -> "AgentConfig":
+        """A group's or user's maximum above the agent's own would be a promise the agent breaks."""
+        hub = self.jupyterhub
+        if hub is None:
+            return self
+        for kind, entries in (("groups", hub.groups), ("users", hub.users)):
+            for who, rules in entries.items():
+                for name in LIMIT_NAMES:
+                    cap, top = getattr(rules.max_limits, name), getattr(self.max_limits, name)
+                    if cap is not None and cap > top:
+                        raise ValueError(f"jupyterhub.{kind}.{who}.max_limits.{name} ({cap:g}) is above "
+                                         f"max_limits.{name} ({top:g})")
+        return self
 
 
 def load_config(path: Path | None) -> AgentConfig:

@@ -14,7 +14,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
 
 from .. import __version__
-from ..auth import Principal, TokenStore
+from ..auth import Authenticator, Principal
 from ..builds.service import RuntimeService
 from ..contract import JOB_ID, RUNTIME_NAME
 from ..jobs.service import JobService
@@ -23,7 +23,7 @@ from .errors import RESPONSES, install_error_handlers
 from .schemas import Created, Health
 
 
-def create_app(service: JobService, tokens: TokenStore, runtimes: RuntimeService) -> FastAPI:
+def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeService) -> FastAPI:
     app = FastAPI(title="joblet-nb agent", version=__version__,
                   description="Runs notebook cells in isolated Linux sandboxes.", responses=RESPONSES)
     install_error_handlers(app)
@@ -40,8 +40,8 @@ def create_app(service: JobService, tokens: TokenStore, runtimes: RuntimeService
         return Health(status="ok", version=__version__, cgroup=service.driver.version, root=str(service.paths.root))
 
     @app.get("/v1/whoami")
-    async def whoami(who: Caller) -> dict[str, str]:
-        return {"id": who.id, "name": who.name, "role": who.role}
+    async def whoami(who: Caller) -> dict[str, Any]:
+        return service.quota.account(who)
 
     @app.post("/v1/jobs", status_code=201, response_model=Created)
     async def run_job(body: JobRequest, who: Caller) -> Created:

@@ -30,6 +30,7 @@ from ..sandbox import cgroups, status
 from ..sandbox.spec import SandboxSpec
 from .launcher_client import JobPipes, Launcher
 from .spec import RuntimeMounts
+from .quota import QuotaKeeper
 from .store import JobStore
 from .verdict import SandboxOutcome, Verdict, decide, outputs_event
 
@@ -88,6 +89,7 @@ class JobService:
         self.resolve_runtime = runtimes
         self.network = network
         self.store = JobStore(paths.job_state)
+        self.quota = QuotaKeeper(self.store, config)
         self.live: dict[str, LiveJob] = {}
         self._slots: set[int] = set()
         self.io_device = cgroups.whole_disk_of(str(paths.root))
@@ -150,7 +152,8 @@ class JobService:
             raise BadRequest(f"network {req.network!r} is not available on this agent; use 'none'")
         # runtime_mounts: a candidate runtime under test (RuntimeService only; no request reaches it)
         runtime = runtime_mounts or (self.resolve_runtime(req.runtime) if req.runtime else None)
-        limits = jobspec.effective_limits(req.limits, self.config.defaults, self.config.max_limits)
+        limits = jobspec.effective_limits(req.limits, self.config.defaults, self.config.max_limits, who.policy)
+        self.quota.admit_job(who)
         job_id = secrets.token_hex(8)
         record = JobRecord(id=job_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())

@@ -15,6 +15,7 @@ from ..config import DefaultLimits, MaxLimits
 from ..contract import JobType
 from ..errors import BadRequest
 from ..models import JobLimits, JobRecord, JobRequest
+from ..policy import Policy
 from ..sandbox.cgroups import CgroupLimits
 from ..sandbox.spec import BASE_PATH, Mount, SandboxSpec, WorkFile
 
@@ -33,11 +34,14 @@ class RuntimeMounts:
     script_suffix: str = ".py"
 
 
-def effective_limits(asked: JobLimits, defaults: DefaultLimits, maximum: MaxLimits) -> JobLimits:
+def effective_limits(asked: JobLimits, defaults: DefaultLimits, maximum: MaxLimits,
+                     policy: Policy | None = None) -> JobLimits:
     """The request's limits, with the agent's defaults where it gave none; an ask above the
-    agent's maximum is refused, naming the limit and the maximum."""
+    agent's maximum (or a hub user's group maximum, `policy`) is refused, naming the limit and the maximum."""
     chosen = {name: getattr(asked, name) if getattr(asked, name) is not None else getattr(defaults, name)
               for name in JobLimits.model_fields}
+    if policy is not None:
+        chosen = policy.clamp(asked.model_dump(), chosen)
     for name, value in chosen.items():
         top = getattr(maximum, name)
         if value is not None and value > top:
