@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from agentproc import TEST_PREFIX, free_port
+from agentproc import TEST_PREFIX, AgentProcess, Api, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHP = REPO / ".venv" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -184,9 +184,55 @@ class HubUser:
         self.session.get(self.hub.url + "/hub/logout", timeout=120)
 
 
+CACHE_S = 3
+TIMEOUT_S = 2
+GROUPS = {"students": {"users": ["s1", "s2"]}, "teachers": {"users": ["t1"]}}
+
+AGENT_CONFIG = """
+jupyterhub:
+  api_url: {api_url}
+  service_name: joblet
+  admin_group: teachers
+  require_access_scope: true
+  cache_s: {cache_s}
+  timeout_s: {timeout_s}
+  cache_entries: 16
+  quotas: {{jobs: 3, sessions: 2, kept_mb: 512}}
+  groups:
+    students:
+      max_limits: {{memory_mb: 256, cpu_percent: 100}}
+      quotas: {{jobs: 1}}
+    teachers:
+      max_limits: {{memory_mb: 1024}}
+  users:
+    s2:
+      quotas: {{kept_mb: 0}}
+"""
+
+
+@dataclass
+class HubSetup:
+    agent: AgentProcess
+    hub: HubProcess
+    users: dict[str, HubUser] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def api(self, name: str) -> Api:
+        """The agent's API with the user's own hub token."""
+        return Api(self.agent.url, self.tokens[name])
+
+
 def _kill_pidfile(path: Path) -> None:
+    """SIGTERM to the proxy a pid file names, if that pid is still a configurable-http-proxy."""
     try:
         pid = int(path.read_text().strip())
-        os.kill(pid, signal.SIGTERM)
+        fd = os.pidfd_open(pid)
     except (OSError, ValueError):
+        return
+    try:
+        if b"configurable-http-proxy" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+    except OSError:
         pass
+    finally:
+        os.close(fd)
