@@ -13,6 +13,9 @@ need=()
 for pkg in bubblewrap nftables iproute2 libseccomp2 python3 python3-venv ca-certificates curl gcc libc6-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
+# node and npm for configurable-http-proxy, the proxy of the JupyterHub the hub tests start (an
+# image's own node, e.g. NodeSource's, is kept: Debian's npm package would conflict with it)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   apt-get update -qq
@@ -25,5 +28,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[agent,test]' 2>&1 | grep -v -E '^(WARNING|\s*$)' || true
+# configurable-http-proxy from the npm registry, inside .venv (tests/hubproc.py runs it from there);
+# 5.x needs node 20, 4.6 runs on Debian 12's node 18
+chp=.venv/node/node_modules/.bin/configurable-http-proxy
+if [ ! -x "$chp" ]; then
+  major="$(node -p 'process.versions.node.split(".")[0]')"
+  version=5; [ "$major" -ge 20 ] || version=4.6
+  npm install --loglevel=error --prefix .venv/node --no-audit --no-fund "configurable-http-proxy@$version" >/dev/null
+fi
 .venv/bin/python -c 'import joblet_agent, joblet_nb' 2>/dev/null || .venv/bin/python -c 'import joblet_agent'
 echo "joblet-nb installed in $(pwd)/.venv"
