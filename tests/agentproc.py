@@ -55,6 +55,7 @@ class AgentProcess:
     proc: subprocess.Popen[bytes] | None = None
     user_token: str = ""
     admin_token: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the agent process
     log_path: Path = field(default_factory=lambda: Path(tempfile.mktemp(prefix=TEST_PREFIX, suffix=".log")))
 
     @property
@@ -63,7 +64,7 @@ class AgentProcess:
 
     def start(self) -> "AgentProcess":
         where = ["--unix", str(self.unix)] if self.unix else ["--listen", f"127.0.0.1:{self.port}"]
-        env = dict(os.environ, XDG_CONFIG_HOME=str(self.root / "client-config"))
+        env = dict(os.environ, XDG_CONFIG_HOME=str(self.root / "client-config"), **self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(AGENT + ["serve", "--root", str(self.root), *where],
                                          stdout=log, stderr=log, env=env, start_new_session=True)
@@ -104,15 +105,15 @@ class AgentProcess:
 
 @contextlib.contextmanager
 def running_agent(config: str | None = None, *, tls: bool = False, unix: bool = False,
-                  parent: str | None = None) -> Iterator[AgentProcess]:
+                  parent: str | None = None, env: dict[str, str] | None = None) -> Iterator[AgentProcess]:
     """A real agent of a test's own, started: `config` becomes its agent.yml, `tls` serves HTTPS,
-    `unix` listens on `root/agent.sock` only, `parent` is where its root is made. Once it has
-    stopped, it must have left nothing behind. Without root, the test is skipped."""
+    `unix` listens on `root/agent.sock` only, `parent` is where its root is made, `env` is added to
+    its environment. Once it has stopped, it must have left nothing behind. Without root, the test is skipped."""
     if os.geteuid() != 0:
         pytest.skip(NEEDS_ROOT)
     root = Path(tempfile.mkdtemp(prefix=TEST_PREFIX, dir=parent))
     agent = AgentProcess(root=root, port=free_port(), scheme="https" if tls else "http",
-                         unix=root / "agent.sock" if unix else None)
+                         unix=root / "agent.sock" if unix else None, env=dict(env or {}))
     try:
         agent.user_token = create_token(root, "user", "tester")
         agent.admin_token = create_token(root, "admin", "test-admin")

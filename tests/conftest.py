@@ -19,10 +19,11 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from agentproc import NEEDS_ROOT, AgentProcess, Api, running_agent
+from hubproc import AGENT_CONFIG, CACHE_S, GROUPS, TIMEOUT_S, HubProcess, HubSetup
 from joblet_nb.core.client import JobletClient
 from nbshell import NbShell
 
-AGENT_FIXTURES = {"agent", "module_agent"}
+AGENT_FIXTURES = {"agent", "module_agent", "hubsetup"}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -64,6 +65,26 @@ def api(agent: AgentProcess) -> Api:
 @pytest.fixture
 def admin_api(agent: AgentProcess) -> Api:
     return agent.api(agent.admin_token)
+
+
+@pytest.fixture(scope="session")
+def hubsetup() -> Iterator[HubSetup]:
+    """A real JupyterHub and an agent registered with it as the service `joblet`; two students
+    and a teacher (in the agent's admin group) logged in through the hub, each with a token."""
+    hub = HubProcess(groups=GROUPS)
+    config = AGENT_CONFIG.format(api_url=hub.api_url, cache_s=CACHE_S, timeout_s=TIMEOUT_S)
+    try:
+        with running_agent(config, env={"JUPYTERHUB_API_TOKEN": hub.service_token}) as agent:
+            hub.agent_url = agent.url
+            hub.start()
+            setup = HubSetup(agent, hub)
+            for name in ("s1", "s2", "t1"):
+                setup.users[name] = hub.login(name)
+                setup.tokens[name] = setup.users[name].new_token()["token"]
+            yield setup
+            hub.stop()  # with its servers and their kernels, before the agent's leftover check
+    finally:
+        hub.remove()
 
 
 # ---- the notebook side -----------------------------------------------------------------------

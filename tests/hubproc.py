@@ -73,8 +73,8 @@ c.JupyterHub.load_roles = [
 class HubProcess:
     """One JupyterHub (and its proxy and the servers it spawns) in a folder of its own."""
 
-    agent_url: str
     groups: dict[str, Any]
+    agent_url: str = ""  # the service's URL: set before start()
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix=TEST_PREFIX + "hub-")))
     port: int = field(default_factory=free_port)
     hub_port: int = field(default_factory=free_port)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from joblet_agent.config import AgentConfig, load_config
-from joblet_agent.errors import BadRequest, CannotIsolate, Conflict
+from agentproc import free_port
+from joblet_agent.errors import BadRequest, CannotIsolate, Conflict, Unavailable
+from joblet_agent.hub import HubIdentity
 from joblet_agent.hubconfig import HubConfig
 from joblet_agent.policy import for_hub_user
 
@@ -64,3 +66,9 @@ def test_quota_checks_name_the_rule_and_the_remedy():
     with pytest.raises(Conflict, match="delete finished jobs"):
         policy.check("kept_mb", (1 << 20) + 1, asked=0)
     policy.check("sessions", 99)  # no quota set: no limit
+
+
+def test_an_unreachable_hub_is_a_clear_error_at_once():
+    config = HubConfig(api_url=f"http://127.0.0.1:{free_port()}/hub/api", service_name="joblet")
+    with pytest.raises(Unavailable, match="is not answering: it cannot be reached"):
+        HubIdentity(config, None).lookup("any-token")
