@@ -46,8 +46,12 @@ class Principal:
         return self.role == "admin"
 
     def require_admin(self) -> None:
-        if not self.is_admin:
-            raise Forbidden("this call needs an admin token (set JOBLET_ADMIN_TOKEN)")
+        if self.is_admin:
+            return
+        if self.identity == "jupyterhub":
+            raise Forbidden(f"this call needs the admin role, and JupyterHub user {self.name} does not have "
+                            "it: hub admins and members of the agent's admin_group do")
+        raise Forbidden("this call needs an admin token (set JOBLET_ADMIN_TOKEN)")
 
 
 def _digest(token: str) -> str:

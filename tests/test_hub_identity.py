@@ -12,6 +12,7 @@ import pytest
 
 from agentproc import Api
 from hubproc import CACHE_S, TIMEOUT_S
+from waiting import wait_until
 from joblet_agent.errors import Unauthorized
 from joblet_agent.hub import HubIdentity
 from joblet_agent.hubconfig import HubConfig
@@ -96,6 +97,7 @@ def test_kept_bytes_quota_refuses_new_jobs_until_old_ones_are_deleted(hubsetup):
 def test_a_student_cannot_build_a_runtime(hubsetup):
     r = hubsetup.api("s1").call("POST", "/v1/runtimes/python-3.11/build", json={})
     assert r.status_code == 403, r.text
+    assert "JupyterHub user s1" in r.json()["error"]["message"] and "admin_group" in r.json()["error"]["message"]
 
 
 def test_a_service_token_is_not_a_user(hubsetup):
@@ -148,4 +150,5 @@ def test_a_hub_that_hangs_gives_a_503_that_says_so_not_a_hang(hubsetup):
         assert Api(hubsetup.agent.url, hubsetup.agent.user_token).call("GET", "/v1/whoami").status_code == 200
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert Api(hubsetup.agent.url, fresh).call("GET", "/v1/whoami").status_code == 200
+    wait_until(lambda: Api(hubsetup.agent.url, fresh).call("GET", "/v1/whoami").status_code == 200,
+               message="the hub answers again after SIGCONT")
