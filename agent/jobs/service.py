@@ -29,8 +29,8 @@ from ..paths import AgentPaths
 from ..sandbox import cgroups, status
 from ..sandbox.spec import SandboxSpec
 from .launcher_client import JobPipes, Launcher
-from .spec import RuntimeMounts
 from .quota import QuotaKeeper
+from .spec import RuntimeMounts
 from .store import JobStore
 from .verdict import SandboxOutcome, Verdict, decide, outputs_event
 
