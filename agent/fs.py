@@ -8,10 +8,15 @@ descriptor with O_NOFOLLOW, and copies only regular files and directories.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""A plain name for one path component: no '/', no leading dot, at most 128 characters."""
 
 
 class UnsafePath(ValueError):

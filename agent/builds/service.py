@@ -29,6 +29,7 @@ from . import manifest as mf
 from ..auth import Principal
 from ..contract import JobStatus
 from ..errors import BadRequest, Conflict, NotFound
+from ..fs import COMPONENT
 from ..jobs import etcfiles
 from ..jobs.service import BuildPipeline, BuildSpecMaker
 from ..jobs.spec import RuntimeMounts
@@ -40,7 +41,7 @@ from ..sandbox.spec import SandboxSpec
 from .builder import BuildPlan, builder_spec
 from .pipeline import PhaseFailed, copy_to_isolated, mount_staging, remove_build_dir
 from .published import PublishedRuntimes
-from .spec import FILE_NAME, ParsedSpec, RuntimeSpec, RuntimeSpecError, check_name, parse
+from .spec import ParsedSpec, RuntimeSpec, RuntimeSpecError, check_name, parse
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "runtimes"
 PHASES = ("validate", "setup", "cleanup", "manifest", "test", "publish")
@@ -134,7 +135,7 @@ class RuntimeService:
         if body.spec is not None:
             files = {}
             for fname, text in body.files.items():
-                if not FILE_NAME.match(fname) or fname == "runtime.yml":
+                if not COMPONENT.match(fname) or fname == "runtime.yml":
                     raise BadRequest(f"files: {fname!r} must be a plain file name (no '/'), not runtime.yml")
                 files[fname] = text.encode()
             return body.spec, files
@@ -145,7 +146,7 @@ class RuntimeService:
             raise NotFound(f"no runtime {name!r} in this agent's catalogue ({self.catalogue}); "
                            f"it has: {', '.join(self.catalogue_names()) or 'nothing'}")
         files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())
-                 if p.is_file() and not p.is_symlink() and p.name != "runtime.yml" and FILE_NAME.match(p.name)}
+                 if p.is_file() and not p.is_symlink() and p.name != "runtime.yml" and COMPONENT.match(p.name)}
         return (folder / "runtime.yml").read_text(), files
 
     async def build(self, who: Principal, name: str, body: BuildRequest) -> dict[str, Any]:

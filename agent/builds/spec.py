@@ -48,8 +48,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..contract import check_env, check_runtime_name
+from ..fs import COMPONENT
 
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PREFIX_ROOT = "/opt/runtimes"
 
 
@@ -91,7 +91,7 @@ class BuildSection(_Strict):
     @field_validator("setup")
     @classmethod
     def _file(cls, value: str) -> str:
-        if not FILE_NAME.match(value):
+        if not COMPONENT.match(value):
             raise ValueError(f"{value!r} must be a file name in the runtime's folder (no '/')")
         return value
 

@@ -1,6 +1,6 @@
 """JobService: validates requests, runs them in sandboxes, records how they ended.
 
-It knows nothing about HTTP (api.py translates) and nothing about mounts (the sandbox package
+It knows nothing about HTTP (api/app.py translates) and nothing about mounts (the sandbox package
 builds them from a SandboxSpec). The job type is set here, never taken from a request.
 """
 
@@ -44,7 +44,7 @@ BuildPipeline = Callable[[JobRecord, Verdict], Awaitable[Verdict]]
 
 
 class JobNetwork(Protocol):
-    """Outside set-up of a job's network namespace (bridge mode); see network.py."""
+    """Outside set-up of a job's network namespace (bridge mode); see network/bridge.py."""
 
     def attach(self, job_id: str, init_pid: int) -> dict[str, Any]: ...
 

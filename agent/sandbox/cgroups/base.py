@@ -17,11 +17,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from ...fs import COMPONENT
 from . import files
 from .files import CgroupError
 
 CPU_PERIOD_US = 100_000
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PARENT = re.compile(r"^jnb-[A-Za-z0-9_.-]{1,123}$")
 _SETTLE_S = 2.0  # how long remove() keeps retrying rmdir while killed processes finish exiting
 
@@ -87,7 +87,7 @@ class JobCgroup(ABC):
     def rename(self, name: str) -> "JobCgroup":
         """The same cgroup, processes and all, under a new name in every hierarchy (a cgroup made
         and joined ahead of time takes its job's name when the job comes)."""
-        if not _NAME.match(name):
+        if not COMPONENT.match(name):
             raise CgroupError(f"invalid job cgroup name {name!r}")
         dirs = {c: os.path.join(os.path.dirname(d), name) for c, d in self._ctl.items()}
         for old in self.dirs:
@@ -211,7 +211,7 @@ class CgroupDriver(ABC):
             raise CgroupError(f"cannot create {path}: {e.strerror}") from e
 
     def open(self, name: str) -> JobCgroup:
-        if not _NAME.match(name):
+        if not COMPONENT.match(name):
             raise CgroupError(f"invalid job cgroup name {name!r}")
         dirs = {c: os.path.join(p, name) for c, p in self._parents().items()}
         return self._job_class(name, dirs)
