@@ -115,5 +115,5 @@ def test_mkdirs_beneath_refuses_symlinks_and_dotdot():
 
 
 def test_mountinfo_unescapes_spaces():
-    assert mounts._unescape("/a\\040b") == "/a b"
-    assert mounts._unescape("/plain") == "/plain"
+    assert mounts.unescape("/a\\040b") == "/a b"
+    assert mounts.unescape("/plain") == "/plain"

@@ -8,6 +8,7 @@ tmpfs root, binds, proc and dev, pivot_root, detach the old root, then the root 
 from __future__ import annotations
 
 import os
+import re
 
 from . import libc
 from .libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
@@ -27,17 +28,9 @@ DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc
              "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+def unescape(field: str) -> str:
+    """The kernel's mount tables (mountinfo, mounts) escape space, tab, newline and backslash as octal."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def mounts_under(path: str) -> list[tuple[str, set[str]]]:
@@ -47,7 +40,7 @@ def mounts_under(path: str) -> list[tuple[str, set[str]]]:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
-            point = _unescape(fields[4])
+            point = unescape(fields[4])
             if point == path or point.startswith(path.rstrip("/") + "/"):
                 found.append((point, set(fields[5].split(","))))
     return found

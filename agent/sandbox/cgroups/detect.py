@@ -4,8 +4,8 @@ I/O limits apply to."""
 from __future__ import annotations
 
 import os
-import re
 
+from ..mounts import unescape
 from . import files
 from .base import CgroupDriver
 from .files import CgroupError
@@ -25,7 +25,7 @@ def _v1_mounts(mounts_file: str) -> dict[str, str]:
         fields = line.split()
         if len(fields) < 4 or fields[2] != "cgroup":
             continue
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        point = unescape(fields[1])
         for opt in fields[3].split(","):
             if opt in CgroupV1.needed:
                 out.setdefault(opt, point)
