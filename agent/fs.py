@@ -257,6 +257,55 @@ def _names_to_copy(dir_fd: int) -> list[str]:
     return sorted(names(dir_fd), reverse=True)  # popped from the end: in name order
 
 
+@dataclass(frozen=True)
+class FileInfo:
+    """A regular file `list_files` found: its path below the root, its size and permission bits."""
+
+    path: str
+    size: int
+    mode: int
+
+
+def list_files(root: str, limit: int) -> tuple[list[FileInfo], bool]:
+    """The regular files below `root`, sorted by path, found without following any symlink (links,
+    devices, fifos and sockets are not listed); at most `limit` of them, with True when more were
+    left out. Only the folders on the current path are open, as in the copier."""
+    found: list[FileInfo] = []
+    cut = False
+    fd, pending = _open_listed(root)
+    stack: list[tuple[int, str, list[str]]] = [(fd, "", pending)]
+    try:
+        while stack:
+            fd, where, pending = stack[-1]
+            if not pending:
+                os.close(stack.pop()[0])
+                continue
+            name = pending.pop()
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                sub, below = _open_listed(name, fd)
+                stack.append((sub, f"{where}{name}/", below))
+            elif stat.S_ISREG(st.st_mode):
+                if len(found) == limit:
+                    cut = True
+                    break
+                found.append(FileInfo(where + name, st.st_size, stat.S_IMODE(st.st_mode)))
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+    return sorted(found, key=lambda f: f.path), cut
+
+
+def _open_listed(name: str, dir_fd: int | None = None) -> tuple[int, list[str]]:
+    """A folder's descriptor and its entry names, reversed so that popping gives name order."""
+    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        return fd, sorted(names(fd), reverse=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def remove_tree(path: str) -> None:
     """Remove a folder tree bottom-up without recursion and without following symlinks (a job's
     files can nest deeper than any recursive walk allows)."""

@@ -384,7 +384,7 @@ def test_daemon_does_not_outlive_its_stopped_job(api: Api) -> None:
 
 # ---- the agent following what a job planted ----------------------------------------------------
 
-def test_planted_symlinks_are_never_followed_by_downloads_or_cleanup(api: Api, agent: AgentProcess) -> None:
+def test_planted_symlinks_are_never_followed_by_downloads_listings_or_cleanup(api: Api, agent: AgentProcess) -> None:
     victim = Path(f"/tmp/jnb-test-victim-{uuid.uuid4().hex}")
     victim.write_text("host file: must stay as it is\n")
     tokens = Path(os.path.realpath(agent.root)) / "state" / "tokens.json"
@@ -403,6 +403,8 @@ def test_planted_symlinks_are_never_followed_by_downloads_or_cleanup(api: Api, a
             answers[name] = r.status_code
             assert host_passwd[:32] not in r.content and tokens_before[:32] not in r.content, f"{name} leaked host data"
         assert all(code == 404 for code in answers.values()), f"planted links must give 404: {answers}"
+        listed = api.call("GET", f"/v1/jobs/{result.id}/files", timeout=10).json()["files"]
+        assert [f["path"] for f in listed if not f["path"].startswith(".joblet/")] == ["ok.txt"], listed
         r = api.call("DELETE", f"/v1/jobs/{result.id}")
         assert r.status_code == 204, r.text
         assert victim.read_text() == "host file: must stay as it is\n", "the agent's cleanup touched a host file"

@@ -20,7 +20,7 @@ from ..contract import JOB_ID, RUNTIME_NAME
 from ..jobs.service import JobService
 from ..models import BuildRequest, JobRecord, JobRequest
 from .errors import RESPONSES, install_error_handlers
-from .schemas import Created, Health
+from .schemas import Created, FileEntry, FileListing, Health
 
 
 def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeService) -> FastAPI:
@@ -71,6 +71,12 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
     async def delete_job(job_id: JobId, who: Caller) -> Response:
         service.delete(who, job_id)
         return Response(status_code=204)
+
+    @app.get("/v1/jobs/{job_id}/files", response_model=FileListing)
+    async def job_files(job_id: JobId, who: Caller) -> FileListing:
+        files, truncated = service.list_files(who, job_id)
+        return FileListing(files=[FileEntry(path=f.path, size=f.size, mode=f.mode) for f in files],
+                           truncated=truncated)
 
     @app.get("/v1/jobs/{job_id}/files/{path:path}", response_class=StreamingResponse,
              responses={200: {"content": {"application/octet-stream": {}}}})

@@ -19,6 +19,19 @@ class Health(BaseModel):
     root: str
 
 
+class FileEntry(BaseModel):
+    path: str
+    size: int
+    mode: int
+
+
+class FileListing(BaseModel):
+    """GET /v1/jobs/{id}/files: a finished job's /work, regular files only, sorted by path."""
+
+    files: list[FileEntry]
+    truncated: bool
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -23,7 +23,7 @@ from ..auth import Principal
 from ..config import AgentConfig
 from ..contract import JobStatus, JobType
 from ..errors import BadRequest, Conflict, NotFound
-from ..fs import UnsafePath, open_beneath
+from ..fs import FileInfo, UnsafePath, list_files, open_beneath
 from ..models import JobLimits, JobRecord, JobRequest, Usage
 from ..paths import AgentPaths
 from ..sandbox import cgroups, status
@@ -34,6 +34,7 @@ from .spec import RuntimeMounts
 from .store import JobStore
 from .verdict import SandboxOutcome, Verdict, decide, outputs_event
 
+MAX_LISTED_FILES = 10_000  # a job can leave many empty files; a listing stays a bounded answer
 SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too
 
 RuntimeResolver = Callable[[str], RuntimeMounts]
@@ -132,12 +133,24 @@ class JobService:
         self.get(who, job_id)
         return self.store.log(job_id).follow(after=after, follow=follow)
 
-    def open_file(self, who: Principal, job_id: str, path: str) -> int:
+    def _kept_work(self, who: Principal, job_id: str) -> str:
+        """Where the /work copy of a finished job is kept (what downloads and listings serve)."""
         record = self.get(who, job_id)
         if not record.status.finished:
             raise Conflict(f"job {job_id} is still running: its /work files can be fetched when it ends")
+        return str(self.store.artifacts(job_id))
+
+    def list_files(self, who: Principal, job_id: str) -> tuple[list[FileInfo], bool]:
+        """The regular files a finished job left in /work, and whether the list was cut short."""
         try:
-            return open_beneath(str(self.store.artifacts(job_id)), path)
+            return list_files(self._kept_work(who, job_id), MAX_LISTED_FILES)
+        except FileNotFoundError:
+            return [], False  # a job whose sandbox was never made kept no /work
+
+    def open_file(self, who: Principal, job_id: str, path: str) -> int:
+        work = self._kept_work(who, job_id)
+        try:
+            return open_beneath(work, path)
         except UnsafePath as exc:
             raise BadRequest(str(exc)) from None
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
