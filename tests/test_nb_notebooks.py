@@ -23,7 +23,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from joblet_nb.core.client import JobletClient
 from joblet_nb.execute import execute
 from agentproc import host_processes_with
-from nbshell import wait_ended
+from nbshell import PNG_SCRIPT, wait_ended
 from waiting import wait_until
 
 pytestmark = pytest.mark.root
@@ -56,6 +56,16 @@ def _outputs(cell: Any) -> tuple[str, str, list[dict[str, Any]]]:
 
 def _code_cells(nb: Any) -> list[Any]:
     return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _notebook(folder: Path, name: str, *sources: str) -> Path:
+    """A notebook of these code cells, written to `folder/name`, for a python3 kernel."""
+    nb = new_notebook(cells=[new_code_cell(source) for source in sources],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                               "language": "python"}})
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
 
 
 def test_data_scientist_notebook(kernel_env):
@@ -100,19 +110,17 @@ def test_admin_notebook(kernel_env):
 
 
 def test_output_lands_in_the_cell_that_ran_it(kernel_env, agent):
-    nb = new_notebook(cells=[
-        new_code_cell("%load_ext joblet_nb"),
-        new_code_cell("%%joblet run --bg\nimport time\nfor i in range(3):\n"
-                      "    print('bg', i, flush=True)\n    time.sleep(0.2)"),
-        new_code_cell("%%joblet run\nimport time\nprint('first', flush=True)\ntime.sleep(0.5)\n"
-                      "print('second', flush=True)"),
-        new_code_cell("print('plain python')"),
-        new_code_cell("import joblet_nb\n(job_id,) = joblet_nb._magics.background\n"
-                      "%joblet attach {job_id}"),
-        new_code_cell("print('last')"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    path = kernel_env / "cells.ipynb"
-    nbformat.write(nb, path)
+    path = _notebook(
+        kernel_env, "cells.ipynb",
+        "%load_ext joblet_nb",
+        "%%joblet run --bg\nimport time\nfor i in range(3):\n"
+        "    print('bg', i, flush=True)\n    time.sleep(0.2)",
+        "%%joblet run\nimport time\nprint('first', flush=True)\ntime.sleep(0.5)\n"
+        "print('second', flush=True)",
+        "print('plain python')",
+        "import joblet_nb\n(job_id,) = joblet_nb._magics.background\n"
+        "%joblet attach {job_id}",
+        "print('last')")
     done = execute(path, cwd=kernel_env, timeout=120)
     out = [_outputs(c) for c in done.cells]
     assert "bg" not in out[1][0] and "%joblet attach" in out[1][1]
@@ -126,12 +134,30 @@ def test_output_lands_in_the_cell_that_ran_it(kernel_env, agent):
     assert "COMPLETED" in status[0]["text/plain"] and "COMPLETED" in status[0]["text/html"]
 
 
+def test_show_and_fetch_globs_match_the_jobs_file_listing(kernel_env):
+    """`--show *.png` and `--fetch out/*.csv` expand against GET /v1/jobs/{id}/files (a magic's line is
+    not a shell's: the patterns need no quotes)."""
+    writes = (PNG_SCRIPT + "import os, shutil\nos.makedirs('plots')\n"
+              "shutil.copy('dot.png', 'plots/dot2.png')\nos.makedirs('out')\n"
+              "for name in ('x.csv', 'y.csv', 'z.txt'):\n    open('out/' + name, 'w').write(name)\n")
+    path = _notebook(
+        kernel_env, "globs.ipynb",
+        "%load_ext joblet_nb",
+        "%%joblet run --show *.png --fetch out/*.csv\n" + writes,
+        "%%joblet run --show *.gif\nprint('no gif')")
+    with pytest.raises(CellExecutionError) as err:
+        execute(path, cwd=kernel_env, timeout=120, save_to=path)
+    _, stderr, rich = _outputs(nbformat.read(path, as_version=4).cells[1])
+    images = [base64.b64decode(r["image/png"]) for r in rich if "image/png" in r]
+    assert len(images) == 2 and all(i.startswith(b"\x89PNG") for i in images)
+    assert "dot.png: " in stderr and "plots/dot2.png: " in stderr
+    assert (kernel_env / "x.csv").read_text() == "x.csv" and (kernel_env / "y.csv").read_text() == "y.csv"
+    assert not (kernel_env / "z.txt").exists() and not (kernel_env / "run.py").exists()
+    assert "NotFoundError" in str(err.value) and "matches '*.gif'" in str(err.value)
+
+
 def test_ui_panel_has_a_static_snapshot_in_a_kernel(kernel_env):
-    nb = new_notebook(cells=[new_code_cell("%load_ext joblet_nb\n%joblet ui")],
-                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                               "language": "python"}})
-    path = kernel_env / "ui.ipynb"
-    nbformat.write(nb, path)
+    path = _notebook(kernel_env, "ui.ipynb", "%load_ext joblet_nb\n%joblet ui")
     done = execute(path, cwd=kernel_env, timeout=120)
     _, _, rich = _outputs(done.cells[0])
     (panel,) = [r for r in rich if "application/vnd.jupyter.widget-view+json" in r]
@@ -140,14 +166,12 @@ def test_ui_panel_has_a_static_snapshot_in_a_kernel(kernel_env):
 
 
 def test_a_failed_job_stops_the_notebook(kernel_env):
-    nb = new_notebook(cells=[
-        new_code_cell("%load_ext joblet_nb"),
-        new_code_cell("%%joblet run\nimport sys\nprint('about to fail', file=sys.stderr)\n"
-                      "raise SystemExit(7)"),
-        new_code_cell("print('never runs')"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    path = kernel_env / "fail.ipynb"
-    nbformat.write(nb, path)
+    path = _notebook(
+        kernel_env, "fail.ipynb",
+        "%load_ext joblet_nb",
+        "%%joblet run\nimport sys\nprint('about to fail', file=sys.stderr)\n"
+        "raise SystemExit(7)",
+        "print('never runs')")
     with pytest.raises(CellExecutionError) as err:
         execute(path, cwd=kernel_env, timeout=120, save_to=path)
     assert "JobFailed" in str(err.value) and "exit_code=7" in str(err.value)

@@ -203,3 +203,11 @@ def test_extension_loads_and_unloads():
     assert shell.find_magic("joblet") is None
     shell.run_line_magic("load_ext", "joblet_nb")
     assert shell.find_cell_magic("joblet") is not None
+
+
+def test_globs_cross_folders_and_skip_hidden_names_unless_they_name_the_dot():
+    from joblet_nb.ipython.artifacts import _matches
+
+    assert _matches("plots/a.png", "*.png") and _matches("a.png", "*.png")
+    assert not _matches(".joblet/cell.py", "*") and not _matches("out/.hidden.csv", "out/*.csv")
+    assert _matches(".joblet/cell.py", ".joblet/*") and _matches("out/.h.csv", "out/.*")

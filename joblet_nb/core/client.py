@@ -20,7 +20,8 @@ from .config import Settings, resolve
 from .errors import (AgentTimeout, AgentUnavailable, AuthError, BadRequestError, CertificateError,
                      JobletError, NotFoundError, RuntimeMissing)
 from .events import Event, ExitEvent, parse_event
-from .records import Created, Health, Identity, JobRecord, RuntimeInfo, RuntimeTest, from_json
+from .records import (Created, FileListing, Health, Identity, JobRecord, RuntimeInfo, RuntimeTest,
+                      from_json)
 from .request import JobRequest
 from .unixsocket import session_for
 
@@ -193,6 +194,11 @@ class JobletClient:
     def delete_job(self, job_id: str) -> None:
         """Remove a finished job with its logs and files."""
         self._request("DELETE", _job(job_id))
+
+    def files(self, job_id: str) -> FileListing:
+        """What a finished job left in /work: each regular file's path, size and mode
+        (`GET /v1/jobs/{id}/files`, beyond API.md)."""
+        return FileListing.from_json(self._request("GET", _job(job_id, "/files")).json())
 
     def download(self, job_id: str, path: str) -> bytes:
         """A file the job left in /work (relative path)."""

@@ -191,8 +191,21 @@ class RuntimeTest:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One regular file a finished job left in /work (`GET /v1/jobs/{id}/files`)."""
+    """One regular file a finished job left in /work."""
 
-    path: str
+    path: str  # relative to /work
     size: int
     mode: int
+
+
+@dataclass(frozen=True)
+class FileListing:
+    """`GET /v1/jobs/{id}/files`: the files a finished job left in /work, by path; `truncated`
+    when the agent listed only the first of very many."""
+
+    files: list[FileEntry]
+    truncated: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "FileListing":
+        return cls([from_json(FileEntry, f) for f in data["files"]], bool(data.get("truncated")))

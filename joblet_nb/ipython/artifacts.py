@@ -5,11 +5,13 @@ Sizes are always stated; nothing is cut and nothing is unpickled.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from typing import Any
 
 from ..core.client import JobletClient
-from ..core.errors import JobletError
+from ..core.errors import NotFoundError
+from ..core.records import FileListing
 from .display import fmt_bytes
 
 IMAGE_TYPES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif", ".svg": "svg"}
@@ -20,12 +22,27 @@ def is_pattern(path: str) -> bool:
 
 
 def expand(client: JobletClient, job_id: str, patterns: list[str]) -> list[str]:
-    """Paths named plainly are kept; a glob pattern cannot be expanded yet."""
+    """Paths named plainly are kept; a glob pattern (`*.png`, `out/*.csv`; `*` also crosses `/`)
+    gives every file of the job's /work listing it matches, or a NotFoundError if none does.
+    As in a shell, a hidden name (`.joblet/...`) matches only a pattern that names the dot."""
+    paths: list[str] = []
+    listing: FileListing | None = None
     for pattern in patterns:
-        if is_pattern(pattern):
-            raise JobletError(f"{pattern!r} is a pattern, and a job's files cannot be listed yet; "
-                              "name the file exactly, e.g. --show plot.png")
-    return list(patterns)
+        if not is_pattern(pattern):
+            paths.append(pattern)
+            continue
+        listing = listing or client.files(job_id)
+        matched = [f.path for f in listing.files if _matches(f.path, pattern)]
+        if not matched:
+            cut = f" among the first {len(listing.files)} it listed" if listing.truncated else ""
+            raise NotFoundError(f"no file in the /work of job {job_id} matches {pattern!r}{cut}")
+        paths += matched
+    return paths
+
+
+def _matches(path: str, pattern: str) -> bool:
+    hidden = any(part.startswith(".") for part in path.split("/"))
+    return fnmatch.fnmatchcase(path, pattern) and (not hidden or "/." in "/" + pattern)
 
 
 def image_object(path: str, data: bytes) -> Any:
