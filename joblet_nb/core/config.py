@@ -31,7 +31,7 @@ class Settings:
     url: str
     token: str | None
     admin_token: str | None
-    source: str  # where the token came from, for `%joblet info`
+    source: str  # where the token came from, to show the user
     cert: str | None = None  # the pinned certificate of an HTTPS agent
 
 

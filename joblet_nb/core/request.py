@@ -29,7 +29,7 @@ BASE_NAMES = ("base", "none", "")  # runtime names that mean the base system's p
 
 
 class OptionError(ValueError):
-    """A magic option that cannot be turned into a request; the message says the right form."""
+    """An option that cannot be turned into a request; the message says the right form."""
 
 
 def parse_size_mb(text: str, option: str = "size") -> int:
@@ -195,7 +195,7 @@ class JobRequest:
 
 @dataclass(frozen=True)
 class Defaults:
-    """What cells that do not say otherwise run with (a notebook's `%joblet use`)."""
+    """What runs that do not say otherwise get (a notebook's own defaults)."""
 
     runtime: str = ""
     limits: JobLimits = field(default_factory=JobLimits)

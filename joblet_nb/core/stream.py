@@ -1,6 +1,6 @@
 """Following one job: its output written live, its result collected, Ctrl-C turned into a stop.
 
-This is where output handling lives (ipyparallel keeps it with the results, not in the magic).
+This is where output handling lives (ipyparallel keeps it with the results, not in its magics).
 Output is written to whatever `sys.stdout` / `sys.stderr` are *at write time*, from the calling
 thread: in ipykernel those streams carry the executing cell's parent header, so output lands in
 the cell that ran the job and not in whichever cell is running when a thread gets to it.
@@ -141,7 +141,7 @@ class JobFollower:
     # ---- public -------------------------------------------------------------------------
 
     def history(self) -> JobResult:
-        """Everything so far, without waiting for the job to end (`%joblet logs`)."""
+        """Everything so far, without waiting for the job to end."""
         self._read(follow=False)
         return self._finish()
 
