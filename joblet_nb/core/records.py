@@ -67,9 +67,6 @@ class JobLimits:
         """These limits where set, `base` for the rest (a cell's options over the notebook's)."""
         return dataclasses.replace(base, **{k: v for k, v in to_json(self).items()})
 
-    def __bool__(self) -> bool:
-        return bool(to_json(self))
-
 
 @dataclass(frozen=True)
 class Usage:
@@ -111,9 +108,6 @@ class JobRecord:
     @property
     def finished(self) -> bool:
         return self.status.finished
-
-    def to_json(self) -> dict[str, Any]:
-        return to_json(self)
 
 
 @dataclass(frozen=True)
