@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the token command imports none of the service stack
     from .jobs.launcher_client import Launcher
     from .jobs.service import JobService
     from .network.bridge import NetworkManager
+    from .sessions.service import SessionService
     from .sandbox.cgroups import CgroupDriver
 
 DEFAULT_ROOT = "/opt/joblet"
@@ -106,6 +107,7 @@ class Agent:
     network: NetworkManager
     jobs: JobService
     runtimes: RuntimeService
+    sessions: SessionService
 
 
 def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, driver: CgroupDriver) -> Agent:
@@ -117,6 +119,7 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
     from .jobs.launcher_client import Launcher
     from .jobs.service import JobService
     from .network.bridge import NetworkManager
+    from .sessions.service import SessionService
 
     launcher = Launcher(paths.cgroup_parent())
     published = PublishedRuntimes(paths)
@@ -125,7 +128,8 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
     jobs = JobService(paths, config, driver, launcher, published.resolve, network=network)
     runtimes = RuntimeService(paths, published, jobs, extra_private=[str(client_config.client_dir())]
                               + ([os.path.realpath(args.config)] if args.config else []))
-    return Agent(paths, config, driver, launcher, TokenStore(paths.tokens), network, jobs, runtimes)
+    sessions = SessionService(jobs, config, paths.state / "sessions", jobs.audit)
+    return Agent(paths, config, driver, launcher, TokenStore(paths.tokens), network, jobs, runtimes, sessions)
 
 
 def _start(agent: Agent) -> None:
@@ -144,12 +148,14 @@ def _start(agent: Agent) -> None:
     except CgroupError as exc:
         raise CannotIsolate(f"cannot limit the agent's cgroup {agent.driver.parent}: {exc}") from None
     counts = sweep(agent.paths, agent.driver, agent.jobs.store, agent.network)
+    agent.sessions.load()  # sessions of an earlier life of the agent ended with it (reason lost)
     if any(counts.values()):
         print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)
     agent.launcher.start()
 
 
 async def _stop(agent: Agent) -> None:
+    await agent.sessions.shutdown()
     await agent.jobs.shutdown()
     await asyncio.to_thread(agent.network.close)  # bridge and table go
     agent.launcher.stop()
@@ -201,7 +207,7 @@ def _serve(args: argparse.Namespace) -> int:
         yield
         await _stop(agent)
 
-    app = create_app(agent.jobs, _authenticator(agent.tokens, agent.config), agent.runtimes)
+    app = create_app(agent.jobs, _authenticator(agent.tokens, agent.config), agent.runtimes, agent.sessions)
     app.router.lifespan_context = lifespan
     print(f"joblet-agent {__version__}: root {paths.root}, cgroup {driver.version}, listening on {url}",
           file=sys.stderr, flush=True)

@@ -91,6 +91,16 @@ class NetworkConfig(BaseModel):
         return [str(ipaddress.IPv4Address(v)) for v in values]
 
 
+class SessionConfig(BaseModel):
+    """Sessions (POST /v1/sessions): how long an unused one lives, and how many a user may hold."""
+
+    model_config = ConfigDict(extra="forbid")
+    idle_timeout_s: float = Field(1800, gt=0, description="a session without a cell this long ends (reason idle)")
+    max_idle_timeout_s: float = Field(86400, gt=0, description="the most a request's idle_timeout_s may ask")
+    max_per_user: int = Field(128, ge=1, description="live sessions of one user at once")
+    max_queued_cells: int = Field(1000, ge=1, description="cells waiting in one session")
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listen: str = Field("127.0.0.1:7755", description="HOST:PORT; 0.0.0.0 only when set here")
@@ -105,6 +115,7 @@ class AgentConfig(BaseModel):
     max_outputs_bytes: int = Field(16 << 20, ge=1024, description="JSON `--out` values of one job")
     max_output_mb: int = Field(64, ge=1, description="stdout+stderr kept per job; the rest is drained")
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    sessions: SessionConfig = Field(default_factory=SessionConfig)
     jupyterhub: HubConfig | None = Field(None, description="accept JupyterHub tokens (README: Running "
                                                            "behind JupyterHub)")
 

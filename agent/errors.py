@@ -32,6 +32,10 @@ class Conflict(AgentError):
     """Not in the state the call needs (still running, already built, refused runtime)."""
 
 
+class SessionEnded(Conflict):
+    """A cell or call for a session that has ended: the caller needs a new session."""
+
+
 class PayloadTooLarge(AgentError):
     """A body beyond the agent's limits."""
 

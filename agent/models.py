@@ -60,18 +60,32 @@ class Upload(Strict):
         return base64.b64decode(self.content_b64)
 
 
+def _variable_names(names: Any) -> Any:
+    """Names of a cell's inputs or outputs: Python variables (ASCII identifiers)."""
+    for name in names:
+        if not IDENTIFIER.match(name):
+            raise ValueError(f"{name!r} is not a Python variable name")
+    return names
+
+
+RuntimeName = Annotated[str, AfterValidator(check_runtime_name)]
+Environment = Annotated[dict[str, str], AfterValidator(lambda env: check_env(env, "env"))]
+Inputs = Annotated[dict[str, Any], AfterValidator(_variable_names)]
+OutputNames = Annotated[list[str], AfterValidator(_variable_names)]
+
+
 class JobRequest(Strict):
     """POST /v1/jobs. Nothing here selects the job type: the service sets it."""
 
     command: list[str] | None = Field(None, min_length=1, max_length=4096)
     script: str | None = Field(None, max_length=16 << 20)
-    runtime: Annotated[str, AfterValidator(check_runtime_name)] | None = None
-    env: Annotated[dict[str, str], AfterValidator(lambda env: check_env(env, "env"))] = Field(default_factory=dict)
+    runtime: RuntimeName | None = None
+    env: Environment = Field(default_factory=dict)
     limits: JobLimits = Field(default_factory=JobLimits)
     network: Literal["none", "bridge"] = "none"
     uploads: list[Upload] = Field(default_factory=list, max_length=1024)
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    outputs: list[str] = Field(default_factory=list, max_length=256,
+    inputs: Inputs = Field(default_factory=dict)
+    outputs: OutputNames = Field(default_factory=list, max_length=256,
                                description="variables of a script job returned as JSON in an `outputs` event")
 
     @model_validator(mode="after")
@@ -86,13 +100,6 @@ class JobRequest(Strict):
             raise ValueError("`inputs` and `outputs` need a `script` job")
         return self
 
-    @field_validator("inputs", "outputs")
-    @classmethod
-    def _names(cls, value: Any) -> Any:
-        for name in value:
-            if not IDENTIFIER.match(name):
-                raise ValueError(f"{name!r} is not a Python variable name")
-        return value
 
 
 class Usage(BaseModel):

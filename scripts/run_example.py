@@ -50,6 +50,34 @@ def run_notebook(path: Path) -> int:
     return 0
 
 
+def ensure_runtime(name: str) -> None:
+    """Build `name` on the agent if it lacks it (with the admin token the agent wrote), so the
+    notebook's session shows a real pandas table and plot. A build that fails is reported; the
+    notebook then skips the cells that need it."""
+    from joblet_nb.core.client import JobletClient
+    from joblet_nb.core.errors import JobletError, RuntimeMissing
+
+    client = JobletClient.from_settings()
+    try:
+        client.require_runtime(name)
+        return
+    except RuntimeMissing:
+        pass
+    if not client.admin_token:
+        print(f"runtime {name} is missing and there is no admin token to build it; its cells are skipped")
+        return
+    print(f"building runtime {name} on the agent (once; it downloads numpy, pandas, matplotlib) ...", flush=True)
+    try:
+        build = client.build_runtime(name)
+        for event in client.with_token(client.admin_token).events(build.id):
+            if event.type == "progress":
+                print("  " + event.text(), flush=True)
+            elif event.type == "exit":
+                print(f"  build {event.status}" + (f": {event.message}" if event.message else ""), flush=True)
+    except JobletError as exc:
+        print(f"could not build {name}: {exc}; its cells are skipped")
+
+
 def run_first_job() -> int:
     import requests
 
@@ -76,4 +104,6 @@ if __name__ == "__main__":
         have_extension = NOTEBOOK.exists()
     except ImportError:
         have_extension = False
+    if have_extension:
+        ensure_runtime("python-3.11-ml")
     sys.exit(run_notebook(NOTEBOOK) if have_extension else run_first_job())

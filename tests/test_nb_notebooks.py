@@ -81,18 +81,34 @@ def test_data_scientist_notebook(kernel_env):
     assert "reason=oom" in stderr  # the limit demo reports, and the notebook goes on
     stdout, stderr, _ = _outputs(cells[7])  # the numpy cell: run where the runtime is, else skipped
     assert "quantiles:" in stdout or "skipped: runtime 'python-3.11-ml'" in stderr
+    _, stderr, table = _outputs(cells[9])   # the session: a pandas table, then a plot, from the sandbox
+    _, _, plot = _outputs(cells[10])
+    if "skipped" in stderr:
+        assert "python-3.11-ml" in stderr and not table
+    else:
+        assert any("<table" in r.get("text/html", "") and "mid-high" in r["text/html"] for r in table), table
+        assert any(base64.b64decode(r.get("image/png", "")).startswith(b"\x89PNG") for r in plot), plot
 
 
-def test_educator_notebook_declares_its_runtime_first(kernel_env):
+def test_educator_notebook_declares_its_runtime_first(kernel_env, agent):
     nb = _run_example("educator.ipynb", kernel_env)
     first = _code_cells(nb)[0]
     assert "%joblet use" in first.source
     _, stderr, _ = _outputs(first)
-    assert "this notebook runs with" in stderr
-    stdout, _, _ = _outputs(_code_cells(nb)[2])
-    assert "exercise 1: correct" in stdout
-    _, stderr, _ = _outputs(_code_cells(nb)[3])
-    assert "reason=timeout" in stderr
+    assert "this notebook runs with" in stderr and "auto on" in stderr
+    cells = _code_cells(nb)
+    for cell in cells[1:6]:   # every cell after the first ran in the session, and says so
+        assert any("sandbox · session" in r.get("text/plain", "") for r in _outputs(cell)[2]), cell.outputs
+    assert "exercise 1: correct" in _outputs(cells[2])[0]
+    errors = [o for o in cells[3].outputs if o["output_type"] == "error"]
+    assert errors and errors[0]["ename"] == "ZeroDivisionError", cells[3].outputs
+    assert "return sum(xs) / len(xs)" in "\n".join(errors[0]["traceback"])
+    results = [o for o in cells[4].outputs if o["output_type"] == "execute_result"]
+    assert results[0]["data"]["text/plain"] == "31.95" and results[0]["execution_count"] == cells[4].execution_count
+    assert "network: unreachable" in _outputs(cells[5])[0]
+    # the kernel's shutdown ended its session: no sandbox outlives the notebook
+    user = JobletClient(agent.url, agent.user_token)
+    wait_until(lambda: all(s["status"] == "ENDED" for s in user._request("GET", "/v1/sessions").json()))
 
 
 def test_admin_notebook(kernel_env):
@@ -225,3 +241,23 @@ def _collect_until(kc: Any, msg_id: str, km: Any, marker: str) -> list[tuple[str
             interrupted = True
         if kind == "status" and content["execution_state"] == "idle" and interrupted:
             return seen
+
+
+@pytest.mark.slow
+def test_data_scientist_session_shows_a_real_pandas_table_and_plot(kernel_env, agent):
+    """With python-3.11-ml on the agent (built here if missing), the session cells run for real."""
+    admin = agent.api(agent.admin_token)
+    if admin.call("GET", "/v1/runtimes/python-3.11-ml").status_code == 404:
+        r = admin.call("POST", "/v1/runtimes/python-3.11-ml/build", json={})
+        if r.status_code == 409 and "no bridge network" in r.text:
+            pytest.skip(f"the agent has no bridge network to download python-3.11-ml: {r.text}")
+        assert r.status_code == 201, r.text
+        events = admin.events(r.json()["id"], timeout=1800)
+        assert events[-1]["status"] == "COMPLETED", events[-5:]
+    cells = _code_cells(_run_example("data-scientist.ipynb", kernel_env))
+    _, stderr, table = _outputs(cells[9])
+    _, _, plot = _outputs(cells[10])
+    assert "skipped" not in stderr
+    html = next(r["text/html"] for r in table if "text/html" in r)
+    assert '<table border="1" class="dataframe">' in html and "<th>mid-high</th>" in html
+    assert any(base64.b64decode(r.get("image/png", "")).startswith(b"\x89PNG") for r in plot), plot

@@ -19,11 +19,14 @@ from ..builds.service import RuntimeService
 from ..contract import JOB_ID, RUNTIME_NAME
 from ..jobs.service import JobService
 from ..models import BuildRequest, JobRecord, JobRequest
+from ..sessions.service import SessionService
 from .errors import RESPONSES, install_error_handlers
 from .schemas import Created, FileEntry, FileListing, Health
+from .session_routes import add_session_routes
 
 
-def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeService) -> FastAPI:
+def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeService,
+               sessions: SessionService | None = None) -> FastAPI:
     app = FastAPI(title="joblet-nb agent", version=__version__,
                   description="Runs notebook cells in isolated Linux sandboxes.", responses=RESPONSES)
     install_error_handlers(app)
@@ -110,6 +113,8 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
         runtimes.remove(who, name)
         return Response(status_code=204)
 
+    if sessions is not None:
+        add_session_routes(app, sessions, Caller, _ndjson)
     return app
 
 

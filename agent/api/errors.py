@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import (AgentError, BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized,
-                      Unavailable)
+from ..errors import (AgentError, BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, SessionEnded,
+                      Unauthorized, Unavailable)
 from .schemas import ErrorResponse
 
 STATUS: dict[type[AgentError], tuple[int, str]] = {
@@ -23,6 +23,7 @@ STATUS: dict[type[AgentError], tuple[int, str]] = {
     Forbidden: (403, "forbidden"),
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
+    SessionEnded: (409, "session_ended"),
     PayloadTooLarge: (413, "too_large"),
     Unavailable: (503, "unavailable"),
 }

@@ -22,6 +22,7 @@ class JobPipes:
     stderr: int
     status: int
     go: int | None
+    stdin: int | None = None   # a session's: the agent writes the runner's requests here
 
 
 class Launcher:
@@ -51,17 +52,19 @@ class Launcher:
         return self._proc.pid if self._proc else None
 
     def launch(self, spec: SandboxSpec, wait_for_go: bool = False) -> JobPipes:
-        """Fork a sandbox for `spec`; returns the pipes to read its output and status from."""
+        """Fork a sandbox for `spec`; returns the pipes to read its output and status from (and,
+        for a spec with `stdin_pipe`, to write its input to)."""
         spec.wait_for_go = wait_for_go
         memfd = os.memfd_create(f"jnb-spec-{spec.job_id}", os.MFD_CLOEXEC)
-        pipes: list[tuple[int, int]] = [os.pipe2(os.O_CLOEXEC) for _ in range(3 + int(wait_for_go))]
+        count = 3 + int(wait_for_go) + int(spec.stdin_pipe)
+        pipes: list[tuple[int, int]] = [os.pipe2(os.O_CLOEXEC) for _ in range(count)]
         try:
             os.write(memfd, json.dumps(spec.to_json_dict()).encode())
             (out_r, out_w), (err_r, err_w), (st_r, st_w) = pipes[:3]
-            theirs = [memfd, out_w, err_w, st_w]
-            if wait_for_go:
-                go_r, go_w = pipes[3]
-                theirs.append(go_r)
+            extra = pipes[3:]
+            go_pipe = extra.pop(0) if wait_for_go else None
+            in_pipe = extra.pop(0) if spec.stdin_pipe else None
+            theirs = [memfd, out_w, err_w, st_w] + [p[0] for p in (go_pipe, in_pipe) if p is not None]
             self._send(theirs)
         except BaseException:
             for r, w in pipes:
@@ -72,11 +75,10 @@ class Launcher:
             os.close(memfd)
         for _, w in pipes[:3]:
             os.close(w)
-        go = None
-        if wait_for_go:
-            os.close(pipes[3][0])
-            go = pipes[3][1]
-        return JobPipes(out_r, err_r, st_r, go)
+        for pipe in (go_pipe, in_pipe):
+            if pipe is not None:
+                os.close(pipe[0])
+        return JobPipes(out_r, err_r, st_r, go_pipe[1] if go_pipe else None, in_pipe[1] if in_pipe else None)
 
     def _send(self, fds: list[int]) -> None:
         with self._lock:

@@ -7,7 +7,6 @@ builds them from a SandboxSpec). The job type is set here, never taken from a re
 from __future__ import annotations
 
 import asyncio
-import codecs
 import os
 import secrets
 import signal
@@ -27,15 +26,17 @@ from ..fs import FileInfo, UnsafePath, list_files, open_beneath
 from ..models import JobLimits, JobRecord, JobRequest, Usage
 from ..paths import AgentPaths
 from ..sandbox import cgroups, status
-from ..sandbox.spec import SandboxSpec
+from ..sandbox.spec import Mount, SandboxSpec
 from .launcher_client import JobPipes, Launcher
 from .quota import QuotaKeeper
 from .spec import RuntimeMounts
+from .sinks import JobLog, SandboxSink
 from .store import JobStore
-from .verdict import SandboxOutcome, Verdict, decide, outputs_event
+from .verdict import SandboxOutcome, Verdict, decide
 
 MAX_LISTED_FILES = 10_000  # a job can leave many empty files; a listing stays a bounded answer
 SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too
+MAX_PENDING_INPUT = 64 << 20  # input an attached sandbox has not read yet
 
 RuntimeResolver = Callable[[str], RuntimeMounts]
 BuildSpecMaker = Callable[[JobRecord, int, cgroups.CgroupLimits], SandboxSpec]
@@ -70,12 +71,13 @@ class LiveJob:
     open_streams: int = 3
     go_fd: int | None = None
     attaching: asyncio.Task[None] | None = None   # the network set-up of a bridge job, off the loop
-    output_bytes: int = 0
-    output_cut: bool = False
     hold_exit: bool = False             # a runtime build: the RuntimeService ends the record
     verdict: Verdict | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    sink: SandboxSink | None = None     # where output and the end go: the job's log, or a session
+    stdin: int | None = None            # a session's: the write end of its runner's input
+    pending_in: bytearray = field(default_factory=bytearray)
 
 
 class JobService:
@@ -98,13 +100,11 @@ class JobService:
     # ---- queries -------------------------------------------------------------------------
 
     def list_jobs(self, who: Principal) -> list[JobRecord]:
-        records = self.store.records.values()
-        mine = [r for r in records if who.is_admin or r.owner == who.id]
-        return sorted(mine, key=lambda r: r.created_at)
+        return self.store.visible_to(who)
 
     def get(self, who: Principal, job_id: str) -> JobRecord:
-        record = self.store.records.get(job_id)
-        if record is None or not (who.is_admin or record.owner == who.id):
+        record = self.store.get_for(who, job_id)
+        if record is None:
             raise NotFound(f"no job {job_id!r} (list yours with GET /v1/jobs)")
         live = self.live.get(job_id)
         if live is not None and record.status == JobStatus.RUNNING:
@@ -176,6 +176,64 @@ class JobService:
                                      self._cgroup_limits(record.limits))
         return await self._launch(live, spec)
 
+    async def start_attached(self, who: Principal, sandbox_id: str, req: JobRequest, runtime: RuntimeMounts | None,
+                             sink: SandboxSink, mounts: list[Mount]) -> LiveJob:
+        """A production sandbox that is not a job: no record, no log, nothing under /v1/jobs. Its
+        output and end go to `sink`, its stdin is a pipe (`write_stdin`). A session's sandbox:
+        the same spec, limits, runtime, network and launcher as a job's."""
+        if req.network != "none" and self.network is None:
+            raise BadRequest(f"network {req.network!r} is not available on this agent; use 'none'")
+        limits = jobspec.effective_limits(req.limits, self.config.defaults, self.config.max_limits, who.policy)
+        record = JobRecord(id=sandbox_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
+                           limits=limits, network=req.network, command=req.command, created_at=time.time())
+        live = self._admit(record, stored=False)
+        live.sink = sink
+        spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
+                                     self.paths.jobs / record.id, None, self._cgroup_limits(record.limits))
+        spec.mounts += mounts
+        spec.stdin_pipe = True
+        await self._launch(live, spec)
+        return live
+
+    def write_stdin(self, live: LiveJob, data: bytes) -> None:
+        """Input for an attached sandbox, never blocking the agent: what the pipe does not take now
+        waits in a bounded buffer; a sandbox that does not read is stopped."""
+        if live.stdin is None:
+            raise BrokenPipeError("the sandbox's input is closed")
+        live.pending_in += data
+        if len(live.pending_in) > MAX_PENDING_INPUT:
+            self._signal_stop(live, "stopped", grace=0)
+            raise BrokenPipeError("the sandbox does not read its input")
+        self._flush_stdin(live)
+
+    def _flush_stdin(self, live: LiveJob) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while live.pending_in and live.stdin is not None:
+                done = os.write(live.stdin, live.pending_in)
+                del live.pending_in[:done]
+        except BlockingIOError:
+            pass
+        except OSError:
+            live.pending_in.clear()
+        if live.stdin is not None:
+            loop.remove_writer(live.stdin)
+            if live.pending_in:
+                loop.add_writer(live.stdin, self._flush_stdin, live)
+
+    def signal(self, live: LiveJob, sig: int) -> None:
+        """A signal to the sandbox's init, which forwards it to the program's process group."""
+        if live.init_pid is not None and not live.done.is_set():
+            _kill(live.init_pid, sig)
+
+    def end(self, live: LiveJob, reason: str = "stopped") -> None:
+        """End an attached sandbox at once (SIGKILL); its sink hears how it ended."""
+        self._signal_stop(live, reason, grace=0)
+
+    def usage_of(self, live: LiveJob) -> Usage:
+        self._sample_usage(live)
+        return live.record.usage
+
     async def start_build(self, who: Principal, runtime: str, limits: JobLimits, network: str, command: list[str],
                           make_spec: BuildSpecMaker, pipeline: BuildPipeline,
                           first_event: dict[str, Any] | None = None) -> JobRecord:
@@ -210,19 +268,23 @@ class JobService:
             verdict = await pipeline(live.record, verdict)
         except Exception as exc:  # noqa: BLE001 - a bug in a later phase still ends the job
             verdict = verdict.failed("setup", f"build pipeline: {type(exc).__name__}: {exc}")
-        self._finish_record(live.record, verdict)
+        self.finish_record(live.record, verdict)
 
-    def _admit(self, record: JobRecord, outputs: list[str] | None = None) -> LiveJob:
-        """Store the record and take a uid slot. The job's cgroup is made and joined ahead of time
-        by the sandbox stage that takes the job, which renames it `job-<id>` and writes its limits."""
+    def _admit(self, record: JobRecord, outputs: list[str] | None = None, stored: bool = True) -> LiveJob:
+        """Store the record (a job's) and take a uid slot. The job's cgroup is made and joined ahead
+        of time by the sandbox stage that takes the job, which renames it `job-<id>` and writes its
+        limits."""
         slot = self._take_slot()  # first: a refusal (too many jobs) must leave no record behind
-        self.store.add(record)
-        self.store.log(record.id)
+        if stored:
+            self.store.add(record)
+            self.store.log(record.id)
         self.audit.write("start", job=record.id, type=record.type, owner=record.owner, runtime=record.runtime,
                          limits=record.limits.model_dump(exclude_none=True), network=record.network,
-                         command=record.command)
-        return LiveJob(record=record, cgroup=self.driver.open(f"job-{record.id}"), uid_slot=slot,
+                         command=record.command, attached=not stored)
+        live = LiveJob(record=record, cgroup=self.driver.open(f"job-{record.id}"), uid_slot=slot,
                        outputs=outputs or [])
+        live.sink = JobLog(self, live) if stored else None
+        return live
 
     def _cgroup_limits(self, limits: JobLimits) -> cgroups.CgroupLimits:
         return cgroups.CgroupLimits(
@@ -237,7 +299,9 @@ class JobService:
         Path(spec.root_dir).mkdir(mode=0o700)
         try:
             pipes = self.launcher.launch(spec, wait_for_go=record.network != "none")
-            live.go_fd = pipes.go
+            live.go_fd, live.stdin = pipes.go, pipes.stdin
+            if live.stdin is not None:
+                os.set_blocking(live.stdin, False)
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
             live.outcome.take(status.setup_error(f"launching the sandbox: {exc}"))
             await self._finalize(live)
@@ -295,27 +359,19 @@ class JobService:
 
     def _watch(self, live: LiveJob, pipes: JobPipes) -> None:
         loop = asyncio.get_running_loop()
-        log = self.store.log(live.record.id)
         for fd, kind in ((pipes.stdout, "stdout"), (pipes.stderr, "stderr")):
             os.set_blocking(fd, False)
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            loop.add_reader(fd, self._on_output, live, fd, kind, decoder, log)
+            loop.add_reader(fd, self._on_output, live, fd, kind)
         os.set_blocking(pipes.status, False)
         loop.add_reader(pipes.status, self._on_status, live, pipes.status, bytearray())
 
-    def _on_output(self, live: LiveJob, fd: int, kind: str, decoder: codecs.IncrementalDecoder, log: Any) -> None:
+    def _on_output(self, live: LiveJob, fd: int, kind: str) -> None:
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
             return
-        text = decoder.decode(data, final=not data)
-        live.output_bytes += len(data)
-        if text and live.output_bytes <= self.config.max_output_mb << 20:
-            log.append({"type": kind, "data": text})
-        elif text and not live.output_cut:
-            live.output_cut = True  # the pipe is still drained, so the job never blocks on it
-            log.append({"type": "stderr", "data": f"[joblet] output beyond {self.config.max_output_mb} MB "
-                                                  f"is not kept\n"})
+        assert live.sink is not None
+        live.sink.output(kind, data)
         if not data:
             self._close_stream(live, fd)
 
@@ -343,18 +399,17 @@ class JobService:
         elif kind is status.Kind.RUNNING:
             record = live.record
             record.status, record.started_at = JobStatus.RUNNING, time.time()
-            self.store.save(record)
-            self.store.log(record.id).append({"type": "status", "status": JobStatus.RUNNING.value})
+            assert live.sink is not None
+            live.sink.running()
             if record.limits.timeout_s:
                 live.timers.append(asyncio.get_running_loop().call_later(
                     record.limits.timeout_s, self._signal_stop, live, "timeout"))
         elif kind in status.TERMINAL:
             live.outcome.take(msg)
-            if kind is status.Kind.EXEC_ERROR:
-                self.store.log(live.record.id).append({"type": "stderr", "data": (msg.message or "") + "\n"})
-        elif kind is status.Kind.ARTIFACTS_ERROR:
-            self.store.log(live.record.id).append(
-                {"type": "stderr", "data": f"[joblet] /work files: {msg.message}\n"})
+            if kind is status.Kind.EXEC_ERROR and live.sink is not None:
+                live.sink.note((msg.message or "") + "\n")
+        elif kind is status.Kind.ARTIFACTS_ERROR and live.sink is not None:
+            live.sink.note(f"[joblet] /work files: {msg.message}\n")
 
     async def _release_go(self, live: LiveJob) -> None:
         """Set up the job's network from outside (in a thread: netlink work never blocks the event
@@ -408,6 +463,10 @@ class JobService:
         except Exception:  # noqa: BLE001 - usage is best effort, cleanup is not
             pass
         live.cgroup.remove()
+        if live.stdin is not None:
+            asyncio.get_running_loop().remove_writer(live.stdin)
+            os.close(live.stdin)
+            live.stdin = None
         if live.go_fd is not None:
             os.close(live.go_fd)
             live.go_fd = None
@@ -418,17 +477,12 @@ class JobService:
         _rmdir(Path(self.paths.jobs / record.id))
         self._slots.discard(live.uid_slot)
         verdict = decide(live.outcome, live.stop_reason, oom, record.limits)
-        if live.outputs and verdict.status == JobStatus.COMPLETED:
-            self.store.log(record.id).append(
-                outputs_event(self.store.artifacts(record.id), self.config.max_outputs_bytes))
-        if live.hold_exit:
-            live.verdict = verdict
-        else:
-            self._finish_record(record, verdict)
+        assert live.sink is not None
+        live.sink.ended(verdict)
         self.live.pop(record.id, None)
         live.done.set()
 
-    def _finish_record(self, record: JobRecord, verdict: Verdict) -> None:
+    def finish_record(self, record: JobRecord, verdict: Verdict) -> None:
         self.store.finish(record, verdict)
         self.audit.write("end", job=record.id, owner=record.owner, status=verdict.status.value,
                          reason=verdict.reason, exit_code=verdict.exit_code, signal=verdict.signal,

@@ -86,7 +86,7 @@ def job_env(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None) -
 
 
 def standard_spec(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None, uid: int,
-                  root_dir: Path, artifacts_dir: Path, cgroup_limits: CgroupLimits) -> SandboxSpec:
+                  root_dir: Path, artifacts_dir: Path | None, cgroup_limits: CgroupLimits) -> SandboxSpec:
     """The production sandbox of one job."""
     argv, uploads = program(req, runtime)
     return SandboxSpec(
@@ -95,5 +95,5 @@ def standard_spec(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | N
         disk_mb=record.limits.disk_mb or 256,
         mounts=etcfiles.etc_binds() + (runtime.mounts if runtime else []),
         etc_files=etcfiles.etc_files(uid, uid, HOSTNAME, record.network), uploads=uploads,
-        cgroup_limits=cgroup_limits, network=record.network, artifacts_dir=str(artifacts_dir),
+        cgroup_limits=cgroup_limits, network=record.network, artifacts_dir=str(artifacts_dir) if artifacts_dir else None,
     )

@@ -14,11 +14,16 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Generic, TextIO, TypeVar
 
+from pydantic import BaseModel
+
+from ..auth import Principal
 from ..fs import remove_tree
 from ..models import JobRecord
 from .verdict import Verdict
+
+R = TypeVar("R", bound=BaseModel)
 
 
 class EventLog:
@@ -91,41 +96,81 @@ def _last_seq(path: Path) -> int:
     return events[-1]["seq"] if events else 0
 
 
-class JobStore:
+class RecordStore(Generic[R]):
+    """Records (one pydantic model each, `<root>/<id>/record.json`) and their event logs."""
+
+    record_type: type[R]
+
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.records: dict[str, JobRecord] = {}
+        self.records: dict[str, R] = {}
         self.logs: dict[str, EventLog] = {}
 
-    def load(self) -> list[JobRecord]:
+    def load(self) -> list[R]:
         """Read every record from disk (at start-up)."""
         self.root.mkdir(parents=True, exist_ok=True)
         for entry in sorted(self.root.iterdir()):
             record_file = entry / "record.json"
             if record_file.is_file():
                 try:
-                    record = JobRecord.model_validate_json(record_file.read_text())
+                    record = self.record_type.model_validate_json(record_file.read_text())
                 except ValueError:
                     continue
-                self.records[record.id] = record
+                self.records[record.id] = record  # type: ignore[attr-defined]
         return list(self.records.values())
 
-    def dir(self, job_id: str) -> Path:
-        return self.root / job_id
+    def dir(self, record_id: str) -> Path:
+        return self.root / record_id
 
-    def artifacts(self, job_id: str) -> Path:
-        return self.dir(job_id) / "work"
-
-    def add(self, record: JobRecord) -> None:
-        self.dir(record.id).mkdir(mode=0o700)
-        self.records[record.id] = record
+    def add(self, record: R) -> None:
+        self.dir(record.id).mkdir(mode=0o700)  # type: ignore[attr-defined]
+        self.records[record.id] = record  # type: ignore[attr-defined]
         self.save(record)
 
-    def save(self, record: JobRecord) -> None:
-        path = self.dir(record.id) / "record.json"
+    def save(self, record: R) -> None:
+        path = self.dir(record.id) / "record.json"  # type: ignore[attr-defined]
         tmp = path.with_suffix(".tmp")
         tmp.write_text(record.model_dump_json())
         os.replace(tmp, path)
+
+    def finished(self, record: R) -> bool:
+        raise NotImplementedError
+
+    def visible_to(self, who: Principal) -> list[R]:
+        """The caller's records, oldest first (an admin's: everyone's)."""
+        mine = [r for r in self.records.values() if who.is_admin or r.owner == who.id]  # type: ignore[attr-defined]
+        return sorted(mine, key=lambda r: r.created_at)  # type: ignore[attr-defined]
+
+    def get_for(self, who: Principal, record_id: str) -> R | None:
+        """The record if it exists and is the caller's (or the caller is an admin)."""
+        record = self.records.get(record_id)
+        return record if record is not None and (who.is_admin or record.owner == who.id) else None  # type: ignore[attr-defined]
+
+    def log(self, record_id: str) -> EventLog:
+        if record_id not in self.logs:
+            log = EventLog(self.dir(record_id) / "events.ndjson")
+            record = self.records.get(record_id)
+            if record is not None and self.finished(record):
+                log.closed = True
+            self.logs[record_id] = log
+        return self.logs[record_id]
+
+    def remove(self, record_id: str) -> None:
+        log = self.logs.pop(record_id, None)
+        if log is not None:
+            log.close()
+        self.records.pop(record_id, None)
+        remove_tree(str(self.dir(record_id)))
+
+
+class JobStore(RecordStore[JobRecord]):
+    record_type = JobRecord
+
+    def finished(self, record: JobRecord) -> bool:
+        return record.status.finished
+
+    def artifacts(self, job_id: str) -> Path:
+        return self.dir(job_id) / "work"
 
     def finish(self, record: JobRecord, verdict: Verdict) -> None:
         """End a job: its record says how, and the `exit` event closes its log."""
@@ -133,19 +178,3 @@ class JobStore:
         record.exit_code, record.signal, record.ended_at = verdict.exit_code, verdict.signal, time.time()
         self.save(record)
         self.log(record.id).append(verdict.exit_event())
-
-    def log(self, job_id: str) -> EventLog:
-        if job_id not in self.logs:
-            log = EventLog(self.dir(job_id) / "events.ndjson")
-            record = self.records.get(job_id)
-            if record is not None and record.status.finished:
-                log.closed = True
-            self.logs[job_id] = log
-        return self.logs[job_id]
-
-    def remove(self, job_id: str) -> None:
-        log = self.logs.pop(job_id, None)
-        if log is not None:
-            log.close()
-        self.records.pop(job_id, None)
-        remove_tree(str(self.dir(job_id)))

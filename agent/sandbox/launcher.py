@@ -29,7 +29,7 @@ from . import cgroups, seccomp, sequence, status
 from .libc import PR_SET_PDEATHSIG, close_range, prctl, set_process_name
 from .spec import SandboxSpec
 
-MAX_FDS = 5
+MAX_FDS = 6  # spec, stdout, stderr, status, and optionally go and stdin
 
 
 DRIVER: cgroups.CgroupDriver | None = None
@@ -136,11 +136,13 @@ def _stage_waits(sock: socket.socket) -> NoReturn:
         os._exit(0)
     if not msg:
         os._exit(0)
-    spec_fd, out_fd, err_fd, status_fd = fds[:4]
-    go_fd = fds[4] if len(fds) > 4 else None
+    spec_fd, out_fd, err_fd, status_fd, *extra = fds
+    go_fd = None
     try:
         spec = _read_spec(spec_fd)
-        _arrange_fds(out_fd, err_fd, status_fd, go_fd)
+        go_fd = extra.pop(0) if spec.wait_for_go else None
+        in_fd = extra.pop(0) if spec.stdin_pipe else None
+        _arrange_fds(out_fd, err_fd, status_fd, go_fd, in_fd)
     except BaseException as exc:  # noqa: BLE001
         sequence.fail_setup(stage.problem or f"sandbox stage 1: receiving the job: {exc}")
     sequence.stage_1(stage, spec, go_fd is not None)
@@ -152,14 +154,14 @@ def _read_spec(spec_fd: int) -> SandboxSpec:
         return SandboxSpec.from_json_dict(json.load(f))
 
 
-def _arrange_fds(out_fd: int, err_fd: int, status_fd: int, go_fd: int | None) -> None:
-    """0 = /dev/null, 1/2 = the job's output pipes, 3 = status, 4 = go; nothing else survives."""
-    targets = [out_fd, err_fd, status_fd] + ([go_fd] if go_fd is not None else [])
+def _arrange_fds(out_fd: int, err_fd: int, status_fd: int, go_fd: int | None, in_fd: int | None) -> None:
+    """0 = the job's input pipe (a session's) or /dev/null, 1/2 = the job's output pipes,
+    3 = status, 4 = go; nothing else survives."""
+    stdin = in_fd if in_fd is not None else os.open("/dev/null", os.O_RDONLY)
+    targets = [stdin, out_fd, err_fd, status_fd] + ([go_fd] if go_fd is not None else [])
     # first above every fixed slot, so that no dup2 below can overwrite a descriptor still needed
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16) for fd in targets]
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
-    for slot, fd in zip((1, 2, status.STATUS_FD, status.GO_FD), moved):
+    for slot, fd in zip((0, 1, 2, status.STATUS_FD, status.GO_FD), moved):
         os.dup2(fd, slot)
     close_range(5 if go_fd is not None else 4)
 

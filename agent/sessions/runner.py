@@ -9,7 +9,8 @@ frames while the cell runs. Nothing here trusts the agent less or more than the 
 the agent treats every frame as hostile data.
 
 Frames out: ready, cell_start, stdout, stderr, display, result, error, cell_end, completion.
-SIGINT raises KeyboardInterrupt in a running cell only; between cells it is ignored.
+SIGINT raises KeyboardInterrupt in a running cell only; between cells it is ignored. The modules
+that import much (ast, traceback, linecache, base64) are imported when a cell needs them.
 """
 
 import _ast
@@ -25,9 +26,6 @@ import signal
 import sys
 import threading
 import types
-
-# ast, traceback, linecache and base64 import `re`, `enum`, `tokenize` and more: a session's start
-# pays for them only when a cell needs them (its first error, for one).
 
 PROTOCOL = 1
 PRIVATE_FD_MIN = 20
@@ -59,12 +57,10 @@ def send(frame):
 
 def on_sigint(_signum, _frame):
     """KeyboardInterrupt in the running cell; nothing between cells or inside a frame write."""
-    if not STATE["running"]:
-        return
-    if STATE["sending"]:
+    if STATE["running"] and STATE["sending"]:
         STATE["pending"] = True
-        return
-    raise KeyboardInterrupt
+    elif STATE["running"]:
+        raise KeyboardInterrupt
 
 
 def sync_output():
@@ -199,30 +195,24 @@ def _ipython_formatter():
 
 
 def _encode(mime, value):
-    if isinstance(value, bytes):
-        if mime.startswith("image/"):
-            return binascii.b2a_base64(value, newline=False).decode("ascii")
-        return value.decode("utf-8", "replace")
-    if isinstance(value, (dict, list)) and mime.endswith("json"):
-        return value
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, bytes) and mime.startswith("image/"):
+        return binascii.b2a_base64(value, newline=False).decode("ascii")
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _protocol_bundle(obj):
-    data = {}
+    if isinstance(obj, type):  # a class: its repr, not its methods' output
+        return {}
     method = getattr(obj, "_repr_mimebundle_", None)
-    if callable(method) and not isinstance(obj, type):
-        got = method(include=None, exclude=None)
-        got = got[0] if isinstance(got, tuple) else got
-        if isinstance(got, dict):
-            data.update(got)
+    got = method(include=None, exclude=None) if callable(method) else None
+    got = got[0] if isinstance(got, tuple) else got
+    data = dict(got) if isinstance(got, dict) else {}
     for mime, name in REPR_METHODS:
         method = getattr(obj, name, None)
-        if mime not in data and callable(method) and not isinstance(obj, type):
-            value = method()
-            value = value[0] if isinstance(value, tuple) else value
-            if value is not None:
-                data[mime] = value
+        value = method() if mime not in data and callable(method) else None
+        value = value[0] if isinstance(value, tuple) else value
+        if value is not None:
+            data[mime] = value
     png = _figure_png(obj)
     if png is not None:
         data["image/png"] = png
@@ -249,7 +239,7 @@ def _plain(obj):
     text = repr(obj)
     if len(text) > 78 and isinstance(obj, (dict, list, tuple, set)):
         import pprint
-        text = pprint.pformat(obj)
+        return pprint.pformat(obj)
     return text
 
 
@@ -278,7 +268,8 @@ class AfterImport:
     """Patches modules right after they are first imported: pyplot's show() draws inline, and
     IPython's display() (where the runtime has IPython) sends display frames."""
 
-    PATCHES = {"matplotlib.pyplot": lambda m: setattr(m, "show", show_figures),
+    PATCHES = {"matplotlib": lambda m: m.use("agg"),   # off-screen, whatever the environment says
+               "matplotlib.pyplot": lambda m: setattr(m, "show", show_figures),
                "IPython.core.display_functions": lambda m: setattr(m, "display", display),
                "linecache": lambda m: share_sources(m)}
 
@@ -451,7 +442,7 @@ def _rlcomplete(code, pos):
         match = completer.complete(token, state)
         if match is None:
             break
-        matches.append(match[:-1] if match.endswith("(") else match)
+        matches.append(match[:-2] if match.endswith("()") else match[:-1] if match.endswith("(") else match)
     return matches, pos - len(token)
 
 
@@ -494,7 +485,6 @@ def main():
     pump.start()
     STATE["pump"] = pump
     signal.signal(signal.SIGINT, on_sigint)
-    os.environ["MPLBACKEND"] = "Agg"  # matplotlib draws off-screen; figures come out as PNG
     sys.meta_path.insert(0, AfterImport())
     prepare_namespace()
     send({"type": "ready", "protocol": PROTOCOL, "pid": os.getpid(), "python": sys.version.split()[0]})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 import requests
@@ -19,7 +19,7 @@ import requests
 from .config import Settings, resolve
 from .errors import (AgentTimeout, AgentUnavailable, AuthError, BadRequestError, CertificateError,
                      JobletError, NotFoundError, RuntimeMissing)
-from .events import Event, ExitEvent, parse_event
+from .events import Event, parse_event
 from .records import (Created, FileListing, Health, Identity, JobRecord, RuntimeInfo, RuntimeTest,
                       from_json)
 from .request import JobRequest
@@ -210,9 +210,17 @@ class JobletClient:
 
         With `follow`, ends after the `exit` event; without, ends with the history so far.
         """
+        for data in self.follow_events(_job(job_id, "/events"), after, follow,
+                                       finished=lambda: self.get_job(job_id).finished):
+            yield parse_event(data)
+
+    def follow_events(self, path: str, after: int = 0, follow: bool = True,
+                      finished: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+        """The NDJSON events at `path` (a job's or a session's) from `after`, each exactly once:
+        a dropped stream is reopened with `after=<last seq>`. `finished` says whether the job or
+        session has ended when the stream keeps ending without an exit event."""
         last = after
         failures = 0
-        path = _job(job_id, "/events")
         while True:
             params = {"after": last, "follow": "true" if follow else "false"}
             try:
@@ -233,13 +241,14 @@ class JobletClient:
                 for line in resp.iter_lines(chunk_size=None, decode_unicode=False):
                     if not line:
                         continue  # keep-alive
-                    event = parse_event(json.loads(line))
-                    if event.seq and event.seq <= last:
+                    data = json.loads(line)
+                    seq = int(data.get("seq") or 0)
+                    if seq and seq <= last:
                         continue  # a server that repeats itself: never show a line twice
-                    last = event.seq or last
+                    last = seq or last
                     failures = 0
-                    yield event
-                    if isinstance(event, ExitEvent):
+                    yield data
+                    if data.get("type") == "exit":
                         ended = True
                         break
             except (requests.exceptions.ConnectionError,
@@ -250,14 +259,18 @@ class JobletClient:
                 resp.close()
             if ended or not follow:
                 return
-            # The stream ended without an exit event: the job may have ended between
-            # reconnects, or the connection dropped. Reopen; a finished job replays the rest.
+            # The stream ended without an exit event: it may have ended between reconnects, or
+            # the connection dropped. Reopen; an ended one replays the rest.
             failures += 1
             if failures > self.reconnect_attempts:
-                if self.get_job(job_id).finished:
+                if finished():
                     return
                 failures = 0
             time.sleep(min(0.05 * 2 ** failures, 2.0))
+
+    def session_record(self, session_id: str) -> dict[str, Any]:
+        """GET /v1/sessions/{id} (the session calls themselves live in core/session.py)."""
+        return self._request("GET", f"/v1/sessions/{quote(session_id, safe='')}").json()
 
     # ---- runtimes -----------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ client). Tokens never come from arguments: they would be saved in the notebook a
 
 from __future__ import annotations
 
+import argparse
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
@@ -15,7 +16,7 @@ from IPython.display import display
 from traitlets import Bool, Dict, Float, Int, Unicode
 from traitlets.config import Configurable
 
-from . import artifacts, runtime_magics
+from . import artifacts, runtime_magics, session_magics
 from ..core.client import JobletClient
 from ..core.config import Settings, UnknownNode, mask, resolve_node
 from ..core.errors import AgentTimeout, JobInterrupted, JobletError, OutputsMissing, RuntimeMissing
@@ -138,6 +139,8 @@ class JobletMagics(Magics, Configurable):
             "attach": self._attach, "stop": self._stop, "delete": self._delete,
             "fetch": self._fetch, "show": self._show, "info": self._info, "use": self._use,
             "require": self._require, "ui": self._ui, "runtime": self._runtime,
+            "session": lambda rest, _cell: session_magics.session_command(self, rest),
+            "auto": lambda rest, _cell: session_magics.auto_command(self, rest),
         }
 
     # ---- run ----------------------------------------------------------------------------
@@ -155,14 +158,19 @@ class JobletMagics(Magics, Configurable):
     @argument("--allow-error", action="store_true", help="a failed job does not fail the cell")
     @argument("--node", metavar="NAME", help="a named agent of JobletMagics.nodes")
     @argument("--no-status", action="store_true", help="no live status line")
+    @argument("--session", action="store_true", help="run the cell in this notebook's session (`%%joblet session start`)")
+    @argument("--mark", action="store_true", help=argparse.SUPPRESS)
     @argument("command", nargs="*", help="line form: a command to run, after --")
-    def _run(self, rest: str, cell: str | None) -> None:
+    def _run(self, rest: str, cell: str | None) -> Any:
         """Run the cell (a script for the runtime; the base python3 without one) in a sandbox.
 
         Output streams into the cell as it arrives. A failed job fails the cell with the reason
         and the tail of its stderr. Ctrl-C stops the job and waits for it to end.
         """
-        options = _run_options(parse_argstring(self._run, rest))
+        args = parse_argstring(self._run, rest)
+        if args.session:
+            return session_magics.run_in_session(self, args, cell)
+        options = _run_options(args)
         runtime = effective_runtime(options.runtime, self.default_runtime)
         if runtime and runtime in self.skip_runtimes:
             note(f"skipped: runtime {runtime!r} is not on this agent "
@@ -473,6 +481,7 @@ SHORT_HELP = """joblet: run notebook cells in isolated sandboxes on a joblet age
   %joblet jobs | status ID | logs ID | attach ID | stop ID | delete ID | fetch ID PATH | show ID PATH
   %joblet info | use RUNTIME [limits] | require RUNTIME | ui
   %joblet runtime list | info NAME | test NAME | remove NAME | build NAME
+  %joblet session start [-r RUNTIME] [limits] | stop | status | restart | attach;  %joblet auto [off]
 The agent's URL and your token come from JOBLET_URL / JOBLET_TOKEN or ~/.config/joblet/client.json."""
 
 JobletMagics.joblet.__doc__ = SHORT_HELP + "\n\n" + "\n\n".join(
