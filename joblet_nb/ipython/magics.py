@@ -485,5 +485,5 @@ SHORT_HELP = """joblet: run notebook cells in isolated sandboxes on a joblet age
 The agent's URL and your token come from JOBLET_URL / JOBLET_TOKEN or ~/.config/joblet/client.json."""
 
 JobletMagics.joblet.__doc__ = SHORT_HELP + "\n\n" + "\n\n".join(
-    getattr(JobletMagics, name).__doc__ for name in SUBCOMMANDS
-)
+    [getattr(JobletMagics, name).__doc__ for name in SUBCOMMANDS]
+    + [session_magics.session_command.__doc__, session_magics.auto_command.__doc__])
