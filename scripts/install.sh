@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 need=()
-for pkg in bubblewrap nftables iproute2 libseccomp2 python3 python3-venv ca-certificates curl gcc libc6-dev; do
+for pkg in bubblewrap nftables iproute2 libseccomp2 python3 python3-venv ca-certificates curl gcc libc6-dev \
+           slurm-wlm munge; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # node and npm for configurable-http-proxy, the proxy of the JupyterHub the hub tests start (an
