@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -101,6 +102,48 @@ class SessionConfig(BaseModel):
     max_queued_cells: int = Field(1000, ge=1, description="cells waiting in one session")
 
 
+SLURM_RESERVED_ARGS = ("--job-name", "--input", "--output", "--error", "--uid", "--gid", "--jobid", "--gres",
+                       "--gpus", "--mem", "--cpus-per-task", "--time", "--partition", "--account", "--export",
+                       "--chdir", "--nodes", "--ntasks", "--pty", "--unbuffered", "--quiet")
+
+
+class SlurmConfig(BaseModel):
+    """`executor: slurm`: where and how the agent places jobs (README "Clusters")."""
+
+    model_config = ConfigDict(extra="forbid")
+    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.,-]{1,128}$")
+    account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    extra_args: list[str] = Field(default_factory=list, description="more srun options, e.g. --qos=notebook; "
+                                                                     "the ones the agent sets itself are refused")
+    node_root: str = Field("/var/lib/joblet-node", description="on every node: the node side's job folders, "
+                                                               "state and cgroup parent")
+    runtimes: str | None = Field(None, description="where every node finds the published runtimes (a shared "
+                                                   "folder); default: the agent's own runtimes folder, which "
+                                                   "must then be mounted at the same path on every node")
+    key_file: str | None = Field(None, description="the key that signs job specs for the nodes (root-only, "
+                                                   "the same file on every node); default ROOT/config/cluster.key")
+    python: str | None = Field(None, description="the interpreter with joblet-nb on the nodes; default the "
+                                                 "agent's own")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args(cls, values: list[str]) -> list[str]:
+        for arg in values:
+            name = arg.split("=", 1)[0]
+            if not name.startswith("--") or "\x00" in arg:
+                raise ValueError(f"slurm.extra_args: {arg!r} must be a long option (--name=value)")
+            if name in SLURM_RESERVED_ARGS:
+                raise ValueError(f"slurm.extra_args: {name} is set by the agent from each job's request")
+        return values
+
+    @field_validator("node_root", "runtimes", "key_file", "python")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path")
+        return value
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listen: str = Field("127.0.0.1:7755", description="HOST:PORT; 0.0.0.0 only when set here")
@@ -118,6 +161,9 @@ class AgentConfig(BaseModel):
     sessions: SessionConfig = Field(default_factory=SessionConfig)
     jupyterhub: HubConfig | None = Field(None, description="accept JupyterHub tokens (README: Running "
                                                            "behind JupyterHub)")
+    executor: Literal["local", "slurm"] = Field("local", description="local: jobs run on this host; slurm: "
+                                                                     "every job and session goes through Slurm")
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
 
     @model_validator(mode="after")
     def _hub_caps_within_max(self) -> "AgentConfig":
