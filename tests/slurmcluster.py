@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -166,7 +167,8 @@ def start(gpus: int = 2, cpus: int | None = None, memory_mb: int | None = None) 
         for sub in ("state", "spool"):
             (folder / sub).mkdir(mode=0o700)
         for i in range(gpus):
-            os.mknod(folder / f"fakegpu{i}", 0o666 | 0o020000, os.makedev(GPU_MAJOR, i))
+            os.mknod(folder / f"fakegpu{i}", 0o666 | stat.S_IFCHR, os.makedev(GPU_MAJOR, i))
+            os.chmod(folder / f"fakegpu{i}", 0o666)  # as the NVIDIA driver makes them
         write_config(folder, node, cluster.cpus, cluster.memory_mb, gpus)
         _start_munge(folder)
         env = {**os.environ, **cluster.env}

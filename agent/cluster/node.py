@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Any
 
@@ -63,7 +64,13 @@ def refuse(message: str) -> int:
     return REFUSED_EXIT
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Slurm's SIGTERM (scancel, a node going down) waits, blocked, until the job can act on it:
+    # a stop that comes while the node side starts is never lost and never half-done
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     args = parse_args(argv)
     try:
         # unbuffered: a session's input after the spec stays in the pipe for the sandbox

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from . import libc
 from .libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
@@ -135,15 +136,20 @@ def mount_proc(root: str) -> None:
             remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def mount_dev(root: str, shm_mb: int) -> None:
-    """A tmpfs /dev (nodev itself) holding binds of a handful of harmless host nodes."""
+def mount_dev(root: str, shm_mb: int, devices: list[str] | tuple[str, ...] = ()) -> None:
+    """A tmpfs /dev (nodev itself) holding binds of a handful of harmless host nodes, and of the
+    `devices` the job was given (the GPUs Slurm allocated), each under its own name."""
     dev = os.path.join(root, "dev")
     libc.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=755")
     for name in DEV_NODES:
-        target = os.path.join(dev, name)
-        open(target, "w").close()
-        libc.mount(f"/dev/{name}", target, None, MS_BIND)
-        remount(target, MS_NOSUID | MS_NOEXEC)
+        _bind_node(f"/dev/{name}", os.path.join(dev, name))
+    for source in devices:
+        name = os.path.basename(source)
+        if name in DEV_NODES or name in DEV_LINKS or name in ("pts", "shm", "") or name.startswith("."):
+            raise ValueError(f"device {source}: its name {name!r} is taken in /dev")
+        if not stat.S_ISCHR(os.stat(source).st_mode):
+            raise ValueError(f"device {source} is not a character device")
+        _bind_node(source, os.path.join(dev, name))
     for name, link in DEV_LINKS.items():
         os.symlink(link, os.path.join(dev, name))
     os.mkdir(os.path.join(dev, "pts"))
@@ -152,6 +158,13 @@ def mount_dev(root: str, shm_mb: int) -> None:
     os.mkdir(os.path.join(dev, "shm"))
     mount_tmpfs(os.path.join(dev, "shm"), shm_mb, 0o1777, MS_NOSUID | MS_NODEV | MS_NOEXEC)
     remount(dev, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _bind_node(source: str, target: str) -> None:
+    """One device node bound in: the bind keeps it usable (no nodev), never executable or setuid."""
+    open(target, "x").close()
+    libc.mount(source, target, None, MS_BIND)
+    remount(target, MS_NOSUID | MS_NOEXEC)
 
 
 def mkdirs_beneath(root: str, relative: str, mode: int = 0o755) -> str:

@@ -48,7 +48,7 @@ def build_root(spec: SandboxSpec) -> None:
     mounts.bind_self(work)
     mounts.bind_self(tmp)
     mounts.mount_proc(root)
-    mounts.mount_dev(root, spec.shm_mb)
+    mounts.mount_dev(root, spec.shm_mb, spec.devices)
 
 
 def _file_target(root: str, target: str) -> str:

@@ -59,6 +59,7 @@ class SandboxSpec:
     wait_for_go: bool = False          # init waits for the agent (e.g. network set-up) before exec
     stdin_pipe: bool = False           # fd 0 is a pipe from the agent (a session's runner), not /dev/null
     artifacts_dir: str | None = None   # host dir where /work is copied when the job ends
+    devices: list[str] = field(default_factory=list)  # host device nodes bound into /dev (GPUs Slurm gave)
 
     def to_json_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -41,11 +41,15 @@ class Message:
     exit_code: int | None = None
     signal: int | None = None
 
-    def to_line(self) -> bytes:
+    def to_dict(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"event": self.kind.value}
         fields.update({k: v for k, v in (("pid", self.pid), ("message", self.message)) if v is not None})
         if self.kind is Kind.EXIT:
             fields.update(exit_code=self.exit_code, signal=self.signal)
+        return fields
+
+    def to_line(self) -> bytes:
+        fields = self.to_dict()
         line = json.dumps(fields)
         if len(line) > MAX_MESSAGE:
             fields["message"] = str(self.message or "")[: MAX_MESSAGE // 2] + " [cut]"
@@ -91,12 +95,17 @@ def send(message: Message, fd: int = STATUS_FD) -> None:
 def parse(line: bytes) -> Message:
     """A message back from its line; never raises on what a broken sandbox may have written."""
     try:
-        data = json.loads(line)
-        kind = Kind(data["event"])
-        return Message(kind, pid=_int(data.get("pid")), message=_text(data.get("message")),
-                       exit_code=_int(data.get("exit_code")), signal=_int(data.get("signal")))
+        return from_dict(json.loads(line))
     except (ValueError, KeyError, TypeError):
         return Message(Kind.GARBAGE, message=line[:200].decode(errors="replace"))
+
+
+def from_dict(data: Any) -> Message:
+    """A message back from its fields (a node's `status` frame carries them); raises ValueError,
+    KeyError or TypeError on anything else."""
+    kind = Kind(data["event"])
+    return Message(kind, pid=_int(data.get("pid")), message=_text(data.get("message")),
+                   exit_code=_int(data.get("exit_code")), signal=_int(data.get("signal")))
 
 
 def _int(value: Any) -> int | None:
