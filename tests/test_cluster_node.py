@@ -29,6 +29,7 @@ from joblet_agent.sandbox import cgroups
 from slurmcluster import SlurmCluster, one_node_cluster
 
 PREFIX = "jnb-nodetest-"
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")

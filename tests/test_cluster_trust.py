@@ -22,6 +22,7 @@ from joblet_agent.cluster import signing, wire
 
 from slurmcluster import SlurmCluster, one_node_cluster
 
+pytestmark = pytest.mark.root
 AGENT_DIR = Path(__file__).resolve().parents[1] / "agent"
 NODE = ["-m", "joblet_agent.cluster.node"]
 PROBE_V1 = Path("/sys/fs/cgroup/memory/jnb-trust-probe")
