@@ -67,9 +67,9 @@ def open_dir_beneath(root: str, relative: str) -> int:
         os.close(root_fd)
 
 
-def write_beneath(root: str, path: str, content: bytes, mode: int = 0o644,
-                  owner: tuple[int, int] | None = None) -> None:
-    """Create `root/path` (new file only) without following any symlink on the way."""
+def create_beneath(root: str, path: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> int:
+    """A descriptor open for writing on a new file `root/path` (folders on the way are made),
+    without following any symlink on the way."""
     parts = split_relative(path)
     root_fd = os.open(root, DIR_FLAGS)
     try:
@@ -79,15 +79,26 @@ def write_beneath(root: str, path: str, content: bytes, mode: int = 0o644,
     try:
         fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      mode & 0o777, dir_fd=dir_fd)
-        try:
-            os.write(fd, content) if len(content) < (1 << 20) else _write_all(fd, content)
-            os.fchmod(fd, mode & 0o777)
-            if owner:
-                os.fchown(fd, *owner)
-        finally:
-            os.close(fd)
     finally:
         os.close(dir_fd)
+    try:
+        os.fchmod(fd, mode & 0o777)
+        if owner:
+            os.fchown(fd, *owner)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_beneath(root: str, path: str, content: bytes, mode: int = 0o644,
+                  owner: tuple[int, int] | None = None) -> None:
+    """Create `root/path` (new file only) without following any symlink on the way."""
+    fd = create_beneath(root, path, mode, owner)
+    try:
+        os.write(fd, content) if len(content) < (1 << 20) else _write_all(fd, content)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, content: bytes) -> None:
