@@ -21,7 +21,8 @@ from joblet_agent.sandbox import cgroups
 from joblet_agent.sandbox.cgroups import CgroupError, CgroupLimits, CgroupUsage, detect, whole_disk_of
 
 ROOT = "/sys/fs/cgroup"
-V1_USED = ("cpu", "cpuacct", "memory", "pids", "blkio", "freezer")
+V1_USED = ("cpu", "cpuacct", "memory", "pids", "blkio", "freezer") + \
+    (("devices",) if os.path.isdir(f"{ROOT}/devices") else ())  # optional: used where mounted
 MiB = 1024 * 1024
 
 
@@ -45,6 +46,9 @@ def needs_v1(test: Callable[..., None]) -> Callable[..., None]:
 
 
 # --- real cgroup v1 ---
+
+
+NULL, ZERO = os.stat("/dev/null").st_rdev, os.stat("/dev/zero").st_rdev
 
 
 @pytest.fixture
@@ -136,6 +140,24 @@ def test_v1_limits_join_kill_remove(v1: cgroups.CgroupDriver, procs: list) -> No
 
 
 @needs_v1
+
+@needs_v1
+@pytest.mark.skipif(not os.path.isdir(f"{ROOT}/devices"), reason="this host mounts no v1 devices hierarchy")
+def test_v1_device_allowlist_is_enforced_by_the_kernel(v1: cgroups.CgroupDriver, procs: list) -> None:
+    """Only the listed devices open; mknod of any is refused (a GPU a job was not given stays shut)."""
+    job = v1.create("job1", CgroupLimits(devices=(("c", os.major(NULL), os.minor(NULL)),)))
+    assert _read(f"{ROOT}/devices/{v1.parent}/job1/devices.list") == f"c {os.major(NULL)}:{os.minor(NULL)} rw"
+    probe = subprocess.Popen(
+        ["sh", "-c", "read go; cat /dev/null && echo null-opened; "
+                     "head -c1 /dev/zero >/dev/null 2>&1 && echo zero-OPENED || echo zero-refused; "
+                     f"mknod /tmp/jnb-test-node-$$ c {os.major(ZERO)} {os.minor(ZERO)} 2>/dev/null "
+                     "&& { rm -f /tmp/jnb-test-node-$$; echo mknod-ALLOWED; } || echo mknod-refused"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    procs.append(probe)
+    job.join(probe.pid)
+    out, _ = probe.communicate("go\n", timeout=30)
+    assert out.split() == ["null-opened", "zero-refused", "mknod-refused"]
+
 def test_v1_remove_kills_what_is_left(v1: cgroups.CgroupDriver, procs: list) -> None:
     job = v1.create("busy", CgroupLimits())
     sh = _waiting(["sh", "-c", "read x; sleep 30 </dev/null >/dev/null 2>&1 & sleep 30"], procs)

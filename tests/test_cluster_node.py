@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pathlib import Path
 from typing import Any
@@ -68,9 +68,9 @@ def make_payload(body: dict[str, Any], gpus: int = 0, timeout_s: float | None = 
 
 
 def run(cluster: SlurmCluster, place: Path, body: dict[str, Any], gpus: int = 0, timeout_s: float | None = None,
-        cancel_after: str | None = None) -> list[dict[str, Any]]:
+        cancel_after: str | None = None, when_ready: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """srun the node side with a signed spec; with `cancel_after`, scancel the Slurm job once
-    that text has come out of the job."""
+    that text has come out of the job; `when_ready(job id)` runs once the job printed "ready"."""
     name, payload = make_payload(body, gpus, timeout_s)
     argv = ["srun", f"--job-name={name}", "--export=NONE", "--chdir=/", "--mem=256", "--ntasks=1", "--time=2"]
     argv += [f"--gres=gpu:{gpus}"] if gpus else []
@@ -87,6 +87,9 @@ def run(cluster: SlurmCluster, place: Path, body: dict[str, Any], gpus: int = 0,
         if cancel_after and any(f["k"] == "out" and cancel_after in f["d"] for f in frames):
             cluster.run("scancel", f"--name={name}")
             cancel_after = None
+        if when_ready and any(f["k"] == "out" and "ready" in f["d"] for f in frames):
+            when_ready(payload["spec"]["job_id"])
+            when_ready = None
     proc.wait(timeout=60)
     return frames
 
@@ -120,9 +123,19 @@ def test_a_job_runs_in_the_production_sandbox_and_streams_back(cluster, place):
     assert not node_leftovers(place / "node")
 
 
+def device_rules(place: Path, job_id: str) -> list[str]:
+    parent = "jnb-" + __import__("hashlib").sha1(str((place / "node").resolve()).encode()).hexdigest()[:8]
+    path = Path(f"/sys/fs/cgroup/devices/{parent}/job-{job_id}/devices.list")
+    return path.read_text().split("\n") if path.parent.parent.parent.is_dir() else ["no v1 devices hierarchy"]
+
+
 def test_a_gpu_job_sees_only_its_device_and_cuda_visible_devices(cluster, place):
-    script = "ls /dev; echo CUDA=$CUDA_VISIBLE_DEVICES; cat /dev/fakegpu0 /dev/fakegpu1"
-    frames = run(cluster, place, {"command": ["sh", "-c", script]}, gpus=1)
+    rules: list[str] = []
+    script = "ls /dev; echo CUDA=$CUDA_VISIBLE_DEVICES; cat /dev/fakegpu0 /dev/fakegpu1; echo ready; sleep 1"
+    frames = run(cluster, place, {"command": ["sh", "-c", script]}, gpus=1,
+                 when_ready=lambda job_id: rules.extend(device_rules(place, job_id)))
+    if rules != ["no v1 devices hierarchy"]:  # v1: the device cgroup lets the job open its GPU only
+        assert "c 195:0 rw" in rules and not any(r.startswith("c 195:1") or r.startswith("a") for r in rules), rules
     assert frames[0]["gpus"] == [0] and frames[0]["devices"] == ["fakegpu0"]
     listing = text(frames).split("\n")
     assert "fakegpu0" in listing and "fakegpu1" not in listing and "CUDA=0" in listing

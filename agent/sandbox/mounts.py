@@ -160,6 +160,22 @@ def mount_dev(root: str, shm_mb: int, devices: list[str] | tuple[str, ...] = ())
     remount(dev, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
+PTY_DEVICES = (("c", 5, 2),) + tuple(("c", major, -1) for major in range(136, 144))  # ptmx, pty slaves
+
+
+def device_allowlist(devices: list[str] | tuple[str, ...] = ()) -> tuple[tuple[str, int, int], ...]:
+    """The device numbers a job's /dev holds (mount_dev): the harmless host nodes, its own devpts,
+    and the `devices` it was given; the device cgroup allows these and nothing else."""
+    allowed: list[tuple[str, int, int]] = list(PTY_DEVICES)
+    for path in [f"/dev/{name}" for name in DEV_NODES] + list(devices):
+        st = os.stat(path)
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else None
+        if kind is None:
+            raise ValueError(f"{path} is not a device node")
+        allowed.append((kind, os.major(st.st_rdev), os.minor(st.st_rdev)))
+    return tuple(dict.fromkeys(allowed))
+
+
 def _bind_node(source: str, target: str) -> None:
     """One device node bound in: the bind keeps it usable (no nodev), never executable or setuid."""
     open(target, "x").close()

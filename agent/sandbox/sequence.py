@@ -20,7 +20,7 @@ import os
 import resource
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from ..fs import copy_tree
@@ -120,8 +120,10 @@ def name_cgroup_after_job(stage: Stage, spec: SandboxSpec) -> None:
 
 
 def apply_limits(stage: Stage, spec: SandboxSpec) -> None:
+    """The spec's limits, and a device allowlist made from what the job's /dev will hold (the
+    hierarchy-less v2 leaves devices to the binds: only what mount_dev binds exists for the job)."""
     assert stage.cgroup is not None
-    stage.cgroup.apply(spec.cgroup_limits)
+    stage.cgroup.apply(replace(spec.cgroup_limits, devices=mounts.device_allowlist(spec.devices)))
 
 
 def copy_host_mounts(_: Stage, spec: SandboxSpec) -> None:

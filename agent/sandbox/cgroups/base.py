@@ -35,6 +35,9 @@ class CgroupLimits:
     pids: int | None = None
     io_bps: int | None = None  # read and write bytes/s on io_device; None or 0 = unlimited
     io_device: tuple[int, int] | None = None  # (major, minor) of the whole disk behind the root
+    # the only device nodes the job may open or make: (type "c"/"b", major, minor; -1 = any);
+    # None leaves devices alone (v2 has no devices file: its device control is a BPF program)
+    devices: tuple[tuple[str, int, int], ...] | None = None
 
     def check(self) -> None:
         """Refuse values the kernel would reject or misread (e.g. a quota of 0)."""
@@ -50,8 +53,9 @@ class CgroupLimits:
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> "CgroupLimits":
         """Back from the spec's JSON, where the device pair became a list."""
-        device = data.get("io_device")
-        return cls(**{**data, "io_device": tuple(device) if device is not None else None})
+        device, devices = data.get("io_device"), data.get("devices")
+        return cls(**{**data, "io_device": tuple(device) if device is not None else None,
+                      "devices": tuple((str(t), int(a), int(b)) for t, a, b in devices) if devices is not None else None})
 
     @property
     def cpu_quota_us(self) -> int | None:
@@ -183,6 +187,7 @@ class CgroupDriver(ABC):
 
     version: str
     needed: tuple[str, ...]
+    optional: tuple[str, ...] = ()  # used where the host has them, never a reason to refuse
     _job_class: type[JobCgroup]
 
     def __init__(self, parent: str, hierarchies: dict[str, str]):
@@ -197,7 +202,7 @@ class CgroupDriver(ABC):
 
     def _parents(self) -> dict[str, str]:
         roots = self._roots.items()
-        return {c: os.path.join(r, self.parent) for c, r in roots if c in self.needed}
+        return {c: os.path.join(r, self.parent) for c, r in roots if c in self.needed or c in self.optional}
 
     @staticmethod
     def _ensure_dir(path: str) -> None:

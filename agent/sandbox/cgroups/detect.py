@@ -27,7 +27,7 @@ def _v1_mounts(mounts_file: str) -> dict[str, str]:
             continue
         point = unescape(fields[1])
         for opt in fields[3].split(","):
-            if opt in CgroupV1.needed:
+            if opt in CgroupV1.needed or opt in CgroupV1.optional:
                 out.setdefault(opt, point)
     return out
 

@@ -27,6 +27,15 @@ class V1Job(JobCgroup):
             for f in ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"):
                 line = f"{dev} {limits.io_bps or 0}"
                 self._write_io(self._path("blkio", f), line, limits.io_device)
+        if limits.devices is not None and "devices" in self._ctl:
+            self._allow_only(limits.devices)
+
+    def _allow_only(self, devices: tuple[tuple[str, int, int], ...]) -> None:
+        """Deny every device, then allow each listed one (read, write, no mknod)."""
+        files.write(self._path("devices", "devices.deny"), "a")
+        for kind, major, minor in devices:
+            files.write(self._path("devices", "devices.allow"),
+                        f"{kind} {major}:{'*' if minor < 0 else minor} rw")
 
     def usage(self) -> CgroupUsage:
         ns = int(files.read(self._path("cpuacct", "cpuacct.usage")))
@@ -57,6 +66,7 @@ class V1Job(JobCgroup):
 class CgroupV1(CgroupDriver):
     version = "v1"
     needed = ("cpu", "cpuacct", "memory", "pids", "blkio", "freezer")
+    optional = ("devices",)
     _job_class = V1Job
 
     def missing(self) -> list[str]:
