@@ -128,7 +128,7 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
     jobs = JobService(paths, config, driver, launcher, published.resolve, network=network)
     runtimes = RuntimeService(paths, published, jobs, extra_private=[str(client_config.client_dir())]
                               + ([os.path.realpath(args.config)] if args.config else []))
-    sessions = SessionService(jobs, config, paths.state / "sessions", jobs.audit)
+    sessions = SessionService(jobs, config, paths.state, jobs.audit)
     return Agent(paths, config, driver, launcher, TokenStore(paths.tokens), network, jobs, runtimes, sessions)
 
 

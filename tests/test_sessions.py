@@ -114,6 +114,7 @@ def test_the_runner_is_read_only_and_stdin_is_not_connected(sessions, session):
     error = [e for e in events if e["type"] == "error"][0]
     assert "stdin is not connected" in error["evalue"]
     assert events[-1]["status"] == "error"
+    assert stdout(sessions.run(session, "import sys\nprint('/opt/joblet' in sys.path)")) == "False\n"
     events = sessions.run(session, "open('/opt/joblet/session_runner.py', 'a')")
     assert [e["ename"] for e in events if e["type"] == "error"][0] in ("PermissionError", "OSError")
 

@@ -30,11 +30,10 @@ from ..jobs.service import JobService, LiveJob
 from ..jobs.verdict import Verdict
 from ..models import JobRequest
 from ..sandbox.spec import Mount
+from .install import BOOT, IN_SANDBOX, install_runner
 from .models import CellRequest, CompleteRequest, SessionRecord, SessionRequest, SessionStatus
 from .store import SessionStore
 
-RUNNER = Path(__file__).with_name("runner.py")
-RUNNER_IN_SANDBOX = "/opt/joblet/session_runner.py"
 COMPLETE_TIMEOUT_S = 5.0
 
 
@@ -59,7 +58,8 @@ class SessionService:
         self.jobs = jobs
         self.config = config
         self.audit = audit
-        self.store = SessionStore(state)
+        self.store = SessionStore(state / "sessions")
+        self.runner_dir = install_runner(state / "session-runner")
         self.live: dict[str, LiveSession] = {}
         self._completion_ids = 0
         jobs.quota.sessions_open = self._open_sessions   # a hub user's `sessions` quota counts these
@@ -104,7 +104,7 @@ class SessionService:
             raise Conflict(f"you have {mine} sessions, the most this agent allows (sessions.max_per_user); "
                            f"end one with DELETE /v1/sessions/ID")
         python = runtime.script_command[0] if runtime else "python3"
-        job_req = JobRequest(command=[python, RUNNER_IN_SANDBOX], runtime=req.runtime, env=req.env,
+        job_req = JobRequest(command=[python, "-c", BOOT], runtime=req.runtime, env=req.env,
                              limits=req.limits, network=req.network, uploads=req.uploads)
         now = time.time()
         record = SessionRecord(id=secrets.token_hex(8), owner=who.id, runtime=req.runtime, network=req.network,
@@ -112,7 +112,7 @@ class SessionService:
         live = LiveSession(record=record)
         sink = _Sink(self, live)
         live.sandbox = await self.jobs.start_attached(
-            who, record.id, job_req, runtime, sink, [Mount(str(RUNNER), RUNNER_IN_SANDBOX, readonly=True)])
+            who, record.id, job_req, runtime, sink, [Mount(str(self.runner_dir), IN_SANDBOX, readonly=True)])
         record.limits = live.sandbox.record.limits
         self.store.add(record)
         self.audit.write("session-start", session=record.id, owner=who.id, runtime=record.runtime,

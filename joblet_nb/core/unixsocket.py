@@ -7,8 +7,10 @@ instead of a TCP address; everything above the socket (HTTP, streaming, errors) 
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -69,9 +71,24 @@ class UnixAdapter(HTTPAdapter):
 
 
 def session_for(url: str) -> tuple[requests.Session, str]:
-    """A session and the base URL to use with it: a unix socket for `unix:PATH`, else TCP."""
+    """A session and the base URL to use with it: a unix socket for `unix:PATH`, else TCP.
+
+    An agent on this machine (a unix socket, a loopback address) is reached without looking at
+    proxy variables and ~/.netrc on every call: requests does that per request, and it costs more
+    than the call itself does (a warm session cell is one such call)."""
     session = requests.Session()
     if url.startswith("unix:"):
         session.mount(UNIX_BASE + "/", UnixAdapter(url[len("unix:"):]))
+        session.trust_env = False
         return session, UNIX_BASE
+    host = (urlsplit(url).hostname or "").strip("[]")
+    if host == "localhost" or _is_loopback(host):
+        session.trust_env = False
     return session, url
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
