@@ -140,8 +140,6 @@ def test_v1_limits_join_kill_remove(v1: cgroups.CgroupDriver, procs: list) -> No
 
 
 @needs_v1
-
-@needs_v1
 @pytest.mark.skipif(not os.path.isdir(f"{ROOT}/devices"), reason="this host mounts no v1 devices hierarchy")
 def test_v1_device_allowlist_is_enforced_by_the_kernel(v1: cgroups.CgroupDriver, procs: list) -> None:
     """Only the listed devices open; mknod of any is refused (a GPU a job was not given stays shut)."""
@@ -158,6 +156,8 @@ def test_v1_device_allowlist_is_enforced_by_the_kernel(v1: cgroups.CgroupDriver,
     out, _ = probe.communicate("go\n", timeout=30)
     assert out.split() == ["null-opened", "zero-refused", "mknod-refused"]
 
+
+@needs_v1
 def test_v1_remove_kills_what_is_left(v1: cgroups.CgroupDriver, procs: list) -> None:
     job = v1.create("busy", CgroupLimits())
     sh = _waiting(["sh", "-c", "read x; sleep 30 </dev/null >/dev/null 2>&1 & sleep 30"], procs)
