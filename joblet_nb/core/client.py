@@ -156,7 +156,7 @@ class JobletClient:
             if text:
                 message = text[:300]
         cls = _STATUS_ERRORS.get(resp.status_code, JobletError)
-        if resp.status_code == 401:
+        if resp.status_code == 401 and "JupyterHub" not in message:
             message += " (check JOBLET_TOKEN or ~/.config/joblet/client.json)"
         elif resp.status_code == 403 and "admin" not in message.lower():
             message += " (this call may need the admin token: JOBLET_ADMIN_TOKEN)"

@@ -3,7 +3,10 @@
 Order (API.md: the environment before any config file):
 1. what the caller set explicitly (`url`, `token_file`, ...; a named node's own settings);
 2. `JOBLET_URL`, `JOBLET_TOKEN`, `JOBLET_ADMIN_TOKEN`, `JOBLET_CERT`;
-3. the client config the agent writes on its first start:
+3. in a single-user server that JupyterHub spawned (`JUPYTERHUB_API_TOKEN` and `JUPYTERHUB_API_URL`
+   in the environment) and no `JOBLET_TOKEN` or token file: that hub token, for the agent at
+   `JOBLET_URL` or at the URL of the hub's joblet service (hub.py);
+4. the client config the agent writes on its first start:
    `~/.config/joblet/client.json` = `{"url": ..., "token": ..., "cert": ...}` and
    `~/.config/joblet/admin-token`. `cert` (HTTPS agents only) is the agent's own certificate,
    which the client pins: it trusts exactly that certificate, not the system store.
@@ -18,6 +21,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
+
+from .hub import HubEnv, agent_url, hub_env
 
 DEFAULT_URL = "http://127.0.0.1:7755"
 CLIENT_FILE = "client.json"
@@ -100,6 +105,9 @@ def resolve(
 ) -> Settings:
     """Resolve URL and tokens; explicit arguments win, then the environment, then the files."""
     env = os.environ
+    hub = hub_env(env)
+    if hub is not None and not token_file and not env.get("JOBLET_TOKEN"):
+        return _resolve_hub(hub, url, admin_token_file, cert_file)
     data, client_path = _client_file()
 
     resolved_url = url or env.get("JOBLET_URL") or data.get("url") or DEFAULT_URL
@@ -125,6 +133,19 @@ def resolve(
     if cert and not (cert_file or env.get("JOBLET_CERT")) and resolved_url != data.get("url"):
         cert = None
     return Settings(url=resolved_url.rstrip("/"), token=token, admin_token=admin, source=source,
+                    cert=os.path.expanduser(cert) if cert else None)
+
+
+def _resolve_hub(hub: HubEnv, url: str, admin_token_file: str, cert_file: str) -> Settings:
+    """The hub's token for every call (the agent asks the hub who it is and what role it has);
+    the client config of the machine is not read: it belongs to whoever runs an agent here."""
+    env = os.environ
+    resolved_url = url or env.get("JOBLET_URL") or agent_url(hub)
+    admin = read_token_file(admin_token_file) if admin_token_file else \
+        env.get("JOBLET_ADMIN_TOKEN", "").strip() or hub.token
+    cert = cert_file or env.get("JOBLET_CERT") or None
+    return Settings(url=resolved_url.rstrip("/"), token=hub.token, admin_token=admin,
+                    source="JupyterHub: this server's JUPYTERHUB_API_TOKEN",
                     cert=os.path.expanduser(cert) if cert else None)
 
 

@@ -135,11 +135,15 @@ class Health:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who the agent takes a token for (`GET /v1/whoami`)."""
+    """Who the agent takes a token for (`GET /v1/whoami`): `identity` is "token" (an agent token)
+    or "jupyterhub"; `extra` holds the effective limits and quotas an agent reports."""
 
     id: str
     name: str
     role: str
+    identity: str = "token"
+    groups: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

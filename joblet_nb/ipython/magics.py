@@ -17,6 +17,7 @@ from traitlets import Bool, Dict, Float, Int, Unicode
 from traitlets.config import Configurable
 
 from . import artifacts, runtime_magics, session_magics
+from ..core.account import describe
 from ..core.client import JobletClient
 from ..core.config import Settings, UnknownNode, mask, resolve_node
 from ..core.errors import AgentTimeout, JobInterrupted, JobletError, OutputsMissing, RuntimeMissing
@@ -354,8 +355,7 @@ class JobletMagics(Magics, Configurable):
         facts.update({f"agent {k}": v for k, v in to_json(client.health()).items()})
         facts["token"] = f"{mask(client.token)} (from {settings.source})"
         try:
-            who = client.whoami()
-            facts["you are"] = f"{who.name} (role {who.role}, id {who.id})"
+            facts.update(describe(to_json(client.whoami())))
         except JobletError as exc:
             facts["you are"] = f"not accepted: {exc}"
         facts["admin token"] = mask(client.admin_token)
