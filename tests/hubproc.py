@@ -56,9 +56,10 @@ c.JupyterHub.services = [{{"name": "{service}", "url": "{agent_url}", "api_token
                           "info": {{"joblet": True}}}},
                          {{"name": "jnb-test-admin", "api_token": "{admin_token}"}}]
 c.JupyterHub.load_roles = [
-    # what the README tells an admin to add: users and their servers may use the agent, and a
-    # server may find it (list the hub's services with their URLs)
-    {{"name": "user", "scopes": ["self", "access:services!service={service}"]}},
+    # what the README tells an admin to add: users and their servers may use the agent and find it
+    # (list the hub's services with their URLs); a server's token gets only scopes its user holds
+    {{"name": "user", "scopes": ["self", "access:services!service={service}",
+                               "list:services!service={service}", "read:services!service={service}"]}},
     {{"name": "server", "scopes": ["users:activity!user", "access:servers!server",
                                  "access:services!service={service}",
                                  "list:services!service={service}", "read:services!service={service}"]}},
