@@ -94,6 +94,24 @@ def test_kept_bytes_quota_refuses_new_jobs_until_old_ones_are_deleted(hubsetup):
         s2.call("DELETE", f"/v1/jobs/{job['id']}")
 
 
+def test_sessions_count_against_the_users_session_quota(hubsetup):
+    s1 = hubsetup.api("s1")  # jupyterhub.quotas.sessions is 2
+    r = s1.call("POST", "/v1/sessions", json={"limits": {"memory_mb": 512}})
+    assert r.status_code == 400 and "group students" in r.json()["error"]["message"], r.text
+    started = []
+    try:
+        for _ in range(2):
+            r = s1.call("POST", "/v1/sessions", json={})
+            assert r.status_code == 201, r.text
+            started.append(r.json()["id"])
+        assert s1.call("GET", "/v1/whoami").json()["quotas"]["sessions"]["used"] == 2
+        r = s1.call("POST", "/v1/sessions", json={})
+        assert r.status_code == 409 and "quota sessions" in r.json()["error"]["message"], r.text
+    finally:
+        for session_id in started:
+            s1.call("DELETE", f"/v1/sessions/{session_id}")
+
+
 def test_a_student_cannot_build_a_runtime(hubsetup):
     r = hubsetup.api("s1").call("POST", "/v1/runtimes/python-3.11/build", json={})
     assert r.status_code == 403, r.text
