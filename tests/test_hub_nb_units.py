@@ -58,15 +58,15 @@ def test_the_agent_service_is_found_by_name_or_marker():
 
 def test_info_words_a_hub_identity_its_limits_and_quotas():
     rows = describe({"id": "hub:ann", "name": "ann", "role": "user", "identity": "jupyterhub", "groups": ["students"],
-                     "max_limits": {"memory_mb": 256, "cpu_percent": 100, "pids": 4096},
+                     "max_limits": {"memory_mb": 256, "cpu_percent": 100, "pids": 4096, "io_bps": 1 << 40},
                      "max_limits_from": {"memory_mb": "group students", "cpu_percent": "agent max_limits",
-                                         "pids": "agent max_limits"},
+                                         "pids": "agent max_limits", "io_bps": "agent max_limits"},
                      "default_limits": {"memory_mb": 256, "io_bps": 0},
                      "quotas": {"jobs": {"limit": 1, "used": 0, "from": "group students"},
                                 "sessions": {"limit": None, "used": None},
                                 "kept_mb": {"limit": 512, "used": 1.5, "from": "jupyterhub.quotas"}}})
     assert rows["you are"] == "identified by JupyterHub as ann (role user; groups: students)"
-    assert rows["your maximum limits"] == "memory 256 MB (group students), cpu 100%, pids 4096"
+    assert rows["your maximum limits"] == "memory 256 MB (group students), cpu 100%, pids 4096, io 1 TiB/s"
     assert rows["limits when a cell sets none"] == "memory 256 MB"
     assert rows["your quotas"] == ("jobs at once: 0 of 1 (group students); kept: 1.5 of 512 MB "
                                    "(jupyterhub.quotas)")

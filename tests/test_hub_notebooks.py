@@ -1,6 +1,7 @@
 """A class on a real JupyterHub: each user's kernel runs on their own hub-spawned single-user
 server, finds the agent through the hub and authenticates with the server's hub token; nobody set
-up a token or a file. A student notebook from notebooks/ runs there unchanged."""
+up a token or a file. Cells run as jobs and in sessions; a student notebook from notebooks/ runs
+there unchanged."""
 
 from __future__ import annotations
 

@@ -35,8 +35,17 @@ def _identity(who: dict[str, Any]) -> str:
 
 
 def _limit(name: str, value: Any) -> str:
+    if name == "io_bps" and isinstance(value, int) and value >= 1024:
+        return f"io {_binary(value)}/s"
     shown = f"{value:g}" if isinstance(value, (int, float)) else str(value)
     return f"{name.removesuffix('_mb').removesuffix('_s').removesuffix('_percent')} {shown}{UNITS.get(name, '')}"
+
+
+def _binary(value: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if value >= 1 << shift:
+            return f"{value / (1 << shift):.3g} {unit}"
+    return f"{value} B"
 
 
 def _quota(name: str, quota: dict[str, Any]) -> str:
