@@ -100,6 +100,8 @@ class SessionConfig(BaseModel):
     max_idle_timeout_s: float = Field(86400, gt=0, description="the most a request's idle_timeout_s may ask")
     max_per_user: int = Field(128, ge=1, description="live sessions of one user at once")
     max_queued_cells: int = Field(1000, ge=1, description="cells waiting in one session")
+    keep_ended_s: float = Field(7 * 86400, ge=0, description="an ended session's record and event log are "
+                                                          "kept this long (DELETE forgets one at once)")
 
 
 SLURM_RESERVED_ARGS = ("--job-name", "--input", "--output", "--error", "--uid", "--gid", "--jobid", "--gres",

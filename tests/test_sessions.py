@@ -263,3 +263,30 @@ def test_many_sessions_start_at_once(agent, sessions):
     for sid in ids:
         sessions.delete(sid)
     assert not errors and len(ids) == 12
+
+
+# ---- what the agent keeps -------------------------------------------------------------------------
+
+def test_deleting_an_ended_session_forgets_it(sessions):
+    sid = sessions.start()
+    sessions.delete(sid)
+    assert sessions.record(sid)["status"] == "ENDED"
+    sessions.delete(sid)
+    assert sessions.api.call("GET", f"/v1/sessions/{sid}").status_code == 404
+    assert sessions.api.call("GET", f"/v1/sessions/{sid}/events").status_code == 404
+
+
+def test_a_cells_output_is_kept_up_to_max_output_mb_and_ended_sessions_expire():
+    with running_agent("max_output_mb: 1\nsessions:\n  keep_ended_s: 0\n") as agent:
+        sessions = SessionApi(agent.api())
+        sid = sessions.start()
+        events = sessions.run(sid, "import sys\nfor _ in range(48):\n    sys.stdout.write('x' * 65536 + '\\n')\n"
+                                   "sys.stdout.flush()\nprint('tail')")
+        kept = sum(len(e["data"]) for e in events if e["type"] == "stdout")
+        assert kept <= (1 << 20) and "tail" not in stdout(events)
+        assert any("beyond 1 MB" in e.get("data", "") for e in events if e["type"] == "stderr")
+        assert stdout(sessions.run(sid, "print('next cell')")) == "next cell\n"
+        sessions.delete(sid)
+        agent.stop()
+        agent.start()
+        assert agent.api().call("GET", f"/v1/sessions/{sid}").status_code == 404

@@ -48,6 +48,8 @@ class LiveSession:
     running: int | None = None        # the cell the runner has now
     last_cell: int = 0                # the cell output between cells belongs to
     end_reason: str | None = None     # why the agent ends it (deleted, idle)
+    cell_bytes: int = 0               # output of the running cell kept so far
+    cut: bool = False                 # its output went over max_output_mb
     idle: asyncio.TimerHandle | None = None
     completions: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -68,10 +70,14 @@ class SessionService:
         return sum(1 for live in self.live.values() if live.record.owner == owner)
 
     def load(self) -> None:
-        """At start: sessions of an earlier life of the agent ended with it (reason lost)."""
+        """At start: sessions of an earlier life of the agent ended with it (reason lost); those
+        that ended longer than `sessions.keep_ended_s` ago are forgotten."""
+        oldest = time.time() - self.config.sessions.keep_ended_s
         for record in self.store.load():
             if record.status != SessionStatus.ENDED:
                 self._finish(record, "lost", "the agent restarted while the session ran")
+            elif (record.ended_at or 0) < oldest:
+                self.store.remove(record.id)
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -176,12 +182,16 @@ class SessionService:
         return {"matches": answer["matches"], "cursor_start": start, "cursor_end": pos}
 
     async def delete(self, who: Principal, session_id: str) -> None:
-        self.get(who, session_id)
+        """End a session (its record says so afterwards); a session that has already ended is
+        forgotten: its record and event log go."""
+        record = self.get(who, session_id)
         self.audit.write("session-delete", session=session_id, by=who.id, role=who.role)
         live = self.live.get(session_id)
         if live is not None:
             self._end(live, "deleted")
             await live.ended.wait()
+        elif record.status == SessionStatus.ENDED:
+            self.store.remove(session_id)
 
     async def shutdown(self) -> None:
         """The agent stops: its sessions end with it (reason lost, as after a crash)."""
@@ -209,7 +219,8 @@ class SessionService:
             cell = live.running if live.running is not None else live.last_cell
             out = protocol.translate(frame, cell, self.config.max_outputs_bytes)
             for event in out.events:
-                log.append(event)
+                if self._keep(live, event):
+                    log.append(event)
             if out.ready and live.record.status == SessionStatus.STARTING:
                 live.record.status = SessionStatus.READY if live.running is None else SessionStatus.BUSY
             if out.completion is not None:
@@ -218,6 +229,24 @@ class SessionService:
                     future.set_result(out.completion)
             if out.cell_done is not None and live.running is not None:
                 self._cell_done(live)
+
+    def _keep(self, live: LiveSession, event: dict[str, Any]) -> bool:
+        """A cell's output is kept up to `max_output_mb`, as a job's is; the rest is dropped with
+        a note (the runner is still read, so it never blocks)."""
+        if event["type"] == "cell_start":
+            live.cell_bytes, live.cut = 0, False
+        if event["type"] not in ("stdout", "stderr", "display", "result"):
+            return True
+        data = event["data"]
+        live.cell_bytes += len(data) if isinstance(data, str) else sum(len(v) for v in data.values())
+        if live.cell_bytes <= self.config.max_output_mb << 20:
+            return True
+        if not live.cut:
+            live.cut = True
+            self.store.log(live.record.id).append({"cell": event["cell"], "type": "stderr", "data":
+                                                   f"[joblet] output beyond {self.config.max_output_mb} MB "
+                                                   f"of this cell is not kept\n"})
+        return False
 
     def _cell_done(self, live: LiveSession) -> None:
         live.running = None
