@@ -119,3 +119,11 @@ def test_restart_gives_a_new_session_without_the_old_variables(sess):
     assert keeper_of(sess.magics).current().id != first
     cell = sess.run("%%joblet run --session\nold")
     assert type(cell.error).__name__ == "NameError"
+
+
+def test_attach_replays_the_last_cells_output_from_the_agents_log(sess):
+    sess.run("%%joblet run --session\nprint('first')")
+    sess.run("%%joblet run --session\nprint('second')\ndisplay(7)")
+    replay = sess.run("%joblet session attach")
+    assert replay.error is None, replay.error
+    assert replay.stdout == "second\n" and "7" in replay.texts()
