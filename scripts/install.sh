@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything joblet-nb needs on a Debian 12 machine, as root: the Debian packages the
-# sandbox and the tests use, and a virtualenv (.venv) with the project, its agent and test extras.
+# sandbox and the tests use (chromium for the browser suite), and a virtualenv (.venv) with the
+# project, its agent and test extras and the pinned browser-suite packages (JupyterLab, Notebook 7,
+# Playwright from PyPI; Playwright drives Debian's chromium, nothing downloads a browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +13,7 @@ fi
 
 need=()
 for pkg in bubblewrap nftables iproute2 libseccomp2 python3 python3-venv ca-certificates curl gcc libc6-dev \
-           slurm-wlm munge; do
+           slurm-wlm munge chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # node and npm for configurable-http-proxy, the proxy of the JupyterHub the hub tests start (an
@@ -28,7 +30,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[agent,test]' 2>&1 | grep -v -E '^(WARNING|\s*$)' || true
+.venv/bin/python -m pip install -q -e '.[agent,test,browser]' 2>&1 | grep -v -E '^(WARNING|\s*$)' || true
 # configurable-http-proxy from the npm registry, inside .venv (tests/hubproc.py runs it from there);
 # 5.x needs node 20, 4.6 runs on Debian 12's node 18
 chp=.venv/node/node_modules/.bin/configurable-http-proxy

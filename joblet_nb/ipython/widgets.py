@@ -71,6 +71,7 @@ class StatusLine(Snapshot, w.HTML):
 
     def __init__(self, job_id: str = "", **kwargs: Any):
         super().__init__(**kwargs)
+        self.add_class("joblet-status")
         self.job_id = job_id
         self.record = JobRecord(job_id)
         self._t0 = time.monotonic()
@@ -115,7 +116,7 @@ class StatusLine(Snapshot, w.HTML):
                 bits.append(f"<b style='color:{colour}'>{html.escape(value)}</b>")
             else:
                 bits.append(f"{html.escape(key)} <code>{html.escape(value)}</code>")
-        self.value = "<span class='joblet-status'>joblet · " + " · ".join(bits) + "</span>"
+        self.value = "<span class='joblet-status-text'>joblet · " + " · ".join(bits) + "</span>"
 
     def snapshot_text(self) -> str:
         return "joblet " + " ".join(f"{k}={v}" for k, v in self._parts())
@@ -171,6 +172,7 @@ class BuildProgress(Snapshot, w.VBox):
         self.label = w.HTML(value=f"runtime <code>{html.escape(name)}</code>: starting")
         self._progress = {"phase": "", "step": 0, "steps": 0, "message": "starting", "status": ""}
         super().__init__(children=[self.bar, self.label], **kwargs)
+        self.add_class("joblet-build")
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, ProgressEvent):
@@ -215,10 +217,13 @@ class JobMonitor(Snapshot, w.VBox):
         self.jobs: list[JobRecord] = []
         self.message = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.refresh_button.add_class("joblet-refresh")
+        self.message.add_class("joblet-message")
         self.refresh_button.on_click(lambda _b: self.refresh())
         self.rows = w.VBox()
         super().__init__(children=[w.HBox([self.refresh_button, self.message]), self.rows],
                          **kwargs)
+        self.add_class("joblet-monitor")
         self.refresh()
 
     def refresh(self) -> None:
@@ -237,8 +242,11 @@ class JobMonitor(Snapshot, w.VBox):
                 f"{html.escape(usage_text(job))}")
         stop = w.Button(description="Stop", button_style="danger",
                         disabled=job.finished, layout=w.Layout(width="70px"))
+        stop.add_class("joblet-stop")
         stop.on_click(lambda _b, jid=job.id: self.stop(jid))
-        return w.HBox([stop, w.HTML(text)])
+        row = w.HBox([stop, w.HTML(text)])
+        row.add_class("joblet-job")
+        return row
 
     def stop(self, job_id: str) -> None:
         try:
@@ -275,6 +283,7 @@ class ControlPanel(Snapshot, w.VBox):
         if current not in names:
             names.append(current)
         self.runtime = w.Dropdown(options=names, value=current, description="runtime")
+        self.runtime.add_class("joblet-runtime")
         self.runtime.observe(self._runtime_changed, names="value")
         self.sliders: dict[str, w.IntSlider] = {}
         limits = dict(target.default_limits or {})
@@ -283,11 +292,14 @@ class ControlPanel(Snapshot, w.VBox):
             slider = w.IntSlider(value=min(max(value, lo), hi), min=lo, max=hi, step=step,
                                  description=label, continuous_update=False,
                                  style={"description_width": "90px"})
+            slider.add_class(f"joblet-limit-{key.replace('_', '-')}")
             slider.observe(self._limit_changed(key), names="value")
             self.sliders[key] = slider
         self.reset = w.Button(description="Clear limits", tooltip="use the agent's defaults")
+        self.reset.add_class("joblet-clear")
         self.reset.on_click(lambda _b: self._clear_limits())
         self.summary = w.HTML()
+        self.summary.add_class("joblet-summary")
         self.monitor = JobMonitor(client)
         super().__init__(
             children=[
@@ -297,6 +309,7 @@ class ControlPanel(Snapshot, w.VBox):
             ],
             **kwargs,
         )
+        self.add_class("joblet-ui")
         self._update_summary()
 
     def _runtime_changed(self, change: dict[str, Any]) -> None:
