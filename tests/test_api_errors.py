@@ -26,7 +26,16 @@ def test_health_needs_no_token_and_names_the_cgroup_version(agent):
     assert body["status"] == "ok" and body["cgroup"] in ("v1", "v2")
 
 
-@pytest.mark.parametrize("call", [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/runtimes"),
+def test_limits_states_the_defaults_and_maximums_a_job_really_gets(api):
+    body = api.call("GET", "/v1/limits").json()
+    assert body["defaults"]["pids"] == 512 and body["defaults"]["cpu_percent"] is None
+    assert body["maximum"]["pids"] == 4096 and body["maximum"]["memory_mb"] >= 64
+    job = api.run(command=["true"])
+    assert job.record["limits"]["pids"] == body["defaults"]["pids"]
+    assert job.record["limits"]["memory_mb"] == body["defaults"]["memory_mb"]
+
+
+@pytest.mark.parametrize("call", [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/runtimes"), ("GET", "/v1/limits"),
                                   ("GET", "/v1/jobs/0123456789abcdef"), ("POST", "/v1/runtimes/x/build")])
 def test_every_call_but_health_needs_a_token(agent, call):
     r = requests.request(call[0], agent.url + call[1], timeout=10)

@@ -25,10 +25,11 @@ OPERATIONS = [("GET", "/v1/health"), ("GET", "/v1/whoami"), ("POST", "/v1/jobs")
               ("GET", "/v1/jobs/{job_id}"), ("GET", "/v1/jobs/{job_id}/events"), ("POST", "/v1/jobs/{job_id}/stop"),
               ("DELETE", "/v1/jobs/{job_id}"), ("GET", "/v1/jobs/{job_id}/files/{path}"), ("GET", "/v1/runtimes"),
               ("GET", "/v1/runtimes/{name}"), ("POST", "/v1/runtimes/{name}/build"),
-              ("POST", "/v1/runtimes/{name}/test"), ("DELETE", "/v1/runtimes/{name}")]
+              ("POST", "/v1/runtimes/{name}/test"), ("DELETE", "/v1/runtimes/{name}"), ("GET", "/v1/limits")]
 
 
-NO_INPUT = {("GET", "/v1/health"), ("GET", "/v1/whoami"), ("GET", "/v1/jobs"), ("GET", "/v1/runtimes")}
+NO_INPUT = {("GET", "/v1/health"), ("GET", "/v1/whoami"), ("GET", "/v1/jobs"), ("GET", "/v1/runtimes"),
+            ("GET", "/v1/limits")}
 CASES = [(m, p, mode) for m, p in OPERATIONS for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
          if not (mode == GenerationMode.NEGATIVE and (m, p) in NO_INPUT)]  # nothing to make invalid there
 

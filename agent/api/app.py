@@ -17,11 +17,12 @@ from .. import __version__
 from ..auth import Authenticator, Principal
 from ..builds.service import RuntimeService
 from ..contract import JOB_ID, RUNTIME_NAME
+from ..jobs import spec as jobspec
 from ..jobs.service import JobService
 from ..models import BuildRequest, JobRecord, JobRequest
 from ..sessions.service import SessionService
 from .errors import RESPONSES, install_error_handlers
-from .schemas import Created, FileEntry, FileListing, Health
+from .schemas import Created, FileEntry, FileListing, Health, LimitsInfo
 from .session_routes import add_session_routes
 
 
@@ -45,6 +46,11 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
     @app.get("/v1/whoami")
     async def whoami(who: Caller) -> dict[str, Any]:
         return service.quota.account(who)
+
+    @app.get("/v1/limits", response_model=LimitsInfo)
+    async def limits(who: Caller) -> LimitsInfo:
+        """What a job of this caller gets for each limit it leaves out, and the most it may ask for."""
+        return LimitsInfo(**jobspec.limits_info(service.config.defaults, service.config.max_limits, who.policy))
 
     @app.post("/v1/jobs", status_code=201, response_model=Created)
     async def run_job(body: JobRequest, who: Caller) -> Created:

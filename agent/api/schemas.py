@@ -19,6 +19,14 @@ class Health(BaseModel):
     root: str
 
 
+class LimitsInfo(BaseModel):
+    """`GET /v1/limits`: the limits a job of the caller gets when it sets none (null: no limit),
+    and the most it may ask for; so a client shows the limits that will really apply."""
+
+    defaults: dict[str, float | int | None]
+    maximum: dict[str, float | int]
+
+
 class FileEntry(BaseModel):
     path: str
     size: int

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import etcfiles
 from ..config import DefaultLimits, MaxLimits
@@ -48,6 +49,17 @@ def effective_limits(asked: JobLimits, defaults: DefaultLimits, maximum: MaxLimi
             raise BadRequest(f"limits.{name}: {value:g} is above this agent's maximum of {top:g} "
                              f"(max_limits in its config)")
     return JobLimits(**chosen)
+
+
+def limits_info(defaults: DefaultLimits, maximum: MaxLimits, policy: Policy | None = None) -> dict[str, Any]:
+    """`GET /v1/limits` for one caller: what a job that sets no limit gets (None: no limit), and
+    the most it may ask for, under the caller's group caps where the config gives some."""
+    got = effective_limits(JobLimits(), defaults, maximum, policy).model_dump()
+    top = maximum.model_dump()
+    for name, cap in (policy.caps.items() if policy is not None else ()):
+        if name in top:
+            top[name] = min(top[name], cap)
+    return {"defaults": got, "maximum": top}
 
 
 def program(req: JobRequest, runtime: RuntimeMounts | None) -> tuple[list[str], list[WorkFile]]:
