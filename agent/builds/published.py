@@ -194,11 +194,12 @@ class PublishedRuntimes:
         out: dict[str, Any] = {
             "name": s.name, "language": s.language, "version": s.version, "description": s.description,
             "status": status, "files": pub.files, "size_mb": round(pub.size_bytes / 1e6, 1),
-            "built": os.path.basename(pub.version_dir),
+            "built": os.path.basename(pub.version_dir), "built_at": _built_at(pub.version_dir),
+            "packages": s.packages,
         }
         if full:
             out.update({
-                "architectures": s.architectures, "packages": s.packages,
+                "architectures": s.architectures,
                 "mounts": [m.model_dump() for m in s.mounts], "environment": s.environment,
                 "script": s.script.model_dump(), "test": s.test.model_dump(exclude_none=True),
                 "build": s.build.model_dump(),
@@ -224,3 +225,11 @@ class PublishedRuntimes:
         for name in self.watch.changed():
             if name in self.runtimes:
                 self.runtimes[name].dirty = True
+
+
+def _built_at(version_dir: str) -> float | None:
+    """When a published runtime was built (its version folder is written once, at publish)."""
+    try:
+        return os.stat(version_dir).st_mtime
+    except OSError:
+        return None
