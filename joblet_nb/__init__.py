@@ -38,6 +38,9 @@ def load_ipython_extension(ipython: Any) -> None:
         return
     _magics = JobletMagics(shell=ipython, parent=ipython)
     ipython.register_magics(_magics)
+    from .ipython import completion
+
+    _magics.completer = completion.register(ipython, _magics)
     if _magics not in ipython.configurables:
         ipython.configurables.append(_magics)
 
@@ -50,6 +53,9 @@ def unload_ipython_extension(ipython: Any) -> None:
     for kind in ("line", "cell"):
         if magics[kind].get("joblet") is not None:
             magics[kind].pop("joblet", None)
+    from .ipython import completion
+
+    completion.unregister(ipython)
     if _magics in ipython.configurables:
         ipython.configurables.remove(_magics)
     ipython.magics_manager.registry.pop(type(_magics).__name__, None)

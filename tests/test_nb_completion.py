@@ -1,0 +1,50 @@
+"""Tab completion of the magics in a real IPython shell: subcommands, options, choices, and
+nothing of the host kernel inside a `%%joblet` cell."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+
+@pytest.fixture
+def shell():
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "joblet_nb")
+    ip.user_ns["samples_in_kernel"] = [1, 2]
+    yield ip
+    ip.run_line_magic("unload_ext", "joblet_nb")
+
+
+def _texts(ip, code: str, cursor: int | None = None) -> list[str]:
+    from IPython.core.completer import provisionalcompleter
+
+    with provisionalcompleter():
+        return [c.text for c in ip.Completer.completions(code, len(code) if cursor is None else cursor)]
+
+
+def test_options_of_run_complete_and_python_names_do_not(shell):
+    found = _texts(shell, "%%joblet run --max-m")
+    assert found == ["--max-memory"]
+    assert "--max-cpu" in _texts(shell, "%%joblet run --max")
+    assert "--max-memory" in _texts(shell, "%%joblet --max-m")  # `%%joblet --opt` means run
+
+
+def test_subcommands_and_their_choices_complete(shell):
+    assert _texts(shell, "%joblet runtime bu") == ["build"]
+    assert "runtime" in _texts(shell, "%joblet ru") and "run" in _texts(shell, "%joblet ru")
+    assert "--or-skip" in _texts(shell, "%joblet require x --or")
+    assert _texts(shell, "x = 1\n%joblet sta") == ["status"]
+
+
+def test_a_joblet_cell_body_gets_nothing_from_the_host_kernel(shell):
+    code = "%%joblet run\nsamples_in"
+    assert _texts(shell, code) in ([], ["samples_in"])
+    assert "samples_in_kernel" in _texts(shell, "samples_in")  # an ordinary cell still does
+
+
+def test_a_session_can_answer_for_the_cell_body(shell):
+    import joblet_nb
+
+    joblet_nb._magics.completer.cell_completer = lambda body, line, col: ["sandbox_var"]
+    assert _texts(shell, "%%joblet run\nsand") == ["sandbox_var"]
