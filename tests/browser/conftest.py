@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def jupyter_servers(agent: Any) -> Iterator[dict[str, JupyterServer]]:
     """Both apps, started lazily by `jupyter`, stopped (kernels, folders) at the session's end."""
     servers: dict[str, JupyterServer] = {}
@@ -61,13 +61,15 @@ def jupyter(request: pytest.FixtureRequest, agent: Any,
         shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an asyncio loop running in this thread while it is
+# open, which asyncio code of later tests (pyroute2) would trip over.
+@pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_driver: Playwright) -> Iterator[Browser]:
     b = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True)
     try:

@@ -32,6 +32,8 @@ APPS = ("lab", "notebook")
 SETTING_OVERRIDES: dict[str, Any] = {
     "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
+    # a kernel's first completion (Jedi warming up) can take over the default 1 s on a busy machine
+    "@jupyterlab/completer-extension:manager": {"providerTimeout": 8000},
 }
 
 

@@ -34,6 +34,13 @@ _OUTPUTS_JS = """
 """
 
 
+_COMPLETER_ITEMS_JS = """
+() => Array.from(document.querySelectorAll('.jp-Completer:not(.lm-mod-hidden) .jp-Completer-item')).map(e => [
+  (e.querySelector('.jp-Completer-match') || e).innerText.trim(),
+  ((e.querySelector('.jp-Completer-typeExtended') || {}).innerText || '').trim()])
+"""
+
+
 @dataclass
 class Output:
     """One output item as rendered: its mime type, visible text, and whether it is a widget view."""
@@ -136,6 +143,28 @@ class NotebookPage:
         return str(self.page.evaluate(
             """(i) => { const p = jupyterapp.shell.currentWidget.content.widgets[i]
                           .node.querySelector('.jp-InputPrompt'); return p ? p.innerText : ''; }""", i))
+
+    def tab_at_end(self, i: int, wait_s: float = 6.0) -> tuple[str, list[tuple[str, str]]]:
+        """Press Tab at the end of cell `i`'s source, as a person completing; returns the source
+        afterwards and the completer list's items as (text, type); the type is empty for Lab's
+        own words-of-this-document provider, and the kernel's type for the kernel's."""
+        self.page.evaluate(
+            """(i) => { const nb = jupyterapp.shell.currentWidget.content;
+                        nb.activeCellIndex = i; nb.deselectAll(); nb.mode = 'edit';
+                        const ed = nb.widgets[i].editor;
+                        ed.focus();
+                        ed.setCursorPosition(ed.getPositionAt(ed.model.sharedModel.getSource().length)); }""", i)
+        before = self.cell_source(i)
+        self.page.keyboard.press("Tab")
+        deadline = time.monotonic() + wait_s
+        items: list[tuple[str, str]] = []
+        while time.monotonic() < deadline:
+            items = [tuple(x) for x in self.page.evaluate(_COMPLETER_ITEMS_JS)]
+            if items or self.cell_source(i) != before:
+                break
+            time.sleep(0.1)
+        self.page.keyboard.press("Escape")
+        return self.cell_source(i), items
 
     # ---- reading ----------------------------------------------------------------------------
 
