@@ -13,12 +13,17 @@ depend on the environment or on a `~/.config/joblet` of the machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from agentproc import NEEDS_ROOT, AgentProcess, Api, running_agent
+from browser.jupyter import APPS, JupyterServer
+from browser.page import NotebookPage, new_notebook_json
 from hubproc import AGENT_CONFIG, CACHE_S, GROUPS, TIMEOUT_S, HubProcess, HubSetup
 from joblet_nb.core.client import JobletClient
 from nbshell import NbShell
@@ -115,3 +120,78 @@ def nb(nb_shell: NbShell) -> Iterator[NbShell]:
 @pytest.fixture
 def client(agent: AgentProcess) -> JobletClient:
     return JobletClient(agent.url, agent.user_token, agent.admin_token)
+
+
+# ---- the browser (tests/browser: JupyterLab 4 and Notebook 7 in headless Chromium) ------------
+#
+#     pytestmark = [pytest.mark.root, pytest.mark.browser]
+#
+#     def test_x(open_notebook):        # runs once in each app
+#         page = open_notebook("x.ipynb", ["%load_ext joblet_nb", "%%joblet run\nprint(1)"])
+#         page.run_cell(0)
+#         page.run_cell(1)
+#         assert "1" in page.text(1)
+
+CHROMIUM = "/usr/lib/chromium/chromium"  # Debian's real binary; /usr/bin/chromium is a shell wrapper
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@pytest.fixture(scope="session")
+def jupyter_servers(agent: AgentProcess) -> Iterator[dict[str, JupyterServer]]:
+    """One server per app, started when a test first needs it; stopped (kernels, folders) at the end."""
+    servers: dict[str, JupyterServer] = {}
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(params=APPS)
+def jupyter(request: pytest.FixtureRequest, agent: AgentProcess,
+            jupyter_servers: dict[str, JupyterServer]) -> Iterator[JupyterServer]:
+    """The app of this test's parameter ("lab", "notebook"); its kernels talk to the suite's agent."""
+    app = request.param
+    if app not in jupyter_servers:
+        env = {"JOBLET_URL": agent.url, "JOBLET_TOKEN": agent.user_token,
+               "JOBLET_ADMIN_TOKEN": agent.admin_token}
+        jupyter_servers[app] = JupyterServer(app, env).start()
+    server = jupyter_servers[app]
+    yield server
+    server.shutdown_kernels()
+    for item in server.root.iterdir():
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for one test module. Module scope: Playwright's sync API keeps an asyncio
+    loop running in this thread while it is open, which asyncio code of later tests would trip over."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def open_notebook(jupyter: JupyterServer, browser: Any) -> Iterator[Callable[..., NotebookPage]]:
+    """`open_notebook(name, cells=None, transform=None)`: writes a notebook of code `cells` (or the
+    example `notebooks/<name>` when `cells` is None, passed through `transform`) into the server's
+    root and opens it in a page of its own; returns the `NotebookPage` once its kernel is idle."""
+    contexts = []
+
+    def open_(name: str, cells: list[str] | None = None, transform: Callable[[str], str] | None = None,
+              width: int = 1280, height: int = 900) -> NotebookPage:
+        text = new_notebook_json(cells) if cells is not None else (NOTEBOOKS / name).read_text()
+        (jupyter.root / name).write_text(transform(text) if transform else text)
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        return NotebookPage(context.new_page(), jupyter.app).open(jupyter.notebook_url(name))
+
+    yield open_
+    for context in contexts:
+        context.close()

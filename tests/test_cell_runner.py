@@ -3,6 +3,10 @@ why it cannot read, and a cell's last value and open figures kept for the notebo
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.root
+
 
 def test_a_traceback_quotes_the_cell_and_leaves_the_runner_out(api):
     result = api.run(script="\nx = 1\ndef f():\n    return 1 / 0\nf()\n")

@@ -9,11 +9,15 @@ from IPython.core.interactiveshell import InteractiveShell
 
 @pytest.fixture
 def shell():
+    """The suite's one IPython shell (as `nb_shell` uses it), with the extension loaded."""
+    import joblet_nb
+
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "joblet_nb")
     ip.user_ns["samples_in_kernel"] = [1, 2]
     yield ip
-    ip.run_line_magic("unload_ext", "joblet_nb")
+    ip.user_ns.pop("samples_in_kernel", None)
+    joblet_nb._magics.completer.cell_completer = None
 
 
 def _texts(ip, code: str, cursor: int | None = None) -> list[str]:

@@ -4,6 +4,10 @@ the document, untyped; only the kernel's typed items are the kernel's.)"""
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.browser]
+
 CELLS = [
     "%load_ext joblet_nb\nsamples_in_kernel = [1, 2, 3]",
     "%%joblet run --max-m",

@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from .page import NotebookPage
+
+pytestmark = [pytest.mark.root, pytest.mark.browser]
 
 # Appended to the data scientist's notebook: a job that prints six lines 0.5 s apart.
 STREAMING_CELL = """%%joblet run --timeout 60
