@@ -143,7 +143,6 @@ def main():
     # line by line, so a notebook sees output as it comes, without one event per print() piece
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
-    os.environ.setdefault("MPLBACKEND", "Agg")
     warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
     builtins.input = _no_input
     spec = _load("cell.json", {})
