@@ -4,6 +4,7 @@ agent has the bridge network) the runtimes that download from the package regist
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -434,6 +435,13 @@ def test_python_ml_builds_and_runs_pandas(admin, user):
     assert res.stdout.strip() == "{'a': 2450, 'b': 2500}"
     outputs = next(e for e in res.events if e["type"] == "outputs")
     assert outputs["values"]["total"] == {"a": 2450, "b": 2500}
+    shown = user.run(script="import matplotlib.pyplot as plt\nimport pandas as pd\nplt.plot([1, 3, 2])\n"
+                             "plt.show()\npd.DataFrame({'x': [1, 2]})\n", runtime="python-3.11-ml")
+    assert shown.record["status"] == "COMPLETED", shown.explain()
+    result = next(e for e in shown.events if e["type"] == "result")
+    assert "<table" in result["data"]["text/html"] and "x" in result["data"]["text/plain"]
+    figure = next(e for e in shown.events if e["type"] == "display")
+    assert base64.b64decode(figure["data"]["image/png"]).startswith(b"\x89PNG")
 
 
 @pytest.mark.slow

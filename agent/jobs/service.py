@@ -68,6 +68,7 @@ class LiveJob:
     stop_reason: str | None = None
     outputs: list[str] = field(default_factory=list)
     outcome: SandboxOutcome = field(default_factory=SandboxOutcome)
+    cell: bool = False                  # a script: its runner may leave a last value and figures
     open_streams: int = 3
     go_fd: int | None = None
     attaching: asyncio.Task[None] | None = None   # the network set-up of a bridge job, off the loop
@@ -171,6 +172,7 @@ class JobService:
         record = JobRecord(id=job_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())
         live = self._admit(record, outputs=list(req.outputs))
+        live.cell = req.script is not None
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, self.store.artifacts(record.id),
                                      self._cgroup_limits(record.limits))

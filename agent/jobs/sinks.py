@@ -11,7 +11,7 @@ import codecs
 from typing import TYPE_CHECKING, Protocol
 
 from ..contract import JobStatus
-from .verdict import Verdict, outputs_event
+from .verdict import Verdict, display_events, outputs_event
 
 if TYPE_CHECKING:
     from .service import JobService, LiveJob
@@ -60,6 +60,9 @@ class JobLog:
 
     def ended(self, verdict: Verdict) -> None:
         live, store = self.live, self.service.store
+        if live.cell:
+            for event in display_events(store.artifacts(live.record.id), self.service.config.max_outputs_bytes):
+                self.log.append(event)
         if live.outputs and verdict.status == JobStatus.COMPLETED:
             self.log.append(outputs_event(store.artifacts(live.record.id), self.service.config.max_outputs_bytes))
         if live.hold_exit:

@@ -16,8 +16,10 @@ from ..contract import JobStatus
 from ..fs import open_beneath
 from ..models import JobLimits
 from ..sandbox.status import Kind, Message
+from joblet_nb.core.untrusted import filter_bundle
 
 OUTPUTS_FILE = ".joblet/outputs.json"
+DISPLAY_FILE = ".joblet/display.json"
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,29 @@ def outputs_event(artifacts: Path, max_bytes: int) -> dict[str, Any]:
             return {"type": "outputs", "values": {}, "error": "the outputs file is not JSON"}
     return {"type": "outputs", "values": data.get("values", {}), "bytes": size,
             "missing": data.get("missing", []), "errors": data.get("errors", {})}
+
+
+def display_events(artifacts: Path, max_bytes: int) -> list[dict[str, Any]]:
+    """`result` (a cell's last-line value) and `display` (its open figures) events, from what the
+    cell runner left; the data is untrusted and filtered before it is logged (API.md, sessions)."""
+    try:
+        fd = open_beneath(str(artifacts), DISPLAY_FILE)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(f.fileno()).st_size > max_bytes:
+            return [{"type": "display", "data": {"text/plain": f"[joblet] not shown: the cell's display "
+                                                               f"data is over {max_bytes} bytes"}}]
+        try:
+            data = json.loads(f.read())
+        except ValueError:
+            return []
+    if not isinstance(data, dict):
+        return []
+    events = []
+    if data.get("result") is not None:
+        events.append({"type": "result", "data": filter_bundle(data["result"])})
+    figures = data.get("display")
+    for bundle in figures if isinstance(figures, list) else []:
+        events.append({"type": "display", "data": filter_bundle(bundle)})
+    return events
