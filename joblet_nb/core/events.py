@@ -74,9 +74,18 @@ class ExitEvent(Event):
                        signal=self.signal, message=self.message)
 
 
+@dataclass(frozen=True)
+class DisplayEvent(Event):
+    """`result` (a cell's last-line value) or `display` (a figure it left open): a mime bundle
+    from the sandbox, untrusted; the agent filtered it, and the notebook filters it again."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+
 KINDS: dict[str, type[Event]] = {
     "status": StatusEvent, "stdout": OutputEvent, "stderr": OutputEvent,
     "progress": ProgressEvent, "outputs": OutputsEvent, "exit": ExitEvent,
+    "result": DisplayEvent, "display": DisplayEvent,
 }
 
 

@@ -4,23 +4,34 @@ This is where output handling lives (ipyparallel keeps it with the results, not 
 Output is written to whatever `sys.stdout` / `sys.stderr` are *at write time*, from the calling
 thread: in ipykernel those streams carry the executing cell's parent header, so output lands in
 the cell that ran the job and not in whichever cell is running when a thread gets to it.
+
+Live output is written in batches (`batching.OutputBatcher`: every 0.1 s or 64 KB): a thread of
+its own reads the agent's event stream into a bounded queue, and the calling thread waits on the
+queue no longer than the oldest unwritten output may wait. A job that ends, fails or is
+interrupted has everything it printed written first.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .batching import OutputBatcher
 from .client import JobletClient
 from .errors import JobFailed, JobInterrupted, JobletError
-from .events import Event, ExitEvent, OutputEvent, OutputsEvent
+from .events import DisplayEvent, Event, ExitEvent, OutputEvent, OutputsEvent
 from .records import JobRecord
 
 EventHook = Callable[[Event], None]
+DisplayHook = Callable[[DisplayEvent], None]
 STDERR_TAIL_CHARS = 64 * 1024
+QUEUE_EVENTS = 1024          # events read ahead of the writer; the reader waits when it is full
+_END = object()
 
 
 @dataclass
@@ -29,6 +40,7 @@ class JobResult:
 
     record: JobRecord
     outputs: OutputsEvent | None = None
+    displays: list[DisplayEvent] = field(default_factory=list)   # a last value, open figures
     stderr_tail: str = ""
     last_seq: int = 0
 
@@ -77,12 +89,16 @@ class JobFollower:
         *,
         live: bool = True,
         on_event: EventHook | None = None,
+        on_display: DisplayHook | None = None,
     ):
         self.client = client
         self.job_id = job_id
         self.live = live
         self.on_event = on_event
+        self.on_display = on_display
         self.result = JobResult(JobRecord(job_id))
+        self.batcher = OutputBatcher(_write)
+        self._pump: EventPump | None = None
         self._stderr: deque[str] = deque()
         self._stderr_chars = 0
         self._buffer: list[tuple[str, str]] = []
@@ -96,11 +112,14 @@ class JobFollower:
             if event.type == "stderr":
                 self._keep_stderr(event.data)
             if self.live:
-                stream = sys.stdout if event.type == "stdout" else sys.stderr
-                stream.write(event.data)
-                stream.flush()
+                self.batcher.add(event.type, event.data)
             else:
                 self._buffer.append((event.type, event.data))
+        elif isinstance(event, DisplayEvent):
+            self.result.displays.append(event)
+            if self.live and self.on_display is not None:
+                self.batcher.flush()  # what the job printed before it comes first
+                self.on_display(event)
         elif isinstance(event, OutputsEvent):
             self.result.outputs = event
         elif isinstance(event, ExitEvent):
@@ -115,18 +134,39 @@ class JobFollower:
             self._stderr_chars -= len(self._stderr.popleft())
 
     def _read(self, follow: bool = True) -> None:
-        for event in self.client.events(self.job_id, after=self.result.last_seq, follow=follow):
-            self._handle(event)
+        if not (follow and self.live):
+            for event in self.client.events(self.job_id, after=self.result.last_seq, follow=follow):
+                self._handle(event)
+            return
+        if self._pump is None:
+            self._pump = EventPump(self.client.clone(), self.job_id, self.result.last_seq)
+        while True:
+            try:
+                item = self._pump.get(self.batcher.due_in())
+            except queue.Empty:
+                self.batcher.tick()
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            self._handle(item)
 
     def _flush_buffer(self) -> None:
+        self.batcher.flush()
         for kind, data in self._buffer:
             (sys.stdout if kind == "stdout" else sys.stderr).write(data)
         self._buffer.clear()
+        if not self.live and self.on_display is not None:
+            for display in self.result.displays:
+                self.on_display(display)
         sys.stdout.flush()
         sys.stderr.flush()
 
     def _finish(self) -> JobResult:
         self._flush_buffer()
+        if self._pump is not None:
+            self._pump.close()
         self.result.stderr_tail = "".join(self._stderr)
         try:
             record = self.client.get_job(self.job_id)
@@ -156,6 +196,8 @@ class JobFollower:
     def _interrupted(self, stop: bool) -> None:
         if not stop:
             self._flush_buffer()
+            if self._pump is not None:
+                self._pump.close()
             raise JobInterrupted(self.job_id, "still running", "detached", detached=True) from None
         try:
             self.client.stop(self.job_id)
@@ -166,7 +208,60 @@ class JobFollower:
                 self._read()  # the rest of its output, up to its exit event
         except KeyboardInterrupt:
             self._flush_buffer()
+            if self._pump is not None:
+                self._pump.close()
             raise JobInterrupted(self.job_id, "stop requested", "not waiting for it to end") from None
         record = self._finish().record
         detail = "its processes are gone" if record.finished else "it may still be ending"
         raise JobInterrupted(self.job_id, record.status.value, detail) from None
+
+
+def _write(kind: str, text: str) -> None:
+    """One batch to the stream that is current now (the running cell's, in a kernel)."""
+    stream = sys.stdout if kind == "stdout" else sys.stderr
+    stream.write(text)
+    stream.flush()
+
+
+class EventPump:
+    """Reads a job's event stream on a thread of its own into a bounded queue.
+
+    The follower's thread only takes from the queue, with a timeout, so it can write batches on
+    time while the stream is quiet, and Ctrl-C reaches it at once. After `close()` the thread
+    ends at the stream's next event (or its end); it holds only its own connection meanwhile.
+    """
+
+    def __init__(self, client: JobletClient, job_id: str, after: int):
+        self.client = client
+        self.job_id = job_id
+        self.after = after
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_EVENTS)
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"joblet-events-{job_id}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self.client.events(self.job_id, after=self.after, follow=True):
+                if not self._put(event):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the follower, which raises it
+            self._put(exc)
+            return
+        self._put(_END)
+
+    def _put(self, item: Any) -> bool:
+        while not self.closed.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, timeout: float | None) -> Any:
+        """The next event, `_END`, or the exception that ended the stream; `queue.Empty` on timeout."""
+        return self.queue.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.closed.set()

@@ -1,0 +1,73 @@
+"""A chatty job through a real kernel (jupyter_client): its output reaches the notebook in batches,
+every line once, in order, in its own cell, and the number of output messages is bounded by the
+batching rule (one per 64 KB, or per 0.1 s the output waited), not by the job's line count."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+
+from joblet_nb.core.batching import INTERVAL_S, MAX_BYTES
+
+pytestmark = pytest.mark.root
+
+LINES = 20_000
+
+
+@pytest.fixture
+def kernel(agent: Any) -> Any:
+    from jupyter_client.manager import start_new_kernel
+
+    saved = dict(os.environ)
+    os.environ.update(JOBLET_URL=agent.url, JOBLET_TOKEN=agent.user_token)
+    try:
+        km, kc = start_new_kernel(kernel_name="python3")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        kc.execute_interactive("%load_ext joblet_nb", timeout=60)
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_a_20000_line_job_sends_few_output_messages(kernel):
+    code = f"%%joblet run --no-status\nfor i in range({LINES}):\n    print('line', i)"
+    messages: list[dict[str, Any]] = []
+
+    def keep(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            messages.append(msg)
+
+    started = time.monotonic()
+    reply = kernel.execute_interactive(code, timeout=300, output_hook=keep)
+    took = time.monotonic() - started
+    assert reply["content"]["status"] == "ok"
+    stdout = [m for m in messages if m["content"]["name"] == "stdout"]
+    text = "".join(m["content"]["text"] for m in stdout)
+    assert text == "".join(f"line {i}\n" for i in range(LINES))  # every line, once, in order
+    assert all(m["parent_header"]["msg_id"] == reply["parent_header"]["msg_id"] for m in messages)
+    assert all(m["content"]["text"].endswith("\n") for m in stdout), "batches end at a line end"
+    bound = len(text.encode()) // MAX_BYTES + took / INTERVAL_S + 2
+    assert len(stdout) <= bound, (len(stdout), bound)
+    assert len(stdout) < LINES / 100, "hundreds of lines per message, not one message per agent event"
+
+
+def test_a_quiet_job_still_shows_its_first_line_while_it_runs(kernel):
+    code = "%%joblet run --no-status\nimport time\nprint('first', flush=True)\ntime.sleep(3)\nprint('last')"
+    seen: list[tuple[float, str]] = []
+    started = time.monotonic()
+
+    def keep(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            seen.append((time.monotonic() - started, msg["content"]["text"]))
+
+    kernel.execute_interactive(code, timeout=120, output_hook=keep)
+    first = next(t for t, text in seen if "first" in text)
+    last = next(t for t, text in seen if "last" in text)
+    assert first < last and "last" not in next(text for t, text in seen if "first" in text)
