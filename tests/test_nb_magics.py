@@ -33,27 +33,29 @@ def test_percent_percent_joblet_without_subcommand_means_run(nb):
     assert nb.magics.last_result.record.limits.memory_mb == 64
 
 
-def test_failing_cell_fails_with_reason_and_stderr_tail(nb):
+def test_failing_cell_fails_with_reason_and_one_traceback(nb):
     cell = nb.run("%%joblet run\nprint('before')\n1/0")
     assert isinstance(cell.error, JobFailed)
     err = cell.error
     assert err.reason == "exit" and err.exit_code == 1
     assert "ZeroDivisionError" in err.stderr_tail
     rendered = "\n".join(err._render_traceback_())
-    assert "FAILED" in rendered and "exit_code=1" in rendered and "ZeroDivisionError" in rendered
+    assert "FAILED" in rendered and "exit_code=1" in rendered
+    assert "ZeroDivisionError" not in rendered, "the traceback is in the cell once, as it streamed"
+    assert cell.stderr.count("Traceback") == 1 and 'File "<cell>", line 3' in cell.stderr  # as the cell shows it
     assert "before\n" in cell.stdout  # output streamed before the failure is kept
 
 
 def test_allow_error_reports_without_failing_the_cell(nb):
     cell = nb.run("%%joblet run --allow-error\nraise SystemExit(3)")
     assert cell.error is None
-    assert "FAILED" in cell.stderr and "exit_code=3" in cell.stderr
+    assert "FAILED" in cell.stdout and "exit_code=3" in cell.stdout
 
 
 def test_raise_on_error_false_is_a_session_setting(nb):
     nb.run("%config JobletMagics.raise_on_error = False")
     cell = nb.run("%%joblet run\nraise SystemExit(4)")
-    assert cell.error is None and "exit_code=4" in cell.stderr
+    assert cell.error is None and "exit_code=4" in cell.stdout
 
 
 def test_stream_output_false_still_shows_all_output(nb):
@@ -171,8 +173,8 @@ def test_in_sends_json_values_and_out_brings_them_back(nb):
     assert nb.shell.user_ns["total"] == 60
     assert nb.shell.user_ns["tagged"] == {"x": 60}
     # sizes are stated both ways
-    assert "in: numbers (list, 9 B JSON)" in cell.stderr
-    assert "out: total (int, 2 B JSON)" in cell.stderr
+    assert "in: numbers (list, 9 B JSON)" in cell.stdout
+    assert "out: total (int, 2 B JSON)" in cell.stdout
 
 
 def test_out_fails_the_cell_naming_what_the_job_did_not_leave(nb):
@@ -184,7 +186,7 @@ def test_out_fails_the_cell_naming_what_the_job_did_not_leave(nb):
     assert len(cell.error._render_traceback_()) == 1
     assert nb.shell.user_ns["done"] == 1 and "never_set" not in nb.shell.user_ns
     tolerated = nb.run("%%joblet run --out never_set --allow-error\npass")
-    assert tolerated.error is None and "did not define never_set" in tolerated.stderr
+    assert tolerated.error is None and "did not define never_set" in tolerated.stdout
 
 
 def test_in_refuses_values_that_are_not_json(nb):
@@ -199,7 +201,7 @@ def test_show_displays_an_image_the_job_wrote(nb):
     assert cell.error is None, cell.stderr
     images = [o for o in cell.outputs if "image/png" in o.data]
     assert len(images) == 1
-    assert "dot.png" in cell.stderr and "shown" in cell.stderr
+    assert "dot.png" in cell.stdout and "shown" in cell.stdout
 
 
 def test_fetch_saves_a_file_next_to_the_notebook(nb, tmp_path, monkeypatch):
@@ -212,13 +214,13 @@ def test_fetch_saves_a_file_next_to_the_notebook(nb, tmp_path, monkeypatch):
 def test_bg_returns_at_once_and_attach_follows_and_delivers_out(nb, client):
     cell = nb.run("%%joblet run --bg --out answer\nimport time\ntime.sleep(0.5)\n"
                   "print('from the background')\nanswer = 41 + 1")
-    assert cell.error is None and cell.stdout == ""
+    assert cell.error is None and "from the background" not in cell.stdout
     job_id = next(iter(nb.magics.background))
-    assert f"%joblet attach {job_id}" in cell.stderr
+    assert f"%joblet attach {job_id}" in cell.stdout
     nb.shell.user_ns.pop("answer", None)
     attached = nb.run(f"%joblet attach {job_id}")
     assert attached.error is None
-    assert attached.stdout == "from the background\n"
+    assert attached.stdout.startswith("from the background\n[joblet] out: answer")
     assert nb.shell.user_ns["answer"] == 42
 
 
@@ -272,7 +274,7 @@ def test_logs_prints_the_output_so_far(nb, client):
     job_id = _bg_job(nb, "print('line one', flush=True)\nimport time\ntime.sleep(30)")
     wait_until(lambda: any(e.type == "stdout" for e in client.events(job_id, follow=False)))
     cell = nb.run(f"%joblet logs {job_id}")
-    assert cell.stdout == "line one\n"
+    assert cell.stdout.startswith("line one\n[joblet] job ")
     nb.run(f"%joblet stop {job_id}")
     wait_ended(client, job_id)
 
@@ -281,7 +283,7 @@ def test_stop_stops_a_background_job(nb, client):
     job_id = _bg_job(nb, "import time\ntime.sleep(60)")
     wait_until(lambda: client.get_job(job_id).status == "RUNNING")
     cell = nb.run(f"%joblet stop {job_id}")
-    assert cell.error is None and "stop sent" in cell.stderr
+    assert cell.error is None and "stop sent" in cell.stdout
     assert wait_ended(client, job_id).status == "STOPPED"
 
 
@@ -335,7 +337,7 @@ def test_use_of_a_missing_runtime_fails_clearly(nb):
 def test_use_with_fallback_says_so_and_runs_on_base(nb):
     cell = nb.run("%joblet use no-such-runtime --fallback base --max-memory 64M")
     assert cell.error is None
-    assert "no-such-runtime" in cell.stderr and "using base python3 instead" in cell.stderr
+    assert "no-such-runtime" in cell.stdout and "using base python3 instead" in cell.stdout
     ran = nb.run("%%joblet run\nprint('on base')")
     assert ran.stdout == "on base\n"
 
@@ -349,31 +351,38 @@ def test_require_fails_where_the_runtime_is_missing(nb):
 
 def test_require_or_skip_skips_the_cells_that_need_it(nb):
     cell = nb.run("%joblet require no-such-runtime --or-skip")
-    assert cell.error is None and "skipped" in cell.stderr
+    assert cell.error is None and "skipped" in cell.stdout
     skipped = nb.run("%%joblet run -r no-such-runtime\nprint('never')")
-    assert skipped.error is None and skipped.stdout == ""
-    assert "skipped: runtime 'no-such-runtime'" in skipped.stderr
+    assert skipped.error is None and skipped.stdout.startswith("[joblet] skipped:")
+    assert "skipped: runtime 'no-such-runtime'" in skipped.stdout
 
 
 def test_ui_panel_sets_session_defaults_and_stops_jobs(nb, client):
-    from joblet_nb.ipython.widgets import BASE_RUNTIME, ControlPanel
+    from joblet_nb.ipython.panel import BASE_RUNTIME, ControlPanel
 
     job_id = _bg_job(nb, "import time\ntime.sleep(60)")
     wait_until(lambda: client.get_job(job_id).status == "RUNNING")
     cell = nb.run("%joblet ui")
     assert cell.error is None
-    assert "session defaults" in cell.htmls() and job_id in cell.htmls()  # the static snapshot
+    assert "defaults" in cell.htmls() and job_id in cell.htmls()  # the static snapshot
     panel = ControlPanel(nb.magics.client(), nb.magics)
     assert BASE_RUNTIME in panel.runtime.options
-    panel.sliders["memory_mb"].value = 256
+    memory = panel.limits.sliders["memory_mb"]
+    assert memory.value == client.limits()["defaults"]["memory_mb"]  # what a job really gets
+    memory.value = 256
     assert nb.magics.default_limits == {"memory_mb": 256}
     nb.run("%%joblet run\nprint(1)")
     assert nb.magics.last_result.record.limits.memory_mb == 256
-    row = next(r for r in panel.monitor.rows.children[1:] if job_id in r.children[1].value)
+    row = panel.monitor.rows.children[1]  # running jobs first
+    assert job_id in row.children[1].value
     row.children[0].click()  # its Stop button
+    assert "stopping..." in panel.monitor.rows.children[1].children[1].value
+    assert panel.monitor.rows.children[1].children[0].disabled
     assert wait_ended(client, job_id).status == "STOPPED"
+    wait_until(lambda: "STOPPED" in "".join(r.children[1].value for r in panel.monitor.rows.children[1:]
+                                             if job_id in r.children[1].value))
     panel.reset.click()
-    assert nb.magics.default_limits == {}
+    assert nb.magics.default_limits == {} and memory.value == client.limits()["defaults"]["memory_mb"]
 
 
 def test_help_lists_every_subcommand_and_option(nb):

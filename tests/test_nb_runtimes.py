@@ -39,9 +39,9 @@ def test_runtime_life_cycle_from_a_notebook(admin_nb, module_agent, tmp_path, mo
     nb = admin_nb
     built = nb.run(f"%joblet runtime build {RUNTIME}")
     assert built.error is None, (built.error, built.stdout, built.stderr)
-    assert "[1/6] validate" in built.stderr and "[6/6] publish" in built.stderr  # progress
+    assert "[1/6] validate" in built.stdout and "[6/6] publish" in built.stdout  # progress
     assert "creating a venv" in built.stdout  # the build log, streamed
-    assert f"runtime {RUNTIME} built" in built.stderr
+    assert f"runtime {RUNTIME} built" in built.stdout
 
     listed = nb.run("%joblet runtime list")
     assert RUNTIME in listed.texts() and "verified" in listed.texts()

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from waiting import wait_until
+
 from joblet_nb.core import config
 from joblet_nb.ipython.display import jobs_table, record_table, runtimes_table
 from joblet_nb.core.errors import JobFailed
@@ -148,6 +150,12 @@ def test_tables_have_html_and_text():
     assert "&lt;b&gt;" in jobs_table([JobRecord.from_json({**RECORD_JSON, "id": "<b>"})])._repr_html_()
 
 
+def test_runtime_list_says_when_each_runtime_was_built():
+    table = runtimes_table([RuntimeInfo("py", built="0123abcd", extra={"built_at": 1796166247.8})])
+    row = dict(zip(table.header, table.rows[0]))
+    assert row["built"].startswith("2026-") and row["build"] == "0123abcd"
+
+
 def test_job_failed_renders_reason_and_stderr_tail():
     err = JobFailed(RECORD, "".join(f"line {i}\n" for i in range(50)), tail_lines=5)
     lines = err._render_traceback_()
@@ -186,6 +194,11 @@ def test_build_progress_follows_progress_events():
                               "message": "pip install numpy"}))
     assert (bar.bar.value, bar.bar.max) == (3, 7)
     assert "step 3/7 install: pip install numpy" in bar._repr_mimebundle_()["text/plain"]
+    bar.on_event(parse_event({"seq": 5, "type": "stdout", "data": "Collecting numpy\nDownloading numpy.whl\n"}))
+    text = bar._repr_mimebundle_()["text/plain"]
+    assert "step 3/7 install" in text and "Downloading numpy.whl" in text and "s" in text.split("numpy ")[-1]
+    turns = bar._turns
+    wait_until(lambda: bar._turns > turns)  # the spinner turns while the log is quiet
     bar.on_event(parse_event({"seq": 9, "type": "exit", "status": "COMPLETED"}))
     assert bar.bar.value == 7 and "[COMPLETED]" in bar._repr_mimebundle_()["text/html"]
 

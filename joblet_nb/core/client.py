@@ -174,6 +174,11 @@ class JobletClient:
         """Who the agent takes this token for (`GET /v1/whoami`, beyond API.md)."""
         return from_json(Identity, self._request("GET", "/v1/whoami").json())
 
+    def limits(self) -> dict[str, Any]:
+        """`GET /v1/limits`: `{"defaults": {...}, "maximum": {...}}`, what a job really gets for
+        each limit it leaves out (None: no limit) and the most it may ask for."""
+        return dict(self._request("GET", "/v1/limits").json())
+
     # ---- jobs ---------------------------------------------------------------------------
 
     def run_job(self, request: JobRequest) -> Created:

@@ -76,8 +76,9 @@ class OutputsMissing(JobletError):
 class JobFailed(Exception):
     """A job that did not complete. Fails the cell so nbclient and papermill stop too."""
 
-    def __init__(self, record: JobRecord, stderr_tail: str = "", tail_lines: int = 20):
+    def __init__(self, record: JobRecord, stderr_tail: str = "", tail_lines: int = 20, hint: str = ""):
         self.record = record
+        self.hint = hint  # one line naming the option that fixes it (core.hints)
         self.job_id = record.id
         self.status = record.status.value
         self.reason = record.reason or "exit"
@@ -105,10 +106,12 @@ class JobFailed(Exception):
 
     def _render_traceback_(self) -> list[str]:
         lines = [f"{RED}{BOLD}JobFailed{RESET}: {self.summary()}"]
-        tail = self.stderr_tail.rstrip("\n").splitlines()[-self.tail_lines:]
+        tail = self.stderr_tail.rstrip("\n").splitlines()[-self.tail_lines:] if self.tail_lines > 0 else []
         if tail:
             lines.append(f"{BOLD}--- last {len(tail)} line(s) of the job's stderr ---{RESET}")
             lines.extend(tail)
+        if self.hint:
+            lines.append(self.hint)
         return lines
 
 

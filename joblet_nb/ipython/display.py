@@ -19,9 +19,10 @@ from ..core.records import JobRecord, RuntimeInfo, to_json
 
 
 def note(message: str) -> None:
-    """A line of the extension's own, on stderr so it never mixes with the job's stdout."""
-    sys.stderr.write(f"[joblet] {message}\n")
-    sys.stderr.flush()
+    """A line of the extension's own: plain output (stdout), marked `[joblet]`; not stderr, which
+    notebooks paint as an error. The job's own output is written (flushed) before it."""
+    sys.stdout.write(f"[joblet] {message}\n")
+    sys.stdout.flush()
 
 
 class Table:
@@ -144,7 +145,15 @@ def record_table(record: JobRecord) -> Table:
 
 
 def runtimes_table(runtimes: Sequence[RuntimeInfo]) -> Table:
-    described = [to_json(rt) for rt in runtimes]
+    """One row per runtime; `built` is when (the agent's `built_at`), the build job's id is `build`."""
+    described = []
+    for rt in runtimes:
+        row = to_json(rt)
+        built_at = row.pop("built_at", None)
+        if built_at is not None:
+            row["build"] = row.pop("built", None)
+            row["built"] = fmt_time(built_at)
+        described.append(row)
     keys: list[str] = ["name"]
     for rt in described:
         keys += [k for k, v in rt.items() if k not in keys and not isinstance(v, (dict, list))]

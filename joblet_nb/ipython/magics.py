@@ -16,7 +16,7 @@ from IPython.display import display
 from traitlets import Bool, Dict, Float, Int, Unicode
 from traitlets.config import Configurable
 
-from . import artifacts, runtime_magics, session_magics
+from . import artifacts, feedback, runtime_magics, session_magics
 from ..core.account import describe
 from ..core.client import JobletClient
 from ..core.config import Settings, UnknownNode, mask, resolve_node
@@ -60,7 +60,7 @@ class JobletMagics(Magics, Configurable):
     raise_on_error = Bool(True, help="a failed job fails the cell (nbclient/papermill stop); --allow-error opts out per cell").tag(config=True)
     show_status = Bool(True, help="show a live status line widget while a cell runs (kernels only)").tag(config=True)
     status_interval = Float(1.0, help="seconds between status line refreshes").tag(config=True)
-    stderr_tail_lines = Int(20, help="lines of the job's stderr shown when it fails").tag(config=True)
+    stderr_tail_lines = Int(0, help="lines of the job's stderr repeated under a failure (its output, traceback included, is in the cell already)").tag(config=True)
     http_timeout = Float(30.0, help="seconds to wait for the agent to answer a call").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any):
@@ -68,6 +68,7 @@ class JobletMagics(Magics, Configurable):
         self.background: dict[str, RunOptions] = {}  # job id -> the options of its --bg run
         self.skip_runtimes: set[str] = set()          # `require --or-skip` of runtimes the agent lacks
         self.last_result: JobResult | None = None
+        self.sandbox_names: dict[str, str] = {}      # name -> job id of the %%joblet cell that set it
 
     # ---- connection ---------------------------------------------------------------------
 
@@ -129,6 +130,8 @@ class JobletMagics(Magics, Configurable):
             return handler(rest.strip(), cell)
         except OptionError as exc:
             raise UsageError(str(exc)) from None
+        except UsageError as exc:
+            raise UsageError(feedback.option_hint(str(exc), getattr(handler, "parser", None))) from None
         except AgentTimeout as exc:
             raise AgentTimeout(f"{exc.message} (here: %config JobletMagics.http_timeout = 120)") from None
         except JobInterrupted as exc:
@@ -184,7 +187,9 @@ class JobletMagics(Magics, Configurable):
             raise UsageError("nothing to run: put code in the cell under %%joblet run, "
                              "or give a command: %joblet run -- ls -la")
         inputs, sizes = collect_inputs(options.inputs, self.shell.user_ns)
-        request = build_request(options, cell, self.defaults(), inputs)
+        # the script starts on the cell's second line (the first is %%joblet): numbered so, a
+        # traceback's line numbers are the ones the notebook shows
+        request = build_request(options, None if cell is None else "\n" + cell, self.defaults(), inputs)
         client = self.client(options.node)
         if sizes:
             note("in: " + "; ".join(sizes))
@@ -194,6 +199,8 @@ class JobletMagics(Magics, Configurable):
             note(f"job {job_id} runs in the background: `%joblet attach {job_id}` follows it, "
                  f"`%joblet stop {job_id}` stops it")
             return None
+        if cell is not None:
+            self.sandbox_names.update(dict.fromkeys(feedback.assigned_names(cell), job_id))
         self._follow(client, job_id, options, stop_on_interrupt=True)
         return None
 
@@ -207,7 +214,8 @@ class JobletMagics(Magics, Configurable):
             status.show()
             tracker = StatusTracker(client, status, self.status_interval).start()
         follower = JobFollower(client, job_id, live=self.stream_output,
-                               on_event=status.on_event if status else None)
+                               on_event=status.on_event if status else None,
+                               on_display=feedback.show_display)
         result: JobResult | None = None
         try:
             result = follower.follow(stop_on_interrupt=stop_on_interrupt)
@@ -233,9 +241,11 @@ class JobletMagics(Magics, Configurable):
         tolerant = options.allow_error or not self.raise_on_error
         failure = result.failure(self.stderr_tail_lines)
         if failure is not None:
+            earlier = {n: j for n, j in self.sandbox_names.items() if j != result.job_id}
+            failure.hint = feedback.failure_hint(client, result, earlier, self.shell.user_ns) or ""
             if not tolerant:
                 raise failure
-            note(failure.summary())
+            note(failure.summary() + (f"\n{failure.hint}" if failure.hint else ""))
             return
         values = result.values
         self.shell.user_ns.update({n: values[n] for n in options.outputs if n in values})
@@ -427,9 +437,9 @@ class JobletMagics(Magics, Configurable):
     @magic_arguments("joblet ui")
     @argument("--node", metavar="NAME")
     def _ui(self, rest: str, cell: str | None) -> None:
-        """A panel: runtime picker and limit sliders (session defaults), and your jobs with Stop."""
+        """A panel: runtime picker and limit sliders (this notebook's defaults), and your jobs with Stop."""
         args = parse_argstring(self._ui, rest)
-        from .widgets import ControlPanel
+        from .panel import ControlPanel
 
         display(ControlPanel(self.client(args.node), self))
 

@@ -7,6 +7,7 @@ A build is an ordinary job of type `runtime-build` from the client's side: its e
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Protocol
 
 from IPython.core.error import UsageError
@@ -53,6 +54,8 @@ def _test(host: Host, args: Any) -> None:
     answer = host.client(args.node).test_runtime(args.name)
     if answer.stdout:
         print(answer.stdout, end="" if answer.stdout.endswith("\n") else "\n")
+    if answer.stderr:  # shown once here; the failure below does not repeat it
+        print(answer.stderr, end="" if answer.stderr.endswith("\n") else "\n", file=sys.stderr)
     shown = {k: v for k, v in to_json(answer).items() if k not in ("stdout", "stderr")}
     display(mapping_table(shown, f"runtime {args.name}: test"))
     if not answer.ok:
@@ -81,6 +84,7 @@ def _build(host: Host, args: Any) -> None:
         result = follower.follow()
     finally:
         if progress is not None:
+            progress.stop()
             progress.refresh_display()
     failure = result.failure(host.stderr_tail_lines)
     if failure is not None:
