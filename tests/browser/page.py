@@ -11,9 +11,10 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from playwright.sync_api import Page
+if TYPE_CHECKING:  # the browser extra is only needed to run the browser tests
+    from playwright.sync_api import Page
 
 KERNEL_TIMEOUT_MS = 90_000
 _run_ids = itertools.count(1)
