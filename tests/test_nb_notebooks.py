@@ -163,10 +163,10 @@ def test_show_and_fetch_globs_match_the_jobs_file_listing(kernel_env):
         "%%joblet run --show *.gif\nprint('no gif')")
     with pytest.raises(CellExecutionError) as err:
         execute(path, cwd=kernel_env, timeout=120, save_to=path)
-    _, stderr, rich = _outputs(nbformat.read(path, as_version=4).cells[1])
+    notes, _, rich = _outputs(nbformat.read(path, as_version=4).cells[1])
     images = [base64.b64decode(r["image/png"]) for r in rich if "image/png" in r]
     assert len(images) == 2 and all(i.startswith(b"\x89PNG") for i in images)
-    assert "dot.png: " in stderr and "plots/dot2.png: " in stderr
+    assert "dot.png: " in notes and "plots/dot2.png: " in notes
     assert (kernel_env / "x.csv").read_text() == "x.csv" and (kernel_env / "y.csv").read_text() == "y.csv"
     assert not (kernel_env / "z.txt").exists() and not (kernel_env / "run.py").exists()
     assert "NotFoundError" in str(err.value) and "matches '*.gif'" in str(err.value)
