@@ -78,6 +78,11 @@ class JupyterServer:
                                                      "workspaces", "ipython", "xdg")}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
+        # A page busy rendering a large output on a loaded machine can leave a websocket ping
+        # unanswered for the server's default 90 s; the server then drops the kernel connection and
+        # the page never learns that its cell ended. Half an hour is the harness's patience.
+        (dirs["config"] / "jupyter_server_config.json").write_text(
+            json.dumps({"ServerApp": {"tornado_settings": {"ws_ping_timeout": 1_800_000}}}))
         labconfig = dirs["config"] / "labconfig"
         labconfig.mkdir(exist_ok=True)
         (labconfig / "default_setting_overrides.json").write_text(json.dumps(SETTING_OVERRIDES))
