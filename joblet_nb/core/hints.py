@@ -100,7 +100,8 @@ def _name(name: str, message: str, ctx: FailureContext) -> str | None:
     var = match.group(1)
     if var in ctx.earlier:
         return (f"{var} was set by an earlier %%joblet cell (job {ctx.earlier[var]}), and each job "
-                f"starts afresh: --out {var} there and --in {var} here bring it across (or use a session)")
+                f"starts afresh: --out {var} there and --in {var} here bring it across, or keep "
+                f"variables in a session (%joblet session start, then %%joblet run --session)")
     if var in set(ctx.notebook_names):
         return f"{var} is a variable of this notebook, not of the sandbox: --in {var} sends it"
     return None

@@ -169,7 +169,8 @@ class JobletMagics(Magics, Configurable):
         """Run the cell (a script for the runtime; the base python3 without one) in a sandbox.
 
         Output streams into the cell as it arrives. A failed job fails the cell with the reason
-        and the tail of its stderr. Ctrl-C stops the job and waits for it to end.
+        (its traceback is in the output once) and a hint where one applies. Ctrl-C stops the job
+        and waits for it to end.
         """
         args = parse_argstring(self._run, rest)
         if args.session:
