@@ -23,7 +23,7 @@ from .paths import AgentPaths
 
 if TYPE_CHECKING:  # the token command imports none of the service stack
     from .builds.service import RuntimeService
-    from .jobs.launcher_client import Launcher
+    from .cluster.launcher_client import Launcher
     from .jobs.service import JobService
     from .network.bridge import NetworkManager
     from .sessions.service import SessionService
@@ -116,7 +116,7 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
     from .builds.published import PublishedRuntimes
     from .builds.service import RuntimeService
     from .jobs import etcfiles
-    from .jobs.launcher_client import Launcher
+    from .cluster.launcher_client import Launcher
     from .jobs.service import JobService
     from .network.bridge import NetworkManager
     from .sessions.service import SessionService
@@ -125,7 +125,12 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
     published = PublishedRuntimes(paths)
     network = NetworkManager(paths, config.network)  # threads start on first use, after the fork
     etcfiles.use_nameservers(config.network.dns)
-    jobs = JobService(paths, config, driver, launcher, published.resolve, network=network)
+    cluster = None
+    if config.executor == "slurm":
+        from .cluster.compose import slurm_executor
+
+        cluster = slurm_executor(paths, config)
+    jobs = JobService(paths, config, driver, launcher, published.resolve, network=network, cluster=cluster)
     runtimes = RuntimeService(paths, published, jobs, extra_private=[str(client_config.client_dir())]
                               + ([os.path.realpath(args.config)] if args.config else []))
     sessions = SessionService(jobs, config, paths.state, jobs.audit)
@@ -147,7 +152,10 @@ def _start(agent: Agent) -> None:
                                                pids=limits.pids))
     except CgroupError as exc:
         raise CannotIsolate(f"cannot limit the agent's cgroup {agent.driver.parent}: {exc}") from None
-    counts = sweep(agent.paths, agent.driver, agent.jobs.store, agent.network)
+    cluster = agent.jobs.cluster
+    cancel = None if cluster is None else (
+        lambda record: cluster.cancel_left(record.id, record.cluster.job_id if record.cluster else None))
+    counts = sweep(agent.paths, agent.driver, agent.jobs.store, agent.network, cancel)
     agent.sessions.load()  # sessions of an earlier life of the agent ended with it (reason lost)
     if any(counts.values()):
         print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)
@@ -157,6 +165,8 @@ def _start(agent: Agent) -> None:
 async def _stop(agent: Agent) -> None:
     await agent.sessions.shutdown()
     await agent.jobs.shutdown()
+    if agent.jobs.cluster is not None:
+        await agent.jobs.cluster.close()
     await asyncio.to_thread(agent.network.close)  # bridge and table go
     agent.launcher.stop()
     for name in agent.driver.leftovers():  # cgroups of stages that were still waiting for a job

@@ -22,6 +22,7 @@ class DefaultLimits(BaseModel):
     io_bps: int = 0
     timeout_s: float | None = None
     disk_mb: int = 256
+    gpus: int = 0
 
 
 def _memory_mb() -> int:
@@ -42,6 +43,7 @@ class MaxLimits(BaseModel):
     io_bps: int = 1 << 40
     timeout_s: float = 7 * 86400
     disk_mb: int = 16384
+    gpus: int = 64
 
 
 class AgentLimits(BaseModel):

@@ -96,12 +96,12 @@ def write_beneath(root: str, path: str, content: bytes, mode: int = 0o644,
     """Create `root/path` (new file only) without following any symlink on the way."""
     fd = create_beneath(root, path, mode, owner)
     try:
-        os.write(fd, content) if len(content) < (1 << 20) else _write_all(fd, content)
+        os.write(fd, content) if len(content) < (1 << 20) else write_all(fd, content)
     finally:
         os.close(fd)
 
 
-def _write_all(fd: int, content: bytes) -> None:
+def write_all(fd: int, content: bytes) -> None:
     view = memoryview(content)
     while view:
         view = view[os.write(fd, view):]
@@ -391,5 +391,5 @@ def _copy_fd(src: int, dst: int, left: int | None) -> int:
 
 def _write_chunk(src: int, dst: int, size: int) -> int:
     data = os.read(src, size)
-    _write_all(dst, data)
+    write_all(dst, data)
     return len(data)

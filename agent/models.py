@@ -29,6 +29,7 @@ class JobLimits(Strict):
     io_bps: int | None = Field(None, ge=0, le=1 << 40, description="0 = unlimited")
     timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
     disk_mb: int | None = Field(None, ge=1, le=1 << 20, description="size of /work + /tmp")
+    gpus: int | None = Field(None, ge=0, le=64, description="GPUs, handed out by Slurm (executor: slurm)")
 
 
 class Upload(Strict):
@@ -107,6 +108,14 @@ class Usage(BaseModel):
     memory_peak_bytes: int | None = None
 
 
+class ClusterRef(BaseModel):
+    """Where a cluster placed a job: its scheduler, its id there, the devices it was given."""
+
+    engine: str
+    job_id: str
+    devices: list[str] = Field(default_factory=list)
+
+
 class JobRecord(BaseModel):
     id: str
     type: JobType = JobType.STANDARD
@@ -124,6 +133,8 @@ class JobRecord(BaseModel):
     started_at: float | None = None
     ended_at: float | None = None
     usage: Usage = Field(default_factory=Usage)
+    node: str | None = None             # a cluster job's node
+    cluster: ClusterRef | None = None   # a cluster job's place in its scheduler
 
 
 class BuildRequest(Strict):

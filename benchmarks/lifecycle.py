@@ -339,7 +339,7 @@ class InProcess:
         from joblet_agent.auth import Principal
         from joblet_agent.config import AgentConfig
         from joblet_agent.jobs.service import JobService
-        from joblet_agent.jobs.launcher_client import Launcher
+        from joblet_agent.cluster.launcher_client import Launcher
         from joblet_agent.models import JobRequest
         from joblet_agent.paths import AgentPaths
         from joblet_agent.sandbox import cgroups

@@ -90,7 +90,8 @@ class SlurmCluster:
         args = ["scontrol", "update", f"nodename={self.node}", f"state={state}"]
         if state.lower() in ("down", "drain"):
             args.append(f"reason={reason}")
-        self.run(*args)
+        # ReturnToService=2 brings a node that answers back by itself: resuming it may find it idle
+        self.run(*args, check=state.lower() != "resume")
 
     def logs(self) -> str:
         parts = []
@@ -99,6 +100,17 @@ class SlurmCluster:
             if path.exists():
                 parts.append(f"--- {name}\n" + path.read_text(errors="replace")[-3000:])
         return "\n".join(parts)
+
+
+def node_leftovers(node_root: Path) -> list[str]:
+    """What the node side left on this host for `node_root`: job folders, /work copies, and its
+    cgroup parent (`jnb-<hash of the node root>`) in any hierarchy."""
+    import hashlib
+
+    parent = "jnb-" + hashlib.sha1(str(node_root.resolve()).encode()).hexdigest()[:8]
+    found = [str(p) for sub in ("jobs", "work") if (node_root / sub).is_dir() for p in (node_root / sub).iterdir()]
+    return found + [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{parent}")] + \
+        [str(p) for p in Path("/sys/fs/cgroup").glob(parent)]
 
 
 def write_config(folder: Path, node: str, cpus: int, memory_mb: int, gpus: int) -> None:

@@ -26,7 +26,7 @@ from joblet_agent.jobs import spec as jobspec
 from joblet_agent.models import JobLimits, JobRecord, JobRequest
 from joblet_agent.sandbox import cgroups
 
-from slurmcluster import SlurmCluster, one_node_cluster
+from slurmcluster import SlurmCluster, node_leftovers, one_node_cluster
 
 PREFIX = "jnb-nodetest-"
 pytestmark = pytest.mark.root
@@ -44,14 +44,6 @@ def place() -> Iterator[Path]:
     signing.ensure_key(str(base / "cluster.key"))
     yield base
     subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
-
-
-def node_leftovers(root: Path) -> list[str]:
-    parent = "jnb-" + __import__("hashlib").sha1(str(root.resolve()).encode()).hexdigest()[:8]
-    found = [str(p) for sub in ("jobs", "work") if (root / sub).is_dir() for p in (root / sub).iterdir()]
-    found += [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{parent}")] + \
-             [str(p) for p in Path("/sys/fs/cgroup").glob(parent)]
-    return found
 
 
 def make_payload(body: dict[str, Any], gpus: int = 0, timeout_s: float | None = None) -> tuple[str, dict]:

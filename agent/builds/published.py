@@ -44,6 +44,7 @@ class Published:
     verified_at: float = 0.0
     size_bytes: int = 0
     files: int = 0
+    digest: str = ""           # the manifest's sha256, as recorded at publish
 
 
 class PublishedRuntimes:
@@ -90,7 +91,7 @@ class PublishedRuntimes:
             problem = str(exc)
             self.runtimes[name] = Published(name, os.path.realpath(link), None, {}, problem=problem)
             return problem
-        pub = Published(name, version_dir, parsed.spec, manifest, verified_at=time.time())
+        pub = Published(name, version_dir, parsed.spec, manifest, verified_at=time.time(), digest=recorded)
         entries = manifest["entries"].values()
         pub.size_bytes = sum(e.get("size", 0) for e in entries)
         pub.files = sum(1 for e in entries if e["type"] == "file")
@@ -174,7 +175,9 @@ class PublishedRuntimes:
             raise BadRequest(f"unknown runtime: {exc.message}") from None
         self.check(pub)
         assert pub.spec is not None  # a runtime without a spec has a problem, which check() refused
-        return self.mounts(pub.spec, pub.version_dir)
+        found = self.mounts(pub.spec, pub.version_dir)
+        found.manifest_sha256 = pub.digest
+        return found
 
     @staticmethod
     def mounts(spec: RuntimeSpec, version_dir: str) -> RuntimeMounts:
@@ -184,7 +187,8 @@ class PublishedRuntimes:
         mounts = [Mount(source=os.path.join(version_dir, m.source), target=m.target, readonly=True)
                   for m in spec.mounts]
         return RuntimeMounts(name=spec.name, mounts=mounts, env=dict(spec.environment),
-                             script_command=list(spec.script.command), script_suffix=spec.script.suffix)
+                             script_command=list(spec.script.command), script_suffix=spec.script.suffix,
+                             version_dir=version_dir)
 
     def describe(self, pub: Published, full: bool = False) -> dict[str, Any]:
         if pub.spec is None:

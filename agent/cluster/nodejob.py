@@ -27,9 +27,12 @@ from .node import STOP_SIGNALS
 from ..fs import remove_tree
 from ..jobs import etcfiles
 from ..sandbox import cgroups, launcher, status
-from ..sandbox.spec import JobType, SandboxSpec
+from ..sandbox.spec import JobType, Mount, SandboxSpec
+from .launcher_client import JobPipes, hand_over
+from .nodeinput import InputRelay
 
 READ_CHUNK = wire.OUT_CHUNK
+PACKAGE = Path(__file__).resolve().parents[1]   # this node's joblet_agent
 FORWARDED = (status.Kind.RUNNING, status.Kind.SETUP_ERROR, status.Kind.EXEC_ERROR, status.Kind.EXIT,
              status.Kind.ARTIFACTS_ERROR)
 
@@ -50,6 +53,9 @@ class NodeJob:
         self.kill_at: float | None = None
         self.timeout_at: float | None = None
         self.sent = 0
+        self.relay: InputRelay | None = None
+        self.status_buffer = bytearray()
+        self.decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
         self.said_hello = False
         self.gone = False            # our stdout (the agent's srun) is gone
 
@@ -92,7 +98,7 @@ class NodeJob:
         spec.wait_for_go = False
         limits = spec.cgroup_limits  # the agent's disk is not this node's: throttle this node's own
         limits.io_device = cgroups.whole_disk_of(str(self.root)) if limits.io_bps else None
-        spec.mounts = etcfiles.etc_binds()
+        spec.mounts = etcfiles.etc_binds() + _package_mounts(p.get("package_mounts") or [])
         if p.get("runtime"):
             spec.mounts += noderuntime.mounts(p["runtime"], self.runtimes or "", self.node)
         alloc = gres.allocation(dict(os.environ), int(p.get("gpus") or 0)) if p.get("gpus") else gres.Allocation()
@@ -104,7 +110,7 @@ class NodeJob:
         self.said_hello = True
         return spec
 
-    def start(self, spec: SandboxSpec) -> dict[str, int]:
+    def start(self, spec: SandboxSpec) -> JobPipes:
         """A stage forked from this process with the local launcher's code takes the job. The stop
         signals are still blocked (node.main); ignored too, the stage and init inherit that."""
         for sig in STOP_SIGNALS:
@@ -112,53 +118,74 @@ class NodeJob:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the stage
         launcher.warm_up(self.parent)
         os.makedirs(spec.root_dir, mode=0o700)
-        pipes, theirs = _channels(spec)
-        try:
-            launcher.StagePool(-1, size=0).dispatch(theirs)
-        finally:
-            for fd in theirs:
-                os.close(fd)
-        return pipes
+        return hand_over(spec, False, launcher.StagePool(-1, size=0).dispatch)
 
     # ---- during: frames out, stop and timeout -----------------------------------------
 
-    def pump(self, pipes: dict[str, int]) -> None:
+    def pump(self, pipes: JobPipes) -> None:
+        """Until the sandbox's stdout, stderr and status pipes have all ended: their data out as
+        frames, a session's input in, Slurm's signals and the timers acted on."""
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         for sig in STOP_SIGNALS:
             signal.signal(sig, lambda *_: None)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came early is handled now
         sel = selectors.DefaultSelector()
-        decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
-        for name, fd in pipes.items():
+        for name, fd in (("stdout", pipes.stdout), ("stderr", pipes.stderr), ("status", pipes.status)):
             sel.register(fd, selectors.EVENT_READ, name)
         sel.register(wake_r, selectors.EVENT_READ, "signal")
-        lines = bytearray()
-        while len(sel.get_map()) > 1:
+        if pipes.stdin is not None:
+            self.relay = InputRelay(pipes.stdin, self._signal, lambda: self.stop("stopped"))
+            sel.register(0, selectors.EVENT_READ, "input")
+        open_pipes = 3
+        while open_pipes:
+            self._want_output(sel)
             for key, _ in sel.select(self._next_wait()):
-                if key.data == "signal":
-                    os.read(wake_r, 64)
-                    self.stop("stopped")
-                    continue
-                data = os.read(key.fd, READ_CHUNK)
-                if not data:
-                    sel.unregister(key.fd)
-                    os.close(key.fd)
-                if key.data == "status":
-                    self._status(lines, data)
-                else:
-                    self._output(key.data, decoders[key.data].decode(data, final=not data))
+                open_pipes -= self._serve(sel, key, wake_r)
             self._timers()
         signal.set_wakeup_fd(-1)
-        os.close(wake_r)
-        os.close(wake_w)
+        for fd in (wake_r, wake_w):
+            os.close(fd)
+        if self.relay is not None:
+            self.relay.close()
+
+    def _serve(self, sel: selectors.BaseSelector, key: selectors.SelectorKey, wake_r: int) -> int:
+        """One ready descriptor; 1 if a sandbox pipe ended with it."""
+        if key.data == "signal":
+            os.read(wake_r, 64)
+            self.stop("stopped")
+            return 0
+        if key.data == "sandbox-in":
+            assert self.relay is not None
+            self.relay.flush()
+            return 0
+        data = os.read(key.fd, READ_CHUNK)
+        if not data:
+            sel.unregister(key.fd)
+            if key.data != "input":
+                os.close(key.fd)
+        if key.data == "input":
+            assert self.relay is not None
+            self.relay.from_agent(data)
+            return 0
+        if key.data == "status":
+            self._status(self.status_buffer, data)
+        else:
+            self._output(key.data, self.decoders[key.data].decode(data, final=not data))
+        return 0 if data else 1
+
+    def _want_output(self, sel: selectors.BaseSelector) -> None:
+        """Watch the sandbox's stdin for room exactly while input waits for it."""
+        wanted = self.relay is not None and self.relay.wants_to_write
+        watched = any(k.data == "sandbox-in" for k in sel.get_map().values())
+        if wanted and not watched:
+            assert self.relay is not None and self.relay.target is not None
+            sel.register(self.relay.target, selectors.EVENT_WRITE, "sandbox-in")
+        elif watched and not wanted:
+            sel.unregister(next(k.fd for k in sel.get_map().values() if k.data == "sandbox-in"))
 
     def _status(self, buffer: bytearray, data: bytes) -> None:
-        buffer += data
-        while b"\n" in buffer:
-            line, _, rest = bytes(buffer).partition(b"\n")
-            buffer[:] = rest
-            msg = status.parse(line)
+        for msg in status.take_lines(buffer, data):
             if msg.kind is status.Kind.STARTED and msg.pid is not None:
                 self._adopt_init(msg.pid)
             elif msg.kind is status.Kind.RUNNING:
@@ -194,6 +221,7 @@ class NodeJob:
             self.kill_at = time.monotonic() + grace
 
     def _signal(self, sig: int) -> None:
+        """SIGKILL: the whole cgroup; anything else: to the init, which forwards it to the job."""
         if sig == signal.SIGKILL:
             self._cgroup().kill()
         elif self.init_pidfd is not None:
@@ -313,19 +341,17 @@ class NodeJob:
             os.close(fd)
 
 
-def _channels(spec: SandboxSpec) -> tuple[dict[str, int], list[int]]:
-    """Our read ends of the job's stdout, stderr and status pipes, and the descriptors a stage
-    takes (the spec in a memfd, then the write ends), as the agent's launcher hands them."""
-    import json
-
-    memfd = os.memfd_create(f"jnb-spec-{spec.job_id}", os.MFD_CLOEXEC)
-    os.write(memfd, json.dumps(spec.to_json_dict()).encode())
-    ours, theirs = {}, [memfd]
-    for name in ("stdout", "stderr", "status"):
-        r, w = os.pipe2(os.O_CLOEXEC)
-        ours[name] = r
-        theirs.append(w)
-    return ours, theirs
+def _package_mounts(entries: list[dict[str, Any]]) -> list[Mount]:
+    """Files of this node's own joblet-nb install to bind read-only (a session's runner), named by
+    their place in the package; nothing outside it, and never a symlink out of it."""
+    binds = []
+    for entry in entries:
+        relative, target = str(entry.get("path", "")), str(entry.get("target", ""))
+        source = (PACKAGE / relative).resolve()
+        if ".." in relative.split("/") or not source.is_relative_to(PACKAGE) or not target.startswith("/"):
+            raise NodeSetupError(f"a package mount {relative!r} -> {target!r} is not inside joblet_agent")
+        binds.append(Mount(source=str(source), target=target, readonly=True))
+    return binds
 
 
 def _rmdir(path: str) -> None:

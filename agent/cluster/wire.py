@@ -1,7 +1,9 @@
 """What travels over a Slurm step's stdin and stdout between the agent and the node side.
 
 stdin, agent -> node: one header line `{"v": 1, "bytes": N, "mac": HEX}`, then exactly N bytes of
-the payload (JSON), then, for a session, the bytes of the sandbox's own stdin.
+the payload (JSON), then, for a session, NDJSON frames:
+  in       {"b": BASE64}           bytes for the sandbox's stdin (the runner's requests)
+  signal   {"sig": N}              a signal for the program (SIGINT: a cell's interrupt)
 
 stdout, node -> agent: NDJSON frames, one a line, each an object with a kind `k`:
   hello    {"node", "slurm_job_id", "gpus": [indices], "devices": [names]}  the node took the job
@@ -84,10 +86,11 @@ def frame(kind: str, **fields: Any) -> bytes:
 
 
 class FrameReader:
-    """Splits the node's stdout into checked frames; holds at most MAX_FRAME bytes between calls."""
+    """Splits a stream into checked frames; holds at most MAX_FRAME bytes between calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, shapes: dict[str, dict[str, type]] | None = None) -> None:
         self._buf = bytearray()
+        self.shapes = SHAPES if shapes is None else shapes
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self._buf += data
@@ -99,7 +102,7 @@ class FrameReader:
             line = bytes(self._buf[:end])
             del self._buf[: end + 1]
             if line.strip():
-                frames.append(check(line))
+                frames.append(check(line, self.shapes))
         if len(self._buf) > MAX_FRAME:
             raise FrameError(f"the node sent a line longer than {MAX_FRAME} bytes")
         return frames
@@ -124,7 +127,10 @@ SHAPES: dict[str, dict[str, type]] = {
 }
 
 
-def check(line: bytes) -> dict[str, Any]:
+INPUT_SHAPES: dict[str, dict[str, type]] = {"in": {"b": str}, "signal": {"sig": int}}
+
+
+def check(line: bytes, shapes: dict[str, dict[str, type]] = SHAPES) -> dict[str, Any]:
     """One frame, or FrameError naming what is wrong with it."""
     if len(line) > MAX_FRAME:
         raise FrameError(f"the node sent a frame longer than {MAX_FRAME} bytes")
@@ -133,7 +139,7 @@ def check(line: bytes) -> dict[str, Any]:
     except ValueError:
         raise FrameError(f"the node sent a line that is not JSON: {line[:80]!r}") from None
     kind = data.get("k") if isinstance(data, dict) else None
-    shape = SHAPES.get(kind) if isinstance(kind, str) else None
+    shape = shapes.get(kind) if isinstance(kind, str) else None
     if shape is None:
         raise FrameError(f"the node sent a frame of unknown kind {str(kind)[:40]!r}")
     for name, typ in shape.items():

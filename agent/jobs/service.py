@@ -7,18 +7,19 @@ builds them from a SandboxSpec). The job type is set here, never taken from a re
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable
 
 from . import spec as jobspec
 from ..audit import AuditLog
 from ..auth import Principal
+from ..cluster.executor import Ending, Execution
+from ..cluster.launcher_client import Launcher
+from ..cluster.local import JobNetwork, LocalExecutor
+from ..cluster.slurm_executor import SlurmExecutor
 from ..config import AgentConfig
 from ..contract import JobStatus, JobType
 from ..errors import BadRequest, Conflict, NotFound
@@ -27,7 +28,7 @@ from ..models import JobLimits, JobRecord, JobRequest, Usage
 from ..paths import AgentPaths
 from ..sandbox import cgroups, status
 from ..sandbox.spec import Mount, SandboxSpec
-from .launcher_client import JobPipes, Launcher
+from .ears import SandboxEars
 from .quota import QuotaKeeper
 from .spec import RuntimeMounts
 from .sinks import JobLog, SandboxSink
@@ -36,21 +37,12 @@ from .verdict import SandboxOutcome, Verdict, decide
 
 MAX_LISTED_FILES = 10_000  # a job can leave many empty files; a listing stays a bounded answer
 SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too
-MAX_PENDING_INPUT = 64 << 20  # input an attached sandbox has not read yet
 
 RuntimeResolver = Callable[[str], RuntimeMounts]
 BuildSpecMaker = Callable[[JobRecord, int, cgroups.CgroupLimits], SandboxSpec]
 """(record, uid, cgroup limits) -> the builder's sandbox spec."""
 BuildPipeline = Callable[[JobRecord, Verdict], Awaitable[Verdict]]
 """The builder sandbox's verdict -> the build job's final verdict."""
-
-
-class JobNetwork(Protocol):
-    """Outside set-up of a job's network namespace (bridge mode); see network/bridge.py."""
-
-    def attach(self, job_id: str, init_pid: int) -> dict[str, Any]: ...
-
-    def release(self, job_id: str) -> None: ...
 
 
 def _no_runtimes(name: str) -> RuntimeMounts:
@@ -62,36 +54,33 @@ class LiveJob:
     """What the service keeps about a job while its sandbox exists."""
 
     record: JobRecord
-    cgroup: cgroups.JobCgroup
     uid_slot: int
-    init_pid: int | None = None
     stop_reason: str | None = None
     outputs: list[str] = field(default_factory=list)
     outcome: SandboxOutcome = field(default_factory=SandboxOutcome)
     cell: bool = False                  # a script: its runner may leave a last value and figures
-    open_streams: int = 3
-    go_fd: int | None = None
-    attaching: asyncio.Task[None] | None = None   # the network set-up of a bridge job, off the loop
     hold_exit: bool = False             # a runtime build: the RuntimeService ends the record
     verdict: Verdict | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     sink: SandboxSink | None = None     # where output and the end go: the job's log, or a session
-    stdin: int | None = None            # a session's: the write end of its runner's input
-    pending_in: bytearray = field(default_factory=bytearray)
+    execution: Execution | None = None  # the sandbox, on this host or on a cluster's node
+    local: bool = True                  # this host's executor, whatever the agent's `executor` is
 
 
 class JobService:
     def __init__(self, paths: AgentPaths, config: AgentConfig, driver: cgroups.CgroupDriver,
                  launcher: Launcher, runtimes: RuntimeResolver = _no_runtimes,
-                 network: JobNetwork | None = None, audit: AuditLog | None = None) -> None:
+                 network: JobNetwork | None = None, audit: AuditLog | None = None,
+                 cluster: SlurmExecutor | None = None) -> None:
         self.paths = paths
         self.audit = audit or AuditLog(paths.logs / "audit.log")
         self.config = config
         self.driver = driver
-        self.launcher = launcher
         self.resolve_runtime = runtimes
         self.network = network
+        self.local = LocalExecutor(launcher, driver, network, config.stop_grace_s)
+        self.cluster = cluster          # executor: slurm places standard jobs and sessions
         self.store = JobStore(paths.job_state)
         self.quota = QuotaKeeper(self.store, config)
         self.live: dict[str, LiveJob] = {}
@@ -113,13 +102,11 @@ class JobService:
         return record
 
     def _sample_usage(self, live: LiveJob) -> None:
-        """CPU and peak memory so far, from the job's cgroup (a few small file reads), so a
-        status line can show them while the job runs."""
-        try:
-            u = live.cgroup.usage()
-        except Exception:  # noqa: BLE001 - the cgroup may be going away right now
-            return
-        live.record.usage = Usage(cpu_s=round(u.cpu_s, 3), memory_peak_bytes=u.memory_peak_bytes)
+        """CPU and peak memory so far, where the executor can see them (a local job's cgroup: a
+        few small file reads), so a status line can show them while the job runs."""
+        u = live.execution.usage() if live.execution is not None else None
+        if u is not None:
+            live.record.usage = Usage(cpu_s=round(u.cpu_s, 3), memory_peak_bytes=u.memory_peak_bytes)
 
     def runtime_users(self, name: str) -> int:
         """How many running production jobs mount runtime `name` (its removal waits for none)."""
@@ -162,71 +149,68 @@ class JobService:
     # ---- commands ------------------------------------------------------------------------
 
     async def start(self, who: Principal, req: JobRequest, runtime_mounts: RuntimeMounts | None = None) -> JobRecord:
-        if req.network != "none" and self.network is None:
-            raise BadRequest(f"network {req.network!r} is not available on this agent; use 'none'")
-        # runtime_mounts: a candidate runtime under test (RuntimeService only; no request reaches it)
+        # runtime_mounts: a candidate runtime under test (RuntimeService only; no request reaches
+        # it): it exists on this host only, so its test runs here whatever the executor is
+        local = runtime_mounts is not None or self.cluster is None
+        limits = self._checked_limits(who, req, local)
         runtime = runtime_mounts or (self.resolve_runtime(req.runtime) if req.runtime else None)
-        limits = jobspec.effective_limits(req.limits, self.config.defaults, self.config.max_limits, who.policy)
         self.quota.admit_job(who)
         job_id = secrets.token_hex(8)
         record = JobRecord(id=job_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())
         live = self._admit(record, outputs=list(req.outputs))
         live.cell = req.script is not None
+        live.local = local
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, self.store.artifacts(record.id),
                                      self._cgroup_limits(record.limits))
-        return await self._launch(live, spec)
+        self._launch(live, spec, runtime)
+        return record
+
+    def _checked_limits(self, who: Principal, req: JobRequest, local: bool) -> JobLimits:
+        """The request's effective limits, refused (400) where the executor could never meet them:
+        a network or GPUs this host does not give, an ask no node of the cluster could fit."""
+        if req.network != "none" and (self.network is None or not local):
+            where = "this agent" if local else "jobs that go through Slurm"
+            raise BadRequest(f"network {req.network!r} is not available for {where}; use 'none'")
+        limits = jobspec.effective_limits(req.limits, self.config.defaults, self.config.max_limits, who.policy)
+        if local and limits.gpus:
+            raise BadRequest(f"limits.gpus: {limits.gpus} GPUs asked, and this agent runs jobs on its own "
+                             f"host, which hands out none (GPUs come with executor: slurm)")
+        if not local:
+            assert self.cluster is not None
+            self.cluster.check(limits)
+        return limits
 
     async def start_attached(self, who: Principal, sandbox_id: str, req: JobRequest, runtime: RuntimeMounts | None,
                              sink: SandboxSink, mounts: list[Mount]) -> LiveJob:
         """A production sandbox that is not a job: no record, no log, nothing under /v1/jobs. Its
         output and end go to `sink`, its stdin is a pipe (`write_stdin`). A session's sandbox:
         the same spec, limits, runtime, network and launcher as a job's."""
-        if req.network != "none" and self.network is None:
-            raise BadRequest(f"network {req.network!r} is not available on this agent; use 'none'")
-        limits = jobspec.effective_limits(req.limits, self.config.defaults, self.config.max_limits, who.policy)
+        limits = self._checked_limits(who, req, self.cluster is None)
         record = JobRecord(id=sandbox_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())
         live = self._admit(record, stored=False)
         live.sink = sink
+        live.local = self.cluster is None
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, None, self._cgroup_limits(record.limits))
         spec.mounts += mounts
         spec.stdin_pipe = True
-        await self._launch(live, spec)
+        self._launch(live, spec, runtime)
         return live
 
     def write_stdin(self, live: LiveJob, data: bytes) -> None:
-        """Input for an attached sandbox, never blocking the agent: what the pipe does not take now
-        waits in a bounded buffer; a sandbox that does not read is stopped."""
-        if live.stdin is None:
+        """Input for an attached sandbox, never blocking the agent (the executor buffers it, bounded;
+        a sandbox that does not read is stopped)."""
+        if live.execution is None:
             raise BrokenPipeError("the sandbox's input is closed")
-        live.pending_in += data
-        if len(live.pending_in) > MAX_PENDING_INPUT:
-            self._signal_stop(live, "stopped", grace=0)
-            raise BrokenPipeError("the sandbox does not read its input")
-        self._flush_stdin(live)
-
-    def _flush_stdin(self, live: LiveJob) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while live.pending_in and live.stdin is not None:
-                done = os.write(live.stdin, live.pending_in)
-                del live.pending_in[:done]
-        except BlockingIOError:
-            pass
-        except OSError:
-            live.pending_in.clear()
-        if live.stdin is not None:
-            loop.remove_writer(live.stdin)
-            if live.pending_in:
-                loop.add_writer(live.stdin, self._flush_stdin, live)
+        live.execution.write_input(data)
 
     def signal(self, live: LiveJob, sig: int) -> None:
-        """A signal to the sandbox's init, which forwards it to the program's process group."""
-        if live.init_pid is not None and not live.done.is_set():
-            _kill(live.init_pid, sig)
+        """A signal for the sandbox's program (its init forwards it to the program's process group)."""
+        if live.execution is not None and not live.done.is_set():
+            live.execution.signal(sig)
 
     def end(self, live: LiveJob, reason: str = "stopped") -> None:
         """End an attached sandbox at once (SIGKILL); its sink hears how it ended."""
@@ -259,7 +243,7 @@ class JobService:
             self._slots.discard(live.uid_slot)
             live.done.set()
         else:
-            await self._launch(live, spec)
+            self._launch(live, spec)
         asyncio.get_running_loop().create_task(self._after_build(live, pipeline))
         return record
 
@@ -283,8 +267,7 @@ class JobService:
         self.audit.write("start", job=record.id, type=record.type, owner=record.owner, runtime=record.runtime,
                          limits=record.limits.model_dump(exclude_none=True), network=record.network,
                          command=record.command, attached=not stored)
-        live = LiveJob(record=record, cgroup=self.driver.open(f"job-{record.id}"), uid_slot=slot,
-                       outputs=outputs or [])
+        live = LiveJob(record=record, uid_slot=slot, outputs=outputs or [])
         live.sink = JobLog(self, live) if stored else None
         return live
 
@@ -294,22 +277,16 @@ class JobService:
             pids=(limits.pids + SANDBOX_OVERHEAD_PIDS) if limits.pids else None,
             io_bps=limits.io_bps or None, io_device=self.io_device if limits.io_bps else None)
 
-    async def _launch(self, live: LiveJob, spec: SandboxSpec) -> JobRecord:
-        """Hand a spec to the launcher and watch the sandbox; any failure becomes reason setup."""
-        record = live.record
-        self.live[record.id] = live
-        Path(spec.root_dir).mkdir(mode=0o700)
-        try:
-            pipes = self.launcher.launch(spec, wait_for_go=record.network != "none")
-            live.go_fd, live.stdin = pipes.go, pipes.stdin
-            if live.stdin is not None:
-                os.set_blocking(live.stdin, False)
-        except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
-            live.outcome.take(status.setup_error(f"launching the sandbox: {exc}"))
-            await self._finalize(live)
-            return record
-        self._watch(live, pipes)
-        return record
+    def _launch(self, live: LiveJob, spec: SandboxSpec, runtime: RuntimeMounts | None = None) -> None:
+        """Hand the spec to the job's executor; from here on its sandbox reports to `SandboxEars`."""
+        self.live[live.record.id] = live
+        ears = SandboxEars(self, live)
+        if live.local:
+            live.execution = self.local.start(spec, ears)
+        else:
+            assert self.cluster is not None
+            live.execution = self.cluster.start(spec, live.record.limits, runtime, ears,
+                                                self.paths.state / "slurm" / live.record.id)
 
     async def stop(self, who: Principal, job_id: str, reason: str = "stopped") -> JobRecord:
         record = self.get(who, job_id)
@@ -345,7 +322,8 @@ class JobService:
             try:
                 await asyncio.wait_for(live.done.wait(), timeout=15)
             except asyncio.TimeoutError:
-                live.cgroup.kill()
+                if live.execution is not None:
+                    live.execution.kill()
 
     # ---- uid slots -----------------------------------------------------------------------
 
@@ -357,48 +335,11 @@ class JobService:
                 return slot
         raise Conflict("no free job uid: too many jobs are running")
 
-    # ---- watching a sandbox --------------------------------------------------------------
+    # ---- what a sandbox reports ---------------------------------------------------------
 
-    def _watch(self, live: LiveJob, pipes: JobPipes) -> None:
-        loop = asyncio.get_running_loop()
-        for fd, kind in ((pipes.stdout, "stdout"), (pipes.stderr, "stderr")):
-            os.set_blocking(fd, False)
-            loop.add_reader(fd, self._on_output, live, fd, kind)
-        os.set_blocking(pipes.status, False)
-        loop.add_reader(pipes.status, self._on_status, live, pipes.status, bytearray())
-
-    def _on_output(self, live: LiveJob, fd: int, kind: str) -> None:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        assert live.sink is not None
-        live.sink.output(kind, data)
-        if not data:
-            self._close_stream(live, fd)
-
-    def _on_status(self, live: LiveJob, fd: int, buffer: bytearray) -> None:
-        try:
-            data = os.read(fd, 4096)
-        except BlockingIOError:
-            return
-        buffer.extend(data)
-        while b"\n" in buffer:
-            line, _, rest = bytes(buffer).partition(b"\n")
-            buffer[:] = rest
-            self._on_event(live, status.parse(line))
-        if not data:
-            self._close_stream(live, fd)
-
-    def _on_event(self, live: LiveJob, msg: status.Message) -> None:
+    def on_status(self, live: LiveJob, msg: status.Message) -> None:
         kind = msg.kind
-        if kind is status.Kind.STARTED and msg.pid is not None:
-            live.init_pid = msg.pid
-            if live.stop_reason:
-                self._signal_stop(live, live.stop_reason, grace=0)
-            if live.go_fd is not None:
-                live.attaching = asyncio.get_running_loop().create_task(self._release_go(live))
-        elif kind is status.Kind.RUNNING:
+        if kind is status.Kind.RUNNING:
             record = live.record
             record.status, record.started_at = JobStatus.RUNNING, time.time()
             assert live.sink is not None
@@ -413,72 +354,30 @@ class JobService:
         elif kind is status.Kind.ARTIFACTS_ERROR and live.sink is not None:
             live.sink.note(f"[joblet] /work files: {msg.message}\n")
 
-    async def _release_go(self, live: LiveJob) -> None:
-        """Set up the job's network from outside (in a thread: netlink work never blocks the event
-        loop), then let the init go on; EOF on the pipe aborts it."""
-        if live.go_fd is None:
-            return
-        go, live.go_fd = live.go_fd, None
-        try:
-            if not live.stop_reason and self.network is not None and live.init_pid is not None:
-                await asyncio.to_thread(self.network.attach, live.record.id, live.init_pid)
-                os.write(go, b"g")
-        except Exception as exc:  # noqa: BLE001 - the init sees EOF and reports reason setup
-            live.outcome.network_error = live.outcome.network_error or f"network: {exc}"
-        finally:
-            os.close(go)
-
-    def _close_stream(self, live: LiveJob, fd: int) -> None:
-        asyncio.get_running_loop().remove_reader(fd)
-        os.close(fd)
-        live.open_streams -= 1
-        if live.open_streams == 0:
-            asyncio.get_running_loop().create_task(self._finalize(live))
-
     def _signal_stop(self, live: LiveJob, reason: str, grace: float | None = None) -> None:
         if live.record.status.finished:
             return
         if live.stop_reason is None:
             live.stop_reason = reason
-        if live.init_pid is None:
-            return  # the "started" event will deliver it
-        grace = self.config.stop_grace_s if grace is None else grace
-        _kill(live.init_pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-        if grace > 0:
-            live.timers.append(asyncio.get_running_loop().call_later(grace, self._force_kill, live))
-
-    def _force_kill(self, live: LiveJob) -> None:
-        if live.init_pid is not None and not live.done.is_set():
-            _kill(live.init_pid, signal.SIGKILL)
+        if live.execution is not None:
+            live.execution.stop(grace)
 
     # ---- the end of a job ----------------------------------------------------------------
 
-    async def _finalize(self, live: LiveJob) -> None:
+    def on_ended(self, live: LiveJob, ending: Ending) -> None:
+        """Nothing of the sandbox is left: the verdict, from what the sandbox reported, what the
+        agent did to it, and what the executor knows (its node was lost, Slurm refused it)."""
         for timer in live.timers:
             timer.cancel()
         record = live.record
-        oom = False
-        try:
-            u = live.cgroup.usage()
-            record.usage = Usage(cpu_s=round(u.cpu_s, 3), memory_peak_bytes=u.memory_peak_bytes)
-            oom = live.cgroup.oom_killed()
-        except Exception:  # noqa: BLE001 - usage is best effort, cleanup is not
-            pass
-        live.cgroup.remove()
-        if live.stdin is not None:
-            asyncio.get_running_loop().remove_writer(live.stdin)
-            os.close(live.stdin)
-            live.stdin = None
-        if live.go_fd is not None:
-            os.close(live.go_fd)
-            live.go_fd = None
-        if live.attaching is not None:
-            await asyncio.gather(live.attaching, return_exceptions=True)  # release after attach, never before
-        if record.network != "none" and self.network is not None:
-            self.network.release(record.id)
-        _rmdir(Path(self.paths.jobs / record.id))
+        if ending.cpu_s is not None or ending.memory_peak_bytes is not None:
+            record.usage = Usage(cpu_s=ending.cpu_s, memory_peak_bytes=ending.memory_peak_bytes)
         self._slots.discard(live.uid_slot)
-        verdict = decide(live.outcome, live.stop_reason, oom, record.limits)
+        if ending.setup:
+            live.outcome.take(status.setup_error(ending.setup))
+        verdict = decide(live.outcome, live.stop_reason or ending.stop, ending.oom, record.limits)
+        if ending.lost and not live.stop_reason and verdict.reason != "setup":
+            verdict = Verdict(JobStatus.FAILED, "lost", ending.lost, verdict.exit_code, verdict.signal)
         assert live.sink is not None
         live.sink.ended(verdict)
         self.live.pop(record.id, None)
@@ -490,16 +389,3 @@ class JobService:
                          reason=verdict.reason, exit_code=verdict.exit_code, signal=verdict.signal,
                          cpu_s=record.usage.cpu_s, memory_peak_bytes=record.usage.memory_peak_bytes)
 
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _rmdir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except FileNotFoundError:
-        pass

@@ -33,6 +33,8 @@ class RuntimeMounts:
     env: dict[str, str]
     script_command: list[str]  # the script's file path is appended
     script_suffix: str = ".py"
+    version_dir: str | None = None      # the published build (a cluster node must find the same one)
+    manifest_sha256: str | None = None  # its manifest's digest, as recorded at publish
 
 
 def effective_limits(asked: JobLimits, defaults: DefaultLimits, maximum: MaxLimits,

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 
 from ..contract import JobStatus
+from ..fs import remove_tree
+from ..models import JobRecord
 from ..network.bridge import NetworkManager
 from ..paths import AgentPaths
 from ..sandbox import cgroups, libc
@@ -21,7 +24,8 @@ from .verdict import Verdict
 
 
 def sweep(paths: AgentPaths, driver: cgroups.CgroupDriver, store: JobStore,
-          network: NetworkManager | None = None) -> dict[str, int]:
+          network: NetworkManager | None = None, cancel: Callable[[JobRecord], None] | None = None) -> dict[str, int]:
+    """`cancel` ends what an unfinished job may still hold elsewhere (its Slurm job)."""
     counts = {"mounts": 0, "cgroups": 0, "folders": 0, "lost": 0}
     if network is not None:  # this agent's bridge ports, bridge and nftables table
         counts.update(network.sweep())
@@ -41,8 +45,11 @@ def sweep(paths: AgentPaths, driver: cgroups.CgroupDriver, store: JobStore,
         else:
             os.unlink(entry.path)
         counts["folders"] += 1
+    remove_tree(str(paths.state / "slurm"))  # srun's files of jobs an earlier life of the agent placed
     for record in store.load():
         if not record.status.finished:
+            if cancel is not None:
+                cancel(record)
             store.finish(record, Verdict(JobStatus.FAILED, "lost", "the agent restarted while the job ran"))
             counts["lost"] += 1
     return counts

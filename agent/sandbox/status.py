@@ -92,6 +92,17 @@ def send(message: Message, fd: int = STATUS_FD) -> None:
         pass  # the agent went away; the job's result is lost with it, the job still ends
 
 
+def take_lines(buffer: bytearray, data: bytes) -> list[Message]:
+    """The complete messages in `buffer` followed by `data`; a partial line stays in `buffer`."""
+    buffer.extend(data)
+    messages = []
+    while b"\n" in buffer:
+        line, _, rest = bytes(buffer).partition(b"\n")
+        buffer[:] = rest
+        messages.append(parse(line))
+    return messages
+
+
 def parse(line: bytes) -> Message:
     """A message back from its line; never raises on what a broken sandbox may have written."""
     try:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import Unavailable
@@ -23,6 +24,36 @@ class JobPipes:
     status: int
     go: int | None
     stdin: int | None = None   # a session's: the agent writes the runner's requests here
+
+
+def hand_over(spec: SandboxSpec, wait_for_go: bool, send: Callable[[list[int]], None]) -> JobPipes:
+    """Make the job's descriptors (the spec in a memfd, its pipes), `send` the stage's ends (the
+    warm launcher's socket, or a stage pool in this very process on a cluster's node), and keep ours."""
+    spec.wait_for_go = wait_for_go
+    memfd = os.memfd_create(f"jnb-spec-{spec.job_id}", os.MFD_CLOEXEC)
+    count = 3 + int(wait_for_go) + int(spec.stdin_pipe)
+    pipes: list[tuple[int, int]] = [os.pipe2(os.O_CLOEXEC) for _ in range(count)]
+    try:
+        os.write(memfd, json.dumps(spec.to_json_dict()).encode())
+        (out_r, out_w), (err_r, err_w), (st_r, st_w) = pipes[:3]
+        extra = pipes[3:]
+        go_pipe = extra.pop(0) if wait_for_go else None
+        in_pipe = extra.pop(0) if spec.stdin_pipe else None
+        theirs = [memfd, out_w, err_w, st_w] + [p[0] for p in (go_pipe, in_pipe) if p is not None]
+        send(theirs)
+    except BaseException:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+        raise
+    finally:
+        os.close(memfd)
+    for _, w in pipes[:3]:
+        os.close(w)
+    for pipe in (go_pipe, in_pipe):
+        if pipe is not None:
+            os.close(pipe[0])
+    return JobPipes(out_r, err_r, st_r, go_pipe[1] if go_pipe else None, in_pipe[1] if in_pipe else None)
 
 
 class Launcher:
@@ -54,31 +85,7 @@ class Launcher:
     def launch(self, spec: SandboxSpec, wait_for_go: bool = False) -> JobPipes:
         """Fork a sandbox for `spec`; returns the pipes to read its output and status from (and,
         for a spec with `stdin_pipe`, to write its input to)."""
-        spec.wait_for_go = wait_for_go
-        memfd = os.memfd_create(f"jnb-spec-{spec.job_id}", os.MFD_CLOEXEC)
-        count = 3 + int(wait_for_go) + int(spec.stdin_pipe)
-        pipes: list[tuple[int, int]] = [os.pipe2(os.O_CLOEXEC) for _ in range(count)]
-        try:
-            os.write(memfd, json.dumps(spec.to_json_dict()).encode())
-            (out_r, out_w), (err_r, err_w), (st_r, st_w) = pipes[:3]
-            extra = pipes[3:]
-            go_pipe = extra.pop(0) if wait_for_go else None
-            in_pipe = extra.pop(0) if spec.stdin_pipe else None
-            theirs = [memfd, out_w, err_w, st_w] + [p[0] for p in (go_pipe, in_pipe) if p is not None]
-            self._send(theirs)
-        except BaseException:
-            for r, w in pipes:
-                os.close(r)
-                os.close(w)
-            raise
-        finally:
-            os.close(memfd)
-        for _, w in pipes[:3]:
-            os.close(w)
-        for pipe in (go_pipe, in_pipe):
-            if pipe is not None:
-                os.close(pipe[0])
-        return JobPipes(out_r, err_r, st_r, go_pipe[1] if go_pipe else None, in_pipe[1] if in_pipe else None)
+        return hand_over(spec, wait_for_go, self._send)
 
     def _send(self, fds: list[int]) -> None:
         with self._lock:
