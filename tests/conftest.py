@@ -27,8 +27,9 @@ from browser.page import NotebookPage, new_notebook_json
 from hubproc import AGENT_CONFIG, CACHE_S, GROUPS, TIMEOUT_S, HubProcess, HubSetup
 from joblet_nb.core.client import JobletClient
 from nbshell import NbShell
+from slurmcluster import SlurmCluster, node_leftovers, one_node_cluster, slurm_config
 
-AGENT_FIXTURES = {"agent", "module_agent", "hubsetup"}
+AGENT_FIXTURES = {"agent", "module_agent", "hubsetup", "slurm_cluster", "slurm_agent"}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -90,6 +91,32 @@ def hubsetup() -> Iterator[HubSetup]:
             hub.stop()  # with its servers and their kernels, before the agent's leftover check
     finally:
         hub.remove()
+
+
+# ---- a Slurm cluster, and an agent that places its jobs through it ---------------------------
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A one-node Slurm with two fake GPUs (tests/slurmcluster.py), torn down at the end."""
+    if os.geteuid() != 0:
+        pytest.skip(NEEDS_ROOT)
+    with one_node_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def slurm_node_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The node side's folder (slurm.node_root) of the Slurm agents of the tests."""
+    return tmp_path_factory.mktemp("jnb-node-root")
+
+
+@pytest.fixture(scope="session")
+def slurm_agent(slurm_cluster: SlurmCluster, slurm_node_root: Path) -> Iterator[AgentProcess]:
+    """An agent with `executor: slurm`; once it has stopped, the node side has left nothing."""
+    with running_agent(slurm_config(slurm_node_root), env=slurm_cluster.env) as agent:
+        yield agent
+    assert not node_leftovers(slurm_node_root)
 
 
 # ---- the notebook side -----------------------------------------------------------------------

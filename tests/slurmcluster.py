@@ -102,6 +102,11 @@ class SlurmCluster:
         return "\n".join(parts)
 
 
+def slurm_config(node_root: Path, extra: str = "") -> str:
+    """agent.yml of an agent that places its jobs through this cluster (`extra`: more slurm keys)."""
+    return f"executor: slurm\nstop_grace_s: 2\nslurm:\n  node_root: {node_root}\n{extra}"
+
+
 def node_leftovers(node_root: Path) -> list[str]:
     """What the node side left on this host for `node_root`: job folders, /work copies, and its
     cgroup parent (`jnb-<hash of the node root>`) in any hierarchy."""

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agentproc import AgentProcess, Api, running_agent
-from slurmcluster import SlurmCluster, node_leftovers, one_node_cluster
+from slurmcluster import SlurmCluster, node_leftovers, slurm_config
 from waiting import wait_until
 
 pytestmark = pytest.mark.root
@@ -33,28 +32,14 @@ test:
 TINY_SETUP = 'mkdir -p "$RUNTIME_PREFIX/tree" && echo "hello from tiny" > "$RUNTIME_PREFIX/tree/hello"\n'
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    with one_node_cluster() as c:
-        yield c
+@pytest.fixture
+def cluster(slurm_cluster: SlurmCluster) -> SlurmCluster:
+    return slurm_cluster
 
 
-@pytest.fixture(scope="module")
-def node_root() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="jnb-node-"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def slurm_config(node_root: Path, extra: str = "") -> str:
-    return f"executor: slurm\nstop_grace_s: 2\nslurm:\n  node_root: {node_root}\n{extra}"
-
-
-@pytest.fixture(scope="module")
-def slurm_agent(cluster: SlurmCluster, node_root: Path) -> Iterator[AgentProcess]:
-    with running_agent(slurm_config(node_root), env=cluster.env) as agent:
-        yield agent
-    assert not node_leftovers(node_root)
+@pytest.fixture
+def node_root(slurm_node_root: Path) -> Path:
+    return slurm_node_root
 
 
 @pytest.fixture

@@ -26,16 +26,15 @@ from joblet_agent.jobs import spec as jobspec
 from joblet_agent.models import JobLimits, JobRecord, JobRequest
 from joblet_agent.sandbox import cgroups
 
-from slurmcluster import SlurmCluster, node_leftovers, one_node_cluster
+from slurmcluster import SlurmCluster, node_leftovers
 
 PREFIX = "jnb-nodetest-"
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    with one_node_cluster() as c:
-        yield c
+@pytest.fixture
+def cluster(slurm_cluster: SlurmCluster) -> SlurmCluster:
+    return slurm_cluster
 
 
 @pytest.fixture(scope="module")

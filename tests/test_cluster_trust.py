@@ -20,7 +20,7 @@ import pytest
 
 from joblet_agent.cluster import signing, wire
 
-from slurmcluster import SlurmCluster, one_node_cluster
+from slurmcluster import SlurmCluster
 
 pytestmark = pytest.mark.root
 AGENT_DIR = Path(__file__).resolve().parents[1] / "agent"
@@ -29,10 +29,9 @@ PROBE_V1 = Path("/sys/fs/cgroup/memory/jnb-trust-probe")
 PROBE_V2 = Path("/sys/fs/cgroup/jnb-trust-probe")
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    with one_node_cluster() as c:
-        yield c
+@pytest.fixture
+def cluster(slurm_cluster: SlurmCluster) -> SlurmCluster:
+    return slurm_cluster
 
 
 @pytest.fixture

@@ -54,6 +54,7 @@ class JobLimits:
     io_bps: int | None = None
     timeout_s: float | None = None
     disk_mb: int | None = None
+    gpus: int | None = None  # handed out by an agent with executor: slurm
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "JobLimits":

@@ -138,10 +138,13 @@ def limits_from(
     timeout: str | None = None,
     disk: str | None = None,
     max_io: str | None = None,
+    gpus: int | None = None,
 ) -> JobLimits:
     """The limits of option strings; options not given stay None (the agent's default)."""
     if pids is not None and pids < 1:
         raise OptionError("--pids must be at least 1")
+    if gpus is not None and gpus < 0:
+        raise OptionError("--gpus must be 0 or more")
     return JobLimits(
         memory_mb=None if max_memory is None else parse_size_mb(max_memory, "--max-memory"),
         cpu_percent=None if max_cpu is None else parse_cpu_percent(max_cpu),
@@ -149,6 +152,7 @@ def limits_from(
         timeout_s=None if timeout is None else parse_seconds(timeout, "--timeout"),
         disk_mb=None if disk is None else parse_size_mb(disk, "--disk"),
         io_bps=None if max_io is None else parse_rate_bps(max_io, "--max-io"),
+        gpus=gpus,
     )
 
 

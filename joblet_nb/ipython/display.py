@@ -119,10 +119,27 @@ def ended_text(record: JobRecord) -> str:
 
 
 def jobs_table(jobs: Sequence[JobRecord], title: str = "joblet jobs") -> Table:
-    rows = [[j.id, j.type, j.status.value, ended_text(j), j.runtime or "base", fmt_time(j.created_at),
-             fmt_seconds(elapsed(j)), usage_text(j)] for j in jobs]
+    rows = [[j.id, j.type, j.status.value, ended_text(j) or waiting_text(j), j.runtime or "base",
+             fmt_time(j.created_at), fmt_seconds(elapsed(j)), usage_text(j)] for j in jobs]
     header = ["id", "type", "status", "ended", "runtime", "created", "elapsed", "usage"]
+    if any(j.extra.get("node") or j.extra.get("cluster") for j in jobs):  # an agent that places jobs
+        header += ["node", "cluster job", "devices"]
+        for row, j in zip(rows, jobs):
+            row += placement_cells(j)
     return Table(header, rows, title)
+
+
+def waiting_text(record: JobRecord) -> str:
+    """Why a queued job waits (a cluster scheduler's reason), while it is PENDING."""
+    return record.message or "" if record.status.value == "PENDING" else ""
+
+
+def placement_cells(record: JobRecord) -> list[str]:
+    """Node, scheduler and job id there, and the devices it got (GPUs) of a cluster job."""
+    cluster = record.extra.get("cluster") or {}
+    job = f"{cluster.get('engine', '')} {cluster.get('job_id', '')}".strip() if isinstance(cluster, dict) else ""
+    devices = cluster.get("devices") if isinstance(cluster, dict) else None
+    return [str(record.extra.get("node") or ""), job, ", ".join(map(str, devices or []))]
 
 
 def record_table(record: JobRecord) -> Table:

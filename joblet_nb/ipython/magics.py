@@ -37,6 +37,7 @@ def _limit_arguments(func: Callable) -> Callable:
         argument("--timeout", metavar="SECS", help="wall-clock limit in seconds (or 5m, 1h)"),
         argument("--disk", metavar="SIZE", help="writable space of /work and /tmp, e.g. 1G"),
         argument("--max-io", metavar="RATE", help="block I/O bytes per second, e.g. 10M"),
+        argument("--gpus", type=int, metavar="N", help="GPUs for the job (an agent with executor: slurm)"),
         argument("--network", nargs="?", const="bridge", metavar="MODE",
                  help="give the job a network (default mode: bridge); none without this"),
     ]):
@@ -401,7 +402,7 @@ class JobletMagics(Magics, Configurable):
                 note(f"{exc.message}; using {fallback or 'base python3'} instead")
                 runtime = fallback
         limits = to_json(limits_from(args.max_memory, args.max_cpu, args.pids, args.timeout,
-                                     args.disk, args.max_io))
+                                     args.disk, args.max_io, args.gpus))
         self.default_runtime = runtime or ""
         self.default_limits = limits
         self.default_network = args.network or ""
@@ -467,7 +468,7 @@ def _run_options(args: Any) -> RunOptions:
     return RunOptions(
         runtime=args.runtime, network=args.network, env=parse_env(args.env),
         limits=limits_from(args.max_memory, args.max_cpu, args.pids, args.timeout, args.disk,
-                           args.max_io),
+                           args.max_io, args.gpus),
         uploads=list(args.upload), inputs=names(args.inputs), outputs=names(args.outputs),
         show=list(args.show), fetch=list(args.fetch), command=list(args.command),
         background=args.bg, allow_error=args.allow_error, node=args.node,

@@ -215,6 +215,7 @@ def keeper_of(magics: Any) -> SessionKeeper:
 @argument("--timeout", metavar="SECS", help="the session's whole life, e.g. 2h")
 @argument("--disk", metavar="SIZE", help="writable space of /work and /tmp, e.g. 1G")
 @argument("--max-io", metavar="RATE", help="block I/O bytes per second")
+@argument("--gpus", type=int, metavar="N", help="GPUs for the session (an agent with executor: slurm)")
 @argument("--network", nargs="?", const="bridge", metavar="MODE", help="give the session a network (bridge)")
 @argument("--idle-timeout", metavar="SECS", help="end the session after this long without a cell")
 @argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
@@ -256,7 +257,8 @@ def session_command(magics: Any, rest: str) -> None:
 def _options(magics: Any, args: Any) -> dict[str, Any]:
     """The body of POST /v1/sessions: these options over the notebook's defaults (`%joblet use`)."""
     defaults = magics.defaults()
-    limits = limits_from(args.max_memory, args.max_cpu, args.pids, args.timeout, args.disk, args.max_io)
+    limits = limits_from(args.max_memory, args.max_cpu, args.pids, args.timeout, args.disk, args.max_io,
+                         args.gpus)
     options: dict[str, Any] = {
         "runtime": effective_runtime(args.runtime, defaults.runtime),
         "limits": to_json(limits.over(defaults.limits)) or None,

@@ -24,7 +24,7 @@ from ..core.client import JobletClient
 from ..core.errors import JobletError
 from ..core.events import Event, ExitEvent, OutputEvent, ProgressEvent, StatusEvent
 from ..core.records import JobRecord
-from .display import elapsed, ended_text, fmt_seconds, usage_text
+from .display import elapsed, ended_text, fmt_seconds, placement_cells, usage_text, waiting_text
 
 STATE_COLOURS = {
     "PENDING": "#888",
@@ -87,7 +87,8 @@ class StatusLine(Snapshot, w.HTML):
     def on_event(self, event: Event) -> None:
         """Status and exit events move the state without waiting for the next poll."""
         if isinstance(event, StatusEvent):
-            self.update(dataclasses.replace(self.record, status=event.status))
+            message = event.extra.get("message") if event.status.value == "PENDING" else None
+            self.update(dataclasses.replace(self.record, status=event.status, message=message))
         elif isinstance(event, ExitEvent):
             self.update(event.applied_to(self.record))
 
@@ -103,6 +104,11 @@ class StatusLine(Snapshot, w.HTML):
         ended = ended_text(self.record)
         if ended:
             parts.append(("ended", ended))
+        if waiting_text(self.record):
+            parts.append(("waiting", waiting_text(self.record)))
+        node, job, devices = placement_cells(self.record)
+        if node:
+            parts.append(("node", " · ".join(x for x in (node, job, devices) if x)))
         usage = usage_text(self.record)
         if usage:
             parts.append(("usage", usage))
