@@ -119,7 +119,9 @@ def node_leftovers(node_root: Path) -> list[str]:
 
 
 def write_config(folder: Path, node: str, cpus: int, memory_mb: int, gpus: int) -> None:
-    """slurm.conf and gres.conf for one node named after this host, every path inside `folder`."""
+    """slurm.conf and gres.conf for one node named after this host, every path inside `folder`.
+    More CPUs than the host has are declared with SlurmdParameters=config_overrides (a benchmark's
+    node that runs many small jobs at once)."""
     lines = [
         "ClusterName=jnb",
         f"SlurmctldHost={node}",
@@ -154,6 +156,7 @@ def write_config(folder: Path, node: str, cpus: int, memory_mb: int, gpus: int) 
         "AccountingStorageType=accounting_storage/none",
         "JobCompType=jobcomp/none",
         "JobAcctGatherType=jobacct_gather/none",
+        *(["SlurmdParameters=config_overrides"] if cpus > (os.cpu_count() or 1) else []),
         f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} Gres=gpu:{gpus} State=UNKNOWN",
         "PartitionName=jnb Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
     ]
@@ -254,8 +257,8 @@ def stop(cluster: SlurmCluster) -> None:
 
 
 @contextlib.contextmanager
-def one_node_cluster(gpus: int = 2) -> Iterator[SlurmCluster]:
-    cluster = start(gpus=gpus)
+def one_node_cluster(gpus: int = 2, cpus: int | None = None) -> Iterator[SlurmCluster]:
+    cluster = start(gpus=gpus, cpus=cpus)
     try:
         yield cluster
     finally:
