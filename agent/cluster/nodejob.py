@@ -28,6 +28,7 @@ from ..fs import remove_tree
 from ..jobs import etcfiles
 from ..sandbox import cgroups, launcher, status
 from ..sandbox.spec import JobType, Mount, SandboxSpec
+from ..sessions import install as session_install
 from .launcher_client import JobPipes, hand_over
 from .nodeinput import InputRelay
 
@@ -98,7 +99,8 @@ class NodeJob:
         spec.wait_for_go = False
         limits = spec.cgroup_limits  # the agent's disk is not this node's: throttle this node's own
         limits.io_device = cgroups.whole_disk_of(str(self.root)) if limits.io_bps else None
-        spec.mounts = etcfiles.etc_binds() + _package_mounts(p.get("package_mounts") or [])
+        spec.mounts = etcfiles.etc_binds() + _package_mounts(p.get("package_mounts") or []) + \
+            self._agent_mounts(p.get("agent_mounts") or [])
         if p.get("runtime"):
             spec.mounts += noderuntime.mounts(p["runtime"], self.runtimes or "", self.node)
         alloc = gres.allocation(dict(os.environ), int(p.get("gpus") or 0)) if p.get("gpus") else gres.Allocation()
@@ -109,6 +111,17 @@ class NodeJob:
                   gpus=alloc.indices, devices=[os.path.basename(d) for d in alloc.devices])
         self.said_hello = True
         return spec
+
+    def _agent_mounts(self, entries: list[dict[str, Any]]) -> list[Mount]:
+        """The agent's own folders a sandbox sees, made from this node's install: the session
+        runner's (copied and compiled under the node root). Nothing else is known."""
+        binds = []
+        for entry in entries:
+            if entry.get("target") != session_install.IN_SANDBOX:
+                raise NodeSetupError(f"the node side makes no folder for {str(entry.get('target'))[:200]!r}")
+            folder = session_install.install_runner(self.root / "session-runner")
+            binds.append(Mount(source=str(folder), target=session_install.IN_SANDBOX, readonly=True))
+        return binds
 
     def start(self, spec: SandboxSpec) -> JobPipes:
         """A stage forked from this process with the local launcher's code takes the job. The stop

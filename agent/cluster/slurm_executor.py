@@ -30,7 +30,7 @@ from ..config import SlurmConfig
 from ..errors import BadRequest, Unavailable
 from ..inotify import TreeWatch
 from ..models import JobLimits
-from ..sandbox.spec import SandboxSpec
+from ..sandbox.spec import Mount, SandboxSpec
 
 NODES_FRESH_S = 30.0
 POLL_FIRST_S = 0.5
@@ -79,9 +79,10 @@ class SlurmExecutor:
     # ---- a job -------------------------------------------------------------------------------
 
     def start(self, spec: SandboxSpec, limits: JobLimits, runtime: Any, events: JobEvents,
-              folder: Path) -> SlurmExecution:
+              folder: Path, extra_mounts: list[Mount] = ()) -> SlurmExecution:  # type: ignore[assignment]
         """srun the node side for `spec`; `runtime` is the job's resolved runtime (named to the
-        node by its build), `folder` the job's own for srun's files."""
+        node by its build), `folder` the job's own for srun's files, `extra_mounts` the agent's
+        own binds (a session's runner), which the node makes from its own install."""
         self._ensure_reading()
         ask = self.ask(limits)
         name = self.prefix + spec.job_id
@@ -89,7 +90,7 @@ class SlurmExecutor:
                              (limits.disk_mb or 256) << 20, interactive=spec.stdin_pipe)
         self.jobs[spec.job_id] = job
         try:
-            payload = self.payload(spec, name, ask, runtime, limits)
+            payload = self.payload(spec, name, ask, runtime, limits, list(extra_mounts))
             job.launch(wire.envelope(self.key, payload), slurm.srun_argv(self.config, name, ask, self.node_command))
         except (OSError, ValueError) as exc:
             job.fail_to_launch(f"handing the job to Slurm: {exc}")
@@ -99,20 +100,23 @@ class SlurmExecutor:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
         return job
 
-    def payload(self, spec: SandboxSpec, name: str, ask: slurm.Ask, runtime: Any,
-                limits: JobLimits) -> dict[str, Any]:
+    def payload(self, spec: SandboxSpec, name: str, ask: slurm.Ask, runtime: Any, limits: JobLimits,
+                extra_mounts: list[Mount]) -> dict[str, Any]:
         """What the node side gets: the agent's spec (the node makes its paths, mounts and devices
-        its own), the runtime by build, the files of the agent's own code to bind (a session's
-        runner) by their place in the package, and how to stop and bound the job."""
+        its own), the runtime by build, the agent's own binds by what they are (a file of the
+        package by its place in it; the session runner's folder by where the sandbox sees it),
+        and how to stop and bound the job."""
         ref = RuntimeRef.of(runtime).__dict__ if runtime is not None else None
-        package_mounts = []
-        for mount in spec.mounts:
+        package_mounts, agent_mounts = [], []
+        for mount in extra_mounts:
             source = Path(mount.source).resolve()
             if source.is_relative_to(PACKAGE):
                 package_mounts.append({"path": str(source.relative_to(PACKAGE)), "target": mount.target})
+            else:
+                agent_mounts.append({"target": mount.target})
         return {"v": 1, "slurm_job_name": name, "job_name_prefix": self.prefix, "spec": spec.to_json_dict(),
-                "runtime": ref, "package_mounts": package_mounts, "gpus": ask.gpus, "grace_s": self.grace_s,
-                "timeout_s": limits.timeout_s, "max_output_bytes": self.max_output_bytes}
+                "runtime": ref, "package_mounts": package_mounts, "agent_mounts": agent_mounts, "gpus": ask.gpus,
+                "grace_s": self.grace_s, "timeout_s": limits.timeout_s, "max_output_bytes": self.max_output_bytes}
 
     def _ensure_reading(self) -> None:
         if not self._reading and self.watch.fd is not None:

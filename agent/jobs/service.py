@@ -65,6 +65,7 @@ class LiveJob:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     sink: SandboxSink | None = None     # where output and the end go: the job's log, or a session
     execution: Execution | None = None  # the sandbox, on this host or on a cluster's node
+    extra_mounts: list[Mount] = field(default_factory=list)  # the agent's own binds (a session's runner)
     local: bool = True                  # this host's executor, whatever the agent's `executor` is
 
 
@@ -196,6 +197,7 @@ class JobService:
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, None, self._cgroup_limits(record.limits))
         spec.mounts += mounts
+        live.extra_mounts = list(mounts)
         spec.stdin_pipe = True
         self._launch(live, spec, runtime)
         return live
@@ -286,7 +288,7 @@ class JobService:
         else:
             assert self.cluster is not None
             live.execution = self.cluster.start(spec, live.record.limits, runtime, ears,
-                                                self.paths.state / "slurm" / live.record.id)
+                                                self.paths.state / "slurm" / live.record.id, live.extra_mounts)
 
     async def stop(self, who: Principal, job_id: str, reason: str = "stopped") -> JobRecord:
         record = self.get(who, job_id)
