@@ -65,7 +65,7 @@ def run(cluster: SlurmCluster, place: Path, body: dict[str, Any], gpus: int = 0,
     name, payload = make_payload(body, gpus, timeout_s)
     argv = ["srun", f"--job-name={name}", "--export=NONE", "--chdir=/", "--mem=256", "--ntasks=1", "--time=2"]
     argv += [f"--gres=gpu:{gpus}"] if gpus else []
-    argv += [sys.executable, "-m", "joblet_agent.cluster.node", "--key", str(place / "cluster.key"),
+    argv += [sys.executable, "-m", "joblet_agent.node", "--key", str(place / "cluster.key"),
              "--root", str(place / "node")]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, **cluster.env})
@@ -155,7 +155,7 @@ def test_a_refused_runtime_ends_with_setup_before_anything_runs(cluster, place):
     payload["runtime"] = {"name": "python-3.11", "build": "nope", "manifest_sha256": "0" * 64, "mounts": []}
     key = signing.load_key(str(place / "cluster.key"))
     out = subprocess.run(["srun", f"--job-name={name}", "--export=NONE", "--chdir=/", "--mem=256", sys.executable,
-                          "-m", "joblet_agent.cluster.node", "--key", str(place / "cluster.key"), "--root",
+                          "-m", "joblet_agent.node", "--key", str(place / "cluster.key"), "--root",
                           str(place / "node"), "--runtimes", str(place / "no-runtimes")],
                          input=wire.envelope(key, payload), capture_output=True, env={**os.environ, **cluster.env},
                          timeout=60)

@@ -1,6 +1,6 @@
 """The node side's trust model, attacked through a real one-node Slurm cluster (README "Clusters").
 
-Each test runs `python -m joblet_agent.cluster.node` the way an attacker could: as a plain Slurm
+Each test runs `python -m joblet_agent.node` the way an attacker could: as a plain Slurm
 user's own step, or as root without the agent's signature. Every refusal must come before anything
 is made on the node (no node folder, no cgroup), with a message that says why.
 """
@@ -24,7 +24,7 @@ from slurmcluster import SlurmCluster
 
 pytestmark = pytest.mark.root
 AGENT_DIR = Path(__file__).resolve().parents[1] / "agent"
-NODE = ["-m", "joblet_agent.cluster.node"]
+NODE = ["-m", "joblet_agent.node"]
 PROBE_V1 = Path("/sys/fs/cgroup/memory/jnb-trust-probe")
 PROBE_V2 = Path("/sys/fs/cgroup/jnb-trust-probe")
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from joblet_agent.cluster import gres, slurm
+from joblet_agent.cluster import slurm
+from joblet_agent.node import gres
 from joblet_agent.config import AgentConfig, SlurmConfig
 
 NODES = [slurm.Node("a", 8, 64000, 0, "idle"), slurm.Node("b", 4, 32000, 2, "mixed")]

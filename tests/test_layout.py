@@ -33,6 +33,7 @@ def package(name: str) -> tuple[str, str]:
 LAYERS = layout.Layers(
     groups={
         "cli": (f"{AGENT}.entry", f"{AGENT}.cli"),  # the console script and the composition root
+        "node": package(f"{AGENT}.node"),  # the node side of a cluster: the node's composition root
         "api": package(f"{AGENT}.api"),
         "sessions": package(f"{AGENT}.sessions"),
         "builds": package(f"{AGENT}.builds"),
@@ -47,7 +48,7 @@ LAYERS = layout.Layers(
         "core": package("joblet_nb.core"),
     },
     stacks=(
-        (("cli",), ("api",), ("sessions", "builds"), ("jobs",), ("cluster", "network"), ("sandbox",),
+        (("cli", "node"), ("api",), ("sessions", "builds"), ("jobs",), ("cluster", "network"), ("sandbox",),
          ("shared",), ("contract",)),
         (("notebook",), ("ipython",), ("core",)),
     ),

@@ -26,7 +26,7 @@ def slurm_executor(paths: AgentPaths, config: AgentConfig) -> SlurmExecutor:
         key = signing.ensure_key(key_file)
     except signing.ClusterKeyError as exc:
         raise CannotIsolate(str(exc)) from None
-    command = [cfg.python or sys.executable, "-m", "joblet_agent.cluster.node", "--key", key_file,
+    command = [cfg.python or sys.executable, "-m", "joblet_agent.node", "--key", key_file,
                "--root", node_root, "--runtimes", cfg.runtimes or str(paths.runtimes)]
     env = dict(os.environ)
     try:

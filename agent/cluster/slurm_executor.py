@@ -44,7 +44,7 @@ class SlurmExecutor:
     def __init__(self, config: SlurmConfig, node_command: list[str], tag: str, env: dict[str, str],
                  key: bytes, grace_s: float, max_output_bytes: int) -> None:
         self.config = config
-        self.node_command = node_command      # python -m joblet_agent.cluster.node --key ... --root ...
+        self.node_command = node_command      # python -m joblet_agent.node --key ... --root ...
         self.prefix = f"jnb-{tag}-"           # Slurm job names: jnb-<agent>-<job id>
         self.env = env
         self.key = key

@@ -15,7 +15,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from . import wire
+from ..cluster import wire
 
 MAX_PENDING = 64 << 20
 SIGNALS = (signal.SIGINT,)   # what an agent may send a program through this channel

@@ -22,15 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import gres, noderuntime, wire
-from .node import STOP_SIGNALS
+from . import gres, runtime as noderuntime
+from .main import STOP_SIGNALS
+from ..cluster import wire
 from ..fs import remove_tree
 from ..jobs import etcfiles
 from ..sandbox import cgroups, launcher, status
 from ..sandbox.spec import JobType, Mount, SandboxSpec
 from ..sessions import install as session_install
-from .launcher_client import JobPipes, hand_over
-from .nodeinput import InputRelay
+from ..cluster.launcher_client import JobPipes, hand_over
+from .relay import InputRelay
 
 READ_CHUNK = wire.OUT_CHUNK
 PACKAGE = Path(__file__).resolve().parents[1]   # this node's joblet_agent

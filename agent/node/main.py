@@ -1,6 +1,6 @@
 """The node side: what a Slurm step runs on the compute node for one job of the agent.
 
-    python -m joblet_agent.cluster.node --key KEYFILE --root NODE_ROOT [--runtimes DIR]
+    python -m joblet_agent.node --key KEYFILE --root NODE_ROOT [--runtimes DIR]
 
 It refuses, before it makes anything, unless (1) it runs as root and (2) its stdin starts with a
 spec whose MAC verifies with the cluster key, a root-only file, and (3) the spec names the Slurm
@@ -9,7 +9,6 @@ steps as that user) and is refused at (1); root-only key material stops anything
 (2); (3) stops a signed spec from being replayed into another job. Then it builds the job's
 sandbox with the same launcher code as a local job and streams frames (wire.py) on its stdout.
 
-This module is the node's composition root, as cli.py is the agent's.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import signal
 import sys
 from typing import Any
 
-from . import signing, wire
+from ..cluster import signing, wire
 
 REFUSED_EXIT = 2
 
@@ -77,10 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         payload = accept(args, os.fdopen(0, "rb", buffering=0, closefd=False), dict(os.environ))
     except Refused as exc:
         return refuse(str(exc))
-    from .nodejob import NodeJob  # the sandbox code loads only for an accepted job
+    from .job import NodeJob  # the sandbox code loads only for an accepted job
 
     return NodeJob(payload, args.root, args.runtimes).run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
