@@ -135,12 +135,17 @@ class Authenticator:
         self.tokens = tokens
         self.hub = hub
 
-    def authenticate(self, header: str | None) -> Principal:
+    def local(self, header: str | None) -> Principal | None:
+        """The caller by the local tokens alone (no I/O beyond a stat of the token file); None
+        for a token only the hub can judge. An unknown token without a hub is refused here."""
         token = bearer(header)
         found = self.tokens.lookup(token)
-        if found is not None:
-            return found
-        if self.hub is None or token.startswith(TOKEN_PREFIX) or not token:
+        if found is None and (self.hub is None or token.startswith(TOKEN_PREFIX) or not token):
             raise Unauthorized("unknown token: create one with 'joblet-agent token create'"
                                + ("" if self.hub is None else ", or send a JupyterHub token"))
-        return self.hub(token)
+        return found
+
+    def remote(self, header: str | None) -> Principal:
+        """The hub's word on a token that is not a local one (a call that may block on the hub)."""
+        assert self.hub is not None
+        return self.hub(bearer(header))

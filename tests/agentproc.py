@@ -155,9 +155,17 @@ class Api:
         return [json.loads(line) for line in r.iter_lines() if line]
 
     def run(self, **body: Any) -> "Result":
+        """Submit, follow to the exit event, then settle: the job's cleanup is over on return."""
         job_id = self.submit(**body)
         events = self.events(job_id)
+        self.settle(job_id)
         return Result(job_id, self.record(job_id), events)
+
+    def settle(self, job_id: str) -> None:
+        """A stop returns once the job is cleaned up (its cgroup, stage and folder go after its exit
+        event); on a job that has ended it does nothing else."""
+        r = self.call("POST", f"/v1/jobs/{job_id}/stop")
+        assert r.status_code == 200, r.text
 
     def wait_for_output(self, job_id: str, text: str, timeout: float = 30) -> str:
         """The job's stdout once it contains `text`; fails at once if the job ends without it."""

@@ -53,6 +53,7 @@ def probe_command_job(api: Api, name: str, marker: str, env: dict[str, str], **b
 
 def finish_job(api: Api, job_id: str) -> Result:
     events = api.events(job_id)
+    api.settle(job_id)
     return Result(job_id, api.call("GET", f"/v1/jobs/{job_id}").json(), events)
 
 

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.root
 
 
 def _assert_clean(agent: AgentProcess, job_id: str) -> None:
+    agent.api().settle(job_id)  # its cleanup follows its exit event; a stop waits for it
     left = [item for item in leftovers(agent.root) if job_id in item]
     assert not left, left
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..auth import Authenticator, Principal
@@ -33,8 +34,10 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
     install_error_handlers(app)
     app.state.service = service
 
-    def caller(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        return tokens.authenticate(authorization)
+    async def caller(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        """Local tokens on the event loop (a plain function here would cost a thread hand-off per
+        request); a hub token in a thread, since asking the hub may block."""
+        return tokens.local(authorization) or await run_in_threadpool(tokens.remote, authorization)
 
     Caller = Annotated[Principal, Depends(caller)]
     JobId = Annotated[str, _path_job_id()]

@@ -7,7 +7,7 @@ comes from the user's environment, and the job type is a typed field set by the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..contract import JobType
@@ -62,10 +62,13 @@ class SandboxSpec:
     devices: list[str] = field(default_factory=list)  # host device nodes bound into /dev (GPUs Slurm gave)
 
     def to_json_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """Built field by field: `asdict` deep-copies every upload and /etc file first, which cost
+        more than the rest of handing a job over."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["job_type"] = self.job_type.value
-        for up in data["uploads"]:
-            up["content"] = up["content"].hex()
+        data["mounts"] = [asdict(m) for m in self.mounts]
+        data["cgroup_limits"] = asdict(self.cgroup_limits)
+        data["uploads"] = [{"path": u.path, "content": u.content.hex(), "mode": u.mode} for u in self.uploads]
         return data
 
     @classmethod
