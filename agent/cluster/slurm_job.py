@@ -229,6 +229,9 @@ class SlurmExecution:
             ending.stop = "timeout"
         elif self.placement is None and "Unable to allocate resources" in log:
             ending.setup = "Slurm refused the job: " + log.split("Unable to allocate resources:")[-1].strip()
+        elif self.placement is None and state != "NODE_FAIL":
+            # the node side never started: nothing of the user's ran, and srun says why
+            ending.setup = f"Slurm could not start the job (srun exit {code}): {log or 'no message'}"
         elif state == "NODE_FAIL" or "Node failure" in log:
             ending.lost = f"node {node} failed while the job ran (Slurm job {self.slurm_id}: NODE_FAIL)"
         elif state in ("CANCELLED", "PREEMPTED", "DEADLINE"):

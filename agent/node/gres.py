@@ -14,6 +14,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from .main import NodeSetupError
+
 # the devices every CUDA process opens besides its GPUs; bound only when they exist on the node
 CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"  # a step may have no PATH
@@ -21,7 +23,7 @@ _LINE = re.compile(r"Name=gpu\b.*?\bIndex=(\d+)\b.*?\bFile=(\S+)")
 _RANGE = re.compile(r"^(.*)\[([0-9,\-]+)\](.*)$")
 
 
-class GresError(Exception):
+class GresError(NodeSetupError):
     """The GPUs Slurm allocated cannot be matched to device files on this node."""
 
 

@@ -22,14 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import gres, runtime as noderuntime
-from .main import STOP_SIGNALS
+from . import gres
+from .main import STOP_SIGNALS, NodeSetupError
 from ..cluster import wire
 from ..fs import remove_tree
 from ..jobs import etcfiles
 from ..sandbox import cgroups, launcher, status
 from ..sandbox.spec import JobType, Mount, SandboxSpec
-from ..sessions import install as session_install
 from ..cluster.launcher_client import JobPipes, hand_over
 from .relay import InputRelay
 
@@ -37,10 +36,6 @@ READ_CHUNK = wire.OUT_CHUNK
 PACKAGE = Path(__file__).resolve().parents[1]   # this node's joblet_agent
 FORWARDED = (status.Kind.RUNNING, status.Kind.SETUP_ERROR, status.Kind.EXEC_ERROR, status.Kind.EXIT,
              status.Kind.ARTIFACTS_ERROR)
-
-
-class NodeSetupError(Exception):
-    """The job cannot run on this node; it ends with reason setup and this message."""
 
 
 class NodeJob:
@@ -69,7 +64,7 @@ class NodeJob:
         try:
             spec = self.prepare()
             self.pump(self.start(spec))
-        except (NodeSetupError, noderuntime.RuntimeMissing, gres.GresError) as exc:
+        except NodeSetupError as exc:  # a runtime this node lacks, GPUs it cannot match, ...
             self._setup_failed(str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug here still ends the job with a reason
             self._setup_failed(f"node side on {self.node}: {type(exc).__name__}: {exc}")
@@ -103,7 +98,9 @@ class NodeJob:
         spec.mounts = etcfiles.etc_binds() + _package_mounts(p.get("package_mounts") or []) + \
             self._agent_mounts(p.get("agent_mounts") or [])
         if p.get("runtime"):
-            spec.mounts += noderuntime.mounts(p["runtime"], self.runtimes or "", self.node)
+            from .runtime import mounts as runtime_mounts  # the manifest code loads for runtime jobs only
+
+            spec.mounts += runtime_mounts(p["runtime"], self.runtimes or "", self.node)
         alloc = gres.allocation(dict(os.environ), int(p.get("gpus") or 0)) if p.get("gpus") else gres.Allocation()
         spec.devices = alloc.devices
         if alloc.visible is not None:
@@ -116,6 +113,8 @@ class NodeJob:
     def _agent_mounts(self, entries: list[dict[str, Any]]) -> list[Mount]:
         """The agent's own folders a sandbox sees, made from this node's install: the session
         runner's (copied and compiled under the node root). Nothing else is known."""
+        from ..sessions import install as session_install  # a session's only
+
         binds = []
         for entry in entries:
             if entry.get("target") != session_install.IN_SANDBOX:
@@ -130,7 +129,7 @@ class NodeJob:
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the stage
-        launcher.warm_up(self.parent)
+        launcher.warm_up(self.parent, (JobType.STANDARD,))
         os.makedirs(spec.root_dir, mode=0o700)
         return hand_over(spec, False, launcher.StagePool(-1, size=0).dispatch)
 

@@ -28,6 +28,10 @@ class Refused(Exception):
     """The node side will not take this job; nothing was made."""
 
 
+class NodeSetupError(Exception):
+    """The job cannot run on this node; it ends with reason setup and this message."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="joblet-node", description="joblet-nb node side (run by the agent's srun)")
     parser.add_argument("--key", required=True, help="the cluster key (root-only file)")

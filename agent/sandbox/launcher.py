@@ -35,11 +35,12 @@ MAX_FDS = 6  # spec, stdout, stderr, status, and optionally go and stdin
 DRIVER: cgroups.CgroupDriver | None = None
 
 
-def warm_up(cgroup_parent: str) -> None:
-    """Pay once for what every job needs: imports, the cgroup driver, the seccomp programs."""
+def warm_up(cgroup_parent: str, job_types: tuple[JobType, ...] = tuple(JobType)) -> None:
+    """Pay once for what every job needs: imports, the cgroup driver, the seccomp programs (of the
+    job types this process will start: a cluster node's side starts production jobs only)."""
     global DRIVER
     DRIVER = cgroups.detect(cgroup_parent)
-    for job_type in JobType:
+    for job_type in job_types:
         seccomp.compile_profile(job_type)
     gc.collect()
     gc.freeze()  # forked stages share these objects; no collection of the children touches them
