@@ -23,7 +23,7 @@ from .events import Event, parse_event
 from .records import (Created, FileListing, Health, Identity, JobRecord, RuntimeInfo, RuntimeTest,
                       from_json)
 from .request import JobRequest
-from .unixsocket import session_for
+from .pool import SessionPool
 
 _STATUS_ERRORS: dict[int, type[JobletError]] = {
     400: BadRequestError,
@@ -48,6 +48,7 @@ class JobletClient:
         stream_timeout: float = 60.0,
         reconnect_attempts: int = 5,
         cert: str | None = None,
+        pool: SessionPool | None = None,
     ):
         self.url = url.rstrip("/")
         self.cert = cert
@@ -59,7 +60,9 @@ class JobletClient:
         self.stream_timeout = stream_timeout
         self.reconnect_attempts = reconnect_attempts
         # `unix:/path` (an agent started with --unix) goes over a unix socket, all else over TCP.
-        self.session, self._base = session_for(self.url)
+        self._pool = pool if pool is not None and pool.url == self.url else SessionPool(self.url)
+        self.session, self._base = self._pool.take()
+        self._released = False
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> "JobletClient":
@@ -69,16 +72,21 @@ class JobletClient:
         return cls(s.url, s.token, s.admin_token, **kwargs)
 
     def clone(self) -> "JobletClient":
-        """A client with its own HTTP session, for another thread (Sessions are not thread-safe)."""
-        return JobletClient(
-            self.url, self.token, self.admin_token, self.timeout, self.stream_timeout,
-            self.reconnect_attempts, self.cert,
-        )
+        """A client with its own HTTP session, for another thread (Sessions are not thread-safe);
+        `release()` gives its session back for the next clone."""
+        return self.with_token(self.token)
 
     def with_token(self, token: str | None) -> "JobletClient":
         """The same agent under another token (e.g. the admin token for a build job's events)."""
         return JobletClient(self.url, token, self.admin_token, self.timeout, self.stream_timeout,
-                            self.reconnect_attempts, self.cert)
+                            self.reconnect_attempts, self.cert, self._pool)
+
+    def release(self) -> None:
+        """Done with this client: its session (and its kept-alive connection) goes back to be
+        reused. Once only; the client is not used afterwards."""
+        if not self._released:
+            self._released = True
+            self._pool.give(self.session)
 
     # ---- plumbing -------------------------------------------------------------------------
 

@@ -248,6 +248,7 @@ class EventPump:
         except BaseException as exc:  # noqa: BLE001 - handed to the follower, which raises it
             self._put(exc)
             return
+        self.client.release()  # the stream ended cleanly: its connection serves the next cell
         self._put(_END)
 
     def _put(self, item: Any) -> bool:

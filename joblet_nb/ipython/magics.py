@@ -27,6 +27,8 @@ from ..core.request import (Defaults, OptionError, RunOptions, build_request, co
 from ..core.stream import JobFollower, JobResult
 from .display import ended_text, jobs_table, mapping_table, note, record_table
 
+KEPT_CLIENTS = 8  # clients (agents x tokens) a notebook keeps, with their connections
+
 
 def _limit_arguments(func: Callable) -> Callable:
     """The limit options shared by `run` and `use` (applied in source order)."""
@@ -69,6 +71,7 @@ class JobletMagics(Magics, Configurable):
         self.background: dict[str, RunOptions] = {}  # job id -> the options of its --bg run
         self.skip_runtimes: set[str] = set()          # `require --or-skip` of runtimes the agent lacks
         self.last_result: JobResult | None = None
+        self._clients: dict[tuple[Any, ...], JobletClient] = {}  # by settings: see `client`
         self.sandbox_names: dict[str, str] = {}      # name -> job id of the %%joblet cell that set it
 
     # ---- connection ---------------------------------------------------------------------
@@ -86,8 +89,16 @@ class JobletMagics(Magics, Configurable):
             raise UsageError(f"{exc}; fix JobletMagics.token_file or unset it") from None
 
     def client(self, node: str | None = None) -> JobletClient:
-        """A client for this call (of a named agent of `nodes` with `node`)."""
-        return JobletClient.from_settings(self.settings(node), timeout=self.http_timeout)
+        """A client for this call (of a named agent of `nodes` with `node`). The settings are
+        resolved every time; the client of the same settings is kept, with its connection."""
+        settings = self.settings(node)
+        key = (settings.url, settings.token, settings.admin_token, settings.cert, self.http_timeout)
+        client = self._clients.get(key)
+        if client is None:
+            if len(self._clients) >= KEPT_CLIENTS:
+                self._clients.pop(next(iter(self._clients))).release()
+            client = self._clients[key] = JobletClient.from_settings(settings, timeout=self.http_timeout)
+        return client
 
     def admin_client(self, node: str | None = None) -> JobletClient:
         """The admin token for every call, so it can also follow and stop build jobs."""

@@ -151,6 +151,8 @@ class StatusTracker:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.client.release()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
