@@ -1,0 +1,150 @@
+"""The agent's JobService and Launcher in this process, on their own temporary root, without HTTP:
+the `service` row (start + wait) and the `launcher` row (the sandbox code alone)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import select
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .agent import TRUE, sweep_root
+from .common import PREFIX
+
+
+class InProcess:
+    """JobService and Launcher of the agent, in this process, on their own temporary root."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=PREFIX + "inproc-"))
+        self.launcher: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        from joblet_agent.auth import Principal
+        from joblet_agent.config import AgentConfig
+        from joblet_agent.jobs.service import JobService
+        from joblet_agent.cluster.launcher_client import Launcher
+        from joblet_agent.models import JobRequest
+        from joblet_agent.paths import AgentPaths
+        from joblet_agent.sandbox import cgroups
+
+        self.paths = AgentPaths.at(self.root)
+        self.paths.ensure()
+        self.driver = cgroups.detect(self.paths.cgroup_parent())
+        if self.driver.missing():
+            raise RuntimeError(f"cgroup controllers missing: {self.driver.missing()}")
+        self.launcher = Launcher(self.paths.cgroup_parent())
+        # The warm launcher is our child: keep Ctrl-C (sent to our whole process group) from killing
+        # it mid-job; it exits when we close its socket, or by PR_SET_PDEATHSIG if we die.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.launcher.start()
+        finally:
+            signal.signal(signal.SIGINT, old)
+        self.config = AgentConfig()
+        self.service = JobService(self.paths, self.config, self.driver, self.launcher)
+        self.who = Principal(id="bench", name="bench", role="user")
+        self.request = JobRequest(command=[TRUE])
+        self.loop = asyncio.new_event_loop()
+
+    # -- row "service" --
+    def run_service(self, marks: dict[str, float]) -> None:
+        assert self.loop is not None
+        record = self.loop.run_until_complete(self._service_once(marks))
+        if record.status.value != "COMPLETED" or record.exit_code != 0:
+            raise RuntimeError(f"service job {record.id}: {record.status.value} {record.reason} {record.message}")
+
+    async def _service_once(self, marks: dict[str, float]) -> Any:
+        t0 = time.perf_counter()
+        record = await self.service.start(self.who, self.request)
+        marks["start"] = time.perf_counter() - t0
+        await self.service.wait(record.id)
+        return record
+
+    # -- row "launcher" --
+    def run_launcher(self, marks: dict[str, float]) -> None:
+        """The sandbox part of JobService.start/_watch/_finalize, with nothing else: no records,
+        no event log, no asyncio. The spec is the agent's own (jobspec.standard_spec), so it cannot drift."""
+        from joblet_agent.jobs import spec as jobspec
+        from joblet_agent.models import JobRecord
+        from joblet_agent.sandbox import status
+
+        t0 = time.perf_counter()
+        svc = self.service
+        job_id = secrets.token_hex(8)
+        limits = jobspec.effective_limits(self.request.limits, svc.config.defaults, svc.config.max_limits)
+        record = JobRecord(id=job_id, owner=self.who.id, limits=limits, network="none",
+                           command=[TRUE], created_at=time.time())
+        slot = svc._take_slot()
+        cgroup = None
+        root_dir: Path | None = None
+        events: list[status.Message] = []
+        try:
+            cgroup = svc.driver.open(f"job-{job_id}")  # made ahead by the stage that takes the job
+            marks["cgroup_create"] = time.perf_counter() - t0
+            spec = jobspec.standard_spec(record, self.request, None, svc.config.uid_base + slot,
+                                         svc.paths.jobs / job_id, svc.store.artifacts(job_id),
+                                         svc._cgroup_limits(limits))
+            root_dir = Path(spec.root_dir)
+            root_dir.mkdir(mode=0o700)
+            marks["launch_start"] = time.perf_counter() - t0
+            pipes = self.launcher.launch(spec, wait_for_go=False)
+            marks["launch_end"] = time.perf_counter() - t0
+            open_fds = {pipes.stdout, pipes.stderr, pipes.status}
+            buffer = b""
+            try:
+                while open_fds:
+                    ready, _, _ = select.select(list(open_fds), [], [], 60)
+                    if not ready:
+                        raise RuntimeError(f"launcher job {job_id}: no status for 60 s")
+                    now = time.perf_counter()
+                    for fd in ready:
+                        data = os.read(fd, 65536)
+                        if not data:
+                            open_fds.discard(fd)
+                            os.close(fd)
+                            if fd == pipes.status:
+                                marks["eof"] = now - t0
+                            continue
+                        if fd == pipes.status:
+                            buffer += data
+                            while b"\n" in buffer:
+                                line, _, buffer = buffer.partition(b"\n")
+                                event = status.parse(line)
+                                events.append(event)
+                                marks.setdefault("ev_" + event.kind.value, now - t0)
+            finally:
+                for fd in open_fds:
+                    os.close(fd)
+        finally:
+            if cgroup is not None:
+                t2 = time.perf_counter()
+                cgroup.remove()
+                marks["cgroup_remove"] = time.perf_counter() - t2
+            if root_dir is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    root_dir.rmdir()
+            svc._slots.discard(slot)
+        ends = [e for e in events if e.kind in status.TERMINAL]
+        if not ends or ends[0].kind is not status.Kind.EXIT or ends[0].exit_code != 0:
+            raise RuntimeError(f"launcher job {job_id} failed: {events}")
+
+    def remove(self) -> None:
+        # No service.shutdown(): after an interrupt a job's _finalize may have been cut short and
+        # would never signal "done". The sweep below kills and removes whatever a job left.
+        if self.loop is not None:
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.close()
+        if self.launcher is not None:
+            self.launcher.stop()
+        sweep_root(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
