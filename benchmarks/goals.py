@@ -7,6 +7,8 @@ Sections (benchmarks/README.md says what each times and why its reference is the
   lifecycle  `/bin/true` through the sandbox code (`launcher`), over HTTP from POST to the exit
              event (`agent-http`), in-process through JobService (`service`, for the breakdown),
              against `bwrap` with the same namespaces and mounts; round-robin, medians
+  cpu        CPU time per trivial job by component (agent, launcher, sandbox processes, client),
+             against bwrap's CPU per run (a figure that other work on the machine disturbs little)
   burst      64 trivial jobs at once over HTTP, all must succeed, against 64 bwraps at once
   kernel     a trivial `%%joblet run` cell through a real ipykernel, against python3 in bwrap run
              from the same kernel
@@ -33,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, when run from anywhere
 
-from benchlib import burst, kernel, pss, relay  # noqa: E402
+from benchlib import burst, cpu, kernel, pss, relay  # noqa: E402
 from benchlib.agent import HttpAgent  # noqa: E402
 from benchlib.bwrap import BWRAP, run_bwrap  # noqa: E402
 from benchlib.common import (RESULTS, command_line, git_head, host_facts, log, run_bench, safely,  # noqa: E402
@@ -42,7 +44,7 @@ from benchlib.inprocess import InProcess  # noqa: E402
 from benchlib.report import goal_rows, print_report  # noqa: E402
 from benchlib.rounds import breakdown, round_robin  # noqa: E402
 
-SECTIONS = ["lifecycle", "burst", "kernel", "pss", "relay", "idle"]
+SECTIONS = ["lifecycle", "cpu", "burst", "kernel", "pss", "relay", "idle"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,6 +53,8 @@ def parse_args() -> argparse.Namespace:
                    help=f"run only these sections ({', '.join(SECTIONS)})")
     p.add_argument("--runs", type=int, default=100, help="lifecycle rounds (default %(default)s)")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured lifecycle runs per row (default %(default)s)")
+    p.add_argument("--cpu-jobs", type=int, default=50, help="jobs per CPU block (default %(default)s)")
+    p.add_argument("--cpu-rounds", type=int, default=3, help="CPU blocks (default %(default)s)")
     p.add_argument("--burst-jobs", type=int, default=64, help="jobs at once (default %(default)s)")
     p.add_argument("--burst-rounds", type=int, default=5, help="burst rounds (default %(default)s)")
     p.add_argument("--cell-runs", type=int, default=30, help="kernel cells per row (default %(default)s)")
@@ -79,6 +83,9 @@ def _bench(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     sections = set(args.only)
     if "lifecycle" in sections:
         results["lifecycle"] = _lifecycle(agent, args, cleanup)
+    if "cpu" in sections:
+        log(f"cpu: {args.cpu_rounds} blocks of {args.cpu_jobs} jobs over HTTP and {args.cpu_jobs} bwraps")
+        results["cpu"] = cpu.measure(agent, args.cpu_jobs, args.cpu_rounds)
     if "burst" in sections:
         log(f"burst: {args.burst_rounds} rounds of {args.burst_jobs} jobs at once, agent and bwrap")
         results["burst"] = burst.measure(agent, args.burst_jobs, args.burst_rounds)

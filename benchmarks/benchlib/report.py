@@ -85,6 +85,11 @@ def _details(r: dict[str, Any]) -> None:
         for row, phases in r["lifecycle"]["breakdown_ms"].items():
             for phase, ms in phases.items():
                 print(f"  {row:<11} {phase:<90} {ms:7.2f}")
+    if "cpu" in r:
+        c = r["cpu"]
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in c["agent_ms"].items())
+        print(f"\nCPU per trivial job (ms): {parts}; total {sum(c['agent_ms'].values()):.2f}; "
+              f"bwrap {c['bwrap_ms']:.2f}")
     if "kernel" in r:
         print("\nKernel cells (ms): median / p90")
         for name, s in r["kernel"]["rows"].items():
