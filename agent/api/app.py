@@ -4,7 +4,6 @@ It knows nothing of mounts or cgroups; errors become statuses in api/errors.py. 
 annotations here: FastAPI reads the route signatures, whose types are local to `create_app`.)
 """
 
-import json
 import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -72,8 +71,8 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
              responses={200: {"content": {"application/x-ndjson": {}}}})
     async def job_events(job_id: JobId, who: Caller, follow: bool = False,
                          after: Annotated[int, Query(ge=0, le=1 << 62)] = 0) -> StreamingResponse:
-        events = await service.events(who, job_id, after, follow)
-        return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
+        lines = await service.event_lines(who, job_id, after, follow)
+        return StreamingResponse(lines, media_type="application/x-ndjson")
 
     @app.post("/v1/jobs/{job_id}/stop", response_model=JobRecord)
     async def stop_job(job_id: JobId, who: Caller) -> JobRecord:
@@ -123,17 +122,12 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
         return Response(status_code=204)
 
     if sessions is not None:
-        add_session_routes(app, sessions, Caller, _ndjson)
+        add_session_routes(app, sessions, Caller)
     return app
 
 
 def _path_job_id() -> Any:
     return PathParam(pattern=JOB_ID.pattern, description="a job id (16 hex digits)")
-
-
-async def _ndjson(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    async for event in events:
-        yield (json.dumps(event, separators=(",", ":")) + "\n").encode()
 
 
 async def _chunks(fd: int) -> AsyncIterator[bytes]:

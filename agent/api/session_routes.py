@@ -1,6 +1,5 @@
 """The `/v1/sessions` routes (API.md "Sessions"): HTTP onto the SessionService and back."""
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
@@ -13,8 +12,7 @@ from ..sessions.models import (CellQueued, CellRequest, CompleteRequest, Complet
 from ..sessions.service import SessionService
 
 
-def add_session_routes(app: FastAPI, sessions: SessionService, Caller: Any,
-                       ndjson: Callable[[Any], Any]) -> None:
+def add_session_routes(app: FastAPI, sessions: SessionService, Caller: Any) -> None:
     SessionId = Annotated[str, PathParam(pattern=JOB_ID.pattern, description="a session id (16 hex digits)")]
 
     @app.post("/v1/sessions", status_code=201, response_model=SessionCreated)
@@ -38,8 +36,8 @@ def add_session_routes(app: FastAPI, sessions: SessionService, Caller: Any,
              responses={200: {"content": {"application/x-ndjson": {}}}})
     async def session_events(session_id: SessionId, who: Caller, follow: bool = False,
                              after: Annotated[int, Query(ge=0, le=1 << 62)] = 0) -> StreamingResponse:
-        events = await sessions.events(who, session_id, after, follow)
-        return StreamingResponse(ndjson(events), media_type="application/x-ndjson")
+        lines = await sessions.event_lines(who, session_id, after, follow)
+        return StreamingResponse(lines, media_type="application/x-ndjson")
 
     @app.post("/v1/sessions/{session_id}/interrupt", status_code=204, response_class=Response)
     async def interrupt_session(session_id: SessionId, who: Caller) -> Response:

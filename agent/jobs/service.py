@@ -122,6 +122,11 @@ class JobService:
         self.get(who, job_id)
         return self.store.log(job_id).follow(after=after, follow=follow)
 
+    async def event_lines(self, who: Principal, job_id: str, after: int, follow: bool) -> AsyncIterator[bytes]:
+        """`events` as NDJSON bytes straight from the log (what the HTTP stream sends)."""
+        self.get(who, job_id)
+        return self.store.log(job_id).follow_lines(after=after, follow=follow)
+
     def _kept_work(self, who: Principal, job_id: str) -> str:
         """Where the /work copy of a finished job is kept (what downloads and listings serve)."""
         record = self.get(who, job_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,17 +62,27 @@ class EventLog:
 
     async def follow(self, after: int = 0, follow: bool = True) -> AsyncIterator[dict[str, Any]]:
         """Every event with seq > after, then (if follow) new ones until the exit event."""
-        offset = 0
-        last = after
+        async for chunk in self.follow_lines(after, follow):
+            for line in chunk.splitlines():
+                yield json.loads(line)
+
+    async def follow_lines(self, after: int = 0, follow: bool = True) -> AsyncIterator[bytes]:
+        """What `follow` yields, as the log's own bytes: complete lines, as many as one read holds.
+
+        A line is read only as far as its seq and type, so relaying a large output costs no JSON
+        work here and one event-loop turn per read, not per event."""
+        offset, last = 0, after
         while True:
             waiter = self._changed
-            offset, events = _read_from(self.path, offset)
-            for event in events:
-                if event["seq"] > last:
-                    last = event["seq"]
-                    yield event
-                    if event["type"] == "exit":
-                        return
+            offset, data, more = _read_lines(self.path, offset)
+            if data:
+                chunk, last, ended = _after(data, last)
+                if chunk:
+                    yield chunk
+                if ended:
+                    return
+            if more:
+                continue
             if not follow or self.closed:
                 if self.closed and last < self.seq:
                     continue
@@ -79,21 +90,85 @@ class EventLog:
             await waiter.wait()
 
 
-def _read_from(path: Path, offset: int) -> tuple[int, list[dict[str, Any]]]:
+READ_AT_MOST = 4 << 20  # a follower that joins a long log reads it in bounded steps
+HEAD = re.compile(rb'\{"seq":(\d+),"type":"([a-z_]+)"')
+
+
+def _read_lines(path: Path, offset: int) -> tuple[int, bytes, bool]:
+    """(new offset, the complete lines after `offset`, whether more is to be read at once)."""
     try:
         with open(path, "rb") as f:
             f.seek(offset)
-            data = f.read()
+            data = f.read(READ_AT_MOST)
+            more = len(data) == READ_AT_MOST
     except FileNotFoundError:
-        return offset, []
+        return offset, b"", False
     end = data.rfind(b"\n") + 1
-    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-    return offset + end, events
+    if end == 0 and more:  # one line longer than a read: take it whole
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.readline()
+        end = len(data) if data.endswith(b"\n") else 0
+    return offset + end, data[:end], more and end > 0  # a line still being written: wait for it
+
+
+def _head(data: bytes, start: int, end: int) -> tuple[int, str] | None:
+    """The seq and type of the line data[start:end] (the writers put them first, in that order);
+    None for a blank line."""
+    m = HEAD.match(data, start, end)
+    if m is not None:
+        return int(m.group(1)), m.group(2).decode()
+    line = data[start:end]
+    if not line.strip():
+        return None
+    event = json.loads(line)
+    return int(event["seq"]), str(event["type"])
+
+
+def _after(data: bytes, last: int) -> tuple[bytes, int, bool]:
+    """The lines of `data` with seq > last, up to and with an exit event; the last seq; whether it
+    ended."""
+    pos, first, cut, ended = 0, -1, len(data), False
+    while pos < len(data):
+        end = data.index(b"\n", pos) + 1
+        head = _head(data, pos, end)
+        if head is not None and head[0] > last:
+            first = pos if first < 0 else first
+            last = head[0]
+            if head[1] == "exit":
+                cut, ended = end, True
+                break
+        pos = end
+    return (data[first:cut] if first >= 0 else b""), last, ended
 
 
 def _last_seq(path: Path) -> int:
-    _, events = _read_from(path, 0)
-    return events[-1]["seq"] if events else 0
+    """The seq of the log's last complete line, read from its end (a log can be a gigabyte)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        window = 64 << 10
+        while True:
+            start = max(0, size - window)
+            f.seek(start)
+            data = f.read(size - start)
+            end = data.rfind(b"\n") + 1
+            begin = data.rfind(b"\n", 0, max(0, end - 1)) + 1
+            if begin > 0 or start == 0:
+                break
+            window *= 4
+    head = _head(data, begin, end)
+    if head is None:
+        return 0 if start == 0 and not data.strip() else _last_seq_slow(path)
+    return head[0]
+
+
+def _last_seq_slow(path: Path) -> int:
+    last = 0
+    with open(path, "rb") as f:
+        for line in f:
+            head = _head(line, 0, len(line)) if line.endswith(b"\n") else None
+            last = head[0] if head is not None else last
+    return last
 
 
 class RecordStore(Generic[R]):

@@ -97,6 +97,11 @@ class SessionService:
         self.get(who, session_id)
         return self.store.log(session_id).follow(after=after, follow=follow)
 
+    async def event_lines(self, who: Principal, session_id: str, after: int, follow: bool) -> AsyncIterator[bytes]:
+        """`events` as NDJSON bytes straight from the log (what the HTTP stream sends)."""
+        self.get(who, session_id)
+        return self.store.log(session_id).follow_lines(after=after, follow=follow)
+
     # ---- commands --------------------------------------------------------------------------
 
     async def start(self, who: Principal, req: SessionRequest) -> SessionRecord:

@@ -1,0 +1,101 @@
+"""A job's event log as followers read it: every event once, in order, up to the exit event, also
+when the log holds more than one read, a line longer than a read, or lines written while reading."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from joblet_agent.jobs import store
+from joblet_agent.jobs.store import EventLog
+
+
+def _collect(log: EventLog, after: int = 0, follow: bool = True) -> list[dict]:
+    async def run() -> list[dict]:
+        return [e async for e in log.follow(after=after, follow=follow)]
+
+    return asyncio.run(run())
+
+
+def _raw(log: EventLog, after: int = 0, follow: bool = False) -> bytes:
+    async def run() -> bytes:
+        return b"".join([c async for c in log.follow_lines(after=after, follow=follow)])
+
+    return asyncio.run(run())
+
+
+def _filled(tmp_path, texts: list[str], exit_event: bool = True) -> EventLog:
+    async def run() -> EventLog:
+        log = EventLog(tmp_path / "events.ndjson")
+        for text in texts:
+            log.append({"type": "stdout", "data": text})
+        if exit_event:
+            log.append({"type": "exit", "status": "COMPLETED", "exit_code": 0, "reason": None})
+        return log
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("read_at_most", [64, 1 << 20])
+def test_history_is_every_event_after_the_seq_once(tmp_path, monkeypatch, read_at_most):
+    monkeypatch.setattr(store, "READ_AT_MOST", read_at_most)  # 64: many reads, lines longer than one
+    texts = [f"line {i}\n" * (i % 7 + 1) for i in range(300)]
+    log = _filled(tmp_path, texts)
+    events = _collect(log)
+    assert [e["seq"] for e in events] == list(range(1, 302))
+    assert "".join(e["data"] for e in events[:-1]) == "".join(texts)
+    assert events[-1]["type"] == "exit"
+    assert [e["seq"] for e in _collect(log, after=250)] == list(range(251, 302))
+    assert _collect(log, after=301) == []
+
+
+def test_lines_are_the_log_bytes_and_stop_at_the_exit_event(tmp_path):
+    log = _filled(tmp_path, ['quote " backslash \\ newline \n {"seq":9,"type":"exit"}'])
+    with open(log.path, "ab") as f:  # nothing after the exit event is ever sent
+        f.write(b'{"seq":3,"type":"stdout","data":"late"}\n')
+    raw = _raw(log)
+    assert raw == log.path.read_bytes()[:raw.rfind(b"\n") + 1]
+    assert [json.loads(line)["type"] for line in raw.splitlines()] == ["stdout", "exit"]
+    assert json.loads(raw.splitlines()[0])["data"].endswith('{"seq":9,"type":"exit"}')
+
+
+def test_a_line_in_another_key_order_is_still_read(tmp_path):
+    path = tmp_path / "events.ndjson"
+    path.write_text('{"type":"stdout","seq":1,"data":"a"}\n{"seq":2,"type":"exit","status":"COMPLETED"}\n')
+    log = EventLog(path)
+    assert log.seq == 2
+    assert [e["seq"] for e in _collect(log, after=1, follow=False)] == [2]
+
+
+def test_the_last_seq_of_a_long_log_comes_from_its_end(tmp_path):
+    log = _filled(tmp_path, ["x" * 50_000] * 40, exit_event=False)
+    with open(log.path, "ab") as f:
+        f.write(b'{"seq":41,"type":"stdout","da')  # a torn line is not an event
+    assert EventLog(log.path).seq == 40
+
+
+def test_a_follower_gets_what_is_appended_while_it_reads(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "READ_AT_MOST", 4096)
+
+    async def run() -> list[dict]:
+        log = EventLog(tmp_path / "events.ndjson")
+        got: list[dict] = []
+
+        async def follower() -> None:
+            async for event in log.follow(after=0, follow=True):
+                got.append(event)
+
+        task = asyncio.create_task(follower())
+        for i in range(200):
+            log.append({"type": "stdout", "data": f"{i}\n" * 50})
+            if i % 10 == 0:
+                await asyncio.sleep(0)
+        log.append({"type": "exit", "status": "COMPLETED", "exit_code": 0, "reason": None})
+        await asyncio.wait_for(task, 10)
+        return got
+
+    got = asyncio.run(run())
+    assert [e["seq"] for e in got] == list(range(1, 202))
+    assert "".join(e["data"] for e in got[:-1]) == "".join(f"{i}\n" * 50 for i in range(200))
