@@ -9,11 +9,11 @@ The magics are a thin layer over this (ipyparallel's lesson). Answers are typed 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
+import orjson
 import requests
 
 from .config import Settings, resolve
@@ -254,7 +254,7 @@ class JobletClient:
                 for line in resp.iter_lines(chunk_size=None, decode_unicode=False):
                     if not line:
                         continue  # keep-alive
-                    data = json.loads(line)
+                    data = orjson.loads(line)  # a large output's events: 5x json's pace
                     seq = int(data.get("seq") or 0)
                     if seq and seq <= last:
                         continue  # a server that repeats itself: never show a line twice
