@@ -99,12 +99,23 @@ class HubIdentity:
                        frozenset(str(s) for s in scopes) if isinstance(scopes, list) else frozenset())
 
     def _groups_of(self, name: str) -> list[Any]:
-        """Group membership asked with the service's own token (it needs read:users:groups)."""
-        if not self.service_token:
+        """Group membership asked with the service's own token (it needs read:users:groups). Where
+        groups decide roles or limits, a user whose groups cannot be learnt is refused rather than
+        let in as if in no group (which would lift a students group's maximum)."""
+        if self.config.admin_group is None and not self.config.groups:
             return []
-        model = self._json(self._get(f"/users/{quote(name, safe='')}", self.service_token), "/users/{name}")
+        if not self.service_token:
+            raise Unavailable(f"JupyterHub did not say which groups {name} is in, and the agent has no "
+                              "service token to ask it: start the agent with the service's token in "
+                              "JUPYTERHUB_API_TOKEN (README: Running behind JupyterHub)")
+        resp = self._get(f"/users/{quote(name, safe='')}", self.service_token)
+        model = self._json(resp, "/users/{name}") if resp.status_code == 200 else {}
         groups = model.get("groups")
-        return groups if isinstance(groups, list) else []
+        if not isinstance(groups, list):
+            raise Unavailable(f"JupyterHub does not show {name}'s groups to the agent's service token "
+                              f"(HTTP {resp.status_code}): give the service the read:users:groups scope "
+                              "(README: Running behind JupyterHub)")
+        return groups
 
     def _get(self, path: str, token: str) -> requests.Response:
         url = self.config.api_url + path

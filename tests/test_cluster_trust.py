@@ -20,7 +20,7 @@ import pytest
 
 from joblet_agent.cluster import signing, wire
 
-from slurmcluster import SlurmCluster
+from slurmcluster import SlurmCluster, node_leftovers
 
 pytestmark = pytest.mark.root
 AGENT_DIR = Path(__file__).resolve().parents[1] / "agent"
@@ -133,3 +133,87 @@ def test_a_symlinked_key_is_refused(cluster, place):
     link.symlink_to(place["key"])
     signed = wire.envelope(signing.load_key(str(place["key"])), payload())
     assert_refused(srun(cluster, place, signed, key=link), place, "cannot open the cluster key")
+
+
+# ---- a Slurm user who is not the agent, on the node while the agent's job runs there -------------
+
+INTRUDER = r"""
+import errno, json, os, sys
+root, job, pids = sys.argv[1], sys.argv[2], [int(p) for p in sys.argv[3].split(",")]
+out = {}
+
+def attempt(name, call):
+    try:
+        call()
+        out[name] = "ALLOWED"
+    except OSError as exc:
+        out[name] = errno.errorcode.get(exc.errno, str(exc.errno))
+
+def create_and_remove(path):  # harmless if it works: nothing stays
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    os.unlink(path)
+
+attempt("list the job's root", lambda: os.listdir(f"{root}/jobs/{job}"))
+attempt("read the job's /work file", lambda: open(f"{root}/work/{job}/secret.txt").close())
+attempt("write in the node root", lambda: create_and_remove(f"{root}/jnb-intruder"))
+attempt("write in the job folders", lambda: create_and_remove(f"{root}/jobs/jnb-intruder"))
+attempt("signal the job", lambda: [os.kill(pid, 0) for pid in pids])
+attempt("enter the job's root through /proc", lambda: os.listdir(f"/proc/{pids[0]}/root/"))
+attempt("read the job's environment", lambda: open(f"/proc/{pids[0]}/environ").close())
+print(json.dumps(out))
+"""
+
+
+def _job_pids(node_root: Path) -> list[int]:
+    """The processes of the node side's sandboxes, from its cgroup parent in any hierarchy."""
+    import hashlib
+
+    parent = "jnb-" + hashlib.sha1(str(node_root.resolve()).encode()).hexdigest()[:8]
+    found = {int(p) for f in [*Path("/sys/fs/cgroup").glob(f"*/{parent}/**/cgroup.procs"),
+                               *Path("/sys/fs/cgroup").glob(f"{parent}/**/cgroup.procs")]
+             for p in f.read_text().split()}
+    return sorted(found)
+
+
+def _as_nobody(cluster: SlurmCluster, *argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runuser", "-u", "nobody", "--", *argv], input=stdin, capture_output=True, text=True,
+                          env={**os.environ, **cluster.env}, timeout=60)
+
+
+def test_a_slurm_user_on_the_node_cannot_reach_the_agents_running_job(cluster, place):
+    """Another user of the cluster, with a step of their own on the same node while the agent's
+    job runs there: they cannot cancel it, join its allocation, attach to its I/O (where the spec
+    and a session's input travel), enter its folders, read its files or signal its processes."""
+    from agentproc import running_agent
+    from slurmcluster import slurm_config
+    from waiting import wait_until
+
+    node_root = place["root"]
+    with running_agent(slurm_config(node_root), env=cluster.env) as agent:
+        api = agent.api()
+        job_id = api.submit(command=["sh", "-c", "echo secret > /work/secret.txt; echo up; sleep 120"])
+        api.wait_for_output(job_id, "up")
+        slurm_id = api.record(job_id)["cluster"]["job_id"]
+        pids = wait_until(lambda: _job_pids(node_root), timeout=30)
+        try:
+            probe = _as_nobody(cluster, "srun", "--quiet", "--mem=64", "--time=1", "/usr/bin/python3", "-c",
+                               INTRUDER, str(node_root.resolve()), job_id, ",".join(map(str, pids)))
+            assert probe.returncode == 0, probe
+            denied = {what: "EPERM" if what == "signal the job" else "EACCES" for what in json.loads(probe.stdout)}
+            assert json.loads(probe.stdout) == denied and len(denied) == 7, probe.stdout
+            cancel = _as_nobody(cluster, "scancel", slurm_id)
+            join = _as_nobody(cluster, "srun", "--quiet", f"--jobid={slurm_id}", "--overlap", "true")
+            for refused in (cancel, join):
+                assert refused.returncode != 0 and "denied" in refused.stderr.lower(), refused
+            # slurmstepd refuses another user's attach, which sattach words "no tasks running"; an
+            # attach that worked would print the step's frames and block until the job ends
+            attach = _as_nobody(cluster, "sattach", f"{slurm_id}.0", stdin="x = 1\n")
+            assert attach.stdout == "" and "no tasks running" in attach.stderr, attach
+            record = api.record(job_id)
+            assert record["status"] == "RUNNING", record
+            out = "".join(e["data"] for e in api.events(job_id, follow=False) if e["type"] == "stdout")
+            assert out == "up\n", out
+        finally:
+            api.call("POST", f"/v1/jobs/{job_id}/stop")
+            assert api.wait_for_status(job_id)["status"] == "STOPPED"
+    wait_until(lambda: not node_leftovers(node_root), timeout=30, message=lambda: node_leftovers(node_root))
