@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,38 @@ def test_the_mac_covers_every_byte_and_only_this_use():
     assert not signing.verify(KEY, b'{"a":2}', mac)
     assert not signing.verify(os.urandom(32), body, mac)
     assert mac != __import__("hmac").new(KEY, body, "sha256").hexdigest()  # domain-separated
+
+
+# ---- a lying node: /work files whose names or sizes try to leave the job's folder ------------------
+
+def _file(path: str, data: bytes = b"x", mode: int = 0o644, end: bool = True) -> dict:
+    import base64
+
+    return {"k": "file", "p": path, "m": mode, "d": base64.b64encode(data).decode(), "end": end}
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/etc/jnb-escaped", "a/../../escaped", "link/escaped", "", "."])
+def test_a_node_cannot_write_a_file_outside_the_jobs_folder(tmp_path, name):
+    from joblet_agent.cluster.slurm_job import FileReceiver
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "link").symlink_to(tmp_path)
+    receiver = FileReceiver(str(work), 1 << 20)
+    receiver.take(_file(name))
+    assert receiver.problem and "refused" in receiver.problem, receiver.problem
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and not Path("/etc/jnb-escaped").exists()
+    assert [p.name for p in work.iterdir()] == ["link"]
+    receiver.take(_file("fine.txt"))  # after a lie, nothing more is taken from that node
+    assert not (work / "fine.txt").exists()
+
+
+def test_a_node_cannot_send_more_than_the_jobs_disk_or_a_setuid_file(tmp_path):
+    from joblet_agent.cluster.slurm_job import FileReceiver
+
+    receiver = FileReceiver(str(tmp_path), 10)
+    receiver.take(_file("tool", b"12345", mode=0o4777))
+    assert (tmp_path / "tool").stat().st_mode & 0o7777 == 0o755, "no setuid, setgid, sticky or group/other write"
+    receiver.take(_file("big", b"123456"))
+    assert receiver.problem and "more than the job's 10 bytes" in receiver.problem
+    receiver.close()
