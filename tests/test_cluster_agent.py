@@ -190,3 +190,39 @@ def test_an_agent_killed_while_its_job_runs_ends_it_lost_and_cancelled_at_its_ne
         assert (record["status"], record["reason"]) == ("FAILED", "lost"), record
         wait_until(lambda: job_id not in slurm_names(cluster), timeout=30)
         wait_until(lambda: not node_leftovers(node_root), timeout=30, message=lambda: node_leftovers(node_root))
+
+
+def test_an_agent_whose_slurm_does_not_answer_or_has_no_node_refuses_to_start_saying_why(cluster, node_root, tmp_path):
+    dead = tmp_path / "slurm.conf"  # the cluster's own config with a controller port nobody listens on
+    dead.write_text("\n".join("SlurmctldPort=9" if line.startswith("SlurmctldPort=") else line
+                              for line in cluster.conf.read_text().splitlines()) + "\n")
+    cases = [({**cluster.env, "SLURM_CONF": str(dead)}, "", "Slurm does not answer"),
+             (cluster.env, "  partition: jnb-nosuch\n", "partition jnb-nosuch has no nodes")]
+    for env, extra, why in cases:
+        with pytest.raises(RuntimeError, match="agent exited") as exited:
+            with running_agent(slurm_config(node_root, extra), env=env):
+                pass
+        assert why in str(exited.value), str(exited.value)[-2000:]
+
+
+def test_a_queued_job_slurm_will_never_start_ends_failed_with_slurms_reason(api, cluster):
+    """An admin holds the queued job (reason JobHeldAdmin, after which Slurm never starts it by
+    itself): the job does not wait for ever, it ends FAILED with Slurm's reason and leaves squeue."""
+    hogs = [api.submit(command=["sleep", "60"], limits={"gpus": 1}) for _ in range(2)]
+    try:
+        for hog in hogs:
+            api.wait_for_status(hog, "RUNNING")
+        waiting = api.submit(command=["echo", "never"], limits={"gpus": 1})
+        wait_until(lambda: "Resources" in (api.record(waiting)["message"] or ""), timeout=30,
+                   message=lambda: api.record(waiting))
+        slurm_id = next(line.split()[0] for line in cluster.run("squeue", "-h", "-o", "%i %j").stdout.splitlines()
+                        if line.endswith(waiting))
+        cluster.run("scontrol", "hold", slurm_id)
+        record = api.wait_for_status(waiting, timeout=60)
+        assert (record["status"], record["reason"]) == ("FAILED", "setup"), record
+        assert "JobHeldAdmin" in record["message"], record
+        wait_until(lambda: waiting not in slurm_names(cluster), timeout=30)
+    finally:
+        for hog in hogs:
+            api.call("POST", f"/v1/jobs/{hog}/stop")
+        wait_until(lambda: not any(h in slurm_names(cluster) for h in hogs), timeout=60)
