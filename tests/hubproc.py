@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHP = REPO / ".venv" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
 PASSWORD = "jnb-dummy-password"
 SERVICE = "joblet"
+HUB_ADMIN = "jnb-hubadmin"
 
 HUB_CONFIG = """
 c = get_config()  # noqa: F821
@@ -42,6 +43,7 @@ c.ConfigurableHTTPProxy.pid_file = "{dir}/proxy.pid"
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = "{password}"
 c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {{"{hub_admin}"}}  # a hub admin in no group
 c.JupyterHub.spawner_class = "simple"
 c.SimpleLocalProcessSpawner.home_dir_template = "{dir}/home/{{username}}"
 c.Spawner.cmd = ["{python}", "-m", "jupyterhub.singleuser"]
@@ -97,7 +99,8 @@ class HubProcess:
         (self.dir / "jupyterhub_config.py").write_text(HUB_CONFIG.format(
             port=self.port, hub_port=self.hub_port, proxy_api_port=free_port(), dir=self.dir, chp=CHP,
             password=PASSWORD, python=sys.executable, groups=self.groups, service=SERVICE,
-            agent_url=self.agent_url, service_token=self.service_token, admin_token=self.admin_token))
+            agent_url=self.agent_url, service_token=self.service_token, admin_token=self.admin_token,
+            hub_admin=HUB_ADMIN))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBLET_", "JUPYTERHUB_"))}
         log = open(self.dir / "hub.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"],

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from agentproc import Api, running_agent
-from hubproc import AGENT_CONFIG, CACHE_S, TIMEOUT_S, HubSetup
+from hubproc import AGENT_CONFIG, CACHE_S, HUB_ADMIN, TIMEOUT_S, HubSetup
 from joblet_agent.errors import Unavailable
 from joblet_agent.hub import HubIdentity
 from joblet_agent.hubconfig import HubConfig
@@ -114,3 +114,14 @@ def test_where_groups_decide_nothing_a_hidden_group_list_is_no_obstacle(hubsetup
     principal = HubIdentity(config, None).authenticate(hubsetup.tokens["s1"])
     assert (principal.id, principal.groups, principal.role) == ("hub:s1", (), "user")
     assert not any(path.startswith("/hub/api/users/") for path, _ in hiding.asked)
+
+
+def test_a_hub_admin_is_an_agent_admin_outside_the_admin_group(hubsetup):
+    """The hub's own admin flag (Authenticator.admin_users) gives the admin role, no group needed."""
+    token = hubsetup.hub.login(HUB_ADMIN).new_token()["token"]
+    me = Api(hubsetup.agent.url, token).call("GET", "/v1/whoami").json()
+    assert (me["name"], me["groups"], me["role"]) == (HUB_ADMIN, [], "admin"), me
+    student = Api(hubsetup.agent.url, hubsetup.tokens["s1"]).submit(command=["true"])
+    assert Api(hubsetup.agent.url, token).call("GET", f"/v1/jobs/{student}").status_code == 200
+    Api(hubsetup.agent.url, hubsetup.tokens["s1"]).events(student)
+    assert Api(hubsetup.agent.url, hubsetup.tokens["s1"]).call("DELETE", f"/v1/jobs/{student}").status_code == 204
