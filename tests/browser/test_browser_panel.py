@@ -37,6 +37,8 @@ def test_the_panel_shows_what_is_true(open_notebook, api):
     first = _rows(panel).nth(0)
     assert job_id in first.inner_text() and "RUNNING" in first.inner_text(), "running jobs come first"
     assert _rows(panel).count() == 20
+    assert all(_rows(panel).nth(i).locator(".joblet-stop").is_disabled() for i in range(1, 20)), \
+        "a finished job's Stop button is disabled"
     more = panel.locator(".joblet-more")
     assert more.is_visible() and "older" in more.inner_text()
     more.click()
@@ -57,6 +59,9 @@ def test_the_panel_shows_what_is_true(open_notebook, api):
     page.page.mouse.move(x - 40, y, steps=8)
     page.page.mouse.up()
     wait_until(lambda: "memory_mb=" in summary.inner_text())
+    dragged = int(re.search(r"memory_mb=(\d+)", summary.inner_text()).group(1))
+    default = limits["defaults"]["memory_mb"]
+    assert default / 4 <= dragged < default, (dragged, "a short drag moves a step or two on the log scale")
     panel.locator(".joblet-clear").click()
     wait_until(lambda: "limits: agent defaults" in summary.inner_text())
     assert readout.inner_text() == f"{limits['defaults']['memory_mb'] / 1024:g} GB"
