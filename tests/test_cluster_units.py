@@ -73,3 +73,71 @@ def test_gres_device_files_come_from_slurmd_g():
 def test_site_options_cannot_override_what_the_agent_sets(args, why):
     with pytest.raises(ValueError, match=why):
         AgentConfig.model_validate({"executor": "slurm", "slurm": {"extra_args": args}})
+
+
+# ---- a runtime as the node side finds it in its view of the shared folder --------------------------
+
+def _published(tmp_path, build: str = "b1") -> tuple[str, dict]:
+    """A runtime `tiny` published in tmp_path/runtimes (version folder, manifest, the name's symlink)
+    and the reference the agent would send for it."""
+    import os
+
+    from joblet_agent.builds import manifest as mf
+
+    runtimes = tmp_path / "runtimes"
+    version = runtimes / ".versions" / "tiny" / build
+    (version / "isolated" / "tree").mkdir(parents=True)
+    (version / "isolated" / "tree" / "hello").write_text("hello\n")
+    mf.write_manifest(str(version))
+    link = runtimes / "tiny"
+    if link.is_symlink():
+        link.unlink()
+    os.symlink(f".versions/tiny/{build}", link)
+    return str(runtimes), {"name": "tiny", "build": build, "manifest_sha256": mf.manifest_digest(str(version)),
+                           "mounts": [{"source": "isolated/tree", "target": "/opt/runtimes/tiny/tree"}]}
+
+
+def test_a_node_mounts_the_runtime_build_the_agent_verified(tmp_path):
+    from joblet_agent.node.runtime import mounts
+
+    runtimes, ref = _published(tmp_path)
+    [bind] = mounts(ref, runtimes, "n1")
+    assert bind.source.endswith("/.versions/tiny/b1/isolated/tree") and bind.readonly
+    assert bind.target == "/opt/runtimes/tiny/tree"
+
+
+def _refusal(ref: dict, runtimes: str) -> str:
+    from joblet_agent.node.runtime import RuntimeMissing, mounts
+
+    with pytest.raises(RuntimeMissing) as refused:
+        mounts(ref, runtimes, "n1")
+    assert "on node n1" in str(refused.value) or "not valid" in str(refused.value)
+    return str(refused.value)
+
+
+def test_a_node_lagging_behind_a_rebuild_refuses_the_job(tmp_path):
+    runtimes, old = _published(tmp_path, "b1")
+    _, new = _published(tmp_path, "b2")           # the agent's view: rebuilt and published as b2
+    (tmp_path / "runtimes" / "tiny").unlink()     # this node's view still publishes b1
+    (tmp_path / "runtimes" / "tiny").symlink_to(".versions/tiny/b1")
+    assert "publishes build b1 instead" in _refusal(new, runtimes)
+    assert "manifest differs" in _refusal({**old, "manifest_sha256": "0" * 64}, runtimes)
+
+
+def test_a_changed_tree_on_the_node_refuses_the_job(tmp_path):
+    runtimes, ref = _published(tmp_path)
+    with open(tmp_path / "runtimes" / ".versions" / "tiny" / "b1" / "isolated" / "tree" / "hello", "a") as f:
+        f.write("changed on this node\n")
+    assert "failed verification" in _refusal(ref, runtimes) and "hello" in _refusal(ref, runtimes)
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"name": "../etc"}, "not valid"),
+    ({"build": "../../b1"}, "not valid"),
+    ({"mounts": [{"source": "isolated/../../../etc", "target": "/x"}]}, "is not inside isolated/"),
+    ({"mounts": [{"source": "runtime.yml", "target": "/x"}]}, "is not inside isolated/"),
+    ({"mounts": [{"source": "isolated/tree", "target": "relative"}]}, "is not inside isolated/"),
+])
+def test_a_reference_that_points_elsewhere_is_refused(tmp_path, change, why):
+    runtimes, ref = _published(tmp_path)
+    assert why in _refusal({**ref, **change}, runtimes)
