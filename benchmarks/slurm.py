@@ -12,6 +12,8 @@ but the executor: `local` and `slurm`. Rows:
   slurm        the same against the Slurm agent: srun, the node side (a Python start), the
                sandbox from the launcher's code, frames back, the exit event
   srun true    Slurm's own floor: `srun --mem=64 true`, no agent and no sandbox
+  session      a warm session's cell `1 + 1`, POST .../cells to its cell_end event, on each agent
+               (on Slurm the session is one Slurm job; its cells travel on the step's stdin/stdout)
   burst        N jobs at once (threads POSTing and following at the same time): the wall time
                until the last exit event, and each job's POST->exit; for the local agent, for
                the Slurm agent on the node as configured (its real CPUs; Slurm runs as many
@@ -77,6 +79,33 @@ def post_to_exit(api: Api) -> float:
     return elapsed
 
 
+class WarmSession:
+    """A session kept open on one agent; `cell()` times POST .../cells of `1 + 1` to its cell_end
+    (on Slurm: frames down the step's stdin to the node's runner and back)."""
+
+    def __init__(self, api: Api) -> None:
+        r = api.call("POST", "/v1/sessions", json={"limits": {"memory_mb": 256}})
+        assert r.status_code == 201, r.text
+        self.api, self.id, self.after = api, r.json()["id"], 0
+
+    def cell(self) -> float:
+        t0 = time.perf_counter()
+        assert self.api.call("POST", f"/v1/sessions/{self.id}/cells", json={"code": "1 + 1"}).status_code == 201
+        with self.api.call("GET", f"/v1/sessions/{self.id}/events", stream=True, timeout=600,
+                           params={"follow": "true", "after": self.after}) as r:
+            for line in r.iter_lines():
+                event = json.loads(line)
+                self.after = event["seq"]
+                if event["type"] == "cell_end":
+                    return (time.perf_counter() - t0) * 1000 if event["status"] == "ok" else math.nan
+                if event["type"] == "exit":
+                    raise RuntimeError(f"session {self.id} ended: {event}")
+        raise RuntimeError(f"session {self.id}: the stream ended without the cell's end")
+
+    def close(self) -> None:
+        self.api.call("DELETE", f"/v1/sessions/{self.id}")
+
+
 def srun_true(cluster: SlurmCluster) -> float:
     t0 = time.perf_counter()
     cluster.run("srun", "--mem=64", "true", timeout=120)
@@ -116,6 +145,14 @@ def measure(runs: int, warmup: int, count: int) -> dict[str, Any]:
                                    "srun true": lambda: srun_true(cluster)}, runs, warmup)
             out["single"] = {name: summary(values) for name, values in samples.items()}
             log(f"single jobs: {out['single']}")
+            warm = [WarmSession(local.api()), WarmSession(slurm.api())]
+            try:
+                cells = interleaved({"local": warm[0].cell, "slurm": warm[1].cell}, runs, warmup)
+            finally:
+                for session in warm:
+                    session.close()
+            out["session_cell"] = {name: summary(values) for name, values in cells.items()}
+            log(f"session cells: {out['session_cell']}")
             out["burst_local"] = burst(local.api(), count)
             out["burst_slurm_real_cpus"] = dict(burst(slurm.api(), count), cpus=cluster.cpus)
             log(f"bursts: local {out['burst_local']}, slurm {out['burst_slurm_real_cpus']}")
@@ -141,6 +178,11 @@ def report(result: dict[str, Any], count: int) -> str:
                         ("srun true", "`srun true` alone (Slurm's floor, no agent)")):
         s = single[name]
         lines.append(f"| {label} | {s['median_ms']} | {s['p90_ms']} | {s['median_ms'] / base:.2f}x |")
+    for name, label in (("local", "local agent: a warm session's cell `1 + 1` -> cell_end"),
+                        ("slurm", "Slurm agent: the same, the session a Slurm job")):
+        s = result["session_cell"][name]
+        lines.append(f"| {label} | {s['median_ms']} | {s['p90_ms']} | "
+                     f"{s['median_ms'] / result['session_cell']['local']['median_ms']:.2f}x local cell |")
     lines.append("")
     lines.append(f"| {count} jobs at once | wall s | per job median ms | per job p90 ms | not completed |")
     lines.append("|---|---:|---:|---:|---:|")
