@@ -125,3 +125,13 @@ def test_a_hub_admin_is_an_agent_admin_outside_the_admin_group(hubsetup):
     assert Api(hubsetup.agent.url, token).call("GET", f"/v1/jobs/{student}").status_code == 200
     Api(hubsetup.agent.url, hubsetup.tokens["s1"]).events(student)
     assert Api(hubsetup.agent.url, hubsetup.tokens["s1"]).call("DELETE", f"/v1/jobs/{student}").status_code == 204
+
+
+def test_the_limits_a_students_panel_shows_are_the_groups(hubsetup):
+    """`GET /v1/limits`, which `%joblet ui` sliders start from (issue 15), answers for the caller:
+    a student sees the students' maximum as both default and top, a teacher the teachers'."""
+    student = Api(hubsetup.agent.url, hubsetup.tokens["s1"]).call("GET", "/v1/limits").json()
+    teacher = Api(hubsetup.agent.url, hubsetup.tokens["t1"]).call("GET", "/v1/limits").json()
+    assert student["defaults"]["memory_mb"] == 256 and student["maximum"]["memory_mb"] == 256, student
+    assert student["maximum"]["cpu_percent"] == 100, student
+    assert teacher["maximum"]["memory_mb"] == 1024, teacher
