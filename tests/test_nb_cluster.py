@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ def test_the_cluster_notebook_runs_its_cells_through_slurm(slurm_agent, slurm_cl
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     path = tmp_path / NOTEBOOK.name
     shutil.copy(NOTEBOOK, path)
+    started = time.time()
     nb = execute(path, cwd=tmp_path, timeout=300)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert _text(code[1]).split("\n")[:3] == ["step 0", "step 1", "step 2"], code[1].outputs
@@ -40,10 +42,16 @@ def test_the_cluster_notebook_runs_its_cells_through_slurm(slurm_agent, slurm_cl
     assert "CUDA_VISIBLE_DEVICES = 0" in gpu and "['fakegpu0']" in gpu, gpu
     jobs = _text(code[3])
     assert slurm_cluster.node in jobs and "fakegpu0" in jobs, jobs
-    slurm_ids = re.findall(r"slurm (\d+)", jobs)
-    assert len(set(slurm_ids)) >= 2, jobs
-    for slurm_id in slurm_ids:  # each is a job of this cluster's Slurm, named after the agent's job
-        assert "JobName=jnb-" in slurm_cluster.run("scontrol", "show", "job", "-o", slurm_id).stdout
+    # the notebook's own two jobs (the session's agent also lists earlier tests' jobs, whose Slurm
+    # records slurmctld forgets after MinJobAge): each row names its Slurm job, which is this
+    # cluster's, named after the agent's job
+    ours = [j for j in slurm_agent.api().call("GET", "/v1/jobs").json() if j["created_at"] >= started]
+    assert len(ours) == 2, ours
+    for job in ours:
+        slurm_id = job["cluster"]["job_id"]
+        assert re.search(rf"slurm {slurm_id}\b", jobs), jobs
+        shown = slurm_cluster.run("scontrol", "show", "job", "-o", slurm_id).stdout
+        assert re.search(rf"JobName=jnb-\S*-{job['id']}\b", shown), shown
 
 
 def test_a_cells_output_reaches_the_kernel_while_its_slurm_job_still_runs(slurm_agent, slurm_cluster: SlurmCluster,
