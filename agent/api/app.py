@@ -20,9 +20,10 @@ from ..contract import JOB_ID, RUNTIME_NAME
 from ..jobs import spec as jobspec
 from ..jobs.service import JobService
 from ..models import BuildRequest, JobRecord, JobRequest
+from ..sandbox import landlock
 from ..sessions.service import SessionService
 from .errors import RESPONSES, install_error_handlers
-from .schemas import Created, FileEntry, FileListing, Health, LimitsInfo
+from .schemas import Created, FileEntry, FileListing, Health, LandlockHealth, LimitsInfo
 from .session_routes import add_session_routes
 
 
@@ -41,9 +42,12 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
     Caller = Annotated[Principal, Depends(caller)]
     JobId = Annotated[str, _path_job_id()]
 
+    sandbox_layers = LandlockHealth(**landlock.status())  # the kernel's answer does not change
+
     @app.get("/v1/health", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", version=__version__, cgroup=service.driver.version, root=str(service.paths.root))
+        return Health(status="ok", version=__version__, cgroup=service.driver.version, root=str(service.paths.root),
+                      landlock=sandbox_layers)
 
     @app.get("/v1/whoami")
     async def whoami(who: Caller) -> dict[str, Any]:

@@ -12,11 +12,21 @@ class Created(BaseModel):
     status: JobStatus
 
 
+class LandlockHealth(BaseModel):
+    """The kernel's Landlock ABI (0: none), the parts of the layer jobs get, and the parts this
+    kernel lacks (jobs run without them)."""
+
+    abi: int
+    enforced: list[str]
+    missing: list[str]
+
+
 class Health(BaseModel):
     status: str
     version: str
     cgroup: str
     root: str
+    landlock: LandlockHealth
 
 
 class LimitsInfo(BaseModel):

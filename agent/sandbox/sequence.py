@@ -10,7 +10,7 @@ Three processes carry a job (launcher.py only forks stage 1 and hands it its job
 Each table lists functions, and a function's name is what a failure reports ("build root: ...",
 reason `setup`): the report cannot drift from what ran. Read top to bottom, the tables are the
 order the kernel sees (bubblewrap's): namespaces, private mounts, the root on a tmpfs, binds,
-pivot_root, read-only root, network, identity, no_new_privs, seccomp, exec.
+pivot_root, read-only root, network, identity, no_new_privs, Landlock, seccomp, exec.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from ..fs import copy_tree
-from . import identity, mounts, namespaces, reaper, seccomp, status
+from . import identity, landlock, mounts, namespaces, reaper, seccomp, status
 from .cgroups import CgroupDriver, CgroupLimits, JobCgroup
 from .libc import PR_SET_PDEATHSIG, close_range, prctl, set_process_name, sethostname
 from .rootfs import build_root
@@ -293,13 +293,20 @@ def keep_only_stdio_and_status(_: SandboxSpec) -> None:
     close_range(4)
 
 
+def restrict_with_landlock(spec: SandboxSpec) -> None:
+    """Second to last: writes only beneath /work, /tmp, /dev/shm and the writable binds, TCP only
+    as the network mode allows, signals and abstract sockets kept inside (landlock.py). Before
+    seccomp, whose filter is the last thing installed; a kernel without Landlock skips it."""
+    landlock.apply(landlock.policy_for(spec.network, tuple(m.target for m in spec.mounts if not m.readonly)))
+
+
 def load_seccomp(spec: SandboxSpec) -> None:
     """Last before exec: every step above may still make calls the filter forbids."""
     seccomp.load(spec.job_type)
 
 
 EXEC = (new_session, enter_work, default_signals, no_core_dumps, become_job_user, keep_only_stdio_and_status,
-        load_seccomp)
+        restrict_with_landlock, load_seccomp)
 
 
 def exec_job(spec: SandboxSpec) -> NoReturn:

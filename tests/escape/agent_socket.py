@@ -2,7 +2,8 @@
 path of the socket the job's own agent listens on) or the TCP port of another agent on the host's
 loopback (PROBE_AGENT_PORT). The host path must not exist in the sandbox (its /tmp is private and
 the agent's root is not mounted), no unix socket of the host may be listed in /proc/net/unix, and
-the port must be refused (the job's 127.0.0.1 is its own, in its own network namespace).
+the port must be refused (by Landlock, which gives a job with network "none" no TCP; on a kernel
+without it because the job's 127.0.0.1 is its own, in its own network namespace).
 
 Checked first, before the probe opens anything: only descriptors 0-2 are open, so the agent's
 listening socket did not leak into the job either."""
@@ -18,7 +19,7 @@ for fd in range(3, 1024):
 import errno  # noqa: E402
 import socket  # noqa: E402
 
-from probelib import ename, expect, finish, note  # noqa: E402
+from probelib import LANDLOCK_TCP, ename, expect, finish, note  # noqa: E402
 
 expect(not leaked, f"no descriptor beyond 0-2 at start (the agent's listener did not leak): {leaked}")
 path = os.environ["PROBE_AGENT_SOCKET"]
@@ -58,5 +59,6 @@ with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         e = errno.ETIMEDOUT
     except OSError as exc:
         e = exc.errno
-expect(e == errno.ECONNREFUSED, f"connect 127.0.0.1:{port} (the other agent's port): {ename(e)} (want ECONNREFUSED)")
+want = errno.EACCES if LANDLOCK_TCP else errno.ECONNREFUSED  # Landlock first; else the job's own loopback
+expect(e == want, f"connect 127.0.0.1:{port} (the other agent's port): {ename(e)} (want {ename(want)})")
 finish()

@@ -1,11 +1,13 @@
 """Attack: reach the network. A job with network "none" sees only lo, and cannot reach the agent's
-port on the host's 127.0.0.1 (PROBE_AGENT_PORT: refused, since its 127.0.0.1 is its own), the host's
-addresses (PROBE_HOST_ADDRS), the bridge gateway or metadata address (unreachable: no route)."""
+port on the host's 127.0.0.1 (PROBE_AGENT_PORT), the host's addresses (PROBE_HOST_ADDRS), the bridge
+gateway or metadata address. Two locks, each checked on its own: the network namespace has no route
+(UDP, which Landlock leaves alone, gets ENETUNREACH), and Landlock refuses every TCP connect (EACCES;
+on a kernel without Landlock ABI 4, TCP gets the namespace's answers: refused, unreachable)."""
 import errno
 import os
 import socket
 
-from probelib import ename, expect, finish
+from probelib import LANDLOCK_TCP, ename, expect, finish
 
 names = [n for _i, n in socket.if_nameindex()]
 expect(names == ["lo"], f"interfaces {names}")
@@ -15,8 +17,8 @@ route = open("/proc/net/route").read().splitlines()[1:]
 expect(route == [], f"no IPv4 routes: {route}")
 
 
-def connect(addr: str, port: int, family=socket.AF_INET) -> int | None:
-    with socket.socket(family, socket.SOCK_STREAM) as s:
+def connect(addr: str, port: int, family=socket.AF_INET, kind=socket.SOCK_STREAM) -> int | None:
+    with socket.socket(family, kind) as s:
         s.settimeout(3)
         try:
             s.connect((addr, port))
@@ -27,15 +29,23 @@ def connect(addr: str, port: int, family=socket.AF_INET) -> int | None:
     return None
 
 
+def tcp_want(*netns: int) -> tuple[int, ...]:
+    return (errno.EACCES,) if LANDLOCK_TCP else netns
+
+
 port = int(os.environ["PROBE_AGENT_PORT"])
 e = connect("127.0.0.1", port)
-expect(e == errno.ECONNREFUSED, f"connect 127.0.0.1:{port} (the agent's port on the host): {ename(e)} (want ECONNREFUSED)")
+expect(e in tcp_want(errno.ECONNREFUSED),
+       f"connect 127.0.0.1:{port} (the agent's port on the host): {ename(e)} (want {ename(tcp_want(errno.ECONNREFUSED)[0])})")
 targets = [a for a in os.environ.get("PROBE_HOST_ADDRS", "").split(",") if a]
 targets += ["169.254.169.254", "172.17.0.1", "10.0.0.1", "8.8.8.8"]
 for addr in targets:
+    e = connect(addr, port, kind=socket.SOCK_DGRAM)
+    expect(e in (errno.ENETUNREACH, errno.EHOSTUNREACH), f"UDP connect {addr}: {ename(e)} (want ENETUNREACH)")
     e = connect(addr, port)
-    expect(e in (errno.ENETUNREACH, errno.EHOSTUNREACH), f"connect {addr}: {ename(e)} (want ENETUNREACH)")
+    want = tcp_want(errno.ENETUNREACH, errno.EHOSTUNREACH)
+    expect(e in want, f"TCP connect {addr}: {ename(e)} (want {ename(want[0])})")
 e = connect("::1", port, socket.AF_INET6)
-expect(e in (errno.ECONNREFUSED, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.EAFNOSUPPORT),
+expect(e in tcp_want(errno.ECONNREFUSED, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.EAFNOSUPPORT),
        f"connect [::1]:{port}: {ename(e)}")
 finish()

@@ -38,6 +38,17 @@ SYSCALLS = {
 BAD = 0xFFFFFFFF  # invalid flags / commands
 
 
+def landlock_abi() -> int:
+    """The kernel's Landlock version, 0 without it (landlock_create_ruleset's version query, the
+    same number on x86_64 and aarch64). The sandbox applies every part the kernel has."""
+    return max(int(libc.syscall(ctypes.c_long(444), None, ctypes.c_long(0), ctypes.c_long(1))), 0)
+
+
+#: A job with network "none" gets no TCP bind or connect from Landlock (ABI 4 and later), on any
+#: address: a TCP probe then sees EACCES before the network namespace is asked.
+LANDLOCK_TCP = landlock_abi() >= 4
+
+
 def expect(ok: bool, what: str) -> bool:
     """Record one check: `ok` means the attack failed (the sandbox held)."""
     print(("held:   " if ok else "BROKEN: ") + what, flush=True)
