@@ -9,6 +9,7 @@ job or the test tries is an address of the host, of a job, or of that namespace.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from agentproc import TEST_PREFIX, AgentProcess, Api, running_agent
 from waiting import wait_until
 from joblet_agent.jobs import etcfiles
 from joblet_agent.network import firewall
+from joblet_agent.sandbox import landlock
 from joblet_agent.sandbox.launcher import IDLE_STAGE_NAME
 from joblet_agent.paths import AgentPaths
 
@@ -316,7 +318,21 @@ def test_none_job_has_only_loopback(net_api: Api) -> None:
     assert result.record["status"] == "COMPLETED", result.explain()
     assert result.stdout.splitlines() == ["['lo']", "''"]
     target = f"{SERVER}:{SERVER_PORT}"
-    assert probe_job(net_api, target, network="none") == {target: "error:101"}  # ENETUNREACH
+    # Landlock refuses a none job every TCP connect first (EACCES, ABI 4 and later); the namespace's
+    # own answer, no route (ENETUNREACH), is what a kernel without it gives
+    refused = errno.EACCES if landlock.abi() >= 4 else errno.ENETUNREACH
+    assert probe_job(net_api, target, network="none") == {target: f"error:{refused}"}
+
+
+def test_landlock_leaves_a_bridge_jobs_tcp_to_the_firewall(net_api: Api) -> None:
+    """The same status job as tests/test_landlock_sandbox.py, with bridge: writes and scopes as in
+    any job, TCP to its own loopback answered by the stack (refused), not by Landlock."""
+    script = (Path(__file__).parent / "escape" / "landlock_status.py").read_text()
+    result = net_api.run(script=script, network="bridge")
+    assert result.record["status"] == "COMPLETED", result.explain()
+    status = json.loads(result.stdout.split("LANDLOCK ", 1)[1])
+    assert status["tcp_connect_loopback"] == "ECONNREFUSED", status
+    assert status["write_proc_self_comm"] == ("EACCES" if landlock.abi() >= 1 else "success"), status
 
 
 def test_bridge_job_gets_a_copy_of_resolv_conf_without_loopback_servers(net_api: Api) -> None:
