@@ -198,3 +198,33 @@ def test_a_job_cannot_signal_or_reach_a_process_outside_its_domain(api: Api, pee
     assert peer != "None" and uid == mine, out  # same user: DAC would let it signal the peer
     assert fields["kill"] == "EPERM", out
     assert fields["connect"] == "EPERM", out
+
+
+EVERYDAY = r"""
+import multiprocessing, os, pty, socket, subprocess
+subprocess.run("echo out; echo err >&2; : > /dev/null; echo x | cat /dev/stdin > /dev/shm/y; rm /dev/shm/y",
+               shell=True, check=True)
+leader, follower = pty.openpty()
+os.write(follower, b"x")
+print("pty", os.read(leader, 1), os.ttyname(follower).startswith("/dev/pts/"))
+os.mkfifo("/tmp/fifo"); os.unlink("/tmp/fifo")
+with socket.socket(socket.AF_UNIX) as s:
+    s.bind("/tmp/sock"); os.unlink("/tmp/sock")
+with multiprocessing.Pool(2) as pool:
+    print("pool", pool.map(abs, [-1, -2]))
+with open("/dev/shm/x", "w") as f:
+    f.write("x")
+os.unlink("/dev/shm/x")
+os.makedirs("/work/a/b"); os.rename("/work/a", "/work/c"); os.symlink("c", "/work/d")
+print("done")
+"""
+
+
+def test_what_jobs_do_every_day_still_works(api: Api) -> None:
+    """A pipe reopened by its path (/dev/stdin), /dev/null, a pty, a FIFO and a unix socket in /tmp, a
+    process pool (its semaphores live in /dev/shm), folders made, renamed and linked in /work. (Not
+    /dev/stdout: the job's output pipes belong to root, so reopening them was refused before.)"""
+    result = api.run(script=EVERYDAY)
+    assert result.record["status"] == "COMPLETED", result.explain()
+    assert result.stdout.splitlines() == ["out", "pty b'x' True", "pool [1, 2]", "done"], result.explain()
+    assert "err" in result.stderr
