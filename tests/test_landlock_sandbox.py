@@ -146,7 +146,8 @@ def peer_in(request: pytest.FixtureRequest) -> Iterator:
 
     def start(job_pid: int, marker: str) -> None:
         uid = os.stat(f"/proc/{job_pid}").st_uid
-        r, w = os.pipe()
+        r, w = os.pipe()                # the peer's host pid, from the middle process
+        ready_r, ready_w = os.pipe()    # the peer listens: from the peer to the middle process
         pid = os.fork()
         if pid == 0:  # joins the namespaces; its child is the peer, inside the job's PID namespace
             try:
@@ -155,25 +156,33 @@ def peer_in(request: pytest.FixtureRequest) -> Iterator:
                 _setns(job_pid, "pid", 0x20000000)
                 peer = os.fork()
                 if peer == 0:
-                    os.setgroups([])
-                    os.setresgid(uid, uid, uid)
-                    os.setresuid(uid, uid, uid)
-                    ctypes.CDLL(None).prctl(15, b"jnb-peer", 0, 0, 0)
-                    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    server.bind("\0" + marker)
-                    server.listen(4)
-                    os.write(w, b"1")
-                    time.sleep(120)
-                    os._exit(0)
-                os.write(w, str(peer).encode().rjust(10))
+                    try:
+                        os.close(w)
+                        os.setgroups([])
+                        os.setresgid(uid, uid, uid)
+                        os.setresuid(uid, uid, uid)
+                        ctypes.CDLL(None).prctl(15, b"jnb-peer", 0, 0, 0)
+                        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        server.bind("\0" + marker)
+                        server.listen(4)
+                        os.write(ready_w, b"1")
+                        os.close(ready_w)
+                        time.sleep(120)
+                    finally:
+                        os._exit(0)
+                os.close(ready_w)
+                if os.read(ready_r, 1) == b"1":
+                    os.write(w, str(peer).encode())
             finally:
                 os._exit(0)
         os.close(w)
+        os.close(ready_w)
+        os.close(ready_r)
         with os.fdopen(r, "rb") as f:
             data = f.read()
         os.waitpid(pid, 0)
-        assert data.endswith(b"1"), data
-        peers.append(int(data[:10]))
+        assert data.isdigit(), f"the peer did not start: {data!r}"
+        peers.append(int(data))
 
     yield start
     for pid in peers:
