@@ -110,10 +110,15 @@ def test_a_missing_file_points_at_upload():
     "socket.gaierror: [Errno -3] Temporary failure in name resolution",
     "urllib.error.URLError: <urlopen error [Errno -3] Temporary failure in name resolution>",
     "OSError: [Errno 101] Network is unreachable",
+    "PermissionError: [Errno 13] Permission denied",  # a TCP connect or bind that Landlock refused
 ])
 def test_a_network_error_points_at_the_bridge_only_without_a_network(line):
     assert "--network bridge" in hint(_tb(line), FailureContext())
     assert hint(_tb(line), FailureContext(network="bridge")) is None
+
+
+def test_a_file_refused_is_not_a_network_error():
+    assert hint(_tb("PermissionError: [Errno 13] Permission denied: '/usr/x'"), FailureContext()) is None
 
 
 def test_a_name_from_an_earlier_sandboxed_cell_points_at_in_and_out():

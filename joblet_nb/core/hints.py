@@ -20,6 +20,9 @@ NOT_DEFINED = re.compile(r"name '(\w+)' is not defined")
 NETWORK = re.compile(r"Temporary failure in name resolution|Name or service not known|Network is unreachable"
                      r"|No address associated with hostname|NameResolutionError|Failed to resolve"
                      r"|getaddrinfo failed|\bgaierror\b|Failed to establish a new connection", re.IGNORECASE)
+# a socket call Landlock refused in a job without a network (no TCP at all there, not even on its
+# own loopback); a file that is refused names its path after a colon
+SOCKET_REFUSED = re.compile(r"^\[Errno 13\] Permission denied$")
 OPTION_ALIASES = {"--memory": "--max-memory", "--mem": "--max-memory", "--cpu": "--max-cpu",
                   "--cpus": "--max-cpu", "--io": "--max-io", "--net": "--network", "--time": "--timeout",
                   "--input": "--in", "--output": "--out", "--file": "--upload"}
@@ -88,7 +91,8 @@ def _file(name: str, message: str, ctx: FailureContext) -> str | None:
 
 
 def _network(name: str, message: str, ctx: FailureContext) -> str | None:
-    if ctx.network not in ("", "none") or not (NETWORK.search(message) or NETWORK.search(name)):
+    refused = name == "PermissionError" and SOCKET_REFUSED.match(message)
+    if ctx.network not in ("", "none") or not (NETWORK.search(message) or NETWORK.search(name) or refused):
         return None
     return "this job has no network; --network bridge gives it one"
 
