@@ -72,6 +72,11 @@ class NetworkConfig(BaseModel):
                                                               "e.g. your LAN")
     dns: list[str] = Field(default_factory=list, description="nameservers for bridge jobs' resolv.conf; empty: "
                                                              "the host's, loopback ones dropped")
+    none_tcp: Literal["loopback", "refuse"] = Field(
+        "loopback", description="TCP in jobs and sessions with network none: 'loopback' leaves it to their "
+                                "own namespace (only lo: their own servers work, nothing else is reachable); "
+                                "'refuse' adds Landlock's no TCP at all (ABI 4), a second lock that also "
+                                "stops TCP between the job's own processes")
 
     @field_validator("subnet")
     @classmethod

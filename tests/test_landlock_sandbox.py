@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from agentproc import AgentProcess, Api, host_processes_with
+from agentproc import AgentProcess, Api, host_processes_with, running_agent
 from joblet_agent.sandbox import landlock
+from test_escape_production import assert_held, run_probe
 from test_escape_session import run_probe_in_session
 from test_runtimes import build
 from waiting import wait_until
@@ -34,7 +35,7 @@ def status_of(out: str) -> dict:
     return json.loads(line[len("LANDLOCK "):])
 
 
-def assert_enforced(status: dict, writable: tuple[str, ...] = ("/work", "/tmp", "/dev/shm"), tcp: bool = False) -> None:
+def assert_enforced(status: dict, writable: tuple[str, ...] = ("/work", "/tmp", "/dev/shm"), tcp: bool = True) -> None:
     """What a sandbox on this kernel must show: every part the kernel has, and its writable places."""
     assert status["abi"] == ABI
     assert status["write_proc_self_comm"] == ("EACCES" if ABI >= 1 else "success"), status
@@ -51,6 +52,21 @@ def test_a_job_prints_its_landlock_status(api: Api) -> None:
     assert result.record["status"] == "COMPLETED", result.explain()
     print(result.stdout)
     assert_enforced(status_of(result.stdout))
+
+
+def test_an_agent_that_refuses_tcp_to_jobs_without_a_network() -> None:
+    """network.none_tcp: refuse: Landlock's second lock on "none" jobs, no TCP bind or connect on
+    any address (the loopback and network probes then expect EACCES before the namespace answers);
+    a bridge job of the same agent is unaffected (tests/test_network.py)."""
+    if ABI < 4:
+        pytest.skip(f"the kernel's Landlock ABI is {ABI}: TCP rules need ABI 4")
+    with running_agent("network:\n  none_tcp: refuse\n") as own:
+        api = own.api()
+        result = api.run(script=(ESCAPE / "landlock_status.py").read_text())
+        assert result.record["status"] == "COMPLETED", result.explain()
+        assert_enforced(status_of(result.stdout), tcp=False)
+        for probe in ("loopback", "network_none"):
+            assert_held(run_probe(api, probe, env={"PROBE_LANDLOCK_TCP": "1", "PROBE_AGENT_PORT": str(own.port)}))
 
 
 def test_a_session_cell_has_the_same_landlock_domain(agent: AgentProcess, api: Api) -> None:

@@ -318,10 +318,9 @@ def test_none_job_has_only_loopback(net_api: Api) -> None:
     assert result.record["status"] == "COMPLETED", result.explain()
     assert result.stdout.splitlines() == ["['lo']", "''"]
     target = f"{SERVER}:{SERVER_PORT}"
-    # Landlock refuses a none job every TCP connect first (EACCES, ABI 4 and later); the namespace's
-    # own answer, no route (ENETUNREACH), is what a kernel without it gives
-    refused = errno.EACCES if landlock.abi() >= 4 else errno.ENETUNREACH
-    assert probe_job(net_api, target, network="none") == {target: f"error:{refused}"}
+    # the namespace answers: no route (with network.none_tcp: refuse Landlock refuses first,
+    # tests/test_landlock_sandbox.py)
+    assert probe_job(net_api, target, network="none") == {target: f"error:{errno.ENETUNREACH}"}
 
 
 def test_landlock_leaves_a_bridge_jobs_tcp_to_the_firewall(net_api: Api) -> None:

@@ -169,9 +169,13 @@ class JobService:
         live.local = local
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, self.store.artifacts(record.id),
-                                     self._cgroup_limits(record.limits))
+                                     self._cgroup_limits(record.limits), self._refuse_tcp)
         self._launch(live, spec, runtime)
         return record
+
+    @property
+    def _refuse_tcp(self) -> bool:
+        return self.config.network.none_tcp == "refuse"
 
     def _checked_limits(self, who: Principal, req: JobRequest, local: bool) -> JobLimits:
         """The request's effective limits, refused (400) where the executor could never meet them:
@@ -200,7 +204,8 @@ class JobService:
         live.sink = sink
         live.local = self.cluster is None
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
-                                     self.paths.jobs / record.id, None, self._cgroup_limits(record.limits))
+                                     self.paths.jobs / record.id, None, self._cgroup_limits(record.limits),
+                                     self._refuse_tcp)
         spec.mounts += mounts
         live.extra_mounts = list(mounts)
         spec.stdin_pipe = True

@@ -100,8 +100,9 @@ def job_env(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None) -
 
 
 def standard_spec(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None, uid: int,
-                  root_dir: Path, artifacts_dir: Path | None, cgroup_limits: CgroupLimits) -> SandboxSpec:
-    """The production sandbox of one job."""
+                  root_dir: Path, artifacts_dir: Path | None, cgroup_limits: CgroupLimits,
+                  refuse_tcp: bool = False) -> SandboxSpec:
+    """The production sandbox of one job (`refuse_tcp`: the agent's network.none_tcp is refuse)."""
     argv, uploads = program(req, runtime)
     return SandboxSpec(
         job_id=record.id, job_type=JobType.STANDARD, root_dir=str(root_dir), argv=argv,
@@ -110,4 +111,5 @@ def standard_spec(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | N
         mounts=etcfiles.etc_binds() + (runtime.mounts if runtime else []),
         etc_files=etcfiles.etc_files(uid, uid, HOSTNAME, record.network), uploads=uploads,
         cgroup_limits=cgroup_limits, network=record.network, artifacts_dir=str(artifacts_dir) if artifacts_dir else None,
+        refuse_tcp=refuse_tcp and record.network == "none",
     )

@@ -9,9 +9,11 @@ host set-up (SELinux and AppArmor are on some hosts only). What a job's domain a
   write, remove and rename only beneath /work, /tmp, /dev/shm and the spec's writable binds (a
   build's install prefix); the device nodes of /dev may be opened for writing and get ioctls
   (/dev/null, ptys, the GPUs a job was given), nothing can be made there;
-- TCP (ABI 4): with network "none" no bind and no connect at all, on any address (the job's
-  loopback included: Landlock rules are ports, not addresses); with "bridge" TCP is left to the
-  firewall, which filters by address;
+- TCP (ABI 4): Landlock's network rules are ports, not addresses, so they cannot say "loopback
+  only". By default TCP is left to the network namespace (network "none": a namespace with lo
+  alone, where a job's own TCP servers, a Dask LocalCluster or torch.distributed, keep working) and
+  to the firewall (bridge, which filters by address). An agent with `network.none_tcp: refuse`
+  adds the second lock for "none" jobs: no TCP bind or connect at all, on any address;
 - scopes (ABI 6): no signal to a process outside the job's domain, no connect to an abstract unix
   socket made outside it.
 
@@ -81,13 +83,14 @@ class Policy:
 
     writable: tuple[str, ...] = WRITABLE
     devices: str | None = DEVICE_DIR   # device nodes beneath it: open for writing, ioctls
-    tcp: bool = False                  # TCP bind and connect left alone (bridge) or refused (none)
+    tcp: bool = True                   # TCP bind and connect left alone, or refused on every address
     scoped: bool = True                # signals and abstract unix sockets kept inside the domain
 
 
-def policy_for(network: str, writable_binds: tuple[str, ...] = ()) -> Policy:
-    """The sandbox's policy: /work, /tmp, /dev/shm and the writable binds; TCP only with bridge."""
-    return Policy(writable=WRITABLE + writable_binds, tcp=network != "none")
+def policy_for(network: str, writable_binds: tuple[str, ...] = (), refuse_tcp: bool = False) -> Policy:
+    """The sandbox's policy: /work, /tmp, /dev/shm and the writable binds; no TCP for a job
+    without a network only where the agent's config asks it (`refuse_tcp`)."""
+    return Policy(writable=WRITABLE + writable_binds, tcp=not (refuse_tcp and network == "none"))
 
 
 @lru_cache(maxsize=1)

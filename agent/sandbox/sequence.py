@@ -297,7 +297,8 @@ def restrict_with_landlock(spec: SandboxSpec) -> None:
     """Second to last: writes only beneath /work, /tmp, /dev/shm and the writable binds, TCP only
     as the network mode allows, signals and abstract sockets kept inside (landlock.py). Before
     seccomp, whose filter is the last thing installed; a kernel without Landlock skips it."""
-    landlock.apply(landlock.policy_for(spec.network, tuple(m.target for m in spec.mounts if not m.readonly)))
+    writable = tuple(m.target for m in spec.mounts if not m.readonly)
+    landlock.apply(landlock.policy_for(spec.network, writable, refuse_tcp=spec.refuse_tcp))
 
 
 def load_seccomp(spec: SandboxSpec) -> None:

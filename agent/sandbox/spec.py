@@ -56,6 +56,7 @@ class SandboxSpec:
     uploads: list[WorkFile] = field(default_factory=list)
     cgroup_limits: CgroupLimits = field(default_factory=CgroupLimits)  # the stage applies them
     network: str = "none"
+    refuse_tcp: bool = False           # Landlock refuses every TCP bind and connect (network.none_tcp: refuse)
     wait_for_go: bool = False          # init waits for the agent (e.g. network set-up) before exec
     stdin_pipe: bool = False           # fd 0 is a pipe from the agent (a session's runner), not /dev/null
     artifacts_dir: str | None = None   # host dir where /work is copied when the job ends

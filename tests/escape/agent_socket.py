@@ -2,8 +2,8 @@
 path of the socket the job's own agent listens on) or the TCP port of another agent on the host's
 loopback (PROBE_AGENT_PORT). The host path must not exist in the sandbox (its /tmp is private and
 the agent's root is not mounted), no unix socket of the host may be listed in /proc/net/unix, and
-the port must be refused (by Landlock, which gives a job with network "none" no TCP; on a kernel
-without it because the job's 127.0.0.1 is its own, in its own network namespace).
+the port must be refused (the job's 127.0.0.1 is its own, in its own network namespace; with
+network.none_tcp: refuse, Landlock refuses the connect first).
 
 Checked first, before the probe opens anything: only descriptors 0-2 are open, so the agent's
 listening socket did not leak into the job either."""

@@ -1,6 +1,7 @@
 """The job's own loopback works (so the network probes above are not failing for a broken stack):
-a UDP datagram to itself on 127.0.0.1. TCP there is Landlock's to refuse: a job with network "none"
-may not bind (EACCES, ABI 4 and later); on a kernel without it, a TCP echo to itself works."""
+a UDP datagram to itself on 127.0.0.1, and a TCP echo to itself (a job's own servers work). Where
+the agent refuses TCP to "none" jobs (network.none_tcp: refuse, PROBE_LANDLOCK_TCP=1), the TCP bind
+is Landlock's to refuse (EACCES, ABI 4 and later)."""
 import errno
 import socket
 

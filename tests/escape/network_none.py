@@ -1,8 +1,9 @@
 """Attack: reach the network. A job with network "none" sees only lo, and cannot reach the agent's
 port on the host's 127.0.0.1 (PROBE_AGENT_PORT), the host's addresses (PROBE_HOST_ADDRS), the bridge
-gateway or metadata address. Two locks, each checked on its own: the network namespace has no route
-(UDP, which Landlock leaves alone, gets ENETUNREACH), and Landlock refuses every TCP connect (EACCES;
-on a kernel without Landlock ABI 4, TCP gets the namespace's answers: refused, unreachable)."""
+gateway or metadata address. The network namespace has no route (UDP gets ENETUNREACH, TCP the
+namespace's answers: refused, unreachable); with network.none_tcp: refuse (PROBE_LANDLOCK_TCP=1),
+Landlock refuses every TCP connect first (EACCES), checked on its own since UDP still asks the
+namespace."""
 import errno
 import os
 import socket
