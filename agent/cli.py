@@ -133,6 +133,10 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
     jobs = JobService(paths, config, driver, launcher, published.resolve, network=network, cluster=cluster)
     runtimes = RuntimeService(paths, published, jobs, extra_private=[str(client_config.client_dir())]
                               + ([os.path.realpath(args.config)] if args.config else []))
+    if config.base == "minimal":
+        from .builds.base import BaseImage
+
+        jobs.base = BaseImage(runtimes)
     sessions = SessionService(jobs, config, paths.state, jobs.audit)
     return Agent(paths, config, driver, launcher, TokenStore(paths.tokens), network, jobs, runtimes, sessions)
 
@@ -214,6 +218,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from .builds.base import BaseImage
+
+        if isinstance(agent.jobs.base, BaseImage):
+            await agent.jobs.base.prepare()  # builds the base image if none is verified
         yield
         await _stop(agent)
 

@@ -156,6 +156,9 @@ class SlurmConfig(BaseModel):
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listen: str = Field("127.0.0.1:7755", description="HOST:PORT; 0.0.0.0 only when set here")
+    base: Literal["minimal", "host"] = Field("minimal", description="what production jobs and sessions "
+                                             "see as /usr: the minimal base image the agent builds "
+                                             "(runtimes/base), or the host's")
     tls: bool = Field(False, description="serve HTTPS with the agent's own certificate; always on "
                                          "when listening beyond loopback")
     stop_grace_s: float = Field(5.0, ge=0, le=300, description="SIGTERM to SIGKILL, on stop")

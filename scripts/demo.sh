@@ -11,7 +11,8 @@ if ! curl -fsS "$URL/v1/health" >/dev/null 2>&1; then
   mkdir -p /opt/joblet/logs
   .venv/bin/joblet-agent serve >>/opt/joblet/logs/agent.out 2>&1 &
   started=$!
-  for _ in $(seq 1 300); do
+  echo "starting the agent (its first start builds the base image of production jobs: a minute at most)"
+  for _ in $(seq 1 6000); do
     curl -fsS "$URL/v1/health" >/dev/null 2>&1 && break
     kill -0 "$started" 2>/dev/null || { cat /opt/joblet/logs/agent.out >&2; exit 1; }
     sleep 0.1

@@ -4,6 +4,7 @@ sees of an agent's jobs (leftovers, processes)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import hashlib
@@ -62,13 +63,13 @@ class AgentProcess:
     def url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    def start(self) -> "AgentProcess":
+    def start(self, timeout: float = 60) -> "AgentProcess":
         where = ["--unix", str(self.unix)] if self.unix else ["--listen", f"127.0.0.1:{self.port}"]
         env = dict(os.environ, XDG_CONFIG_HOME=str(self.root / "client-config"), **self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(AGENT + ["serve", "--root", str(self.root), *where],
                                          stdout=log, stderr=log, env=env, start_new_session=True)
-        wait_until(self._answers, timeout=60, message="the agent did not come up")
+        wait_until(self._answers, timeout=timeout, message="the agent did not come up")
         return self
 
     def _answers(self) -> bool:
@@ -103,25 +104,75 @@ class AgentProcess:
         return Api(self.url, self.user_token if token is None else token)
 
 
+_base_seed: list[Path] = []
+
+
+def base_seed() -> Path:
+    """The minimal base image as a real agent built it (once per test process, on first use):
+    its published version folder and the digest the agent recorded, kept until the process exits."""
+    if not _base_seed:
+        with running_agent(seed_base=False) as builder:
+            api = builder.api(builder.admin_token)
+            wait_until(lambda: _base_built(api, builder), timeout=900, interval=1,
+                       message="the seed agent did not build the base image")
+            seed = Path(tempfile.mkdtemp(prefix=TEST_PREFIX + "base-seed-"))
+            atexit.register(shutil.rmtree, seed, True)
+            shutil.copytree(os.path.realpath(builder.root / "runtimes" / "base"), seed / "version", symlinks=True)
+            shutil.copy2(builder.root / "state" / "runtimes" / "base.json", seed / "base.json")
+        _base_seed.append(seed)
+    return _base_seed[0]
+
+
+def _base_built(api: "Api", agent: AgentProcess) -> bool:
+    """Whether the agent published its base image; stops the wait if its build failed."""
+    if "joblet-agent: the base image" in agent.log_path.read_text():
+        raise AssertionError(f"the base image build failed: {agent.log_path.read_text()[-4000:]}")
+    return api.call("GET", "/v1/runtimes/base").json().get("status") == "verified"
+
+
+def publish_base(root: Path) -> None:
+    """Publish the session's base image in a new agent root, as its own build would have: the agent
+    verifies it in full when it starts (a copy that differs is refused, and the agent rebuilds)."""
+    seed = base_seed()
+    version = json.loads((seed / "base.json").read_text())["version"]
+    versions = root / "runtimes" / ".versions" / "base"
+    versions.mkdir(mode=0o700, parents=True)
+    os.chmod(versions.parent, 0o700)
+    shutil.copytree(seed / "version", versions / version, symlinks=True)
+    os.symlink(f".versions/base/{version}", root / "runtimes" / "base")
+    (root / "state" / "runtimes").mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copy2(seed / "base.json", root / "state" / "runtimes" / "base.json")
+
+
 @contextlib.contextmanager
 def running_agent(config: str | None = None, *, tls: bool = False, unix: bool = False,
-                  parent: str | None = None, env: dict[str, str] | None = None) -> Iterator[AgentProcess]:
+                  parent: str | None = None, env: dict[str, str] | None = None,
+                  seed_base: bool = True) -> Iterator[AgentProcess]:
     """A real agent of a test's own, started: `config` becomes its agent.yml, `tls` serves HTTPS,
     `unix` listens on `root/agent.sock` only, `parent` is where its root is made, `env` is added to
-    its environment. Once it has stopped, it must have left nothing behind. Without root, the test is skipped."""
+    its environment. Its production jobs run on the minimal base image: `seed_base` publishes the
+    one built once per test process in its root (False: the agent builds its own, at start; a
+    Slurm agent always does, as its node checks the stat fingerprints of the very build the
+    manifest recorded, which a copy does not keep). Once it has stopped, it must have left nothing
+    behind. Without root, the test is skipped."""
     if os.geteuid() != 0:
         pytest.skip(NEEDS_ROOT)
+    seeded = seed_base and "base: host" not in (config or "") and "executor: slurm" not in (config or "")
+    if seeded:
+        base_seed()  # before this agent's root exists
     root = Path(tempfile.mkdtemp(prefix=TEST_PREFIX, dir=parent))
     agent = AgentProcess(root=root, port=free_port(), scheme="https" if tls else "http",
                          unix=root / "agent.sock" if unix else None, env=dict(env or {}))
     try:
+        if seeded:
+            publish_base(root)
         agent.user_token = create_token(root, "user", "tester")
         agent.admin_token = create_token(root, "admin", "test-admin")
         if config is not None or tls:
             text = (config or "") + ("tls: true\n" if tls else "")
             (root / "config").mkdir(parents=True, exist_ok=True)
             (root / "config" / "agent.yml").write_text(text)
-        yield agent.start()
+        yield agent.start(timeout=60 if seeded or "base: host" in (config or "") else 900)  # builds its base first
     finally:
         agent.stop()
         left = leftovers(agent.root)

@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 import requests
 
-from agentproc import AgentProcess, Api, Result, host_processes_with
+from agentproc import AgentProcess, Api, Result, host_processes_with, running_agent
 
 ESCAPE = Path(__file__).parent / "escape"
 NAMESPACES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
@@ -160,6 +160,12 @@ def test_cannot_write_usr_bin_lib_or_their_submounts(api: Api, usr_submount: str
     assert_held(run_probe(api, "readonly_system", env={"PROBE_SUBMOUNT": usr_submount}))
 
 
+def test_cannot_write_the_hosts_usr_or_its_submounts_with_base_host(usr_submount: str) -> None:
+    with running_agent("base: host\n") as agent:
+        assert_held(run_probe(agent.api(), "readonly_system", env={"PROBE_SUBMOUNT": usr_submount,
+                                                                    "PROBE_HOST_USR": "1"}))
+
+
 def test_cannot_write_the_root_or_etc(api: Api) -> None:
     assert_held(run_probe(api, "readonly_root"))
 
@@ -171,6 +177,12 @@ def test_cannot_write_anywhere_but_work_tmp_and_dev_shm(api: Api) -> None:
 def test_cannot_gain_privileges_from_setuid_or_file_capability_binaries(api: Api) -> None:
     fcaps = ":".join(file_capability_binaries())
     assert_held(run_probe(api, "setuid", env={"PROBE_FCAPS": fcaps}))
+
+
+def test_cannot_gain_privileges_from_the_hosts_setuid_binaries_with_base_host() -> None:
+    fcaps = ":".join(file_capability_binaries())
+    with running_agent("base: host\n") as agent:
+        assert_held(run_probe(agent.api(), "setuid", env={"PROBE_FCAPS": fcaps, "PROBE_HOST_USR": "1"}))
 
 
 def test_cannot_read_host_secrets(api: Api) -> None:

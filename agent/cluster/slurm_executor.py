@@ -79,10 +79,10 @@ class SlurmExecutor:
     # ---- a job -------------------------------------------------------------------------------
 
     def start(self, spec: SandboxSpec, limits: JobLimits, runtime: Any, events: JobEvents,
-              folder: Path, extra_mounts: list[Mount] = ()) -> SlurmExecution:  # type: ignore[assignment]
-        """srun the node side for `spec`; `runtime` is the job's resolved runtime (named to the
-        node by its build), `folder` the job's own for srun's files, `extra_mounts` the agent's
-        own binds (a session's runner), which the node makes from its own install."""
+              folder: Path, extra_mounts: list[Mount] = (), base: Any = None) -> SlurmExecution:  # type: ignore[assignment]
+        """srun the node side for `spec`; `runtime` is the job's resolved runtime and `base` its
+        base image (each named to the node by its build), `folder` the job's own for srun's files,
+        `extra_mounts` the agent's own binds (a session's runner), which the node makes from its own install."""
         self._ensure_reading()
         ask = self.ask(limits)
         name = self.prefix + spec.job_id
@@ -91,6 +91,7 @@ class SlurmExecutor:
         self.jobs[spec.job_id] = job
         try:
             payload = self.payload(spec, name, ask, runtime, limits, list(extra_mounts))
+            payload["base"] = RuntimeRef.of(base).__dict__ if base is not None else None
             job.launch(wire.envelope(self.key, payload), slurm.srun_argv(self.config, name, ask, self.node_command))
         except (OSError, ValueError) as exc:
             job.fail_to_launch(f"handing the job to Slurm: {exc}")

@@ -39,6 +39,8 @@ MAX_LISTED_FILES = 10_000  # a job can leave many empty files; a listing stays a
 SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too
 
 RuntimeResolver = Callable[[str], RuntimeMounts]
+BaseSource = Callable[[], Awaitable[RuntimeMounts]]
+"""The verified base image production jobs get as /usr (built first if it is missing), or Unavailable."""
 BuildSpecMaker = Callable[[JobRecord, int, cgroups.CgroupLimits], SandboxSpec]
 """(record, uid, cgroup limits) -> the builder's sandbox spec."""
 BuildPipeline = Callable[[JobRecord, Verdict], Awaitable[Verdict]]
@@ -79,6 +81,7 @@ class JobService:
         self.config = config
         self.driver = driver
         self.resolve_runtime = runtimes
+        self.base: BaseSource | None = None   # None: jobs see the host's /usr (config `base: host`)
         self.network = network
         self.local = LocalExecutor(launcher, driver, network, config.stop_grace_s)
         self.cluster = cluster          # executor: slurm places standard jobs and sessions
@@ -110,9 +113,20 @@ class JobService:
             live.record.usage = Usage(cpu_s=round(u.cpu_s, 3), memory_peak_bytes=u.memory_peak_bytes)
 
     def runtime_users(self, name: str) -> int:
-        """How many running production jobs mount runtime `name` (its removal waits for none)."""
+        """How many running production jobs mount runtime `name` (its removal waits for none);
+        every one of them mounts the base image, when there is one."""
+        every = name == jobspec.BASE_RUNTIME and self.base is not None
         return sum(1 for live in self.live.values()
-                   if live.record.runtime == name and live.record.type == JobType.STANDARD)
+                   if (every or live.record.runtime == name) and live.record.type == JobType.STANDARD)
+
+    async def _system(self, runtime: RuntimeMounts | None) -> tuple[RuntimeMounts | None, RuntimeMounts | None]:
+        """A job's base image, its /usr (None: the host's), and the runtime it mounts. A job that
+        names the base (its build's own test among them) gets it as /usr, not as a runtime mount."""
+        if runtime is not None and runtime.name == jobspec.BASE_RUNTIME:
+            return runtime, None
+        if self.base is None:
+            return None, runtime
+        return await self.base(), runtime
 
     @property
     def has_network(self) -> bool:
@@ -160,6 +174,7 @@ class JobService:
         local = runtime_mounts is not None or self.cluster is None
         limits = self._checked_limits(who, req, local)
         runtime = runtime_mounts or (self.resolve_runtime(req.runtime) if req.runtime else None)
+        base, runtime = await self._system(runtime)
         self.quota.admit_job(who)
         job_id = secrets.token_hex(8)
         record = JobRecord(id=job_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
@@ -169,8 +184,8 @@ class JobService:
         live.local = local
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, self.store.artifacts(record.id),
-                                     self._cgroup_limits(record.limits), self._refuse_tcp)
-        self._launch(live, spec, runtime)
+                                     self._cgroup_limits(record.limits), self._refuse_tcp, base)
+        self._launch(live, spec, runtime, base)
         return record
 
     @property
@@ -198,6 +213,7 @@ class JobService:
         output and end go to `sink`, its stdin is a pipe (`write_stdin`). A session's sandbox:
         the same spec, limits, runtime, network and launcher as a job's."""
         limits = self._checked_limits(who, req, self.cluster is None)
+        base, runtime = await self._system(runtime)
         record = JobRecord(id=sandbox_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())
         live = self._admit(record, stored=False)
@@ -205,11 +221,11 @@ class JobService:
         live.local = self.cluster is None
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, None, self._cgroup_limits(record.limits),
-                                     self._refuse_tcp)
+                                     self._refuse_tcp, base)
         spec.mounts += mounts
         live.extra_mounts = list(mounts)
         spec.stdin_pipe = True
-        self._launch(live, spec, runtime)
+        self._launch(live, spec, runtime, base)
         return live
 
     def write_stdin(self, live: LiveJob, data: bytes) -> None:
@@ -289,7 +305,8 @@ class JobService:
             pids=(limits.pids + SANDBOX_OVERHEAD_PIDS) if limits.pids else None,
             io_bps=limits.io_bps or None, io_device=self.io_device if limits.io_bps else None)
 
-    def _launch(self, live: LiveJob, spec: SandboxSpec, runtime: RuntimeMounts | None = None) -> None:
+    def _launch(self, live: LiveJob, spec: SandboxSpec, runtime: RuntimeMounts | None = None,
+                base: RuntimeMounts | None = None) -> None:
         """Hand the spec to the job's executor; from here on its sandbox reports to `SandboxEars`."""
         self.live[live.record.id] = live
         ears = SandboxEars(self, live)
@@ -298,7 +315,7 @@ class JobService:
         else:
             assert self.cluster is not None
             live.execution = self.cluster.start(spec, live.record.limits, runtime, ears,
-                                                self.paths.state / "slurm" / live.record.id, live.extra_mounts)
+                                                self.paths.state / "slurm" / live.record.id, live.extra_mounts, base)
 
     async def stop(self, who: Principal, job_id: str, reason: str = "stopped") -> JobRecord:
         record = self.get(who, job_id)

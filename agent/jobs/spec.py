@@ -22,6 +22,8 @@ from ..sandbox.spec import BASE_PATH, Mount, SandboxSpec, WorkFile
 
 CELL_RUNNER = Path(__file__).with_name("cell_runner.py")
 HOSTNAME = "joblet"
+BASE_RUNTIME = "base"
+"""The runtime that is production jobs' /usr (the minimal base image), not a mount under /opt/runtimes."""
 
 
 @dataclass
@@ -101,13 +103,15 @@ def job_env(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None) -
 
 def standard_spec(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | None, uid: int,
                   root_dir: Path, artifacts_dir: Path | None, cgroup_limits: CgroupLimits,
-                  refuse_tcp: bool = False) -> SandboxSpec:
-    """The production sandbox of one job (`refuse_tcp`: the agent's network.none_tcp is refuse)."""
+                  refuse_tcp: bool = False, base: RuntimeMounts | None = None) -> SandboxSpec:
+    """The production sandbox of one job (`refuse_tcp`: the agent's network.none_tcp is refuse); the
+    base image's one source (its usr/ tree) is its /usr, without one the host's is."""
     argv, uploads = program(req, runtime)
     return SandboxSpec(
         job_id=record.id, job_type=JobType.STANDARD, root_dir=str(root_dir), argv=argv,
         env=job_env(record, req, runtime), uid=uid, gid=uid, hostname=HOSTNAME,
         disk_mb=record.limits.disk_mb or 256,
+        system=Mount(source=base.mounts[0].source, target="/usr", readonly=True) if base else None,
         mounts=etcfiles.etc_binds() + (runtime.mounts if runtime else []),
         etc_files=etcfiles.etc_files(uid, uid, HOSTNAME, record.network), uploads=uploads,
         cgroup_limits=cgroup_limits, network=record.network, artifacts_dir=str(artifacts_dir) if artifacts_dir else None,

@@ -97,10 +97,14 @@ class NodeJob:
         limits.io_device = cgroups.whole_disk_of(str(self.root)) if limits.io_bps else None
         spec.mounts = etcfiles.etc_binds() + _package_mounts(p.get("package_mounts") or []) + \
             self._agent_mounts(p.get("agent_mounts") or [])
-        if p.get("runtime"):
+        spec.system = None  # the agent's path; the base image is found by its build, as a runtime is
+        if p.get("runtime") or p.get("base"):
             from .runtime import mounts as runtime_mounts  # the manifest code loads for runtime jobs only
 
-            spec.mounts += runtime_mounts(p["runtime"], self.runtimes or "", self.node)
+            if p.get("runtime"):
+                spec.mounts += runtime_mounts(p["runtime"], self.runtimes or "", self.node)
+            if p.get("base"):
+                spec.system = Mount(runtime_mounts(p["base"], self.runtimes or "", self.node)[0].source, "/usr")
         alloc = gres.allocation(dict(os.environ), int(p.get("gpus") or 0)) if p.get("gpus") else gres.Allocation()
         spec.devices = alloc.devices
         if alloc.visible is not None:

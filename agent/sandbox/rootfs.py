@@ -10,7 +10,7 @@ import os
 
 from ..fs import write_beneath
 from . import mounts
-from .spec import SandboxSpec
+from .spec import Mount, SandboxSpec
 
 
 def build_root(spec: SandboxSpec) -> None:
@@ -20,14 +20,7 @@ def build_root(spec: SandboxSpec) -> None:
     table = mounts.MountTable()
     for name in ("usr", "etc", "work", "tmp", "proc", "dev"):
         os.mkdir(os.path.join(root, name), 0o755)
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        host = "/" + name
-        if os.path.islink(host):
-            os.symlink(os.readlink(host), os.path.join(root, name))
-        elif os.path.isdir(host):
-            os.mkdir(os.path.join(root, name), 0o755)
-            mounts.bind(host, os.path.join(root, name), readonly=True, table=table)
-    mounts.bind("/usr", os.path.join(root, "usr"), readonly=True, table=table)
+    system_usr(root, spec.system, table)
     for name, content in spec.etc_files.items():
         write_beneath(os.path.join(root, "etc"), name, content.encode(), 0o644)
     for m in spec.mounts:
@@ -49,6 +42,24 @@ def build_root(spec: SandboxSpec) -> None:
     mounts.bind_self(tmp)
     mounts.mount_proc(root)
     mounts.mount_dev(root, spec.shm_mb, spec.devices)
+
+
+def system_usr(root: str, system: Mount | None, table: mounts.MountTable) -> None:
+    """The job's /usr: a built base image (merged /usr: /bin, /sbin, /lib and /lib64 are links
+    into it, as on Debian 12), or with `system` None the host's /usr and /bin, /lib... as the host has them."""
+    if system is not None:
+        mounts.bind(system.source, os.path.join(root, "usr"), readonly=True, table=table)
+        for name in ("bin", "sbin", "lib", "lib64"):
+            os.symlink(f"usr/{name}", os.path.join(root, name))
+        return
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        host = "/" + name
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), os.path.join(root, name))
+        elif os.path.isdir(host):
+            os.mkdir(os.path.join(root, name), 0o755)
+            mounts.bind(host, os.path.join(root, name), readonly=True, table=table)
+    mounts.bind("/usr", os.path.join(root, "usr"), readonly=True, table=table)
 
 
 def _file_target(root: str, target: str) -> str:

@@ -50,6 +50,7 @@ class SandboxSpec:
     hostname: str = "joblet"
     disk_mb: int = 256                 # size of the job's tmpfs (root skeleton, /work, /tmp)
     shm_mb: int = 64
+    system: Mount | None = None        # the job's /usr: a built base image (its usr/ tree); None: the host's
     mounts: list[Mount] = field(default_factory=list)      # extra binds (runtime, builder paths)
     masks: list[str] = field(default_factory=list)         # paths hidden under an empty tmpfs/devnull
     etc_files: dict[str, str] = field(default_factory=dict)  # name -> content, written into /etc
@@ -68,6 +69,7 @@ class SandboxSpec:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["job_type"] = self.job_type.value
         data["mounts"] = [asdict(m) for m in self.mounts]
+        data["system"] = asdict(self.system) if self.system else None
         data["cgroup_limits"] = asdict(self.cgroup_limits)
         data["uploads"] = [{"path": u.path, "content": u.content.hex(), "mode": u.mode} for u in self.uploads]
         return data
@@ -77,6 +79,7 @@ class SandboxSpec:
         data = dict(data)
         data["job_type"] = JobType.parse(data.get("job_type"))
         data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
+        data["system"] = Mount(**data["system"]) if data.get("system") else None
         data["cgroup_limits"] = CgroupLimits.from_json_dict(data.get("cgroup_limits") or {})
         data["uploads"] = [
             WorkFile(path=u["path"], content=bytes.fromhex(u["content"]), mode=u.get("mode", 0o644))

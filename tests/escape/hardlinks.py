@@ -1,6 +1,6 @@
 """Attack: hard-link host files (or a setuid binary) into /work, for the agent to copy out or for
 a later job. Links across mounts fail with EXDEV: /etc/passwd and /etc/hosts live on the root
-mount, su and python3 on /usr, and /tmp is a mount of its own."""
+mount, env and python3 on /usr, and /tmp is a mount of its own."""
 import errno
 import os
 
@@ -9,7 +9,7 @@ from probelib import ename, err, expect, finish
 with open("/tmp/jnb-probe-own", "w") as f:
     f.write("mine\n")
 try:
-    for source in ("/etc/passwd", "/etc/hosts", "/usr/bin/su", os.path.realpath("/usr/bin/python3"),
+    for source in ("/etc/passwd", "/etc/hosts", "/usr/bin/env", os.path.realpath("/usr/bin/python3"),
                    "/tmp/jnb-probe-own"):
         target = "/work/jnb-probe-link"
         e = err(os.link, source, target)

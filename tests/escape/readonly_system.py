@@ -4,7 +4,8 @@ Every mount at or below them must be ro,nosuid,nodev (mountinfo per-mount option
 flags), and creating a file or directory in each mount's top directory must fail with EROFS: as
 the job user a writable-but-root-owned directory would say EACCES, so only EROFS proves the mount
 itself is read-only. PROBE_SUBMOUNT names a tmpfs the test mounted under /usr on the host (rw,
-suid, dev there): it must be here, and read-only too.
+suid, dev there): with PROBE_HOST_USR=1 (an agent with `base: host`) it must be here, and read-only
+too; otherwise /usr is the base image and the host's submount must not be here at all.
 """
 import errno
 import os
@@ -18,8 +19,10 @@ note(f"system trees: {tops}")
 mounts = [m for m in mountinfo() if any(m.point == t or m.point.startswith(t + "/") for t in tops)]
 expect("/usr" in [m.point for m in mounts], "/usr is a mount of its own (bound read-only)")
 submount = os.environ.get("PROBE_SUBMOUNT")
-if submount:
+if submount and os.environ.get("PROBE_HOST_USR") == "1":
     expect(submount in [m.point for m in mounts], f"the host's submount {submount} is in the sandbox, so it is checked")
+elif submount:
+    expect(not os.path.lexists(submount), f"the host's submount {submount} is not in the sandbox (/usr is the base image)")
 
 for m in mounts:
     expect({"ro", "nosuid", "nodev"} <= m.opts, f"{m.point} ({m.fstype}) mounted {','.join(sorted(m.opts))}")
