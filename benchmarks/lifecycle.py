@@ -9,6 +9,8 @@ noise and cache effects hit every row alike):
   agent-http     a real `joblet-agent serve` on a free loopback port with its own temporary root:
                  POST /v1/jobs, then GET /v1/jobs/{id}/events?follow=true until the exit event.
                  One keep-alive http.client connection (a lean client: this measures the agent).
+                 Its jobs run on the minimal base image (the default; it builds it before it serves).
+  agent-http-host the same with `base: host` in its config: jobs see the host's /usr.
   service        the agent's JobService driven in an asyncio loop in this process, no HTTP:
                  start() then wait() (validation, records and event log on disk, cgroup, launch,
                  status events, finalize). The difference to agent-http is the HTTP layer.
@@ -50,9 +52,10 @@ from benchlib.inprocess import InProcess  # noqa: E402
 from benchlib.rounds import breakdown as _breakdown, round_robin  # noqa: E402
 
 CONCURRENT = 16
-ROWS = ["agent-http", "service", "launcher", "bwrap", "bwrap-nouserns", "plain"]
+ROWS = ["agent-http", "agent-http-host", "service", "launcher", "bwrap", "bwrap-nouserns", "plain"]
 DESCRIBE = {
-    "agent-http": "agent over HTTP (POST /v1/jobs + follow events to exit)",
+    "agent-http": "agent over HTTP (POST /v1/jobs + follow events to exit), minimal base image",
+    "agent-http-host": "the same, base: host (the host's /usr)",
     "service": "JobService in-process, no HTTP (start + wait)",
     "launcher": "sandbox code only (spec, cgroup, Launcher.launch, status EOF, cgroup rm)",
     "bwrap": "bwrap, same namespaces + mounts, --unshare-user --uid 1000",
@@ -103,15 +106,19 @@ def _bench(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     agent = HttpAgent()
     cleanup.callback(safely("agent", agent.remove))
     agent.start()
+    host_agent = HttpAgent({"base": "host"})
+    cleanup.callback(safely("agent (base: host)", host_agent.remove))
+    host_agent.start()
     inproc = InProcess()
     cleanup.callback(safely("in-process", inproc.remove))
     inproc.start()
 
-    fns = {"agent-http": agent.run_true, "service": inproc.run_service, "launcher": inproc.run_launcher,
+    fns = {"agent-http": agent.run_true, "agent-http-host": host_agent.run_true, "service": inproc.run_service, "launcher": inproc.run_launcher,
            "bwrap": run_bwrap, "bwrap-nouserns": run_bwrap_nouserns, "plain": run_plain}
 
     # One job first so that lazy imports and first-use costs are paid, then idle memory.
     agent.run_true({})
+    host_agent.run_true({})
     time.sleep(0.5)
     mem_idle = agent.memory()
 

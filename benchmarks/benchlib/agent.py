@@ -67,7 +67,7 @@ class HttpAgent:
                                                   f"127.0.0.1:{self.port}"],
                                          stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=self.env,
                                          start_new_session=True)  # Ctrl-C reaches us, not the agent
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 900  # a first start builds the base image before it serves
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the agent exited at start:\n{self.log_path.read_text()}")
@@ -78,7 +78,7 @@ class HttpAgent:
             except OSError:
                 self.conn = None
             if time.monotonic() > deadline:
-                raise RuntimeError("the agent did not answer /v1/health within 60 s")
+                raise RuntimeError("the agent did not answer /v1/health within 900 s")
             time.sleep(0.05)
 
     @property
