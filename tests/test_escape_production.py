@@ -306,6 +306,10 @@ def test_cannot_use_dangerous_kernel_interfaces(api: Api) -> None:
     assert_held(run_probe(api, "dangerous_syscalls"))
 
 
+def test_cannot_open_other_netlink_families_memfd_secret_or_sync_the_host(api: Api) -> None:
+    assert_held(run_probe(api, "narrow_syscalls"))
+
+
 # ---- namespaces -----------------------------------------------------------------------------------
 
 def test_cannot_share_host_namespaces(api: Api) -> None:

@@ -8,7 +8,9 @@ import base64
 import json
 import os
 import shutil
+import socket
 import stat
+import uuid
 from pathlib import Path
 
 import pytest
@@ -386,6 +388,51 @@ def test_hostile_setup_cannot_touch_the_host_or_the_agent(hostile):
     for _, point, options in mounts:
         assert "ro" in options.split(","), (point, options)
         assert point == "/" or {"nosuid", "nodev"} <= set(options.split(",")), (point, options)
+
+
+UNIX_SEND = r"""
+set +e
+python3 - "$HOST_SOCKET" <<'PY'
+import socket, sys
+for kind, name in ((socket.SOCK_DGRAM, "dgram"), (socket.SOCK_RAW, "raw"), (socket.SOCK_STREAM, "stream")):
+    try:
+        a, b = socket.socketpair(socket.AF_UNIX, kind)
+        a.sendto(b"from a setup script", sys.argv[1])
+        print("HOSTILE-OK socketpair", name)
+    except OSError as exc:
+        print("HOSTILE-BLOCKED socketpair", name, exc.strerror)
+try:
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"from a setup script", sys.argv[1])
+    print("HOSTILE-OK socket")
+except OSError as exc:
+    print("HOSTILE-BLOCKED socket", exc.strerror)
+PY
+mkdir -p "$RUNTIME_PREFIX/tree"
+"""
+
+
+def test_a_setup_script_cannot_send_to_a_host_unix_socket(admin):
+    """A datagram socket of the host under /var (the builder sees /var read-only, and read-only
+    stops neither connect nor sendto on a socket): socket(AF_UNIX) is refused in builds, and so
+    must be the socketpair that gives an unnamed datagram socket all the same (issue 13, item 7)."""
+    path = f"/var/tmp/jnb-test-{uuid.uuid4().hex[:12]}.sock"
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    host.bind(path)
+    os.chmod(path, 0o666)  # as /dev/log is: anyone may write
+    host.setblocking(False)
+    try:
+        setup = UNIX_SEND.replace("$HOST_SOCKET", path)
+        record, events = build(admin, "unixsend", spec=HOSTILE_SPEC.replace("hostile", "unixsend"),
+                               files={"setup.sh": setup})
+        out = text(events)
+        assert record["status"] == "COMPLETED", (record, out, text(events, "stderr"))
+        assert out.count("HOSTILE-BLOCKED") == 4 and "HOSTILE-OK" not in out, out  # stream: EISCONN
+        with pytest.raises(BlockingIOError):
+            print("the host socket received:", host.recv(64))
+    finally:
+        host.close()
+        os.unlink(path)
+        admin.call("DELETE", "/v1/runtimes/unixsend")
 
 
 def test_what_the_hostile_build_left_is_harmless(hostile, user, module_agent):

@@ -84,6 +84,7 @@ DENIED_PROBES: dict[str, tuple[str, tuple[int, ...]]] = {
     "delete_module": ("delete_module", (0, 0)),
     "open_by_handle_at": ("open_by_handle_at", (-1, 0, 0)),
     "name_to_handle_at": ("name_to_handle_at", (-1, 0, 0, 0, BAD)),
+    "memfd_secret": ("memfd_secret", (BAD,)),
 }
 
 # Blocked by argument rules, or simply not on the allowlist (EPERM).
@@ -100,6 +101,9 @@ ARG_DENIED_PROBES: dict[str, tuple[str, tuple[int, ...]]] = {
     "mknodat_chr": ("mknodat", (AT_FDCWD, 0, S_IFCHR | 0o600, 0x103)),  # NULL path: EFAULT
     "mknodat_blk": ("mknodat", (AT_FDCWD, 0, S_IFBLK | 0o600, 0x801)),
     "sethostname": ("sethostname", (0, 0x7FFFFFFF)),                    # not listed at all
+    **{f"socket_netlink_{proto}": ("socket", (socket.AF_NETLINK, 15, proto))  # audit, netfilter, ...
+       for proto in (6, 9, 12, 15, 16)},
+    "socket_netlink_route_upper_bits": ("socket", (socket.AF_NETLINK, 15, UPPER)),  # fail closed
     "syslog": ("syslog", (0x7FFFFFFF, 0, 0)),
     **({"mknod_chr": ("mknod", (0, S_IFCHR | 0o600, 0x103)),
         "modify_ldt": ("modify_ldt", (0x7FFFFFFF, 0, 0))} if X86_64 else {}),
@@ -395,3 +399,92 @@ def test_foreign_abi_syscall_kills_the_process(foreign_abi: Path, abi: str,
     native = _run_abi(foreign_abi, "native", job_type)
     assert native.returncode == 0 and int(native.stdout) > 0   # the helper itself runs
     assert _run_abi(foreign_abi, abi, job_type).returncode == -signal.SIGSYS
+
+
+# ---------------------------------------------------------------------------------------------
+# sync and syncfs: answered with success, never run
+# ---------------------------------------------------------------------------------------------
+
+SECCOMP_RET_TRACE, SECCOMP_RET_ALLOW = 0x7FF00000, 0x7FFF0000
+
+
+def _trace_filter(syscall: str) -> bytes:
+    """A classic BPF program that answers SECCOMP_RET_TRACE for `syscall`, allows the rest."""
+    import struct
+
+    nr = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, syscall)
+    return b"".join(struct.pack("=HBBI", *ins) for ins in (
+        (0x20, 0, 0, 0), (0x15, 0, 1, nr), (0x06, 0, 0, SECCOMP_RET_TRACE), (0x06, 0, 0, SECCOMP_RET_ALLOW)))
+
+
+def _under_trace_marker(syscall: str) -> Callable[[], int]:
+    """Stack a filter that answers TRACE for `syscall`, then call it with no arguments. With no
+    tracer, TRACE is ENOSYS and the call never runs; a filter loaded before that decides on its own
+    (ERRNO, KILL) wins over TRACE. So: ENOSYS = the profile let it through, harmlessly."""
+    def body() -> int:
+        program = _trace_filter(syscall)
+        buf = ctypes.create_string_buffer(program, len(program))
+        fprog = _Fprog(len(program) // 8, ctypes.addressof(buf))
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, *(ctypes.c_ulong(v) for v in (1, 0, 0, 0))) != 0:
+            raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+        assert raw_syscall("seccomp", 1, 0, ctypes.addressof(fprog)) == 0
+        return raw_syscall(syscall)
+    return body
+
+
+class _Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+@pytest.mark.parametrize("job_type", list(JobType))
+def test_sync_is_answered_without_flushing_the_host(job_type: JobType) -> None:
+    assert name(in_child(None, _under_trace_marker("sync"))) == "ENOSYS"  # the marker works
+    assert name(in_child(job_type, _under_trace_marker("sync"))) == "ok"
+
+
+@pytest.mark.parametrize("job_type", list(JobType))
+def test_syncfs_is_answered_without_reaching_the_kernel(job_type: JobType) -> None:
+    probe = lambda: raw_syscall("syncfs", -1)  # noqa: E731
+    assert name(in_child(None, probe)) == "EBADF"
+    assert name(in_child(job_type, probe)) == "ok"
+
+
+def test_builder_cannot_make_datagram_socketpairs_to_reach_host_sockets(tmp_path: Path) -> None:
+    """socketpair(AF_UNIX, SOCK_DGRAM) gives an unnamed datagram socket, which can sendto() any
+    socket path it sees (the builder sees the host's /var, /home, /root read-only). The builder
+    profile refuses datagram (and SOCK_RAW, the same for AF_UNIX) socketpairs; stream and seqpacket
+    pairs stay, and cannot be pointed anywhere else (a stream pair says EISCONN, a seqpacket pair
+    ignores the address and sends to its own peer)."""
+    path = str(tmp_path / "host.sock")
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    host.bind(path)
+    host.setblocking(False)
+
+    def body() -> list[int]:
+        out = []
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_RAW):
+            try:
+                a, b = socket.socketpair(socket.AF_UNIX, kind)
+                a.sendto(b"from the build", path)
+                a.close(), b.close()
+                out.append(0)
+            except OSError as exc:
+                out.append(exc.errno)
+        for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+            a, b = socket.socketpair(socket.AF_UNIX, kind)
+            try:
+                a.sendto(b"from the build", path)
+                out.append(0)
+            except OSError as exc:
+                out.append(exc.errno)
+            a.close(), b.close()
+        return out
+
+    try:
+        assert in_child(JobType.RUNTIME_BUILD, body) == [errno.EPERM, errno.EPERM, errno.EISCONN, 0]
+        with pytest.raises(BlockingIOError):
+            host.recv(64)
+        assert in_child(JobType.STANDARD, body)[:2] == [0, 0]  # the attack, where the profile allows it
+        assert host.recv(64) == b"from the build"
+    finally:
+        host.close()

@@ -59,7 +59,7 @@ ALLOWED: tuple[str, ...] = (
     "pipe", "pipe2", "read", "readv", "pread64", "preadv", "preadv2", "write", "writev", "pwrite64",
     "pwritev", "pwritev2", "readlink", "readlinkat", "rename", "renameat", "renameat2", "rmdir",
     "unlink", "unlinkat", "umask", "truncate", "ftruncate", "fallocate", "fadvise64", "readahead",
-    "fsync", "fdatasync", "sync", "syncfs", "sync_file_range", "sendfile", "splice", "tee",
+    "fsync", "fdatasync", "sync_file_range", "sendfile", "splice", "tee",
     "vmsplice", "copy_file_range", "utime", "utimes", "futimesat", "utimensat", "memfd_create",
     "getxattr", "lgetxattr", "fgetxattr", "setxattr", "lsetxattr", "fsetxattr", "listxattr",
     "llistxattr", "flistxattr", "removexattr", "lremovexattr", "fremovexattr",
@@ -81,7 +81,7 @@ ALLOWED: tuple[str, ...] = (
     "ioctl",
     # memory
     "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mincore", "msync", "mlock", "mlock2",
-    "mlockall", "munlock", "munlockall", "remap_file_pages", "membarrier", "memfd_secret",
+    "mlockall", "munlock", "munlockall", "remap_file_pages", "membarrier",
     "pkey_alloc", "pkey_free", "pkey_mprotect", "map_shadow_stack",
     # processes, threads, signals
     "fork", "vfork", "execve", "execveat", "exit", "exit_group", "wait4", "waitid", "kill", "tkill",
@@ -128,7 +128,14 @@ DENIED: tuple[str, ...] = (
     "unshare", "setns",
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
     "open_by_handle_at", "name_to_handle_at",                         # "shocker": walks past the root
+    "memfd_secret",                  # memory even the kernel cannot read: no use to a job, new code
 )
+
+#: Answered with success without reaching the kernel: they flush every filesystem of the host (sync)
+#: or the whole filesystem behind a descriptor (syncfs, e.g. the host's root under a read-only
+#: bind). A job's own files live on its tmpfs, where there is nothing to flush; programs that call
+#: them "to be safe" go on as if it was done. fsync and fdatasync stay: they flush one file.
+NO_OP: tuple[str, ...] = ("sync", "syncfs")
 
 #: personality(2) values that Docker allows: PER_LINUX, PER_LINUX32, UNAME26, both, and the query
 #: 0xffffffff. Anything else (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, ...) weakens the job's own
@@ -147,15 +154,26 @@ CLONE_NAMESPACE_FLAGS: int = (
 )
 
 #: socket(2) families that get EPERM. AF_VSOCK talks to the hypervisor, outside every network
-#: namespace. AF_NETLINK stays allowed: the job is in its own network namespace without
-#: capabilities, so it sees only its own links and changes nothing, and glibc's getaddrinfo needs
-#: NETLINK_ROUTE (AI_ADDRCONFIG). Docker allows it too.
+#: namespace.
 SOCKET_DENIED_FAMILIES: tuple[int, ...] = (socket.AF_VSOCK,)
 
-#: ... and for a runtime build also AF_UNIX sockets (socketpair stays allowed). The builder sees
-#: the host's /var, /home and /root read-only, and a read-only mount does not stop connect(2) to a
-#: unix socket living there; a build needs pipes and socketpairs, not the host's daemons.
+#: AF_NETLINK sockets other than NETLINK_ROUTE get EPERM: glibc's getaddrinfo needs NETLINK_ROUTE
+#: (AI_ADDRCONFIG), and in the job's own network namespace without capabilities it shows only the
+#: job's links and changes nothing. The other families (audit, netfilter, xfrm, uevent, generic
+#: netlink and its many families) are kernel interfaces a job has no use for, several of them not
+#: namespaced at all (uevents, audit).
+NETLINK_ALLOWED_PROTOCOL = 0  # NETLINK_ROUTE
+
+#: ... and for a runtime build also AF_UNIX sockets. The builder sees the host's /var, /home and
+#: /root read-only, and a read-only mount stops neither connect(2) nor sendto(2) to a unix socket
+#: living there; a build needs pipes and socketpairs, not the host's daemons.
 BUILDER_SOCKET_DENIED_FAMILIES: tuple[int, ...] = (socket.AF_UNIX,)
+
+#: socketpair(AF_UNIX, ...) types a build may not make: a datagram socket (SOCK_RAW is one too for
+#: AF_UNIX) can sendto(2) any socket path it can see, socketpair or not. Stream and seqpacket pairs
+#: are connected for good: connect(2) and sendto(2) with an address give EISCONN on them.
+BUILDER_SOCKETPAIR_DENIED_TYPES: tuple[int, ...] = (socket.SOCK_DGRAM, socket.SOCK_RAW)
+SOCK_TYPE_MASK = 0xF
 
 #: ioctl(2) requests that get EPERM. TIOCSTI pushes bytes into a terminal's input queue: with a
 #: shared tty, the job could type commands into the shell that started it.
@@ -241,9 +259,18 @@ def _deny_stage(job_type: JobType) -> bytes:
     for name in DENIED:
         if _nr(name) >= 0:
             flt.add_rule(eperm, name)
-    builder = BUILDER_SOCKET_DENIED_FAMILIES if job_type is JobType.RUNTIME_BUILD else ()
-    for family in SOCKET_DENIED_FAMILIES + builder:
+    builder = job_type is JobType.RUNTIME_BUILD
+    for family in SOCKET_DENIED_FAMILIES + (BUILDER_SOCKET_DENIED_FAMILIES if builder else ()):
         flt.add_rule(eperm, "socket", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, LOW32, family))
+    # a protocol whose upper bits are set is "not NETLINK_ROUTE" here, and refused: fail closed
+    flt.add_rule(eperm, "socket", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, LOW32, socket.AF_NETLINK),
+                 pyseccomp.Arg(2, pyseccomp.NE, NETLINK_ALLOWED_PROTOCOL))
+    for kind in BUILDER_SOCKETPAIR_DENIED_TYPES if builder else ():
+        flt.add_rule(eperm, "socketpair", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, LOW32, socket.AF_UNIX),
+                     pyseccomp.Arg(1, pyseccomp.MASKED_EQ, SOCK_TYPE_MASK, kind))
+    for name in NO_OP:
+        if _nr(name) >= 0:
+            flt.add_rule(pyseccomp.ERRNO(0), name)
     for request in IOCTL_DENIED_REQUESTS:
         flt.add_rule(eperm, "ioctl", pyseccomp.Arg(1, pyseccomp.MASKED_EQ, LOW32, request))
     return _export(flt)
@@ -284,7 +311,7 @@ def _chain(first: bytes, second: bytes) -> bytes:
 
 
 def _check_lists() -> None:
-    overlap = set(DENIED) & (set(ALLOWED) | set(BUILDER_EXTRA))
+    overlap = (set(DENIED) | set(NO_OP)) & (set(ALLOWED) | set(BUILDER_EXTRA))
     if overlap:
         raise SeccompError(f"syscalls both allowed and denied: {sorted(overlap)}")
 
