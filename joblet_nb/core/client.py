@@ -9,9 +9,10 @@ The magics are a thin layer over this (ipyparallel's lesson). Answers are typed 
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any, Callable, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import orjson
 import requests
@@ -36,6 +37,22 @@ _STATUS_ERRORS: dict[int, type[JobletError]] = {
 }
 
 
+def refuse_plain_http(url: str) -> None:
+    """A bearer token goes over plain http only to this machine: anywhere else anyone on the path
+    reads it. (The agent serves HTTPS, with a certificate the client pins, beyond loopback.)"""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return
+    host = (parts.hostname or "").strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise AuthError(f"refusing to send a token to {url} over plain http: use https://{parts.netloc} "
+                        f"(the agent serves HTTPS beyond loopback; JOBLET_CERT pins its certificate)")
+
+
 class JobletClient:
     """One agent, one user token (and optionally an admin token for runtime builds)."""
 
@@ -49,11 +66,15 @@ class JobletClient:
         reconnect_attempts: int = 5,
         cert: str | None = None,
         pool: SessionPool | None = None,
+        token_source: str = "given to the client",
+        admin_source: str = "given to the client",
     ):
         self.url = url.rstrip("/")
         self.cert = cert
         self.token = token
         self.admin_token = admin_token
+        self.token_source = token_source    # where each token came from: auth errors name it
+        self.admin_source = admin_source
         self.timeout = timeout
         # A stream that is silent this long is reopened (after=SEQ), which also survives
         # half-open connections that would otherwise block forever.
@@ -69,17 +90,19 @@ class JobletClient:
         """A client from the environment / client config (see `config.resolve`)."""
         s = settings or resolve()
         kwargs.setdefault("cert", s.cert)
+        kwargs.setdefault("token_source", s.source)
+        kwargs.setdefault("admin_source", s.admin_source)
         return cls(s.url, s.token, s.admin_token, **kwargs)
 
     def clone(self) -> "JobletClient":
         """A client with its own HTTP session, for another thread (Sessions are not thread-safe);
         `release()` gives its session back for the next clone."""
-        return self.with_token(self.token)
+        return self.with_token(self.token, self.token_source)
 
-    def with_token(self, token: str | None) -> "JobletClient":
+    def with_token(self, token: str | None, source: str = "given to the client") -> "JobletClient":
         """The same agent under another token (e.g. the admin token for a build job's events)."""
         return JobletClient(self.url, token, self.admin_token, self.timeout, self.stream_timeout,
-                            self.reconnect_attempts, self.cert, self._pool)
+                            self.reconnect_attempts, self.cert, self._pool, source, self.admin_source)
 
     def release(self) -> None:
         """Done with this client: its session (and its kept-alive connection) goes back to be
@@ -94,14 +117,15 @@ class JobletClient:
         token = self.admin_token if admin else self.token
         if admin and not token:
             raise AuthError(
-                "this call needs the admin token: set JOBLET_ADMIN_TOKEN or "
-                "put it in ~/.config/joblet/admin-token"
+                f"this call needs the admin token for {self.url}: set JOBLET_ADMIN_TOKEN or "
+                f"put it in ~/.config/joblet/admin-token (admin token: {self.admin_source})"
             )
         if not token:
             raise AuthError(
-                "no token: set JOBLET_TOKEN, or start the agent once on this machine so it "
-                "writes ~/.config/joblet/client.json"
+                f"no token for {self.url}: set JOBLET_TOKEN, or start the agent once on this machine "
+                f"so it writes ~/.config/joblet/client.json (token: {self.token_source})"
             )
+        refuse_plain_http(self.url)
         return {"Authorization": f"Bearer {token}"}
 
     def _request(
@@ -117,6 +141,7 @@ class JobletClient:
         timeout: float | tuple[float, float] | None = None,
     ) -> requests.Response:
         headers = self._headers(admin) if auth else {}
+        used = (self.admin_source if admin else self.token_source) if auth else None
         try:
             resp = self.session.request(
                 method,
@@ -144,7 +169,7 @@ class JobletClient:
                 "is running (joblet-agent serve) or give the client a longer `timeout`"
             ) from None
         if resp.status_code >= 400:
-            raise self._error(resp)
+            raise self._error(resp, used)
         return resp
 
     def _unavailable(self, exc: Exception) -> AgentUnavailable:
@@ -153,7 +178,7 @@ class JobletClient:
             "or point JOBLET_URL at a running agent"
         )
 
-    def _error(self, resp: requests.Response) -> JobletError:
+    def _error(self, resp: requests.Response, source: str | None = None) -> JobletError:
         code, message = f"http_{resp.status_code}", resp.reason or "error"
         try:
             err = resp.json().get("error", {})
@@ -165,9 +190,11 @@ class JobletClient:
                 message = text[:300]
         cls = _STATUS_ERRORS.get(resp.status_code, JobletError)
         if resp.status_code == 401 and "JupyterHub" not in message:
-            message += " (check JOBLET_TOKEN or ~/.config/joblet/client.json)"
+            message += f" (the token sent came from {source}; check JOBLET_TOKEN or ~/.config/joblet/client.json)"
+        elif resp.status_code == 401:
+            message += f" (the token sent came from {source})"
         elif resp.status_code == 403 and "admin" not in message.lower():
-            message += " (this call may need the admin token: JOBLET_ADMIN_TOKEN)"
+            message += f" (this call may need the admin token: JOBLET_ADMIN_TOKEN; the token sent came from {source})"
         if resp.status_code >= 500 and cls is JobletError:
             message = f"the agent failed ({resp.status_code}): {message}"
         return cls(message, code=code, status=resp.status_code)

@@ -12,6 +12,12 @@ Order (API.md: the environment before any config file):
    which the client pins: it trusts exactly that certificate, not the system store.
 Tokens are only ever read from files or the environment, never passed as arguments: in a
 notebook those end up in the file and its history.
+
+A token (and a certificate) from those files belongs to the agent they were written for: the URL in
+`client.json` beside them (the default local URL if there is none). With `JOBLET_URL` pointing at
+another agent they are not sent there; a token for another agent has to be given for it
+(`JOBLET_TOKEN`, `JOBLET_ADMIN_TOKEN`, a token file). Every token carries where it came from, so
+that an authentication error can say which one the agent refused.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ class Settings:
     url: str
     token: str | None
     admin_token: str | None
-    source: str  # where the token came from, to show the user
+    source: str  # where the token came from, to show the user and in auth errors
     cert: str | None = None  # the pinned certificate of an HTTPS agent
+    admin_source: str = "none"  # where the admin token came from
 
 
 class UnknownNode(LookupError):
@@ -86,15 +93,25 @@ def _client_file() -> tuple[dict, Path | None]:
     return {}, None
 
 
-def _admin_file() -> tuple[str | None, Path | None]:
+def _admin_file() -> tuple[str | None, Path | None, str]:
+    """The admin token file, and the URL of the agent it belongs to (client.json beside it)."""
     for d in config_dirs():
         f = d / ADMIN_TOKEN_FILE
         if f.is_file():
             try:
-                return read_token_file(f), f
+                token = read_token_file(f)
             except (OSError, ValueError):
                 continue
-    return None, None
+            try:
+                url = json.loads((d / CLIENT_FILE).read_text()).get("url") or DEFAULT_URL
+            except (OSError, ValueError, AttributeError):
+                url = DEFAULT_URL
+            return token, f, str(url)
+    return None, None, DEFAULT_URL
+
+
+def same_agent(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
 
 
 def resolve(
@@ -112,28 +129,37 @@ def resolve(
 
     resolved_url = url or env.get("JOBLET_URL") or data.get("url") or DEFAULT_URL
 
+    file_url = str(data.get("url") or DEFAULT_URL)
     if token_file:
         token, source = read_token_file(token_file), f"token_file {token_file}"
     elif env.get("JOBLET_TOKEN"):
         token, source = env["JOBLET_TOKEN"].strip(), "JOBLET_TOKEN"
-    elif data.get("token"):
+    elif data.get("token") and same_agent(resolved_url, file_url):
         token, source = str(data["token"]).strip(), str(client_path)
+    elif data.get("token"):
+        token, source = None, f"none ({client_path} holds a token for {file_url}, not for {resolved_url})"
     else:
         token, source = None, "none"
 
+    admin_source = "none"
     if admin_token_file:
         admin: str | None = read_token_file(admin_token_file)
+        admin_source = f"admin_token_file {admin_token_file}"
     elif env.get("JOBLET_ADMIN_TOKEN"):
-        admin = env["JOBLET_ADMIN_TOKEN"].strip()
+        admin, admin_source = env["JOBLET_ADMIN_TOKEN"].strip(), "JOBLET_ADMIN_TOKEN"
     else:
-        admin, _ = _admin_file()
+        admin, admin_path, admin_url = _admin_file()
+        if admin is not None and not same_agent(resolved_url, admin_url):
+            admin, admin_source = None, f"none ({admin_path} is for {admin_url}, not for {resolved_url})"
+        elif admin is not None:
+            admin_source = str(admin_path)
 
     cert = cert_file or env.get("JOBLET_CERT") or data.get("cert") or None
     # A certificate from client.json belongs to the agent that file names, not to another URL.
-    if cert and not (cert_file or env.get("JOBLET_CERT")) and resolved_url != data.get("url"):
+    if cert and not (cert_file or env.get("JOBLET_CERT")) and not same_agent(resolved_url, file_url):
         cert = None
     return Settings(url=resolved_url.rstrip("/"), token=token, admin_token=admin, source=source,
-                    cert=os.path.expanduser(cert) if cert else None)
+                    cert=os.path.expanduser(cert) if cert else None, admin_source=admin_source)
 
 
 def _resolve_hub(hub: HubEnv, url: str, admin_token_file: str, cert_file: str) -> Settings:

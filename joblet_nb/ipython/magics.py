@@ -105,10 +105,10 @@ class JobletMagics(Magics, Configurable):
         c = self.client(node)
         if not c.admin_token:
             raise JobletError(
-                "this needs the admin token: set JOBLET_ADMIN_TOKEN, JobletMagics.admin_token_file, "
-                "or ~/.config/joblet/admin-token"
+                f"this needs the admin token for {c.url}: set JOBLET_ADMIN_TOKEN, "
+                f"JobletMagics.admin_token_file, or ~/.config/joblet/admin-token (admin token: {c.admin_source})"
             )
-        return c.with_token(c.admin_token)
+        return c.with_token(c.admin_token, c.admin_source)
 
     def defaults(self) -> Defaults:
         """What cells that do not say otherwise run with."""
