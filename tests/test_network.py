@@ -9,6 +9,7 @@ job or the test tries is an address of the host, of a job, or of that namespace.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyroute2 import IPRoute, netns
@@ -38,7 +40,10 @@ from joblet_agent.paths import AgentPaths
 TRANSIT_HOST, TRANSIT_OUTSIDE, TRANSIT_PREFIX = "198.18.231.1", "198.18.231.2", 30
 SERVER = "198.19.77.10"           # the "internet" web server, routed via the outside namespace
 METADATA = "169.254.231.254"      # link-local, like 169.254.169.254, but not the real one
+# The same web server on private (RFC 1918) and CGNAT (RFC 6598) addresses: a LAN, a cloud VPC
+PRIVATE = ("10.231.77.10", "172.31.231.10", "192.168.231.10", "100.64.231.10")
 SERVER_PORT = 8080
+DNS_PORT = 53                     # the outside world also answers on 53 (TCP), as a nameserver would
 JOB_SUBNET = "10.231.99.0/24"     # the module agent's bridge subnet (configured)
 GATEWAY = "10.231.99.1"
 VETH_NAME = re.compile(r"^jnb[0-9a-f]{12}$")
@@ -88,6 +93,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
+import threading
+for port in sys.argv[2:]:
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", int(port)), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
 '''
 
@@ -151,20 +160,20 @@ def outside() -> Iterator[Outside]:
         with IPRoute(netns=name) as ns:
             lo, uplink = ns.link_lookup(ifname="lo")[0], ns.link_lookup(ifname="uplink")[0]
             ns.link("set", index=lo, state="up")
-            for address in (SERVER, METADATA):
+            for address in (SERVER, METADATA, *PRIVATE):
                 ns.addr("add", index=lo, address=address, prefixlen=32)
             ns.addr("add", index=uplink, address=TRANSIT_OUTSIDE, prefixlen=TRANSIT_PREFIX)
             ns.link("set", index=uplink, state="up")
             ns.route("add", dst=JOB_SUBNET, gateway=TRANSIT_HOST)  # lets it *try* to reach jobs
         with IPRoute() as ipr:
-            for address in (SERVER, METADATA):
+            for address in (SERVER, METADATA, *PRIVATE):
                 ipr.route("add", dst=f"{address}/32", gateway=TRANSIT_OUTSIDE)
         server = subprocess.Popen(["nsenter", f"--net=/run/netns/{name}", sys.executable, "-c", SERVER_PROGRAM,
-                                   str(SERVER_PORT)], start_new_session=True)
+                                   str(SERVER_PORT), str(DNS_PORT)], start_new_session=True)
         world = Outside(name=name, host_veth=host_veth, server=server)
-        wait_until(lambda: world.probe(f"{SERVER}:{SERVER_PORT}", timeout=0.5)[f"{SERVER}:{SERVER_PORT}"]
-                   .startswith("connected"), timeout=20, interval=0.1,
-                   message="the outside world's web server did not start")
+        wait_until(lambda: all(v.startswith("connected") for v in world.probe(
+                       f"{SERVER}:{SERVER_PORT}", f"{SERVER}:{DNS_PORT}", timeout=0.5).values()),
+                   timeout=20, interval=0.1, message="the outside world's web server did not start")
         yield world
     finally:
         if server is not None:
@@ -296,6 +305,49 @@ def test_bridge_job_cannot_reach_link_local_metadata(net_api: Api) -> None:
     with socket.create_connection((METADATA, SERVER_PORT), timeout=5):
         pass  # the control: the host itself reaches the stand-in metadata service
     assert probe_job(net_api, target) == {target: "timeout"}
+
+
+def test_bridge_job_cannot_reach_private_or_cgnat_networks_by_default(net_api: Api) -> None:
+    targets = [f"{address}:{SERVER_PORT}" for address in PRIVATE]
+    for address in PRIVATE:
+        with socket.create_connection((address, SERVER_PORT), timeout=5):
+            pass  # the control: the host itself reaches each of them
+    assert probe_job(net_api, *targets) == {t: "timeout" for t in targets}
+
+
+@pytest.fixture
+def own_net_agent(outside: Outside) -> Iterator[Any]:
+    """Agents with a network config of a test's own, each removed with everything it made."""
+    with contextlib.ExitStack() as stack:
+        def start(network: str) -> AgentProcess:
+            agent = stack.enter_context(running_agent(f"network:\n{network}"))
+            stack.callback(lambda: _no_network_left(agent))
+            return agent
+        yield start
+
+
+def _no_network_left(agent: AgentProcess) -> None:
+    agent.stop()
+    left = network_leftovers(agent_names(agent)[0])
+    assert not left, f"the agent left things behind: {left}"
+
+
+def test_the_nameservers_of_bridge_jobs_stay_reachable_on_port_53_only(own_net_agent: Any) -> None:
+    nameserver = PRIVATE[0]
+    agent = own_net_agent(f"  subnet: 10.231.96.0/24\n  dns: [{nameserver}]\n")
+    dns, web = f"{nameserver}:{DNS_PORT}", f"{nameserver}:{SERVER_PORT}"
+    outcome = probe_job(agent.api(), dns, web, f"{PRIVATE[1]}:{DNS_PORT}")
+    assert outcome[dns].startswith("connected:outside world"), outcome
+    assert (outcome[web], outcome[f"{PRIVATE[1]}:{DNS_PORT}"]) == ("timeout", "timeout"), outcome
+
+
+def test_allow_opens_a_private_network(own_net_agent: Any) -> None:
+    agent = own_net_agent("  subnet: 10.231.95.0/24\n  allow: [10.231.77.0/24, 198.19.77.0/24]\n")
+    targets = [f"{address}:{SERVER_PORT}" for address in (*PRIVATE, SERVER)]
+    outcome = probe_job(agent.api(), *targets)
+    opened = {f"{PRIVATE[0]}:{SERVER_PORT}", f"{SERVER}:{SERVER_PORT}"}
+    assert all(outcome[t].startswith("connected:outside world") for t in opened), outcome
+    assert all(outcome[t] == "timeout" for t in set(targets) - opened), outcome
 
 
 def test_bridge_job_has_loopback_and_eth0_and_no_ipv6(net_api: Api) -> None:

@@ -36,6 +36,11 @@ def use_nameservers(servers: list[str]) -> None:
     _configured_nameservers[:] = servers
 
 
+def nameservers() -> list[str]:
+    """The nameservers a bridge job's resolv.conf names (the firewall lets port 53 through to them)."""
+    return [line.split()[1] for line in _resolv_conf().splitlines() if line.startswith("nameserver")]
+
+
 def _resolv_conf() -> str:
     """A bridge job's resolver list: the configured nameservers, else a copy of the host's.
 

@@ -138,8 +138,10 @@ class JobLink:
 class NetworkManager:
     """The agent's bridge mode (jobs.JobNetwork): attach, release, sweep, close."""
 
-    def __init__(self, paths: AgentPaths, config: NetworkConfig) -> None:
+    def __init__(self, paths: AgentPaths, config: NetworkConfig,
+                 nameservers: Callable[[], list[str]] | None = None) -> None:
         self.config = config
+        self.nameservers = nameservers or (lambda: list(config.dns))  # reachable on port 53 only
         self.tag = paths.cgroup_parent().removeprefix("jnb-")  # 8 hex digits of the root's hash
         self.bridge = config.bridge or BRIDGE_PREFIX + self.tag
         self.table = "jnb_" + self.tag
@@ -280,7 +282,7 @@ class NetworkManager:
         subnet = choose_subnet(self.config, self.tag, self._host_routes())
         plan = BridgePlan(bridge=self.bridge, subnet=subnet, ruleset=firewall.Ruleset(
             table=self.table, bridge=self.bridge, subnet=str(subnet),
-            deny=tuple(self.config.deny), allow=tuple(self.config.allow)))
+            deny=tuple(self.config.deny), allow=tuple(self.config.allow), dns=tuple(self.nameservers())))
         firewall.load(plan.ruleset)
         found = ipr.link_lookup(ifname=plan.bridge)
         if not found:

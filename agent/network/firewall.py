@@ -34,6 +34,10 @@ NFT_CANDIDATES = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
 ALWAYS_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
                  "255.255.255.255/32",
                  "100.100.100.200/32")  # a cloud metadata service outside link-local (Alibaba)
+# Private networks (RFC 1918) and carrier-grade NAT (RFC 6598): the host's LAN, other VMs, a cloud
+# VPC's services. Unreachable unless `network.allow` names (part of) them; the nameservers bridge
+# jobs are given stay reachable on port 53.
+PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 PRIORITY = "filter - 10"  # before the usual filter chains; a drop here is final anyway
 
 
@@ -48,12 +52,17 @@ class Ruleset:
     subnet: str                     # the job subnet, e.g. 10.89.26.0/24
     deny: Sequence[str] = field(default_factory=tuple)    # more destinations jobs never reach
     allow: Sequence[str] = field(default_factory=tuple)   # if any: the only destinations jobs reach
+    dns: Sequence[str] = field(default_factory=tuple)     # nameservers of bridge jobs (port 53 only)
 
     def render(self) -> str:
         """The table as `nft -f` text. Loading it replaces any older copy of the table atomically."""
         br, net = _quote(self.bridge), str(ipaddress.ip_network(self.subnet))
-        denied = ", ".join(dict.fromkeys([net, *ALWAYS_DENIED, *map(_cidr, self.deny)]))
-        allow = [f"\t\tiifname {br} ip daddr != {{ {', '.join(map(_cidr, self.allow))} }} drop"] if self.allow else []
+        denied = _set([net, *ALWAYS_DENIED, *self.deny])
+        allow = [f"\t\tiifname {br} ip daddr != {_set(self.allow)} drop"] if self.allow else []
+        dns = [f"\t\tiifname {br} ip daddr {_set(self.dns)} meta l4proto {{ tcp, udp }} th dport 53 accept"
+               ] if self.dns else []
+        private = _minus(PRIVATE, self.allow)
+        private_rule = [f"\t\tiifname {br} ip daddr {_set(private)} drop"] if private else []
         lines = [
             f"table inet {self.table} {{}}",
             f"delete table inet {self.table}",
@@ -68,8 +77,10 @@ class Ruleset:
             f"\t\toifname {br} drop",
             f"\t\tiifname {br} meta nfproto ipv6 drop",
             f"\t\tiifname {br} ct status dnat drop",
-            f"\t\tiifname {br} ip daddr {{ {denied} }} drop",
+            f"\t\tiifname {br} ip daddr {denied} drop",
             *allow,
+            *dns,
+            *private_rule,
             "\t}",
             "\tchain output {",
             f"\t\ttype filter hook output priority {PRIORITY}; policy accept;",
@@ -138,3 +149,22 @@ def _quote(name: str) -> str:
 
 def _cidr(text: str) -> str:
     return str(ipaddress.IPv4Network(text, strict=False))
+
+
+def _set(cidrs: Sequence[str]) -> str:
+    """An nft set of networks, overlaps merged (nft refuses overlapping intervals in one set)."""
+    nets = ipaddress.collapse_addresses(ipaddress.IPv4Network(c, strict=False) for c in cidrs)
+    return "{ " + ", ".join(map(str, nets)) + " }"
+
+
+def _minus(networks: Sequence[str], holes: Sequence[str]) -> list[str]:
+    """`networks` without the parts `holes` cover."""
+    parts = [ipaddress.IPv4Network(n) for n in networks]
+    for hole in (ipaddress.IPv4Network(h, strict=False) for h in holes):
+        kept: list[ipaddress.IPv4Network] = []
+        for part in parts:
+            if hole.supernet_of(part):
+                continue
+            kept += list(part.address_exclude(hole)) if part.supernet_of(hole) else [part]
+        parts = kept
+    return [str(p) for p in parts]
