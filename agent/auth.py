@@ -54,6 +54,13 @@ class Principal:
         raise Forbidden("this call needs an admin token (set JOBLET_ADMIN_TOKEN)")
 
 
+OWNER_ID_BYTES = 16  # an owner id names whose jobs are whose: guessing one must be hopeless
+
+
+def new_owner_id() -> str:
+    return secrets.token_hex(OWNER_ID_BYTES)
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -68,13 +75,16 @@ class TokenStore:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        entry = {"id": secrets.token_hex(4), "name": name or role, "role": role,
-                 "sha256": _digest(token), "created_at": str(int(time.time()))}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = self._read()
-            entries.append(entry)
+            taken = {e["id"] for e in entries}
+            owner = new_owner_id()
+            while owner in taken:  # 128 random bits: never in practice, and then never twice
+                owner = new_owner_id()
+            entries.append({"id": owner, "name": name or role, "role": role, "sha256": _digest(token),
+                            "created_at": str(int(time.time()))})
             tmp = self.path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:

@@ -84,3 +84,18 @@ def test_unix_socket_agent_is_reachable_only_through_the_socket_file():
         out = subprocess.run(["curl", "-sS", "--unix-socket", str(sock), "-H", f"Authorization: Bearer {token}",
                               "http://agent/v1/whoami"], capture_output=True, text=True, timeout=30)
         assert json.loads(out.stdout)["role"] == "user", out
+
+
+def test_owner_ids_carry_128_bits_and_never_repeat(tmp_path, monkeypatch):
+    """An owner id says whose jobs are whose: two tokens with one id would share their jobs. The
+    random source is made to repeat itself, as a birthday collision of 32-bit ids would."""
+    from joblet_agent import auth
+
+    real = auth.secrets.token_hex
+    repeats = iter([real(16)] * 3)
+    monkeypatch.setattr(auth.secrets, "token_hex", lambda n=32: next(repeats, None) or real(n))
+    store = auth.TokenStore(tmp_path / "tokens.json")
+    tokens = [store.create("user", f"user-{i}") for i in range(3)]
+    owners = [store.authenticate(f"Bearer {t}").id for t in tokens]
+    assert len(set(owners)) == 3, f"two tokens share an owner id: {owners}"
+    assert all(len(bytes.fromhex(o)) * 8 >= 128 for o in owners), owners
