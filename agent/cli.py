@@ -121,10 +121,10 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
     from .network.bridge import NetworkManager
     from .sessions.service import SessionService
 
-    launcher = Launcher(paths.cgroup_parent())
+    launcher = Launcher(paths.cgroup_parent(), job_nofile=args.job_nofile)
     published = PublishedRuntimes(paths)
-    network = NetworkManager(paths, config.network)  # threads start on first use, after the fork
     etcfiles.use_nameservers(config.network.dns)
+    network = NetworkManager(paths, config.network, etcfiles.nameservers)  # threads start on first use
     cluster = None
     if config.executor == "slurm":
         from .cluster.compose import slurm_executor
@@ -192,13 +192,14 @@ def _authenticator(tokens: TokenStore, config: AgentConfig) -> Authenticator:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
     from fastapi import FastAPI
 
-    from . import client_config
+    from . import client_config, fdlimit
+    from .api import server
     from .api.app import create_app
     from .sandbox import preflight
 
+    args.job_nofile, _ = fdlimit.raise_soft_limit()  # jobs keep the limit the agent was given
     paths = AgentPaths.at(args.root)
     driver = preflight.check(paths.cgroup_parent())
     config = load_config(Path(args.config) if args.config else paths.config / "agent.yml")
@@ -220,6 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         from .builds.base import BaseImage
 
+        asyncio.get_running_loop().set_exception_handler(fdlimit.quiet_exception_handler)
         if isinstance(agent.jobs.base, BaseImage):
             await agent.jobs.base.prepare()  # builds the base image if none is verified
         yield
@@ -231,10 +233,10 @@ def _serve(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     if args.unix:
         listener = _unix_listener(args.unix)  # kept referenced: uvicorn only gets its descriptor
-        uvicorn.run(app, fd=listener.fileno(), log_level="warning", timeout_graceful_shutdown=5)
+        server.run(app, config.api, fd=listener.fileno())
     else:
         ssl = {"ssl_certfile": str(tls_files[0]), "ssl_keyfile": str(tls_files[1])} if tls_files else {}
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, **ssl)
+        server.run(app, config.api, host=host, port=port, **ssl)
     return 0
 
 

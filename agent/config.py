@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import CannotIsolate
 from .hubconfig import LIMIT_NAMES, HubConfig
+from .quotas import ApiLimits, Quotas
 
 
 class DefaultLimits(BaseModel):
@@ -176,6 +177,8 @@ class AgentConfig(BaseModel):
     executor: Literal["local", "slurm"] = Field("local", description="local: jobs run on this host; slurm: "
                                                                      "every job and session goes through Slurm")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    api: ApiLimits = Field(default_factory=ApiLimits)
+    quotas: Quotas = Field(default_factory=Quotas)
 
     @model_validator(mode="after")
     def _hub_caps_within_max(self) -> "AgentConfig":

@@ -40,6 +40,14 @@ class PayloadTooLarge(AgentError):
     """A body beyond the agent's limits."""
 
 
+class TooMany(AgentError):
+    """A per-user or agent-wide quota is full; the message names it and what frees it."""
+
+
+class RequestTimeout(AgentError):
+    """A request body that stalled, or a client gone while sending it."""
+
+
 class Unavailable(AgentError):
     """The agent cannot serve this now (its sandbox launcher is down)."""
 

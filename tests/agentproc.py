@@ -10,6 +10,7 @@ import glob
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -53,6 +54,7 @@ class AgentProcess:
     port: int
     scheme: str = "http"
     unix: Path | None = None
+    nofile: tuple[int, int] | None = None  # (soft, hard) descriptor limit to start with (systemd: 1024 soft)
     proc: subprocess.Popen[bytes] | None = None
     user_token: str = ""
     admin_token: str = ""
@@ -66,9 +68,12 @@ class AgentProcess:
     def start(self, timeout: float = 60) -> "AgentProcess":
         where = ["--unix", str(self.unix)] if self.unix else ["--listen", f"127.0.0.1:{self.port}"]
         env = dict(os.environ, XDG_CONFIG_HOME=str(self.root / "client-config"), **self.env)
+        limit = self.nofile
+        preexec = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit)) if limit else None
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(AGENT + ["serve", "--root", str(self.root), *where],
-                                         stdout=log, stderr=log, env=env, start_new_session=True)
+                                         stdout=log, stderr=log, env=env, start_new_session=True,
+                                         preexec_fn=preexec)
         wait_until(self._answers, timeout=timeout, message="the agent did not come up")
         return self
 
@@ -147,14 +152,14 @@ def publish_base(root: Path) -> None:
 @contextlib.contextmanager
 def running_agent(config: str | None = None, *, tls: bool = False, unix: bool = False,
                   parent: str | None = None, env: dict[str, str] | None = None,
-                  seed_base: bool = True) -> Iterator[AgentProcess]:
+                  nofile: tuple[int, int] | None = None, seed_base: bool = True) -> Iterator[AgentProcess]:
     """A real agent of a test's own, started: `config` becomes its agent.yml, `tls` serves HTTPS,
     `unix` listens on `root/agent.sock` only, `parent` is where its root is made, `env` is added to
-    its environment. Its production jobs run on the minimal base image: `seed_base` publishes the
-    one built once per test process in its root (False: the agent builds its own, at start; a
-    Slurm agent always does, as its node checks the stat fingerprints of the very build the
-    manifest recorded, which a copy does not keep). Once it has stopped, it must have left nothing
-    behind. Without root, the test is skipped."""
+    its environment, `nofile` is the descriptor limit it starts with. Its production jobs run on the
+    minimal base image: `seed_base` publishes the one built once per test process in its root
+    (False: the agent builds its own, at start; a Slurm agent always does, as its node checks the
+    stat fingerprints of the very build the manifest recorded, which a copy does not keep). Once it
+    has stopped, it must have left nothing behind. Without root, the test is skipped."""
     if os.geteuid() != 0:
         pytest.skip(NEEDS_ROOT)
     seeded = seed_base and "base: host" not in (config or "") and "executor: slurm" not in (config or "")
@@ -162,7 +167,7 @@ def running_agent(config: str | None = None, *, tls: bool = False, unix: bool = 
         base_seed()  # before this agent's root exists
     root = Path(tempfile.mkdtemp(prefix=TEST_PREFIX, dir=parent))
     agent = AgentProcess(root=root, port=free_port(), scheme="https" if tls else "http",
-                         unix=root / "agent.sock" if unix else None, env=dict(env or {}))
+                         unix=root / "agent.sock" if unix else None, env=dict(env or {}), nofile=nofile)
     try:
         if seeded:
             publish_base(root)

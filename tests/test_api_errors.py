@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 
 import pytest
 import requests
@@ -33,6 +34,12 @@ def test_limits_states_the_defaults_and_maximums_a_job_really_gets(api):
     job = api.run(command=["true"])
     assert job.record["limits"]["pids"] == body["defaults"]["pids"]
     assert job.record["limits"]["memory_mb"] == body["defaults"]["memory_mb"]
+
+
+def test_health_tells_anyone_no_path_of_the_host(agent):
+    text = requests.get(agent.url + "/v1/health", timeout=10).text
+    for path in {str(agent.root), os.path.realpath(agent.root)}:
+        assert path not in text, f"/v1/health names the agent's root: {text}"
 
 
 @pytest.mark.parametrize("call", [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/runtimes"), ("GET", "/v1/limits"),

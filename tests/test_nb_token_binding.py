@@ -21,7 +21,6 @@ import requests
 
 from joblet_nb.core.client import JobletClient
 from joblet_nb.core.errors import AuthError
-from test_nb_support import nb, nb_shell  # noqa: F401  (fixtures)
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):
@@ -68,6 +67,7 @@ def local_config(agent, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return {"token": client["token"], "admin": (folder / "joblet" / "admin-token").read_text().strip()}
 
 
+@pytest.mark.root
 def test_the_local_admin_token_is_not_sent_to_another_agent(other_agent: str, local_config: dict[str, str],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBLET_URL", other_agent)
@@ -79,7 +79,8 @@ def test_the_local_admin_token_is_not_sent_to_another_agent(other_agent: str, lo
     assert not any(local_config["admin"] in h for h in Recorder.seen), "the local admin token was sent away"
 
 
-def test_the_runtime_build_magic_does_not_send_it_either(nb, other_agent: str,  # noqa: F811
+@pytest.mark.root
+def test_the_runtime_build_magic_does_not_send_it_either(nb, other_agent: str,
                                                          local_config: dict[str, str],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBLET_URL", other_agent)
@@ -91,6 +92,7 @@ def test_the_runtime_build_magic_does_not_send_it_either(nb, other_agent: str,  
     assert not any(local_config["admin"] in h for h in Recorder.seen), "the local admin token was sent away"
 
 
+@pytest.mark.root
 def test_the_local_user_token_is_not_sent_to_another_agent(other_agent: str, local_config: dict[str, str],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBLET_URL", other_agent)
@@ -101,6 +103,7 @@ def test_the_local_user_token_is_not_sent_to_another_agent(other_agent: str, loc
     assert not any(local_config["token"] in h for h in Recorder.seen), "the local user token was sent away"
 
 
+@pytest.mark.root
 def test_an_auth_error_names_the_token_source(other_agent: str, local_config: dict[str, str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBLET_URL", other_agent)
@@ -115,6 +118,7 @@ def test_an_auth_error_names_the_token_source(other_agent: str, local_config: di
     assert "came from JOBLET_ADMIN_TOKEN" in str(admin.value), admin.value
 
 
+@pytest.mark.root
 def test_the_local_agent_still_gets_its_own_tokens(agent, local_config: dict[str, str]) -> None:
     client = JobletClient.from_settings()
     assert client.url == agent.url and client.whoami()["role"] == "user"

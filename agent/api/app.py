@@ -8,7 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -23,8 +23,10 @@ from ..models import BuildRequest, JobRecord, JobRequest
 from ..sandbox import landlock
 from ..sessions.service import SessionService
 from .errors import RESPONSES, install_error_handlers
+from .guard import RequestGuard
 from .schemas import Created, FileEntry, FileListing, Health, LandlockHealth, LimitsInfo
 from .session_routes import add_session_routes
+from .streams import StreamQuota
 
 
 def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeService,
@@ -34,10 +36,17 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
     install_error_handlers(app)
     app.state.service = service
 
-    async def caller(authorization: Annotated[str | None, Header()] = None) -> Principal:
+    async def authenticate(authorization: str | None) -> Principal:
         """Local tokens on the event loop (a plain function here would cost a thread hand-off per
         request); a hub token in a thread, since asking the hub may block."""
         return tokens.local(authorization) or await run_in_threadpool(tokens.remote, authorization)
+
+    app.add_middleware(RequestGuard, limits=service.config.api, authenticate=authenticate)
+    streams = StreamQuota(service.config.quotas.streams_per_user)
+
+    async def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+        known = getattr(request.state, "principal", None)  # RequestGuard checked the token already
+        return known if isinstance(known, Principal) else await authenticate(authorization)
 
     Caller = Annotated[Principal, Depends(caller)]
     JobId = Annotated[str, _path_job_id()]
@@ -46,8 +55,7 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
 
     @app.get("/v1/health", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", version=__version__, cgroup=service.driver.version, root=str(service.paths.root),
-                      landlock=sandbox_layers)
+        return Health(status="ok", version=__version__, cgroup=service.driver.version, landlock=sandbox_layers)
 
     @app.get("/v1/whoami")
     async def whoami(who: Caller) -> dict[str, Any]:
@@ -76,7 +84,7 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
     async def job_events(job_id: JobId, who: Caller, follow: bool = False,
                          after: Annotated[int, Query(ge=0, le=1 << 62)] = 0) -> StreamingResponse:
         lines = await service.event_lines(who, job_id, after, follow)
-        return StreamingResponse(lines, media_type="application/x-ndjson")
+        return streams.response(who.id, lines, media_type="application/x-ndjson")
 
     @app.post("/v1/jobs/{job_id}/stop", response_model=JobRecord)
     async def stop_job(job_id: JobId, who: Caller) -> JobRecord:
@@ -126,7 +134,7 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
         return Response(status_code=204)
 
     if sessions is not None:
-        add_session_routes(app, sessions, Caller)
+        add_session_routes(app, sessions, Caller, streams)
     return app
 
 

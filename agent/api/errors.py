@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import (AgentError, BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, SessionEnded,
-                      Unauthorized, Unavailable)
+from ..errors import (AgentError, BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, RequestTimeout,
+                      SessionEnded, TooMany, Unauthorized, Unavailable)
 from .schemas import ErrorResponse
 
 STATUS: dict[type[AgentError], tuple[int, str]] = {
@@ -22,9 +22,11 @@ STATUS: dict[type[AgentError], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
     Forbidden: (403, "forbidden"),
     NotFound: (404, "not_found"),
+    RequestTimeout: (408, "timeout"),
     Conflict: (409, "conflict"),
     SessionEnded: (409, "session_ended"),
     PayloadTooLarge: (413, "too_large"),
+    TooMany: (429, "too_many"),
     Unavailable: (503, "unavailable"),
 }
 INTERNAL = (500, "internal")

@@ -22,10 +22,11 @@ class LandlockHealth(BaseModel):
 
 
 class Health(BaseModel):
+    """Anyone may ask: nothing here names a path of the host."""
+
     status: str
     version: str
     cgroup: str
-    root: str
     landlock: LandlockHealth
 
 

@@ -10,9 +10,10 @@ from ..contract import JOB_ID
 from ..sessions.models import (CellQueued, CellRequest, CompleteRequest, Completion, SessionCreated, SessionRecord,
                                SessionRequest)
 from ..sessions.service import SessionService
+from .streams import StreamQuota
 
 
-def add_session_routes(app: FastAPI, sessions: SessionService, Caller: Any) -> None:
+def add_session_routes(app: FastAPI, sessions: SessionService, Caller: Any, streams: StreamQuota) -> None:
     SessionId = Annotated[str, PathParam(pattern=JOB_ID.pattern, description="a session id (16 hex digits)")]
 
     @app.post("/v1/sessions", status_code=201, response_model=SessionCreated)
@@ -37,7 +38,7 @@ def add_session_routes(app: FastAPI, sessions: SessionService, Caller: Any) -> N
     async def session_events(session_id: SessionId, who: Caller, follow: bool = False,
                              after: Annotated[int, Query(ge=0, le=1 << 62)] = 0) -> StreamingResponse:
         lines = await sessions.event_lines(who, session_id, after, follow)
-        return StreamingResponse(lines, media_type="application/x-ndjson")
+        return streams.response(who.id, lines, media_type="application/x-ndjson")
 
     @app.post("/v1/sessions/{session_id}/interrupt", status_code=204, response_class=Response)
     async def interrupt_session(session_id: SessionId, who: Caller) -> Response:

@@ -57,8 +57,9 @@ def hand_over(spec: SandboxSpec, wait_for_go: bool, send: Callable[[list[int]], 
 
 
 class Launcher:
-    def __init__(self, cgroup_parent: str) -> None:
+    def __init__(self, cgroup_parent: str, job_nofile: int | None = None) -> None:
         self.cgroup_parent = cgroup_parent  # stages make their cgroups under it, named job-<id> once used
+        self.job_nofile = job_nofile  # the soft descriptor limit of jobs (the agent raised its own)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -66,7 +67,8 @@ class Launcher:
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "joblet_agent.sandbox.launcher", str(theirs.fileno()), self.cgroup_parent],
+            [sys.executable, "-m", "joblet_agent.sandbox.launcher", str(theirs.fileno()), self.cgroup_parent]
+            + ([str(self.job_nofile)] if self.job_nofile else []),
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
         )
         theirs.close()

@@ -15,6 +15,7 @@ import signal
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..fdlimit import QUIET, until_descriptors
 from ..sandbox import cgroups, status
 from ..sandbox.spec import SandboxSpec
 from .executor import Ending, JobEvents
@@ -71,7 +72,7 @@ class LocalExecution:
             pipes = self.executor.launcher.launch(self.spec, wait_for_go=self.spec.network != "none")
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
             self.events.status(status.setup_error(f"launching the sandbox: {exc}"))
-            asyncio.get_running_loop().create_task(self._finish())
+            asyncio.get_running_loop().create_task(self._finish_surely())
             return
         self.go_fd, self.stdin = pipes.go, pipes.stdin
         if self.stdin is not None:
@@ -93,6 +94,9 @@ class LocalExecution:
             data = os.read(fd, 65536)
         except BlockingIOError:
             return
+        except OSError as exc:  # the pipe is unusable: that is its end
+            QUIET.say("pipe-read", f"job {self.job_id}: reading its {kind}: {exc.strerror}")
+            data = b""
         self.events.output(kind, data)
         if not data:
             self._close_stream(fd)
@@ -102,11 +106,17 @@ class LocalExecution:
             data = os.read(fd, 4096)
         except BlockingIOError:
             return
+        except OSError as exc:
+            QUIET.say("pipe-read", f"job {self.job_id}: reading its status: {exc.strerror}")
+            data = b""
         for msg in status.take_lines(buffer, data):
-            if msg.kind is status.Kind.STARTED and msg.pid is not None:
-                self._started(msg.pid)
-            else:
-                self.events.status(msg)
+            try:
+                if msg.kind is status.Kind.STARTED and msg.pid is not None:
+                    self._started(msg.pid)
+                else:
+                    self.events.status(msg)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stall the job's end
+                QUIET.say("status-event", f"job {self.job_id}: handling a status message: {exc!r}")
         if not data:
             self._close_stream(fd)
 
@@ -138,7 +148,7 @@ class LocalExecution:
         os.close(fd)
         self.open_streams -= 1
         if self.open_streams == 0:
-            asyncio.get_running_loop().create_task(self._finish())
+            asyncio.get_running_loop().create_task(self._finish_surely())
 
     # ---- what the agent does to it ---------------------------------------------------------
 
@@ -200,6 +210,17 @@ class LocalExecution:
 
     # ---- the end ---------------------------------------------------------------------------
 
+    async def _finish_surely(self) -> None:
+        """`_finish`; if it breaks half-way, the job still ends (saying why): a job never stays
+        RUNNING because its clean-up failed (out of descriptors, a cgroup that will not go)."""
+        try:
+            await self._finish()
+        except Exception as exc:  # noqa: BLE001
+            QUIET.say("finish", f"job {self.job_id}: clean-up failed: {exc!r}")
+            if not self.ended:
+                self.ended = True
+                self.events.ended(Ending(setup=f"the agent could not clean up after the sandbox: {exc}"))
+
     async def _finish(self) -> None:
         """Usage and OOM from the cgroup, then everything the sandbox held released."""
         for timer in self.timers:
@@ -212,7 +233,10 @@ class LocalExecution:
                 ending.oom = self.cgroup.oom_killed()
             except Exception:  # noqa: BLE001 - best effort, the cleanup is not
                 pass
-        self.cgroup.remove()
+        try:
+            await until_descriptors(self.cgroup.remove, f"removing job {self.job_id}'s cgroup")
+        except cgroups.CgroupError as exc:  # left for the start-up sweep; the job still ends
+            QUIET.say("cgroup-remove", f"job {self.job_id}: {exc}")
         if self.stdin is not None:
             asyncio.get_running_loop().remove_writer(self.stdin)
             os.close(self.stdin)

@@ -22,7 +22,7 @@ from ..cluster.local import JobNetwork, LocalExecutor
 from ..cluster.slurm_executor import SlurmExecutor
 from ..config import AgentConfig
 from ..contract import JobStatus, JobType
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, TooMany
 from ..fs import FileInfo, UnsafePath, list_files, open_beneath
 from ..models import JobLimits, JobRecord, JobRequest, Usage
 from ..paths import AgentPaths
@@ -288,7 +288,8 @@ class JobService:
         """Store the record (a job's) and take a uid slot. The job's cgroup is made and joined ahead
         of time by the sandbox stage that takes the job, which renames it `job-<id>` and writes its
         limits."""
-        slot = self._take_slot()  # first: a refusal (too many jobs) must leave no record behind
+        self._check_live_quota(record.owner)  # first: a refusal must leave no record behind
+        slot = self._take_slot()
         if stored:
             self.store.add(record)
             self.store.log(record.id)
@@ -354,7 +355,17 @@ class JobService:
                 if live.execution is not None:
                     live.execution.kill()
 
-    # ---- uid slots -----------------------------------------------------------------------
+    # ---- uid slots and quotas ------------------------------------------------------------
+
+    def _check_live_quota(self, owner: str) -> None:
+        quotas = self.config.quotas
+        if len(self.live) >= quotas.live_jobs:
+            raise TooMany(f"this agent runs {len(self.live)} jobs and sessions, its most (quotas.live_jobs); "
+                          f"retry when some have ended")
+        mine = sum(1 for live in self.live.values() if live.record.owner == owner)
+        if mine >= quotas.live_jobs_per_user:
+            raise TooMany(f"you have {mine} jobs and sessions running, the most one user may "
+                          f"(quotas.live_jobs_per_user); wait for one to end or stop one")
 
     def _take_slot(self) -> int:
         for _ in range(1000):

@@ -64,7 +64,10 @@ class JobLog:
             for event in display_events(store.artifacts(live.record.id), self.service.config.max_outputs_bytes):
                 self.log.append(event)
         if live.outputs and verdict.status == JobStatus.COMPLETED:
-            self.log.append(outputs_event(store.artifacts(live.record.id), self.service.config.max_outputs_bytes))
+            try:
+                self.log.append(outputs_event(store.artifacts(live.record.id), self.service.config.max_outputs_bytes))
+            except OSError as exc:  # out of descriptors at this moment: the job still ends
+                self.note(f"[joblet] the --out values could not be read: {exc.strerror}\n")
         if live.hold_exit:
             live.verdict = verdict
         else:

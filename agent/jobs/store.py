@@ -4,6 +4,12 @@ Each job has `<state>/jobs/<id>/record.json` (replaced atomically) and `events.n
 only, one event a line, `seq` from 1 without gaps). A follower reads the file and then waits for
 the next append; since appends and reads run on the same event loop, a follower never sees half a
 line, and because it resumes by `seq`, no line is lost or repeated at the history/live handoff.
+
+A follower reads the log in bounded steps (`READ_AT_MOST`) and yields complete lines as the reader
+takes them (the HTTP layer waits while a client's socket is full): a slow reader of a large log
+costs one step, not the log. When the agent is out of descriptors, an event that cannot be written
+waits in memory, in order, and a record that cannot be saved is saved later; readers see them once
+they are on disk. Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -15,16 +21,19 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Generic, TextIO, TypeVar
+from typing import IO, Any, Generic, TextIO, TypeVar
 
 from pydantic import BaseModel
 
 from ..auth import Principal
+from ..errors import Unavailable
+from ..fdlimit import QUIET, is_shortage, until_descriptors
 from ..fs import remove_tree
 from ..models import JobRecord
 from .verdict import Verdict
 
 R = TypeVar("R", bound=BaseModel)
+RETRY_S = 0.2
 
 
 class EventLog:
@@ -32,29 +41,65 @@ class EventLog:
         self.path = path
         self.seq = 0
         self.closed = False
+        self._ending = False
         self._changed = asyncio.Event()
         self._file: TextIO | None = None
+        self._unwritten: list[str] = []
+        self._retry: asyncio.TimerHandle | None = None
         if path.exists():
-            self.seq = _last_seq(path)
+            try:
+                self.seq = _last_seq(path)
+            except OSError as exc:
+                if is_shortage(exc):
+                    raise Unavailable("the agent is out of descriptors for a moment; retry") from None
+                raise
 
     def append(self, event: dict[str, Any]) -> dict[str, Any]:
-        if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8")
         self.seq += 1
         event = {"seq": self.seq, **event}
-        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
-        self._file.flush()
+        self._unwritten.append(json.dumps(event, separators=(",", ":")) + "\n")
         if event["type"] == "exit":
-            self.close()
-        self._wake()
+            self._ending = True
+        self._write()
         return event
 
+    def _write(self) -> None:
+        """Write what waits, in order; without a free descriptor, try again a moment later."""
+        self._retry = None
+        try:
+            if self._unwritten:
+                if self._file is None:
+                    self._file = open(self.path, "a", encoding="utf-8")
+                self._file.write("".join(self._unwritten))
+                self._file.flush()
+                self._unwritten.clear()
+        except OSError as exc:
+            if not is_shortage(exc):
+                raise
+            QUIET.say("log-write", f"out of descriptors writing {self.path.name} of job "
+                                   f"{self.path.parent.name}; {len(self._unwritten)} events wait in memory")
+            self._retry = asyncio.get_running_loop().call_later(RETRY_S, self._write)
+            return
+        if self._ending:
+            self.close()
+        self._wake()
+
     def close(self) -> None:
+        if self._unwritten:  # a job's end while its last events wait for a descriptor
+            self._ending = True
+            return
         self.closed = True
         if self._file is not None:
             self._file.close()
             self._file = None
         self._wake()
+
+    def discard(self) -> None:
+        """The job is being deleted: what still waits to be written goes with it."""
+        if self._retry is not None:
+            self._retry.cancel()
+        self._unwritten.clear()
+        self.close()
 
     def _wake(self) -> None:
         self._changed.set()
@@ -74,7 +119,11 @@ class EventLog:
         offset, last = 0, after
         while True:
             waiter = self._changed
-            offset, data, more = _read_lines(self.path, offset)
+            try:
+                f = await until_descriptors(lambda: open(self.path, "rb"), "reading an event log")
+            except FileNotFoundError:
+                f = None
+            offset, data, more = (offset, b"", False) if f is None else _read_lines(f, offset)
             if data:
                 chunk, last, ended = _after(data, last)
                 if chunk:
@@ -90,25 +139,22 @@ class EventLog:
             await waiter.wait()
 
 
-READ_AT_MOST = 4 << 20  # a follower that joins a long log reads it in bounded steps
+READ_AT_MOST = 1 << 20  # a follower reads a long log in bounded steps: what a slow reader holds
 HEAD = re.compile(rb'\{"seq":(\d+),"type":"([a-z_]+)"')
 
 
-def _read_lines(path: Path, offset: int) -> tuple[int, bytes, bool]:
-    """(new offset, the complete lines after `offset`, whether more is to be read at once)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(READ_AT_MOST)
-            more = len(data) == READ_AT_MOST
-    except FileNotFoundError:
-        return offset, b"", False
-    end = data.rfind(b"\n") + 1
-    if end == 0 and more:  # one line longer than a read: take it whole
-        with open(path, "rb") as f:
+def _read_lines(f: IO[bytes], offset: int) -> tuple[int, bytes, bool]:
+    """(new offset, the complete lines after `offset`, whether more is to be read at once); `f`
+    is closed."""
+    with f:
+        f.seek(offset)
+        data = f.read(READ_AT_MOST)
+        more = len(data) == READ_AT_MOST
+        end = data.rfind(b"\n") + 1
+        if end == 0 and more:  # one line longer than a read: take it whole
             f.seek(offset)
             data = f.readline()
-        end = len(data) if data.endswith(b"\n") else 0
+            end = len(data) if data.endswith(b"\n") else 0
     return offset + end, data[:end], more and end > 0  # a line still being written: wait for it
 
 
@@ -180,6 +226,8 @@ class RecordStore(Generic[R]):
         self.root = root
         self.records: dict[str, R] = {}
         self.logs: dict[str, EventLog] = {}
+        self._unsaved: set[str] = set()
+        self._retry: asyncio.TimerHandle | None = None
 
     def load(self) -> list[R]:
         """Read every record from disk (at start-up)."""
@@ -203,6 +251,27 @@ class RecordStore(Generic[R]):
         self.save(record)
 
     def save(self, record: R) -> None:
+        """Replace the record on disk; without a free descriptor, a moment later (the record in
+        memory, which every call reads, is already the new one)."""
+        try:
+            self._write(record)
+        except OSError as exc:
+            if not is_shortage(exc):
+                raise
+            QUIET.say("record-save", f"out of descriptors saving record {record.id}; saved later")  # type: ignore[attr-defined]
+            self._unsaved.add(record.id)  # type: ignore[attr-defined]
+            if self._retry is None:
+                self._retry = asyncio.get_running_loop().call_later(RETRY_S, self._save_later)
+
+    def _save_later(self) -> None:
+        self._retry = None
+        for record_id in list(self._unsaved):
+            self._unsaved.discard(record_id)
+            record = self.records.get(record_id)
+            if record is not None:
+                self.save(record)
+
+    def _write(self, record: R) -> None:
         path = self.dir(record.id) / "record.json"  # type: ignore[attr-defined]
         tmp = path.with_suffix(".tmp")
         tmp.write_text(record.model_dump_json())
@@ -230,12 +299,17 @@ class RecordStore(Generic[R]):
             self.logs[record_id] = log
         return self.logs[record_id]
 
-    def remove(self, record_id: str) -> None:
+    def forget(self, record_id: str) -> Path:
+        """Drop a record and its log from memory; its folder, which the caller removes."""
         log = self.logs.pop(record_id, None)
         if log is not None:
-            log.close()
+            log.discard()
         self.records.pop(record_id, None)
-        remove_tree(str(self.dir(record_id)))
+        self._unsaved.discard(record_id)
+        return self.dir(record_id)
+
+    def remove(self, record_id: str) -> None:
+        remove_tree(str(self.forget(record_id)))
 
 
 class JobStore(RecordStore[JobRecord]):

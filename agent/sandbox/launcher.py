@@ -18,6 +18,7 @@ import fcntl
 import gc
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -171,6 +172,9 @@ def _arrange_fds(out_fd: int, err_fd: int, status_fd: int, go_fd: int | None, in
 
 def main() -> None:
     fd, cgroup_parent = int(sys.argv[1]), sys.argv[2]
+    if len(sys.argv) > 3:  # the soft descriptor limit the agent had before it raised its own
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(int(sys.argv[3]), hard), hard))
     sock = socket.socket(fileno=fd)
     serve(sock, cgroup_parent)
 
