@@ -121,8 +121,8 @@ def test_an_auth_error_names_the_token_source(other_agent: str, local_config: di
 @pytest.mark.root
 def test_the_local_agent_still_gets_its_own_tokens(agent, local_config: dict[str, str]) -> None:
     client = JobletClient.from_settings()
-    assert client.url == agent.url and client.whoami()["role"] == "user"
-    assert client.with_token(client.admin_token, client.admin_source).whoami()["role"] == "admin"
+    assert client.url == agent.url and client.whoami().role == "user"
+    assert client.with_token(client.admin_token, client.admin_source).whoami().role == "admin"
 
 
 class Wire(requests.adapters.BaseAdapter):
