@@ -92,7 +92,10 @@ def test_a_body_without_a_token_is_refused_before_it_is_read(agent: AgentProcess
     answer at once (401, or 413 for a body above the cap) instead of waiting to read it all."""
     with closing(connect(agent)) as s:
         s.sendall(head("POST", "/v1/jobs", Content_Type="application/json", Content_Length=str(length)))
-        s.sendall(b"x" * MB)
+        try:
+            s.sendall(b"x" * MB)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the agent answered and hung up already; its answer is still there to read
         status = status_of(answer(s))
     assert status == (401 if length <= 96 * MB else 413)
 
