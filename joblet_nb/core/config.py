@@ -169,10 +169,13 @@ def _resolve_hub(hub: HubEnv, url: str, admin_token_file: str, cert_file: str) -
     resolved_url = url or env.get("JOBLET_URL") or agent_url(hub)
     admin = read_token_file(admin_token_file) if admin_token_file else \
         env.get("JOBLET_ADMIN_TOKEN", "").strip() or hub.token
+    admin_source = (f"admin_token_file {admin_token_file}" if admin_token_file else
+                    "JOBLET_ADMIN_TOKEN" if env.get("JOBLET_ADMIN_TOKEN", "").strip() else
+                    "JupyterHub: this server's JUPYTERHUB_API_TOKEN")
     cert = cert_file or env.get("JOBLET_CERT") or None
     return Settings(url=resolved_url.rstrip("/"), token=hub.token, admin_token=admin,
                     source="JupyterHub: this server's JUPYTERHUB_API_TOKEN",
-                    cert=os.path.expanduser(cert) if cert else None)
+                    cert=os.path.expanduser(cert) if cert else None, admin_source=admin_source)
 
 
 def mask(token: str | None) -> str:
