@@ -123,8 +123,8 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
 
     launcher = Launcher(paths.cgroup_parent(), job_nofile=args.job_nofile)
     published = PublishedRuntimes(paths)
-    etcfiles.use_nameservers(config.network.dns)
     network = NetworkManager(paths, config.network, etcfiles.nameservers)  # threads start on first use
+    etcfiles.use_nameservers(config.network.dns)
     cluster = None
     if config.executor == "slurm":
         from .cluster.compose import slurm_executor
@@ -220,11 +220,14 @@ def _serve(args: argparse.Namespace) -> int:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         from .builds.base import BaseImage
+        from .jobs.retention import keep_pruning
 
         asyncio.get_running_loop().set_exception_handler(fdlimit.quiet_exception_handler)
         if isinstance(agent.jobs.base, BaseImage):
             await agent.jobs.base.prepare()  # builds the base image if none is verified
+        pruning = asyncio.create_task(keep_pruning(agent.jobs))
         yield
+        pruning.cancel()
         await _stop(agent)
 
     app = create_app(agent.jobs, _authenticator(agent.tokens, agent.config), agent.runtimes, agent.sessions)

@@ -7,6 +7,7 @@ descriptor with O_NOFOLLOW, and copies only regular files and directories.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import stat
@@ -52,6 +53,44 @@ def _walk_dirs(root_fd: int, parts: list[str], create: bool, mode: int = 0o755,
     except BaseException:
         os.close(fd)
         raise
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_NR_OPENAT2 = 437  # the same on x86_64 and aarch64 (the generic syscall table)
+RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 0x02, 0x04, 0x08
+STRICT = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dir_fd: int, path: str, flags: int, resolve: int = STRICT) -> int:
+    """openat2(2): `path` resolved from `dir_fd` by the kernel as `resolve` says (by default never
+    above `dir_fd`, through no symlink or magic link), in one step that a concurrent rename or a
+    planted link cannot redirect."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    fd = _libc.syscall(ctypes.c_long(_NR_OPENAT2), ctypes.c_int(dir_fd), path.encode(), ctypes.byref(how),
+                       ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{path}: {os.strerror(err)} (resolved beneath its folder, no symlink followed)")
+    return fd
+
+
+def open_source(base: str, relative: str) -> int:
+    """An O_PATH descriptor of `base/relative`, a folder or a regular file, resolved by openat2
+    beneath `base` with no symlink anywhere on the way: what a bind mount of a tree another party
+    wrote (a runtime's `isolated/`) is made from, so that it binds exactly what was checked."""
+    base_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = openat2(base_fd, relative, os.O_PATH)
+    finally:
+        os.close(base_fd)
+    if not (stat.S_ISDIR(os.fstat(fd).st_mode) or stat.S_ISREG(os.fstat(fd).st_mode)):
+        os.close(fd)
+        raise UnsafePath(f"{relative}: neither a folder nor a regular file")
+    return fd
 
 
 def open_dir_beneath(root: str, relative: str) -> int:
@@ -126,6 +165,7 @@ def open_beneath(root: str, path: str) -> int:
 
 
 MAX_DEPTH = 64
+MAX_SKIPPED = 20  # a report names this many things it left out, and counts the rest
 
 
 @dataclass(frozen=True)
@@ -137,6 +177,7 @@ class CopyRules:
     normal_modes: bool = False        # files 0755 or 0644 by their x bit; else their own bits & 0755
     limit_bytes: int | None = None    # all files together; one that does not fit is skipped
     max_depth: int | None = MAX_DEPTH
+    limit_entries: int | None = None  # files and folders together; the copy stops at this many
 
     def file_mode(self, mode: int) -> int:
         if self.normal_modes:
@@ -154,7 +195,14 @@ class CopyReport:
     links: int = 0
     stripped: list[str] = field(default_factory=list)   # setuid/setgid bits removed
     dropped: list[str] = field(default_factory=list)    # devices, fifos, sockets (and links, unless kept)
-    skipped: list[str] = field(default_factory=list)    # beyond a bound: the byte budget or the depth
+    skipped: list[str] = field(default_factory=list)    # beyond a bound: bytes, depth, entries
+    skipped_more: int = 0                                # beyond the first MAX_SKIPPED of those
+
+    def skip(self, what: str) -> None:
+        if len(self.skipped) < MAX_SKIPPED:
+            self.skipped.append(what)
+        else:
+            self.skipped_more += 1
 
     def summary(self) -> str:
         text = f"{self.files} files, {self.dirs} folders, {self.links} links, {self.copied / 1e6:.1f} MB"
@@ -165,13 +213,15 @@ class CopyReport:
         return text
 
 
-def copy_tree(src: str, dst: str, limit_bytes: int | None = None, max_depth: int = MAX_DEPTH) -> CopyReport:
+def copy_tree(src: str, dst: str, limit_bytes: int | None = None, max_depth: int = MAX_DEPTH,
+              limit_entries: int | None = None) -> CopyReport:
     """Copy regular files and directories from `src` to a new `dst`, skipping symlinks, devices,
     fifos and sockets, and stripping setuid/setgid bits.
 
     The job controls `src`, so the copy is bounded the way the job's own disk was: at most
     `limit_bytes` written in all (a sparse file that cost the job nothing is measured by its size,
-    and skipped if it does not fit), at most `max_depth` folders deep, without recursion.
+    and skipped if it does not fit), at most `max_depth` folders deep, without recursion, and at
+    most `limit_entries` files and folders (empty files cost no bytes, but an inode each).
     """
     report = CopyReport()
     os.makedirs(dst, mode=0o700, exist_ok=True)
@@ -181,7 +231,7 @@ def copy_tree(src: str, dst: str, limit_bytes: int | None = None, max_depth: int
     except BaseException:
         os.close(src_fd)
         raise
-    rules = CopyRules(limit_bytes=limit_bytes, max_depth=max_depth)
+    rules = CopyRules(limit_bytes=limit_bytes, max_depth=max_depth, limit_entries=limit_entries)
     _copy_frames([_Frame(src_fd, dst_fd, "", 0, _names_to_copy(src_fd))], report, rules)
     return report
 
@@ -211,34 +261,46 @@ class _Frame:
         os.close(self.dst)
 
 
+class _Full(Exception):
+    """The copy has made `limit_entries` files and folders."""
+
+
 def _copy_frames(stack: list[_Frame], report: CopyReport, rules: CopyRules) -> None:
     try:
-        while stack:
-            top = stack[-1]
-            if not top.names:
-                os.fchmod(top.dst, rules.dir_mode)
-                stack.pop().close()
-                continue
-            name = top.names.pop()
-            path = f"{top.path}/{name}" if top.path else name
-            frame = _copy_one(top.src, top.dst, name, path, top.depth, report, rules)
-            if frame is not None:
-                stack.append(frame)
+        _copy_until_done(stack, report, rules)
+    except _Full:
+        report.skip(f"the rest: over {rules.limit_entries} files and folders")
     finally:
         for frame in stack:
             frame.close()
 
 
+def _copy_until_done(stack: list[_Frame], report: CopyReport, rules: CopyRules) -> None:
+    while stack:
+        top = stack[-1]
+        if not top.names:
+            os.fchmod(top.dst, rules.dir_mode)
+            stack.pop().close()
+            continue
+        name = top.names.pop()
+        path = f"{top.path}/{name}" if top.path else name
+        frame = _copy_one(top.src, top.dst, name, path, top.depth, report, rules)
+        if frame is not None:
+            stack.append(frame)
+
+
 def _copy_one(src_dir: int, dst_dir: int, name: str, path: str, depth: int, report: CopyReport,
               rules: CopyRules) -> _Frame | None:
     """Copy one entry; a folder is made and returned as the next frame to fill."""
+    if rules.limit_entries is not None and report.files + report.dirs >= rules.limit_entries:
+        raise _Full
     st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
     mode = stat.S_IMODE(st.st_mode)
     if mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISLNK(st.st_mode):
         report.stripped.append(path)
     if stat.S_ISDIR(st.st_mode):
         if rules.max_depth is not None and depth + 1 > rules.max_depth:
-            report.skipped.append(f"{path}/: deeper than {rules.max_depth} folders")
+            report.skip(f"{path}/: deeper than {rules.max_depth} folders")
             return None
         os.mkdir(name, 0o700, dir_fd=dst_dir)
         report.dirs += 1
@@ -251,7 +313,7 @@ def _copy_one(src_dir: int, dst_dir: int, name: str, path: str, depth: int, repo
     if stat.S_ISREG(st.st_mode):
         left = None if rules.limit_bytes is None else rules.limit_bytes - report.copied
         if left is not None and st.st_size > left:
-            report.skipped.append(f"{path}: {st.st_size} bytes, over the job's disk limit")
+            report.skip(f"{path}: {st.st_size} bytes, over the job's disk limit")
         elif _copy_file(src_dir, dst_dir, name, rules.file_mode(mode), left, report):
             report.files += 1
         else:

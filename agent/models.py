@@ -116,6 +116,13 @@ class ClusterRef(BaseModel):
     devices: list[str] = Field(default_factory=list)
 
 
+class KeptWork(BaseModel):
+    """What the agent keeps of a finished job's /work: files and folders, and bytes."""
+
+    files: int = 0
+    bytes: int = 0
+
+
 class JobRecord(BaseModel):
     id: str
     type: JobType = JobType.STANDARD
@@ -135,6 +142,7 @@ class JobRecord(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     node: str | None = None             # a cluster job's node
     cluster: ClusterRef | None = None   # a cluster job's place in its scheduler
+    kept_work: KeptWork = Field(default_factory=KeptWork)
 
 
 class BuildRequest(Strict):

@@ -30,9 +30,9 @@ class Quotas(BaseModel):
     """What one user (a token's owner id) may have at once, and what the agent keeps."""
 
     model_config = ConfigDict(extra="forbid")
-    live_jobs_per_user: int = Field(64, ge=1, description="jobs of one user running at once")
+    live_jobs_per_user: int = Field(128, ge=1, description="jobs and sessions of one user running at once")
     live_jobs: int = Field(1024, ge=1, description="jobs running at once, all users together")
-    streams_per_user: int = Field(32, ge=1, description="event streams one user holds open at once")
+    streams_per_user: int = Field(128, ge=1, description="event streams one user holds open at once")
     kept_jobs_per_user: int = Field(1000, ge=1, description="job records (finished ones included) of "
                                     "one user; the oldest finished ones go first")
     kept_mb_per_user: int = Field(4096, ge=1, description="bytes of the /work copies kept for one user")
@@ -40,3 +40,4 @@ class Quotas(BaseModel):
                                      "kept for one user")
     work_files: int = Field(20_000, ge=1, description="files and folders kept of one job's /work")
     retention_days: float = Field(30, gt=0, description="finished jobs older than this are removed")
+    retention_check_s: float = Field(3600, gt=0, description="how often the agent looks for them")

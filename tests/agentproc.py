@@ -59,6 +59,7 @@ class AgentProcess:
     user_token: str = ""
     admin_token: str = ""
     env: dict[str, str] = field(default_factory=dict)  # more environment for the agent process
+    prefix: list[str] = field(default_factory=list)  # a command the agent runs under (e.g. pidns.py)
     log_path: Path = field(default_factory=lambda: Path(tempfile.mktemp(prefix=TEST_PREFIX, suffix=".log")))
 
     @property
@@ -71,7 +72,7 @@ class AgentProcess:
         limit = self.nofile
         preexec = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit)) if limit else None
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(AGENT + ["serve", "--root", str(self.root), *where],
+            self.proc = subprocess.Popen(self.prefix + AGENT + ["serve", "--root", str(self.root), *where],
                                          stdout=log, stderr=log, env=env, start_new_session=True,
                                          preexec_fn=preexec)
         wait_until(self._answers, timeout=timeout, message="the agent did not come up")
@@ -152,14 +153,16 @@ def publish_base(root: Path) -> None:
 @contextlib.contextmanager
 def running_agent(config: str | None = None, *, tls: bool = False, unix: bool = False,
                   parent: str | None = None, env: dict[str, str] | None = None,
-                  nofile: tuple[int, int] | None = None, seed_base: bool = True) -> Iterator[AgentProcess]:
+                  nofile: tuple[int, int] | None = None, prefix: list[str] | None = None,
+                  seed_base: bool = True) -> Iterator[AgentProcess]:
     """A real agent of a test's own, started: `config` becomes its agent.yml, `tls` serves HTTPS,
     `unix` listens on `root/agent.sock` only, `parent` is where its root is made, `env` is added to
-    its environment, `nofile` is the descriptor limit it starts with. Its production jobs run on the
-    minimal base image: `seed_base` publishes the one built once per test process in its root
-    (False: the agent builds its own, at start; a Slurm agent always does, as its node checks the
-    stat fingerprints of the very build the manifest recorded, which a copy does not keep). Once it
-    has stopped, it must have left nothing behind. Without root, the test is skipped."""
+    its environment, `nofile` is the descriptor limit it starts with, `prefix` a command it runs
+    under. Its production jobs run on the minimal base image: `seed_base` publishes the one built
+    once per test process in its root (False: the agent builds its own, at start; a Slurm agent
+    always does, as its node checks the stat fingerprints of the very build the manifest recorded,
+    which a copy does not keep). Once it has stopped, it must have left nothing behind. Without
+    root, the test is skipped."""
     if os.geteuid() != 0:
         pytest.skip(NEEDS_ROOT)
     seeded = seed_base and "base: host" not in (config or "") and "executor: slurm" not in (config or "")
@@ -167,7 +170,8 @@ def running_agent(config: str | None = None, *, tls: bool = False, unix: bool = 
         base_seed()  # before this agent's root exists
     root = Path(tempfile.mkdtemp(prefix=TEST_PREFIX, dir=parent))
     agent = AgentProcess(root=root, port=free_port(), scheme="https" if tls else "http",
-                         unix=root / "agent.sock" if unix else None, env=dict(env or {}), nofile=nofile)
+                         unix=root / "agent.sock" if unix else None, env=dict(env or {}), nofile=nofile,
+                         prefix=list(prefix or []))
     try:
         if seeded:
             publish_base(root)

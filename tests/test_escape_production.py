@@ -31,6 +31,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,6 +249,14 @@ def test_cannot_see_host_pids(api: Api, agent: AgentProcess) -> None:
     assert agent.proc is not None
     env = {"PROBE_AGENT_PID": str(agent.proc.pid), "PROBE_TEST_PID": str(os.getpid())}
     assert_held(run_probe(api, "proc_pids", env=env))
+
+
+def test_cannot_read_host_paths_from_the_reapers_command_line(api: Api, agent: AgentProcess) -> None:
+    """The reaper is a fork of the launcher, started with the agent's interpreter and cgroup parent
+    as arguments; no view of any job process's command line shows them (issue 13, item 8)."""
+    words = {sys.executable, os.path.realpath(sys.executable), str(agent.root), "joblet_agent",
+             "jnb-" + hashlib.sha1(str(os.path.realpath(agent.root)).encode()).hexdigest()[:8]}
+    assert_held(run_probe(api, "init_cmdline", env={"PROBE_FORBIDDEN": ":".join(sorted(words))}))
 
 
 def test_cannot_signal_the_agent(api: Api, agent: AgentProcess) -> None:

@@ -187,6 +187,33 @@ def test_an_invalid_spec_is_refused_with_field_and_line(admin):
     assert "mounts[0].readonly" in message and "line 18" in message, message
 
 
+NESTED_SPEC = """\
+name: nested
+language: shell
+version: "1"
+architectures: [x86_64, aarch64]
+build: {setup: setup.sh, network: none, timeout_s: 60}
+mounts:
+  - {source: a, target: /opt/runtimes/nested/a}
+  - {source: a/b, target: /opt/runtimes/nested/b}
+script: {command: [/bin/sh], suffix: .sh}
+test: {command: [/bin/sh, -c, "ls /opt/runtimes/nested/b/etc/hostname"]}
+"""
+
+
+def test_nested_sources_are_refused_before_any_build(admin, user):
+    """The issue's attack: sources `a` and `a/b`, and a setup script that makes `a/b` a link to
+    the host's root. The spec is refused as it comes (400, no job), saying which source lies in
+    which; no runtime is published, so no job can see the host through it (issue 13, item 2)."""
+    setup = 'mkdir -p "$RUNTIME_PREFIX/a" && ln -s / "$RUNTIME_PREFIX/a/b"\n'
+    r = admin.call("POST", "/v1/runtimes/nested/build", json={"spec": NESTED_SPEC, "files": {"setup.sh": setup}})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert "mounts[1].source 'a/b' lies inside mounts[0].source 'a'" in message, message
+    assert user.call("GET", "/v1/runtimes/nested").status_code == 404
+    assert not any(j["runtime"] == "nested" for j in admin.call("GET", "/v1/jobs").json())
+
+
 def test_a_published_runtime_is_not_rebuilt_without_force(python311, admin):
     r = admin.call("POST", "/v1/runtimes/python-3.11/build", json={})
     assert r.status_code == 409 and "--force" in r.json()["error"]["message"]
@@ -332,6 +359,7 @@ try "see agent state" "ls @ROOT@/state"
 try "see other runtimes" "ls @ROOT@/runtimes"
 try "see client config" "ls @ROOT@/client-config"
 try "read root ssh" "ls /root/.ssh/"
+try "read the agent's paths from PID 1's command line" "tr '\\0' ' ' < /proc/1/task/1/cmdline | grep -q -e joblet_agent -e @ROOT@"
 try "mknod device" "mknod $RUNTIME_PREFIX/tree/mem c 1 1"
 try "chown root" "chown 0:0 $RUNTIME_PREFIX"
 try "mount" "mount -t tmpfs none /tmp"

@@ -92,7 +92,7 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
 
     @app.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response)
     async def delete_job(job_id: JobId, who: Caller) -> Response:
-        service.delete(who, job_id)
+        await service.delete(who, job_id)
         return Response(status_code=204)
 
     @app.get("/v1/jobs/{job_id}/files", response_model=FileListing)

@@ -12,9 +12,9 @@ import stat
 from pathlib import Path
 
 from . import manifest as mf
-from .spec import ParsedSpec, parse, rewrite_isolated
+from .spec import MountEntry, ParsedSpec, parse, rewrite_isolated
 from ..sandbox import libc, mounts
-from ..fs import CopyReport, open_dir_beneath, remove_tree
+from ..fs import CopyReport, UnsafePath, open_dir_beneath, open_source, remove_tree
 
 
 class PhaseFailed(Exception):
@@ -42,6 +42,17 @@ def remove_build_dir(build_dir: Path) -> None:
         except OSError:
             pass
     remove_tree(str(build_dir))
+
+
+def check_sources(mounts: list[MountEntry], isolated: Path) -> None:
+    """After the copy: every mount source resolves beneath `isolated/` with no symlink on the way
+    (openat2) to a folder or a regular file, as production jobs will open it."""
+    for i, m in enumerate(mounts):
+        try:
+            os.close(open_source(str(isolated), m.source))
+        except (OSError, UnsafePath) as exc:
+            raise PhaseFailed("cleanup", f"mounts[{i}].source {m.source!r} is not a plain folder or file in "
+                                         f"isolated/ after the copy: {exc}") from None
 
 
 def copy_to_isolated(parsed: ParsedSpec, staging: str, version_dir: Path) -> CopyReport:
@@ -88,6 +99,7 @@ def copy_to_isolated(parsed: ParsedSpec, staging: str, version_dir: Path) -> Cop
         finally:
             os.close(src_fd)
         done.append(m.source)
+    check_sources(spec.mounts, isolated)
     (version_dir / "runtime.yml.original").write_text(parsed.text)
     rewritten = rewrite_isolated(parsed)
     check = parse(rewritten, "rewritten runtime.yml")

@@ -181,10 +181,12 @@ class PublishedRuntimes:
 
     @staticmethod
     def mounts(spec: RuntimeSpec, version_dir: str) -> RuntimeMounts:
-        """`spec` is a published (rewritten) runtime.yml: every source lies inside isolated/."""
+        """`spec` is a published (rewritten) runtime.yml: every source lies inside isolated/, and is
+        bound from a descriptor opened beneath it with no symlink on the way (rootfs.bind_mount)."""
         if any(not m.source.startswith("isolated/") for m in spec.mounts):
             raise Conflict(f"runtime {spec.name!r}: a mount source lies outside isolated/; rebuild it")
-        mounts = [Mount(source=os.path.join(version_dir, m.source), target=m.target, readonly=True)
+        isolated = os.path.join(version_dir, "isolated")
+        mounts = [Mount(source=m.source.removeprefix("isolated/"), target=m.target, readonly=True, beneath=isolated)
                   for m in spec.mounts]
         return RuntimeMounts(name=spec.name, mounts=mounts, env=dict(spec.environment),
                              script_command=list(spec.script.command), script_suffix=spec.script.suffix,

@@ -180,6 +180,21 @@ class RuntimeSpec(_Strict):
                                  "never shadows system paths or another runtime)")
         return mounts
 
+    @field_validator("mounts")
+    @classmethod
+    def _not_nested(cls, mounts: list[MountEntry]) -> list[MountEntry]:
+        """A source inside another source would be copied twice and bound over a folder the outer
+        bind already shows, and its own path would run through a tree the setup script shaped
+        (`ln -s / a/b` made a runtime show the host's root): nest targets, never sources."""
+        parts = [m.source.strip("/").split("/") for m in mounts]
+        for i, outer in enumerate(parts):
+            for j, inner in enumerate(parts):
+                if i != j and len(inner) > len(outer) and inner[:len(outer)] == outer:
+                    raise ValueError(f"mounts[{j}].source {mounts[j].source!r} lies inside mounts[{i}].source "
+                                     f"{mounts[i].source!r}: mount the outer folder once (what is inside "
+                                     f"comes with it) or give each mount a source of its own")
+        return mounts
+
     @property
     def prefix(self) -> str:
         return prefix_of(self.name)

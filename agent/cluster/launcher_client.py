@@ -21,7 +21,7 @@ class JobPipes:
 
     stdout: int
     stderr: int
-    status: int
+    status: socket.socket   # a seqpacket socket: the init's pidfd comes with the "started" message
     go: int | None
     stdin: int | None = None   # a session's: the agent writes the runner's requests here
 
@@ -31,29 +31,32 @@ def hand_over(spec: SandboxSpec, wait_for_go: bool, send: Callable[[list[int]], 
     warm launcher's socket, or a stage pool in this very process on a cluster's node), and keep ours."""
     spec.wait_for_go = wait_for_go
     memfd = os.memfd_create(f"jnb-spec-{spec.job_id}", os.MFD_CLOEXEC)
-    count = 3 + int(wait_for_go) + int(spec.stdin_pipe)
+    status_ours, status_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    count = 2 + int(wait_for_go) + int(spec.stdin_pipe)
     pipes: list[tuple[int, int]] = [os.pipe2(os.O_CLOEXEC) for _ in range(count)]
     try:
         os.write(memfd, json.dumps(spec.to_json_dict()).encode())
-        (out_r, out_w), (err_r, err_w), (st_r, st_w) = pipes[:3]
-        extra = pipes[3:]
+        (out_r, out_w), (err_r, err_w) = pipes[:2]
+        extra = pipes[2:]
         go_pipe = extra.pop(0) if wait_for_go else None
         in_pipe = extra.pop(0) if spec.stdin_pipe else None
-        theirs = [memfd, out_w, err_w, st_w] + [p[0] for p in (go_pipe, in_pipe) if p is not None]
+        theirs = [memfd, out_w, err_w, status_theirs.fileno()] + [p[0] for p in (go_pipe, in_pipe) if p is not None]
         send(theirs)
     except BaseException:
         for r, w in pipes:
             os.close(r)
             os.close(w)
+        status_ours.close()
         raise
     finally:
         os.close(memfd)
-    for _, w in pipes[:3]:
+        status_theirs.close()
+    for _, w in pipes[:2]:
         os.close(w)
     for pipe in (go_pipe, in_pipe):
         if pipe is not None:
             os.close(pipe[0])
-    return JobPipes(out_r, err_r, st_r, go_pipe[1] if go_pipe else None, in_pipe[1] if in_pipe else None)
+    return JobPipes(out_r, err_r, status_ours, go_pipe[1] if go_pipe else None, in_pipe[1] if in_pipe else None)
 
 
 class Launcher:

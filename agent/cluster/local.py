@@ -1,10 +1,16 @@
 """`executor: local` (the default): a job's sandbox on this host, from the agent's warm launcher.
 
 This is the sandbox's life as the agent has always run it, behind the executor interface: the
-launcher forks a stage that takes the spec; the agent reads the job's stdout, stderr and status
-pipes, sets up a bridge job's network from outside before the init goes on, writes a session's
-input, signals the init to stop it, and at the end reads the cgroup's usage and OOM count and
-removes the cgroup, the network and the root folder.
+launcher forks a stage that takes the spec; the agent reads the job's stdout and stderr pipes and
+its status socket, sets up a bridge job's network from outside before the init goes on, writes a
+session's input, signals the init to stop it, and at the end reads the cgroup's usage and OOM count
+and removes the cgroup, the network and the root folder.
+
+The init is held by a pidfd that stage 1 opened before the init could be reaped and sent with its
+"started" message: signals go through pidfd_send_signal, the bridge set-up enters the namespace
+with setns on it. Never a bare PID (issue 13.1): after stage 1 reaps the init it copies /work out
+for a while, and the init's PID may name another process by then; a pidfd of an ended process
+reaches nobody.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +34,7 @@ MAX_PENDING_INPUT = 64 << 20  # input a sandbox has not read yet
 class JobNetwork(Protocol):
     """Outside set-up of a job's network namespace (bridge mode); see network/bridge.py."""
 
-    def attach(self, job_id: str, init_pid: int) -> dict[str, Any]: ...
+    def attach(self, job_id: str, init_pidfd: int) -> dict[str, Any]: ...
 
     def release(self, job_id: str) -> None: ...
 
@@ -55,7 +62,7 @@ class LocalExecution:
         self.job_id = spec.job_id
         self.events = events
         self.cgroup = executor.driver.open(f"job-{spec.job_id}")
-        self.init_pid: int | None = None
+        self.init_pidfd: int | None = None
         self.stop_grace: float | None = None    # a stop asked for before the init existed
         self.open_streams = 3
         self.go_fd: int | None = None
@@ -86,8 +93,8 @@ class LocalExecution:
         for fd, kind in ((pipes.stdout, "stdout"), (pipes.stderr, "stderr")):
             os.set_blocking(fd, False)
             loop.add_reader(fd, self._on_output, fd, kind)
-        os.set_blocking(pipes.status, False)
-        loop.add_reader(pipes.status, self._on_status, pipes.status, bytearray())
+        pipes.status.setblocking(False)
+        loop.add_reader(pipes.status.fileno(), self._on_status, pipes.status)
 
     def _on_output(self, fd: int, kind: str) -> None:
         try:
@@ -101,27 +108,32 @@ class LocalExecution:
         if not data:
             self._close_stream(fd)
 
-    def _on_status(self, fd: int, buffer: bytearray) -> None:
+    def _on_status(self, channel: socket.socket) -> None:
+        """One record of the status socket: one message, and with `started`, the init's pidfd."""
         try:
-            data = os.read(fd, 4096)
+            data, fds, _flags, _addr = socket.recv_fds(channel, status.MAX_MESSAGE + 512, 1)
         except BlockingIOError:
             return
         except OSError as exc:
             QUIET.say("pipe-read", f"job {self.job_id}: reading its status: {exc.strerror}")
-            data = b""
-        for msg in status.take_lines(buffer, data):
+            data, fds = b"", []
+        for msg in status.take_lines(bytearray(), data):
             try:
-                if msg.kind is status.Kind.STARTED and msg.pid is not None:
-                    self._started(msg.pid)
+                if msg.kind is status.Kind.STARTED and fds and self.init_pidfd is None:
+                    self._started(fds.pop())
                 else:
                     self.events.status(msg)
             except Exception as exc:  # noqa: BLE001 - one bad message must not stall the job's end
                 QUIET.say("status-event", f"job {self.job_id}: handling a status message: {exc!r}")
+        for fd in fds:  # a descriptor no message took
+            os.close(fd)
         if not data:
-            self._close_stream(fd)
+            asyncio.get_running_loop().remove_reader(channel.fileno())
+            channel.close()
+            self._stream_ended()
 
-    def _started(self, pid: int) -> None:
-        self.init_pid = pid
+    def _started(self, pidfd: int) -> None:
+        self.init_pidfd = pidfd
         if self.stop_grace is not None:
             self.stop(0)
         if self.go_fd is not None:
@@ -135,8 +147,8 @@ class LocalExecution:
         go, self.go_fd = self.go_fd, None
         network = self.executor.network
         try:
-            if self.stop_grace is None and network is not None and self.init_pid is not None:
-                await asyncio.to_thread(network.attach, self.job_id, self.init_pid)
+            if self.stop_grace is None and network is not None and self.init_pidfd is not None:
+                await asyncio.to_thread(network.attach, self.job_id, self.init_pidfd)
                 os.write(go, b"g")
         except Exception as exc:  # noqa: BLE001 - the init sees EOF and reports reason setup
             self.network_error = self.network_error or f"network: {exc}"
@@ -146,6 +158,9 @@ class LocalExecution:
     def _close_stream(self, fd: int) -> None:
         asyncio.get_running_loop().remove_reader(fd)
         os.close(fd)
+        self._stream_ended()
+
+    def _stream_ended(self) -> None:
         self.open_streams -= 1
         if self.open_streams == 0:
             asyncio.get_running_loop().create_task(self._finish_surely())
@@ -157,7 +172,7 @@ class LocalExecution:
         if self.ended:
             return
         grace = self.executor.stop_grace_s if grace is None else grace
-        if self.init_pid is None:
+        if self.init_pidfd is None:
             self.stop_grace = grace if self.stop_grace is None else min(grace, self.stop_grace)
             return  # the "started" message delivers it
         self.stop_grace = grace
@@ -167,11 +182,11 @@ class LocalExecution:
 
     def signal(self, sig: int) -> None:
         """A signal to the sandbox's init, which forwards it to the program's process group."""
-        if self.init_pid is not None and not self.ended:
+        if self.init_pidfd is not None and not self.ended:
             try:
-                os.kill(self.init_pid, sig)
+                signal.pidfd_send_signal(self.init_pidfd, sig)
             except ProcessLookupError:
-                pass
+                pass  # it has ended: nobody else gets the signal
 
     def kill(self) -> None:
         self.cgroup.kill()
@@ -253,5 +268,8 @@ class LocalExecution:
             Path(self.spec.root_dir).rmdir()
         except FileNotFoundError:
             pass
+        if self.init_pidfd is not None:
+            os.close(self.init_pidfd)
+            self.init_pidfd = None
         self.ended = True
         self.events.ended(ending)

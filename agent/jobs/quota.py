@@ -1,7 +1,10 @@
-"""Per-user quotas of hub users (jobs at once, sessions at once, kept bytes), counted from the
-job store, and the account `GET /v1/whoami` shows: who, effective limits, quotas and use.
+"""Quotas, counted from the job store and the live sandboxes.
 
-Local agent tokens have no policy: nothing here limits them.
+Every caller: jobs and sessions running at once (per user and for the whole agent), job records
+kept, and the files and bytes of the /work copies kept (`quotas:` in the config); what a new job
+may still keep of its /work is its user's quota left, less what the user's running jobs may keep.
+Hub users also get their group's quotas (jobs, sessions, kept bytes), and `GET /v1/whoami` shows
+the account: who, effective limits, quotas and use.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any
 
 from ..auth import Principal
 from ..config import AgentConfig
+from ..errors import TooMany
+from ..models import KeptWork
 from ..hubconfig import LIMIT_NAMES, QUOTA_NAMES
 from .store import JobStore
 
@@ -31,6 +36,36 @@ class QuotaKeeper:
         who.policy.check("jobs", self.running(who.id))
         who.policy.check("kept_mb", self.kept_bytes(who.id), asked=0)
 
+    def admit(self, owner: str, live: list[tuple[str, KeptWork | None]], stored: bool, disk_bytes: int) -> KeptWork:
+        """Refuse (429) a new sandbox of `owner` beyond the agent's quotas; what its /work copy may
+        keep: the user's quota left, less what the user's running jobs may keep (so the kept copies
+        never add up beyond it), at most `quotas.work_files` and its own disk. `live`: (owner, what
+        it may keep) of every sandbox running now."""
+        q = self.config.quotas
+        if len(live) >= q.live_jobs:
+            raise TooMany(f"this agent runs {len(live)} jobs and sessions, its most (quotas.live_jobs); "
+                          f"retry when some have ended")
+        mine = [budget for who, budget in live if who == owner]
+        if len(mine) >= q.live_jobs_per_user:
+            raise TooMany(f"you have {len(mine)} jobs and sessions running, the most one user may "
+                          f"(quotas.live_jobs_per_user); wait for one to end or stop one")
+        if not stored:
+            return KeptWork()
+        kept = [r.kept_work for r in self.store.records.values() if r.owner == owner]
+        if len(kept) >= q.kept_jobs_per_user:
+            raise TooMany(f"you keep {len(kept)} jobs, the most one user may (quotas.kept_jobs_per_user): "
+                          f"delete finished ones (DELETE /v1/jobs/{{id}}); finished jobs also go after "
+                          f"{q.retention_days:g} days")
+        files, size = sum(k.files for k in kept), sum(k.bytes for k in kept)
+        if files >= q.kept_files_per_user or size >= q.kept_mb_per_user << 20:
+            raise TooMany(f"your kept /work copies hold {files} files and folders, {size >> 20} MB: the "
+                          f"most one user may keep (quotas.kept_files_per_user, quotas.kept_mb_per_user); "
+                          f"delete finished jobs first")
+        files += sum(b.files for b in mine if b is not None)
+        size += sum(b.bytes for b in mine if b is not None)
+        return KeptWork(files=max(0, min(q.work_files, q.kept_files_per_user - files)),
+                        bytes=max(0, min(disk_bytes, (q.kept_mb_per_user << 20) - size)))
+
     def admit_session(self, who: Principal) -> None:
         if who.policy is not None and self.sessions_open is not None:
             who.policy.check("sessions", self.sessions_open(who.id))
@@ -42,8 +77,8 @@ class QuotaKeeper:
         total = 0
         for record in list(self.store.records.values()):
             if record.owner == owner and record.status.finished:
-                if record.id not in self._sizes:
-                    self._sizes[record.id] = _tree_size(str(self.store.dir(record.id)))
+                if record.id not in self._sizes:  # what the stage reported it kept, or a walk (older records)
+                    self._sizes[record.id] = record.kept_work.bytes or _tree_size(str(self.store.dir(record.id)))
                 total += self._sizes[record.id]
         for gone in set(self._sizes) - set(self.store.records):
             del self._sizes[gone]

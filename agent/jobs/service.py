@@ -22,9 +22,9 @@ from ..cluster.local import JobNetwork, LocalExecutor
 from ..cluster.slurm_executor import SlurmExecutor
 from ..config import AgentConfig
 from ..contract import JobStatus, JobType
-from ..errors import BadRequest, Conflict, NotFound, TooMany
-from ..fs import FileInfo, UnsafePath, list_files, open_beneath
-from ..models import JobLimits, JobRecord, JobRequest, Usage
+from ..errors import BadRequest, Conflict, NotFound
+from ..fs import FileInfo, UnsafePath, list_files, open_beneath, remove_tree
+from ..models import JobLimits, JobRecord, JobRequest, KeptWork, Usage
 from ..paths import AgentPaths
 from ..sandbox import cgroups, status
 from ..sandbox.spec import Mount, SandboxSpec
@@ -69,6 +69,8 @@ class LiveJob:
     execution: Execution | None = None  # the sandbox, on this host or on a cluster's node
     extra_mounts: list[Mount] = field(default_factory=list)  # the agent's own binds (a session's runner)
     local: bool = True                  # this host's executor, whatever the agent's `executor` is
+    budget: KeptWork | None = None      # what its /work copy may keep (its user's quota left)
+    kept: KeptWork = field(default_factory=KeptWork)  # what the copy kept (stage 1's "done")
 
 
 class JobService:
@@ -185,6 +187,8 @@ class JobService:
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, self.store.artifacts(record.id),
                                      self._cgroup_limits(record.limits), self._refuse_tcp, base)
+        assert live.budget is not None
+        spec.work_files, spec.work_bytes = live.budget.files, live.budget.bytes
         self._launch(live, spec, runtime, base)
         return record
 
@@ -288,7 +292,8 @@ class JobService:
         """Store the record (a job's) and take a uid slot. The job's cgroup is made and joined ahead
         of time by the sandbox stage that takes the job, which renames it `job-<id>` and writes its
         limits."""
-        self._check_live_quota(record.owner)  # first: a refusal must leave no record behind
+        budget = self.quota.admit(record.owner, [(lv.record.owner, lv.budget) for lv in self.live.values()],
+                                  stored, (record.limits.disk_mb or 0) << 20)  # a refusal leaves no record
         slot = self._take_slot()
         if stored:
             self.store.add(record)
@@ -298,6 +303,7 @@ class JobService:
                          command=record.command, attached=not stored)
         live = LiveJob(record=record, uid_slot=slot, outputs=outputs or [])
         live.sink = JobLog(self, live) if stored else None
+        live.budget = budget
         return live
 
     def _cgroup_limits(self, limits: JobLimits) -> cgroups.CgroupLimits:
@@ -337,12 +343,18 @@ class JobService:
         """An event of the agent's own in a job's log (a build's progress, its test's output)."""
         self.store.log(job_id).append(event)
 
-    def delete(self, who: Principal, job_id: str) -> None:
+    async def delete(self, who: Principal, job_id: str) -> None:
         record = self.get(who, job_id)
         if not record.status.finished:
             raise Conflict(f"job {job_id} is {record.status.value}: stop it first (POST /v1/jobs/{job_id}/stop)")
         self.audit.write("delete", job=job_id, by=who.id, role=who.role)
-        self.store.remove(job_id)
+        await self.remove_record(job_id)
+
+    async def remove_record(self, job_id: str) -> None:
+        """Gone from every call at once; its folder (which may hold many files) goes on a worker
+        thread, so that the event loop serves others meanwhile."""
+        folder = self.store.forget(job_id)
+        await asyncio.to_thread(remove_tree, str(folder))
 
     async def shutdown(self) -> None:
         """Stop every live job and wait for its cleanup (clean agent shutdown)."""
@@ -355,17 +367,7 @@ class JobService:
                 if live.execution is not None:
                     live.execution.kill()
 
-    # ---- uid slots and quotas ------------------------------------------------------------
-
-    def _check_live_quota(self, owner: str) -> None:
-        quotas = self.config.quotas
-        if len(self.live) >= quotas.live_jobs:
-            raise TooMany(f"this agent runs {len(self.live)} jobs and sessions, its most (quotas.live_jobs); "
-                          f"retry when some have ended")
-        mine = sum(1 for live in self.live.values() if live.record.owner == owner)
-        if mine >= quotas.live_jobs_per_user:
-            raise TooMany(f"you have {mine} jobs and sessions running, the most one user may "
-                          f"(quotas.live_jobs_per_user); wait for one to end or stop one")
+    # ---- uid slots -----------------------------------------------------------------------
 
     def _take_slot(self) -> int:
         for _ in range(1000):
@@ -391,6 +393,8 @@ class JobService:
             live.outcome.take(msg)
             if kind is status.Kind.EXEC_ERROR and live.sink is not None:
                 live.sink.note((msg.message or "") + "\n")
+        elif kind is status.Kind.DONE:
+            live.kept = KeptWork(files=msg.files or 0, bytes=msg.size or 0)
         elif kind is status.Kind.ARTIFACTS_ERROR and live.sink is not None:
             live.sink.note(f"[joblet] /work files: {msg.message}\n")
 

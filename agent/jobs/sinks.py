@@ -68,6 +68,7 @@ class JobLog:
                 self.log.append(outputs_event(store.artifacts(live.record.id), self.service.config.max_outputs_bytes))
             except OSError as exc:  # out of descriptors at this moment: the job still ends
                 self.note(f"[joblet] the --out values could not be read: {exc.strerror}\n")
+        live.record.kept_work = live.kept
         if live.hold_exit:
             live.verdict = verdict
         else:

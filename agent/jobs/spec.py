@@ -7,7 +7,7 @@ and the sandbox package decides how.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def standard_spec(record: JobRecord, req: JobRequest, runtime: RuntimeMounts | N
         job_id=record.id, job_type=JobType.STANDARD, root_dir=str(root_dir), argv=argv,
         env=job_env(record, req, runtime), uid=uid, gid=uid, hostname=HOSTNAME,
         disk_mb=record.limits.disk_mb or 256,
-        system=Mount(source=base.mounts[0].source, target="/usr", readonly=True) if base else None,
+        system=replace(base.mounts[0], target="/usr", readonly=True) if base else None,
         mounts=etcfiles.etc_binds() + (runtime.mounts if runtime else []),
         etc_files=etcfiles.etc_files(uid, uid, HOSTNAME, record.network), uploads=uploads,
         cgroup_limits=cgroup_limits, network=record.network, artifacts_dir=str(artifacts_dir) if artifacts_dir else None,

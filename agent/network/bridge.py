@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 from . import firewall
 from ..config import NetworkConfig
 from ..paths import AgentPaths
+from ..sandbox.libc import CLONE_NEWNET, setns
 
 BRIDGE_PREFIX = "jnb-br-"
 VETH_PREFIX = "jnb"
@@ -157,9 +158,9 @@ class NetworkManager:
 
     # ---- the JobNetwork protocol (called on the agent's event loop thread) ------------------
 
-    def attach(self, job_id: str, init_pid: int) -> dict[str, Any]:
-        """Give the job's namespace (that of `init_pid`) its veth, address and route."""
-        return self._on_worker(lambda: self._attach(job_id, init_pid))
+    def attach(self, job_id: str, init_pidfd: int) -> dict[str, Any]:
+        """Give the job's namespace (that of the init `init_pidfd` holds) its veth, address and route."""
+        return self._on_worker(lambda: self._attach(job_id, init_pidfd))
 
     def release(self, job_id: str) -> None:
         """Schedule the removal of the job's veth; its address is free again once the veth is gone."""
@@ -219,7 +220,7 @@ class NetworkManager:
 
     # ---- attach ---------------------------------------------------------------------------
 
-    def _attach(self, job_id: str, init_pid: int) -> dict[str, Any]:
+    def _attach(self, job_id: str, init_pidfd: int) -> dict[str, Any]:
         from pyroute2 import NetlinkError
 
         plan, pool = self._ensure_bridge()
@@ -236,14 +237,11 @@ class NetworkManager:
         with self._lock:
             self._jobs[job_id] = link  # from here on, release() cleans up whatever exists
         try:
-            ns_fd = _open_job_namespace(init_pid)
+            ns_fd, sock_fd = _in_namespace(init_pidfd, _enter_job_side)
             try:
-                sock_fd = _in_namespace(ns_fd, _enter_job_side)
-                try:
-                    self._wire(link, plan, ns_fd, sock_fd)
-                finally:
-                    os.close(sock_fd)
+                self._wire(link, plan, ns_fd, sock_fd)
             finally:
+                os.close(sock_fd)
                 os.close(ns_fd)
         except NetlinkError as exc:
             raise NetworkError(f"setting up the job's veth: {os.strerror(exc.code)} ({exc})") from None
@@ -337,39 +335,39 @@ class NetworkManager:
 # ---- in the job's namespace ----------------------------------------------------------------
 
 
-def _open_job_namespace(init_pid: int) -> int:
-    try:
-        fd = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise NetworkError(f"the job's sandbox is gone (pid {init_pid}: {exc.strerror})") from None
-    if os.fstat(fd).st_ino == os.stat("/proc/thread-self/ns/net").st_ino:
-        os.close(fd)
-        raise NetworkError(f"pid {init_pid} is not in a job's network namespace")
-    return fd
-
-
-def _in_namespace(ns_fd: int, fn: Callable[[], T]) -> T:
-    """Run `fn` on a new thread that first enters the network namespace `ns_fd`, then ends.
+def _in_namespace(init_pidfd: int, fn: Callable[[], T]) -> tuple[int, T]:
+    """On a new thread that enters the network namespace of the init `init_pidfd` holds (setns on
+    the pidfd: never /proc/<pid>, whose number may name another process by then) and then ends:
+    a descriptor of that namespace, and what `fn` gives there.
 
     setns(CLONE_NEWNET) moves only the calling thread, so no other thread of the agent is ever
     in a job's namespace, and the thread that was is never reused."""
-    from pyroute2 import netns
-
     box: list[Any] = []
 
     def run() -> None:
         try:
-            netns.setns(ns_fd)
-            box.append(fn())
+            setns(init_pidfd, CLONE_NEWNET)
+            ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                box.append((ns_fd, fn()))
+            except BaseException:
+                os.close(ns_fd)
+                raise
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             box.append(exc)
 
     thread = threading.Thread(target=run, name="jnb-net-job", daemon=True)
     thread.start()
     thread.join()
+    if isinstance(box[0], ProcessLookupError):
+        raise NetworkError("the job's sandbox is gone (its init has ended)")
     if isinstance(box[0], BaseException):
         raise box[0]
-    return box[0]
+    ns_fd, result = box[0]
+    if os.fstat(ns_fd).st_ino == os.stat("/proc/thread-self/ns/net").st_ino:
+        os.close(ns_fd)
+        raise NetworkError("the job's init is not in a network namespace of its own")
+    return ns_fd, result
 
 
 def _enter_job_side() -> int:

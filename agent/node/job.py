@@ -19,6 +19,7 @@ import selectors
 import signal
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ class NodeJob:
             if p.get("runtime"):
                 spec.mounts += runtime_mounts(p["runtime"], self.runtimes or "", self.node)
             if p.get("base"):
-                spec.system = Mount(runtime_mounts(p["base"], self.runtimes or "", self.node)[0].source, "/usr")
+                spec.system = replace(runtime_mounts(p["base"], self.runtimes or "", self.node)[0], target="/usr")
         alloc = gres.allocation(dict(os.environ), int(p.get("gpus") or 0)) if p.get("gpus") else gres.Allocation()
         spec.devices = alloc.devices
         if alloc.visible is not None:
@@ -176,17 +177,23 @@ class NodeJob:
             assert self.relay is not None
             self.relay.flush()
             return 0
-        data = os.read(key.fd, READ_CHUNK)
+        fds: list[int] = []
+        if key.data == "status":  # a seqpacket socket: "started" brings the init's pidfd
+            data, fds, _flags, _addr = socket.recv_fds(key.fileobj, READ_CHUNK, 1)  # type: ignore[arg-type]
+        else:
+            data = os.read(key.fd, READ_CHUNK)
         if not data:
             sel.unregister(key.fd)
-            if key.data != "input":
+            if key.data == "status":
+                key.fileobj.close()  # type: ignore[union-attr]
+            elif key.data != "input":
                 os.close(key.fd)
         if key.data == "input":
             assert self.relay is not None
             self.relay.from_agent(data)
             return 0
         if key.data == "status":
-            self._status(self.status_buffer, data)
+            self._status(self.status_buffer, data, fds)
         else:
             self._output(key.data, self.decoders[key.data].decode(data, final=not data))
         return 0 if data else 1
@@ -201,10 +208,10 @@ class NodeJob:
         elif watched and not wanted:
             sel.unregister(next(k.fd for k in sel.get_map().values() if k.data == "sandbox-in"))
 
-    def _status(self, buffer: bytearray, data: bytes) -> None:
+    def _status(self, buffer: bytearray, data: bytes, fds: list[int]) -> None:
         for msg in status.take_lines(buffer, data):
-            if msg.kind is status.Kind.STARTED and msg.pid is not None:
-                self._adopt_init(msg.pid)
+            if msg.kind is status.Kind.STARTED and fds and self.init_pidfd is None:
+                self._adopt_init(fds.pop())
             elif msg.kind is status.Kind.RUNNING:
                 timeout = self.payload.get("timeout_s")
                 self.timeout_at = time.monotonic() + float(timeout) if timeout else None
@@ -212,6 +219,8 @@ class NodeJob:
                 # the agent gets the message without pids: a node's pids mean nothing to it
                 self.send("status", event=status.Message(msg.kind, message=msg.message, exit_code=msg.exit_code,
                                                           signal=msg.signal).to_dict())
+        for fd in fds:  # a descriptor no message took
+            os.close(fd)
 
     def _output(self, stream: str, text: str) -> None:
         """Output as it comes, in pieces; beyond the agent's limit (plus one piece, so that the
@@ -221,11 +230,9 @@ class NodeJob:
         self.sent += len(text.encode())
         self.send("out", s=stream, d=text)
 
-    def _adopt_init(self, pid: int) -> None:
-        try:
-            self.init_pidfd = os.pidfd_open(pid)
-        except OSError:
-            return  # it has already ended
+    def _adopt_init(self, pidfd: int) -> None:
+        """The init's pidfd, which stage 1 opened before the init could be reaped."""
+        self.init_pidfd = pidfd
         if self.stop_reason:
             self._signal(signal.SIGKILL)
 

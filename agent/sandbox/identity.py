@@ -11,7 +11,10 @@ import os
 
 from . import libc
 
-CAP_KILL = 5
+CAP_SETGID, CAP_SETUID, CAP_KILL, CAP_SETPCAP = 6, 7, 5, 8
+#: what the init still holds when it forks the job: the reaper's CAP_KILL, and what the job's own
+#: process needs to become the job user (drop the bounding set, set groups, gid and uid)
+FORK_CAPS = frozenset({CAP_KILL, CAP_SETPCAP, CAP_SETGID, CAP_SETUID})
 
 
 def last_cap() -> int:
@@ -41,9 +44,19 @@ def become_job_user(uid: int, gid: int) -> None:
     set_no_new_privs()
 
 
+def narrow_for_fork() -> None:
+    """Before the init forks the job: not dumpable, no_new_privs, and only FORK_CAPS, so the job's
+    process never exists beside a PID 1 that holds more (reduce_reaper takes the rest after)."""
+    _keep_only(FORK_CAPS)
+
+
 def reduce_reaper(keep: frozenset[int] = frozenset({CAP_KILL})) -> None:
     """The PID-1 reaper keeps root's uid (so the job cannot signal or trace it) but only the
     capability it needs to forward signals to the job's processes."""
+    _keep_only(keep)
+
+
+def _keep_only(keep: frozenset[int]) -> None:
     drop_bounding_set(keep)
     mask = sum(1 << cap for cap in keep)
     libc.capset(mask, mask, 0)

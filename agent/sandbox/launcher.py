@@ -9,7 +9,7 @@ event loop and threads, and never forks a sandbox itself).
 What runs in the processes it forks, and in which order, is `sequence.py`; this module is the
 plumbing around it: the pool of waiting stages, handing a job's descriptors to one, and putting
 them in their slots. Descriptors handed over with each spec: the spec (a sealed memfd), stdout,
-stderr, the status pipe and, optionally, the "go" pipe.
+stderr, the status socket and, optionally, the "go" pipe.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import NoReturn
 
 from ..contract import JobType
 from . import cgroups, landlock, seccomp, sequence, status
-from .libc import PR_SET_PDEATHSIG, close_range, prctl, set_process_name
+from .libc import PR_SET_PDEATHSIG, close_range, prctl, scrub_command_line, set_process_name
 from .spec import SandboxSpec
 
 MAX_FDS = 6  # spec, stdout, stderr, status, and optionally go and stdin
@@ -172,6 +172,7 @@ def _arrange_fds(out_fd: int, err_fd: int, status_fd: int, go_fd: int | None, in
 
 def main() -> None:
     fd, cgroup_parent = int(sys.argv[1]), sys.argv[2]
+    scrub_command_line("jnb-launcher")  # its forks are every job's init: no host path in their cmdline
     if len(sys.argv) > 3:  # the soft descriptor limit the agent had before it raised its own
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(int(sys.argv[3]), hard), hard))

@@ -87,6 +87,11 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), f"unshare {flags:#x}")
 
 
+def setns(fd: int, nstype: int) -> None:
+    """setns(2) on a namespace descriptor or a pidfd (Python 3.11's os has no setns)."""
+    _check(_libc.setns(fd, nstype), f"setns {nstype:#x}")
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), f"sethostname {name}")
@@ -123,6 +128,18 @@ def close_range(first: int, last: int = 0xFFFFFFFF) -> None:
     """Close every descriptor from `first` on; falls back to os.closerange on old kernels."""
     if _libc.syscall(_NR["close_range"], first, ctypes.c_uint(last), 0) < 0:
         os.closerange(first, 65536)
+
+
+def scrub_command_line(name: str) -> None:
+    """Overwrite this process's command line (its argv area, which every fork shares) with `name`:
+    a job reads its PID 1's through /proc/1/cmdline and /proc/1/task/1/cmdline, and the launcher
+    was started with the agent's interpreter path and cgroup parent in it."""
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49 of stat(5)
+    data = name.encode()[: max(0, end - start - 1)]
+    ctypes.memset(start, 0, end - start)
+    ctypes.memmove(start, data, len(data))
 
 
 def set_process_name(name: str) -> None:

@@ -6,9 +6,12 @@ uploads in /work, then proc and dev; every path below the root is walked without
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+from collections.abc import Iterator
 
-from ..fs import write_beneath
+from ..fs import UnsafePath, open_source, write_beneath
 from . import mounts
 from .spec import Mount, SandboxSpec
 
@@ -24,8 +27,7 @@ def build_root(spec: SandboxSpec) -> None:
     for name, content in spec.etc_files.items():
         write_beneath(os.path.join(root, "etc"), name, content.encode(), 0o644)
     for m in spec.mounts:
-        target = mounts.mkdirs_beneath(root, m.target) if os.path.isdir(m.source) else _file_target(root, m.target)
-        mounts.bind(m.source, target, readonly=m.readonly, table=table)
+        bind_mount(root, m, table)
     for path in spec.masks:
         target = os.path.join(root, path.lstrip("/"))
         if os.path.isdir(target):
@@ -48,7 +50,8 @@ def system_usr(root: str, system: Mount | None, table: mounts.MountTable) -> Non
     """The job's /usr: a built base image (merged /usr: /bin, /sbin, /lib and /lib64 are links
     into it, as on Debian 12), or with `system` None the host's /usr and /bin, /lib... as the host has them."""
     if system is not None:
-        mounts.bind(system.source, os.path.join(root, "usr"), readonly=True, table=table)
+        with bind_source(system) as (source, _):
+            mounts.bind(source, os.path.join(root, "usr"), readonly=True, table=table)
         for name in ("bin", "sbin", "lib", "lib64"):
             os.symlink(f"usr/{name}", os.path.join(root, name))
         return
@@ -60,6 +63,32 @@ def system_usr(root: str, system: Mount | None, table: mounts.MountTable) -> Non
             os.mkdir(os.path.join(root, name), 0o755)
             mounts.bind(host, os.path.join(root, name), readonly=True, table=table)
     mounts.bind("/usr", os.path.join(root, "usr"), readonly=True, table=table)
+
+
+def bind_mount(root: str, m: Mount, table: mounts.MountTable) -> None:
+    """One bind of `spec.mounts`, from what `bind_source` resolved."""
+    with bind_source(m) as (source, is_dir):
+        target = mounts.mkdirs_beneath(root, m.target) if is_dir else _file_target(root, m.target)
+        mounts.bind(source, target, readonly=m.readonly, table=table)
+
+
+@contextlib.contextmanager
+def bind_source(m: Mount) -> Iterator[tuple[str, bool]]:
+    """(what to bind, whether it is a folder). A source `beneath` a folder (a runtime's or the base
+    image's `isolated/` tree) is opened with openat2, beneath it and through no symlink, and bound
+    from that descriptor: the bind gets what was resolved, whatever the tree holds by the time
+    mount(2) looks at the path. Other sources are host paths the agent chose."""
+    if m.beneath is None:
+        yield m.source, os.path.isdir(m.source)
+        return
+    try:
+        fd = open_source(m.beneath, m.source)
+    except (OSError, UnsafePath) as exc:
+        raise RuntimeError(f"runtime mount source {m.source!r}: {exc}") from None
+    try:
+        yield f"/proc/self/fd/{fd}", stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
 
 
 def _file_target(root: str, target: str) -> str:

@@ -156,31 +156,39 @@ def stage_1(stage: Stage, spec: SandboxSpec, has_go: bool) -> NoReturn:
     if init_pid == 0:
         init(spec)
     try:
-        status.send(status.started(init_pid))
+        # the init cannot be reaped before the waitpid below, so this pidfd is of it for sure
+        pidfd = os.pidfd_open(init_pid)
+        status.send_with_descriptor(status.started(), pidfd)
+        os.close(pidfd)
         if has_go:
             os.close(status.GO_FD)  # the init alone holds the go pipe: the agent's close aborts it
         os.waitpid(init_pid, 0)
-        collect_work(spec)
-        status.send(status.done())
+        entries, size = collect_work(spec)
+        status.send(status.done(entries, size))
     except BaseException as exc:  # noqa: BLE001 - a stage-1 child must never return into the launcher
         status.send(status.artifacts_error(f"sandbox stage 1: {type(exc).__name__}"))
     finally:
         os._exit(0)
 
 
-def collect_work(spec: SandboxSpec) -> None:
+def collect_work(spec: SandboxSpec) -> tuple[int, int]:
     """After the job: copy what it left in /work to the agent's files folder while the tmpfs still
-    exists, bounded by the job's own disk size and depth; what is left behind is reported."""
+    exists, bounded by the job's own disk size, its user's quota left (bytes, files and folders)
+    and depth; what is left behind is reported. Returns (files and folders, bytes) kept."""
     if not spec.artifacts_dir:
-        return
+        return 0, 0
+    limit = spec.disk_mb << 20 if spec.work_bytes is None else min(spec.disk_mb << 20, spec.work_bytes)
     try:
-        report = copy_tree(os.path.join(spec.root_dir, "work"), spec.artifacts_dir, limit_bytes=spec.disk_mb << 20)
+        report = copy_tree(os.path.join(spec.root_dir, "work"), spec.artifacts_dir, limit_bytes=limit,
+                           limit_entries=spec.work_files)
     except OSError as exc:
         status.send(status.artifacts_error(f"copying /work out: {exc}"))
-        return
+        return 0, 0
     if report.skipped:
-        more = f" (and {len(report.skipped) - 3} more)" if len(report.skipped) > 3 else ""
+        left_out = len(report.skipped) + report.skipped_more
+        more = f" (and {left_out - 3} more)" if left_out > 3 else ""
         status.send(status.artifacts_error("not kept: " + "; ".join(report.skipped[:3]) + more))
+    return report.files + report.dirs, report.copied
 
 
 # ---- the init: PID 1 of the job's namespaces -------------------------------------------------
@@ -235,12 +243,19 @@ def wait_for_the_agent(spec: SandboxSpec) -> None:
 
 
 def cgroup_namespace(_: SandboxSpec) -> None:
-    """Last, once the init is in the job's cgroup: the job's view of cgroups is rooted there."""
+    """Once the init is in the job's cgroup: the job's view of cgroups is rooted there."""
     namespaces.own_cgroup_namespace()
 
 
+def narrow_capabilities(_: SandboxSpec) -> None:
+    """Last before the job's process is forked: the init is not dumpable and keeps only CAP_KILL
+    and what the job's process needs to become the job user."""
+    identity.narrow_for_fork()
+
+
 INIT = (hold_signals, die_with_parent, validate_job_context, prefer_for_oom_kill, private_mount_namespace,
-        build_root, set_hostname, pivot_root, root_readonly, loopback_up, wait_for_the_agent, cgroup_namespace)
+        build_root, set_hostname, pivot_root, root_readonly, loopback_up, wait_for_the_agent, cgroup_namespace,
+        narrow_capabilities)
 
 
 def init(spec: SandboxSpec) -> NoReturn:
@@ -287,7 +302,7 @@ def become_job_user(spec: SandboxSpec) -> None:
 
 
 def keep_only_stdio_and_status(_: SandboxSpec) -> None:
-    """0-2 stay; the status pipe moves to 3, close-on-exec (for exec errors); nothing else."""
+    """0-2 stay; the status socket moves to 3, close-on-exec (for exec errors); nothing else."""
     os.dup2(status.STATUS_FD, 3)
     os.set_inheritable(3, False)
     close_range(4)

@@ -20,11 +20,14 @@ looks for the python3 script jobs need."""
 
 @dataclass
 class Mount:
-    """A bind mount of a host path into the sandbox root."""
+    """A bind mount of a host path into the sandbox root. With `beneath`, `source` is relative to
+    that folder and is resolved beneath it with no symlink on the way (a runtime's `isolated/`
+    tree, which a setup script shaped); otherwise it is a host path the agent chose."""
 
     source: str
     target: str
     readonly: bool = True
+    beneath: str | None = None
 
 
 @dataclass
@@ -61,6 +64,8 @@ class SandboxSpec:
     wait_for_go: bool = False          # init waits for the agent (e.g. network set-up) before exec
     stdin_pipe: bool = False           # fd 0 is a pipe from the agent (a session's runner), not /dev/null
     artifacts_dir: str | None = None   # host dir where /work is copied when the job ends
+    work_bytes: int | None = None      # at most this many bytes of /work are kept (None: disk_mb)
+    work_files: int | None = None      # and at most this many files and folders
     devices: list[str] = field(default_factory=list)  # host device nodes bound into /dev (GPUs Slurm gave)
 
     def to_json_dict(self) -> dict[str, Any]:

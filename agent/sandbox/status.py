@@ -1,8 +1,12 @@
-"""The status channel: typed messages from the sandbox's stage and init to the agent, over a pipe.
+"""The status channel: typed messages from the sandbox's stage and init to the agent, over a unix
+seqpacket socket.
 
-Each message is one JSON line written in one write of less than PIPE_BUF bytes, so lines from the
-stage, the init and the job's pre-exec code never interleave. There is one constructor per kind
-below; the agent reads them back with `parse`, and anything else it finds there is `GARBAGE`.
+Each message is one JSON line written as one record, so lines from the stage, the init and the
+job's pre-exec code never interleave. There is one constructor per kind below; the agent reads them
+back with `parse`, and anything else it finds there is `GARBAGE`. `started` carries no PID: it
+carries a pidfd of the init (SCM_RIGHTS), opened by stage 1 before the init could be reaped, so
+the agent signals the init and enters its namespaces through it and never by a number that may
+name another process by then.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +24,7 @@ MAX_MESSAGE = 3500
 
 
 class Kind(enum.StrEnum):
-    STARTED = "started"                  # stage 1 forked the init (pid: the init's, seen from the host)
+    STARTED = "started"                  # stage 1 forked the init (with a pidfd of it attached)
     RUNNING = "running"                  # the init started the job's command (pid: inside the job)
     SETUP_ERROR = "setup_error"          # a sandbox step failed; the message names it
     EXEC_ERROR = "exec_error"            # the job's command could not be started
@@ -40,12 +45,16 @@ class Message:
     message: str | None = None
     exit_code: int | None = None
     signal: int | None = None
+    files: int | None = None   # done: the files and folders of /work that were kept
+    size: int | None = None    # done: and their bytes
 
     def to_dict(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"event": self.kind.value}
         fields.update({k: v for k, v in (("pid", self.pid), ("message", self.message)) if v is not None})
         if self.kind is Kind.EXIT:
             fields.update(exit_code=self.exit_code, signal=self.signal)
+        if self.kind is Kind.DONE:
+            fields.update(files=self.files, size=self.size)
         return fields
 
     def to_line(self) -> bytes:
@@ -57,8 +66,8 @@ class Message:
         return line.encode() + b"\n"
 
 
-def started(pid: int) -> Message:
-    return Message(Kind.STARTED, pid=pid)
+def started() -> Message:
+    return Message(Kind.STARTED)
 
 
 def running(pid: int) -> Message:
@@ -81,8 +90,8 @@ def artifacts_error(message: str) -> Message:
     return Message(Kind.ARTIFACTS_ERROR, message=message)
 
 
-def done() -> Message:
-    return Message(Kind.DONE)
+def done(files: int = 0, size: int = 0) -> Message:
+    return Message(Kind.DONE, files=files, size=size)
 
 
 def send(message: Message, fd: int = STATUS_FD) -> None:
@@ -103,6 +112,15 @@ def take_lines(buffer: bytearray, data: bytes) -> list[Message]:
     return messages
 
 
+def send_with_descriptor(message: Message, descriptor: int, fd: int = STATUS_FD) -> None:
+    """`message` with `descriptor` attached (SCM_RIGHTS): a pidfd for the agent."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as channel:
+            socket.send_fds(channel, [message.to_line()], [descriptor])
+    except OSError:
+        pass  # the agent went away, as above
+
+
 def parse(line: bytes) -> Message:
     """A message back from its line; never raises on what a broken sandbox may have written."""
     try:
@@ -116,7 +134,8 @@ def from_dict(data: Any) -> Message:
     KeyError or TypeError on anything else."""
     kind = Kind(data["event"])
     return Message(kind, pid=_int(data.get("pid")), message=_text(data.get("message")),
-                   exit_code=_int(data.get("exit_code")), signal=_int(data.get("signal")))
+                   exit_code=_int(data.get("exit_code")), signal=_int(data.get("signal")),
+                   files=_int(data.get("files")), size=_int(data.get("size")))
 
 
 def _int(value: Any) -> int | None:

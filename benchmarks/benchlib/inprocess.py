@@ -98,7 +98,8 @@ class InProcess:
             marks["launch_start"] = time.perf_counter() - t0
             pipes = self.launcher.launch(spec, wait_for_go=False)
             marks["launch_end"] = time.perf_counter() - t0
-            open_fds = {pipes.stdout, pipes.stderr, pipes.status}
+            status_fd = pipes.status.detach()  # a seqpacket socket; the pidfd it brings is dropped by read()
+            open_fds = {pipes.stdout, pipes.stderr, status_fd}
             buffer = b""
             try:
                 while open_fds:
@@ -111,10 +112,10 @@ class InProcess:
                         if not data:
                             open_fds.discard(fd)
                             os.close(fd)
-                            if fd == pipes.status:
+                            if fd == status_fd:
                                 marks["eof"] = now - t0
                             continue
-                        if fd == pipes.status:
+                        if fd == status_fd:
                             buffer += data
                             while b"\n" in buffer:
                                 line, _, buffer = buffer.partition(b"\n")

@@ -120,13 +120,29 @@ class JobCgroup(ABC):
         frozen = self._freeze(True)
         try:
             for pid in self.pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                self._kill_member(pid)
         finally:
             if frozen:
                 self._freeze(False)  # SIGKILL is acted on only once thawed
+
+    def _kill_member(self, pid: int) -> None:
+        """SIGKILL `pid` through a pidfd, and only while it is in this cgroup: a PID read from
+        cgroup.procs may belong to another process by the time it is used. The membership read
+        happens while the pidfd holds the process; if that process has ended since, the read may
+        show another's, but the signal then goes to nobody."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                paths = [line.rstrip("\n").split(":", 2)[-1] for line in f]
+            if any(self.name in p.split("/") for p in paths):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+        finally:
+            os.close(pidfd)
 
     def remove(self) -> None:
         """Kill leftovers and rmdir every directory, deepest first; already gone is fine."""
