@@ -5,7 +5,8 @@ The cleanup phase and the manifest checks make sure a published tree is as built
 below them, attacked on its own: a version folder whose source `a/b` is a symlink to the host's
 root, handed to the real JobService and launcher in this process as a published runtime's mounts
 (the per-job manifest check, which would also refuse it, is left out on purpose). The job must not
-start, and must see nothing of the host.
+start, and must see nothing of the host. The same for the binds a Slurm node makes from the shared
+runtimes folder (node/runtime.py), with the node's manifest checks left out the same way.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from joblet_agent.auth import Principal
 from joblet_agent.builds.published import PublishedRuntimes
 from joblet_agent.builds.spec import parse
 from joblet_agent.config import AgentConfig
-from joblet_agent.jobs.launcher_client import Launcher
+from joblet_agent.cluster.launcher_client import Launcher
 from joblet_agent.jobs.service import JobService
+from joblet_agent.jobs.spec import RuntimeMounts
 from joblet_agent.models import JobRecord, JobRequest
+from joblet_agent.node import runtime as node_runtime
 from joblet_agent.paths import AgentPaths
 from joblet_agent.sandbox import cgroups
 
@@ -51,11 +54,32 @@ async def run_job(service: JobService, command: list[str], mounts: object) -> Jo
     return finished
 
 
-def test_a_source_that_is_a_symlink_to_the_host_root_is_never_bound(tmp_path: Path) -> None:
+def agent_mounts(version: Path, monkeypatch: pytest.MonkeyPatch) -> RuntimeMounts:
+    return PublishedRuntimes.mounts(parse(SPEC, "runtime.yml").spec, str(version))
+
+
+def node_mounts(version: Path, monkeypatch: pytest.MonkeyPatch) -> RuntimeMounts:
+    """What a node binds for the published build `version` (in a runtimes folder of its own)."""
+    runtimes = version.parent / "runtimes"
+    (runtimes / ".versions" / "planted").mkdir(parents=True)
+    os.rename(version, runtimes / ".versions" / "planted" / "b1")
+    os.symlink(".versions/planted/b1", runtimes / "planted")
+    monkeypatch.setattr(node_runtime.mf, "manifest_digest", lambda _dir: "0" * 64)
+    monkeypatch.setattr(node_runtime.mf, "verify_stat", lambda _dir, _manifest: None)
+    monkeypatch.setattr(node_runtime.mf, "load_manifest", lambda _dir: {})
+    ref = {"name": "planted", "build": "b1", "manifest_sha256": "0" * 64,
+           "mounts": [{"source": "isolated/a/b", "target": "/opt/runtimes/planted/b"}]}
+    binds = node_runtime.mounts(ref, str(runtimes), "node-1")
+    return RuntimeMounts(name="planted", mounts=binds, env={}, script_command=["/bin/sh"], script_suffix=".sh")
+
+
+@pytest.mark.parametrize("resolve", [agent_mounts, node_mounts], ids=["agent", "slurm-node"])
+def test_a_source_that_is_a_symlink_to_the_host_root_is_never_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     resolve: object) -> None:
     version = tmp_path / "version"
     (version / "isolated" / "a").mkdir(parents=True)
     os.symlink("/", version / "isolated" / "a" / "b")
-    mounts = PublishedRuntimes.mounts(parse(SPEC, "runtime.yml").spec, str(version))
+    mounts = resolve(version, monkeypatch)  # type: ignore[operator]
     root = Path(tempfile.mkdtemp(prefix="jnb-test-sources-"))
     paths = AgentPaths.at(root)
     paths.ensure()
