@@ -101,5 +101,5 @@ class RuntimeRef:
         if not runtime.version_dir or not runtime.manifest_sha256:
             raise ValueError(f"runtime {runtime.name!r} has no published build to name")
         return cls(runtime.name, os.path.basename(runtime.version_dir), runtime.manifest_sha256,
-                   [{"source": os.path.relpath(m.source, runtime.version_dir), "target": m.target}
-                    for m in runtime.mounts])
+                   [{"source": os.path.relpath(os.path.join(m.beneath or "", m.source), runtime.version_dir),
+                     "target": m.target} for m in runtime.mounts])  # a source `beneath` isolated/ is relative to it
