@@ -450,10 +450,25 @@ def test_v2_kill_falls_back_to_freeze_kill_thaw(tmp_path, monkeypatch, procs: li
     sleeper = subprocess.Popen(["sleep", "30"])
     procs.append(sleeper)
     job.join(sleeper.pid)  # only recorded in the fake tree; the process stays where it is
+    monkeypatch.setattr(type(job), "holds", lambda _self, pid: pid == sleeper.pid)  # as the fake tree says
     assert job.pids() == [sleeper.pid]
     job.kill()
     assert sleeper.wait() == -signal.SIGKILL
     assert _read(f"{root}/jnb-t/j/cgroup.freeze") == "0"
+
+
+def test_a_listed_pid_that_is_not_in_the_cgroup_is_never_killed(tmp_path, monkeypatch, procs: list) -> None:
+    """A PID read from cgroup.procs may name another process by the time it is signalled (the
+    member ended, its PID was given again): the kill goes through a pidfd, and only to a process
+    that is in the cgroup by its own /proc/<pid>/cgroup (issue 13, item 1). Here the fake tree
+    lists a process that lives elsewhere, as a recycled PID would."""
+    root = _v2_tree(tmp_path, monkeypatch, omit=("cgroup.kill",))
+    job = cgroups.CgroupV2("jnb-t", root).create("j", CgroupLimits())
+    bystander = subprocess.Popen(["sleep", "30"])
+    procs.append(bystander)
+    job.join(bystander.pid)
+    job.kill()
+    assert bystander.poll() is None, "a process outside the job's cgroup was killed by its listed PID"
 
 
 def test_v2_create_failure_removes_what_it_made(tmp_path, monkeypatch) -> None:

@@ -135,14 +135,18 @@ class JobCgroup(ABC):
         except ProcessLookupError:
             return
         try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                paths = [line.rstrip("\n").split(":", 2)[-1] for line in f]
-            if any(self.name in p.split("/") for p in paths):
+            if self.holds(pid):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         except (ProcessLookupError, FileNotFoundError):
             pass
         finally:
             os.close(pidfd)
+
+    def holds(self, pid: int) -> bool:
+        """Whether process `pid` is in this cgroup now, by its own /proc/<pid>/cgroup."""
+        with open(f"/proc/{pid}/cgroup") as f:
+            paths = [line.rstrip("\n").split(":", 2)[-1] for line in f]
+        return any(self.name in p.split("/") for p in paths)
 
     def remove(self) -> None:
         """Kill leftovers and rmdir every directory, deepest first; already gone is fine."""
