@@ -62,6 +62,36 @@ def test_a_user_keeps_no_more_files_than_the_quota_and_others_are_not_held_up() 
         assert api.run(command=["true"]).record["status"] == "COMPLETED"
 
 
+def write_blocks(count: int, size: int = 256 << 10) -> list[str]:
+    """A command (no script file in /work) that leaves `count` blocks of `size` bytes in /work."""
+    return ["sh", "-c", f"for i in $(seq {count}); do head -c {size} /dev/urandom > block-$i; done"]
+
+
+def kept_bytes(agent: AgentProcess, job_id: str) -> int:
+    work = Path(agent.root) / "state" / "jobs" / job_id / "work"
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(work) for f in files)
+
+
+def test_a_user_keeps_no_more_bytes_than_the_quota() -> None:
+    """Two jobs of 1.5 MB each against a quota of 2 MB: the second keeps the 0.5 MB left and says
+    what it left behind, a third job is refused (429, naming the quota) until the user deletes."""
+    with running_agent("quotas: {kept_mb_per_user: 2}\n") as agent:
+        api = agent.api()
+        first = api.run(command=write_blocks(6), limits={"disk_mb": 64})
+        second = api.run(command=write_blocks(6), limits={"disk_mb": 64})
+        assert first.record["status"] == second.record["status"] == "COMPLETED", second.explain()
+        kept = kept_bytes(agent, first.id), kept_bytes(agent, second.id)
+        assert kept == (6 * 256 << 10, 2 * 256 << 10), f"kept {kept} bytes, quota 2 MB"
+        assert "not kept" in second.stderr and "block-" in second.stderr, second.stderr
+        assert second.record["kept_work"]["bytes"] == kept[1], second.record
+        refused = api.call("POST", "/v1/jobs", json={"command": ["true"]})
+        assert refused.status_code == 429 and "kept_mb_per_user" in refused.text, refused.text
+        other = Api(agent.url, create_token(agent.root, "user", "someone-else"))
+        assert other.run(command=["true"]).record["status"] == "COMPLETED"
+        assert api.call("DELETE", f"/v1/jobs/{first.id}").status_code == 204
+        assert api.run(command=["true"]).record["status"] == "COMPLETED"
+
+
 def test_a_user_keeps_no_more_jobs_than_the_quota() -> None:
     with running_agent("quotas: {kept_jobs_per_user: 3}\n") as agent:
         api = agent.api()

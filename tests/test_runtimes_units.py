@@ -172,3 +172,31 @@ def test_tree_watch_reports_changes(tmp_path):
     assert watch.changed() == {"rt"}
     assert watch.changed() == set()
     watch.close()
+
+
+@pytest.mark.parametrize("leaf", ["link-to-root", "link-in-path", "fifo"])
+def test_every_source_leaf_is_checked_after_the_copy(tmp_path, leaf):
+    """The layer after the cleanup copy, on its own (the spec's refusal of nested sources, which
+    stops the issue's attack first, is left out): a source that is a symlink, lies behind one, or
+    is neither a folder nor a file fails the cleanup phase, so the build is never published
+    (issue 13, item 2)."""
+    from joblet_agent.builds.pipeline import PhaseFailed, check_sources
+    from joblet_agent.builds.spec import MountEntry
+
+    isolated = tmp_path / "isolated"
+    (isolated / "a").mkdir(parents=True)
+    (isolated / "real").mkdir()
+    (isolated / "real" / "b").mkdir()
+    source = "a/b"
+    if leaf == "link-to-root":
+        os.symlink("/", isolated / "a" / "b")
+    elif leaf == "link-in-path":
+        os.rmdir(isolated / "a")
+        os.symlink("real", isolated / "a")
+    else:
+        os.mkfifo(isolated / "a" / "b")
+    mount = MountEntry(source=source, target="/opt/runtimes/x/b")
+    with pytest.raises(PhaseFailed, match=r"mounts\[0\]\.source 'a/b'"):
+        check_sources([mount], isolated)
+    os.makedirs(isolated / "ok")
+    check_sources([MountEntry(source="ok", target="/opt/runtimes/x/ok")], isolated)  # a plain folder passes

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agentproc import AgentProcess, Api, create_token, running_agent
+from waiting import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -290,3 +291,32 @@ def test_a_cells_output_is_kept_up_to_max_output_mb_and_ended_sessions_expire():
         agent.stop()
         agent.start()
         assert agent.api().call("GET", f"/v1/sessions/{sid}").status_code == 404
+
+
+def test_one_user_holds_no_more_sessions_and_live_sandboxes_than_the_quotas():
+    """sessions.max_per_user bounds a user's sessions (409); sessions count with jobs against
+    quotas.live_jobs_per_user (429), so sessions are no way around it (issue 13, item 4); another
+    user is served all the while, and an ended session gives its place back."""
+    with running_agent("quotas: {live_jobs_per_user: 3}\nsessions: {max_per_user: 2}\n") as agent:
+        api, sessions = agent.api(), SessionApi(agent.api())
+        held = [sessions.start(), sessions.start()]
+        jobs: list[str] = []
+        try:
+            assert "sessions.max_per_user" in sessions.start(expect=409)
+            jobs.append(api.submit(command=["sleep", "60"]))
+            r = api.call("POST", "/v1/jobs", json={"command": ["true"]})
+            assert r.status_code == 429 and "live_jobs_per_user" in r.text, r.text
+            gone = held.pop()
+            sessions.delete(gone)
+            wait_until(lambda: sessions.record(gone)["status"] == "ENDED", message="the session never ended")
+            jobs.append(api.submit(command=["sleep", "60"]))
+            assert "live_jobs_per_user" in sessions.start(expect=429)
+            other = SessionApi(Api(agent.url, create_token(agent.root, "user", "someone-else")))
+            theirs = other.start()
+            assert result(other.run(theirs, "1 + 1")) == "2"
+            other.delete(theirs)
+        finally:
+            for job in jobs:
+                api.call("POST", f"/v1/jobs/{job}/stop")
+            for sid in held:
+                sessions.delete(sid)
