@@ -33,7 +33,7 @@ class Quotas(BaseModel):
     live_jobs_per_user: int = Field(128, ge=1, description="jobs and sessions of one user running at once")
     live_jobs: int = Field(1024, ge=1, description="jobs running at once, all users together")
     streams_per_user: int = Field(128, ge=1, description="event streams one user holds open at once")
-    kept_jobs_per_user: int = Field(1000, ge=1, description="job records (finished ones included) of "
+    kept_jobs_per_user: int = Field(10_000, ge=1, description="job records (finished ones included) of "
                                     "one user; beyond it a new job is refused (429) until the user deletes")
     kept_mb_per_user: int = Field(4096, ge=1, description="bytes of the /work copies kept for one user")
     kept_files_per_user: int = Field(100_000, ge=1, description="files and folders of the /work copies "
