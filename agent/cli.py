@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the token command imports none of the service stack
 DEFAULT_ROOT = "/opt/joblet"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="joblet-agent", description="joblet-nb host agent")
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:7755)")
     where.add_argument("--unix", help="listen on a unix socket at PATH instead (mode 0660)")
     serve.add_argument("--config", help="config file (default ROOT/config/agent.yml)")
+    serve.add_argument("--stop-jobs", action="store_true",
+                       help="on SIGTERM, stop every running job and session too (default: leave them "
+                            "running; the next agent on this root adopts them)")
 
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
@@ -50,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--root", default=DEFAULT_ROOT)
     create.add_argument("--role", choices=ROLES, required=True)
     create.add_argument("--name")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "token":
             paths = AgentPaths.at(args.root)
@@ -119,9 +125,10 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
     from .cluster.launcher_client import Launcher
     from .jobs.service import JobService
     from .network.bridge import NetworkManager
+    from .sessions import frames
     from .sessions.service import SessionService
 
-    launcher = Launcher(paths.cgroup_parent(), job_nofile=args.job_nofile)
+    launcher = Launcher(paths.cgroup_parent(), job_nofile=args.job_nofile, translators=[frames.__name__])
     published = PublishedRuntimes(paths)
     network = NetworkManager(paths, config.network, etcfiles.nameservers)  # threads start on first use
     etcfiles.use_nameservers(config.network.dns)
@@ -142,40 +149,57 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
 
 
 def _start(agent: Agent) -> None:
-    """Verify the published runtimes, bound the agent's cgroup, sweep what a crash left, then
-    start the launcher (after the sweep: its stages make cgroups under the parent it empties)."""
+    """Check the on-disk format, bound the agent's cgroup, take back the jobs and sessions an
+    earlier life left running (and end those that ended meanwhile), sweep what no live job holds,
+    verify the published runtimes (after the adoption: a runtime a live job uses is never
+    collected), then start the launcher (after the sweep: its stages make cgroups under the parent
+    it empties)."""
+    from .jobs.restore import Restorer, check_format, write_format
     from .jobs.sweep import sweep
     from .sandbox.cgroups import CgroupError, CgroupLimits
 
-    for name, verdict in agent.runtimes.start().items():  # full verification of every published runtime
-        if verdict != "verified":
-            print(f"joblet-agent: runtime {name} is refused: {verdict}", file=sys.stderr)
+    found = check_format(agent.paths)
     limits = agent.config.agent_limits
     try:
         agent.driver.limit_parent(CgroupLimits(cpu_percent=limits.cpu_percent, memory_mb=limits.memory_mb,
                                                pids=limits.pids))
     except CgroupError as exc:
         raise CannotIsolate(f"cannot limit the agent's cgroup {agent.driver.parent}: {exc}") from None
-    cluster = agent.jobs.cluster
-    cancel = None if cluster is None else (
-        lambda record: cluster.cancel_left(record.id, record.cluster.job_id if record.cluster else None))
-    counts = sweep(agent.paths, agent.driver, agent.jobs.store, agent.network, cancel)
-    agent.sessions.load()  # sessions of an earlier life of the agent ended with it (reason lost)
+    report = Restorer(agent.jobs, found).run()
+    report.merge(agent.sessions.load())  # sessions ride on holders too
+    if report.adopted or report.ended:
+        print(f"joblet-agent: re-adopted {len(report.adopted)} running jobs and sessions in {report.seconds:.3f} s; "
+              f"{len(report.ended)} ended while no agent ran", file=sys.stderr, flush=True)
+    for sandbox_id, problem in report.refused.items():
+        print(f"joblet-agent: {sandbox_id} not adopted: {problem}", file=sys.stderr, flush=True)
+    live = agent.jobs.live
+    counts = sweep(agent.paths, agent.driver, frozenset(live), agent.network,
+                   frozenset(i for i, sandbox in live.items() if sandbox.record.network != "none"))
     if any(counts.values()):
         print(f"joblet-agent: start-up sweep removed {counts}", file=sys.stderr)
+    for name, verdict in agent.runtimes.start().items():  # full verification of every published runtime
+        if verdict != "verified":
+            print(f"joblet-agent: runtime {name} is refused: {verdict}", file=sys.stderr)
+    write_format(agent.paths)
     agent.launcher.start()
 
 
-async def _stop(agent: Agent) -> None:
-    await agent.sessions.shutdown()
-    await agent.jobs.shutdown()
+async def _stop(agent: Agent, stop_jobs: bool) -> None:
+    """Without `stop_jobs`, jobs and sessions on this host stay with their holders (and bridge
+    jobs keep the bridge and its rules); everything else the agent made goes."""
+    await agent.sessions.shutdown(stop_jobs)
+    left = await agent.jobs.shutdown(stop_jobs)
     if agent.jobs.cluster is not None:
         await agent.jobs.cluster.close()
-    await asyncio.to_thread(agent.network.close)  # bridge and table go
+    if any(network != "none" for network in left.values()):
+        await asyncio.to_thread(agent.network.detach)
+    else:
+        await asyncio.to_thread(agent.network.close)  # bridge and table go
     agent.launcher.stop()
     for name in agent.driver.leftovers():  # cgroups of stages that were still waiting for a job
-        agent.driver.open(name).remove()
-    agent.driver.remove_parent()
+        if name.removeprefix("job-") not in left:
+            agent.driver.open(name).remove()
+    agent.driver.remove_parent()  # only once no job cgroup is left
 
 
 def _authenticator(tokens: TokenStore, config: AgentConfig) -> Authenticator:
@@ -223,12 +247,13 @@ def _serve(args: argparse.Namespace) -> int:
         from .jobs.retention import keep_pruning
 
         asyncio.get_running_loop().set_exception_handler(fdlimit.quiet_exception_handler)
+        agent.jobs.resume()  # the adopted holders, on the event loop from now on
         if isinstance(agent.jobs.base, BaseImage):
             await agent.jobs.base.prepare()  # builds the base image if none is verified
         pruning = asyncio.create_task(keep_pruning(agent.jobs))
         yield
         pruning.cancel()
-        await _stop(agent)
+        await _stop(agent, args.stop_jobs)
 
     app = create_app(agent.jobs, _authenticator(agent.tokens, agent.config), agent.runtimes, agent.sessions)
     app.router.lifespan_context = lifespan

@@ -13,9 +13,10 @@ fi
 
 need=()
 # tzdata and ca-certificates go into the agent's base image (runtimes/base: the packages it copies must
-# be installed here); python3-pip shows that a `base: host` job sees the host's pip and a default one none
+# be installed here); python3-pip shows that a `base: host` job sees the host's pip and a default one none;
+# systemd checks the agent's unit (deploy/systemd, tests/test_systemd_unit.py)
 for pkg in bubblewrap nftables iproute2 libseccomp2 python3 python3-venv ca-certificates tzdata curl gcc \
-           libc6-dev python3-pip slurm-wlm munge chromium; do
+           libc6-dev python3-pip slurm-wlm munge chromium systemd; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # node and npm for configurable-http-proxy, the proxy of the JupyterHub the hub tests start (an

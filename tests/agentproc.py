@@ -60,6 +60,7 @@ class AgentProcess:
     admin_token: str = ""
     env: dict[str, str] = field(default_factory=dict)  # more environment for the agent process
     prefix: list[str] = field(default_factory=list)  # a command the agent runs under (e.g. pidns.py)
+    stop_jobs: bool = True   # SIGTERM stops its jobs (without: they outlive it, for the next start)
     log_path: Path = field(default_factory=lambda: Path(tempfile.mktemp(prefix=TEST_PREFIX, suffix=".log")))
 
     @property
@@ -72,7 +73,8 @@ class AgentProcess:
         limit = self.nofile
         preexec = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit)) if limit else None
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.prefix + AGENT + ["serve", "--root", str(self.root), *where],
+            self.proc = subprocess.Popen(self.prefix + AGENT + ["serve", "--root", str(self.root), *where]
+                                         + (["--stop-jobs"] if self.stop_jobs else []),
                                          stdout=log, stderr=log, env=env, start_new_session=True,
                                          preexec_fn=preexec)
         wait_until(self._answers, timeout=timeout, message="the agent did not come up")
@@ -154,15 +156,17 @@ def publish_base(root: Path) -> None:
 def running_agent(config: str | None = None, *, tls: bool = False, unix: bool = False,
                   parent: str | None = None, env: dict[str, str] | None = None,
                   nofile: tuple[int, int] | None = None, prefix: list[str] | None = None,
-                  seed_base: bool = True) -> Iterator[AgentProcess]:
+                  seed_base: bool = True, stop_jobs: bool = True) -> Iterator[AgentProcess]:
     """A real agent of a test's own, started: `config` becomes its agent.yml, `tls` serves HTTPS,
     `unix` listens on `root/agent.sock` only, `parent` is where its root is made, `env` is added to
     its environment, `nofile` is the descriptor limit it starts with, `prefix` a command it runs
     under. Its production jobs run on the minimal base image: `seed_base` publishes the one built
     once per test process in its root (False: the agent builds its own, at start; a Slurm agent
     always does, as its node checks the stat fingerprints of the very build the manifest recorded,
-    which a copy does not keep). Once it has stopped, it must have left nothing behind. Without
-    root, the test is skipped."""
+    which a copy does not keep). `stop_jobs` (`--stop-jobs`) makes SIGTERM stop its jobs. Once it
+    has stopped, it must have left nothing behind; jobs it left running are stopped by one more
+    start of the agent with `--stop-jobs`, and whatever still remains is removed, so a failed test
+    leaves nothing to the next. Without root, the test is skipped."""
     if os.geteuid() != 0:
         pytest.skip(NEEDS_ROOT)
     seeded = seed_base and "base: host" not in (config or "") and "executor: slurm" not in (config or "")
@@ -171,7 +175,7 @@ def running_agent(config: str | None = None, *, tls: bool = False, unix: bool = 
     root = Path(tempfile.mkdtemp(prefix=TEST_PREFIX, dir=parent))
     agent = AgentProcess(root=root, port=free_port(), scheme="https" if tls else "http",
                          unix=root / "agent.sock" if unix else None, env=dict(env or {}), nofile=nofile,
-                         prefix=list(prefix or []))
+                         prefix=list(prefix or []), stop_jobs=stop_jobs)
     try:
         if seeded:
             publish_base(root)
@@ -184,9 +188,42 @@ def running_agent(config: str | None = None, *, tls: bool = False, unix: bool = 
         yield agent.start(timeout=60 if seeded or "base: host" in (config or "") else 900)  # builds its base first
     finally:
         agent.stop()
+        if not agent.stop_jobs and leftovers(agent.root):  # jobs it left running, on purpose
+            _stop_jobs_left(agent)
         left = leftovers(agent.root)
+        if left:
+            force_cleanup(agent.root)
         agent.remove()
     assert not left, f"the agent left things behind: {left}"
+
+
+def _stop_jobs_left(agent: AgentProcess) -> None:
+    agent.stop_jobs = True
+    try:
+        agent.start()
+    except RuntimeError:
+        return  # it would not start: force_cleanup removes what is left
+    agent.stop()
+
+
+def force_cleanup(root: Path) -> None:
+    """Kill and remove whatever an agent on `root` left (a failed test's), with the agent's own
+    cgroup and network code: nothing of it outlives the test."""
+    from joblet_agent.config import NetworkConfig
+    from joblet_agent.network.bridge import NetworkManager
+    from joblet_agent.paths import AgentPaths
+    from joblet_agent.sandbox import cgroups
+
+    paths = AgentPaths.at(root)
+    driver = cgroups.detect(paths.cgroup_parent())
+    for name in driver.leftovers():
+        with contextlib.suppress(Exception):
+            driver.open(name).remove()
+    with contextlib.suppress(Exception):
+        driver.remove_parent()
+    network = NetworkManager(paths, NetworkConfig())
+    with contextlib.suppress(Exception):
+        network.close()
 
 
 class Api:

@@ -158,15 +158,21 @@ def test_usage_is_reported_while_the_job_runs(api):
         api.events(job_id)
 
 
-def test_crashed_agent_jobs_are_marked_lost_and_swept(tmp_path):
+def test_a_job_whose_holder_died_while_the_agent_was_away_is_lost_and_swept(tmp_path):
+    """The one case the agent cannot know how a job ended: its holder was killed (so nothing was
+    recorded) while no agent ran. The job ends `lost`, saying why, and nothing of it is left."""
     with running_agent() as own:
+        own.stop_jobs = False
         api = own.api()
         job_id = api.submit(command=["sleep", "300"])
         api.wait_for_status(job_id, "RUNNING")
         own.stop(signal.SIGKILL)
+        holder = json.loads((own.root / "state" / "jobs" / job_id / "holder.json").read_text())
+        os.kill(holder["pid"], signal.SIGKILL)
         own.start()
         record = own.api().call("GET", f"/v1/jobs/{job_id}").json()
-        assert (record["status"], record["reason"]) == ("FAILED", "lost")
+        assert (record["status"], record["reason"]) == ("FAILED", "lost"), record
+        assert "holder ended without recording" in record["message"]
         assert own.api().events(job_id)[-1]["reason"] == "lost"
         assert not leftovers(own.root, running=True)
 

@@ -145,7 +145,6 @@ class Outside:
 def outside() -> Iterator[Outside]:
     tag = secrets.token_hex(3)
     name, host_veth = f"{TEST_PREFIX}out-{tag}", f"{TEST_PREFIX}o{tag[:5]}"
-    netns.create(name)
     server = None
     try:
         with IPRoute() as ipr:
@@ -553,15 +552,21 @@ def test_clean_stop_removes_the_bridge_and_the_table() -> None:
 
 
 def test_startup_sweep_removes_what_a_killed_agent_left() -> None:
-    with running_agent("") as agent:
+    """A killed agent's bridge job outlives it (live restore); once that job is gone too (its
+    holder killed while no agent ran), the next start removes the bridge, its ports and the table."""
+    with running_agent("", stop_jobs=False) as agent:
         bridge, table = agent_names(agent)
         api = agent.api()
-        api.wait_for_status(api.submit(command=["sleep", "60"], network="bridge"), "RUNNING", timeout=30)
+        job_id = api.submit(command=["sleep", "60"], network="bridge")
+        api.wait_for_status(job_id, "RUNNING", timeout=30)
         agent.stop(signal.SIGKILL)
         assert f"bridge {bridge}" in network_leftovers(bridge) and firewall.exists(table)
+        holder = json.loads((agent.root / "state" / "jobs" / job_id / "holder.json").read_text())
+        os.kill(holder["pid"], signal.SIGKILL)
         agent.start()
         assert network_leftovers(bridge) == [] and not firewall.exists(table)
         assert "'bridge': 1" in agent.log_path.read_text() and "'table': 1" in agent.log_path.read_text()
+        assert agent.api().record(job_id)["reason"] == "lost"
     assert network_leftovers(bridge) == [] and not firewall.exists(table)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..sandbox import cgroups, status
 from ..sandbox.spec import Mount
@@ -57,12 +57,25 @@ class JobEvents(Protocol):
     def ended(self, ending: Ending) -> None:
         """Nothing of the sandbox is left anywhere; how it ended, as far as the executor knows."""
 
+    def logged(self, seq: int) -> None:
+        """The sandbox's holder wrote its log up to `seq` (an execution that `holds_log`)."""
+
+    def notice(self, data: Any) -> None:
+        """What the holder's output translator tells (a session's cell started or ended)."""
+
 
 class Execution(Protocol):
     """One job's sandbox, wherever it runs."""
 
-    def stop(self, grace: float | None = None) -> None:
+    holds_log: bool
+    """Its holder writes the sandbox's log (through its output translator), enforces its timeout,
+    and outlives the agent (`detach`); else the agent writes the log from `JobEvents.output`."""
+
+    def stop(self, grace: float | None = None, reason: str = "stopped") -> None:
         """SIGTERM to the job, SIGKILL after `grace`; a job that has not started never starts."""
+
+    async def detach(self) -> None:
+        """The agent stops and leaves the sandbox running (one that `holds_log`; else nothing)."""
 
     def signal(self, sig: int) -> None:
         """A signal for the program (a session's interrupt)."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import Unavailable
+from ..sandbox.launcher import HOLD, JOB
 from ..sandbox.spec import SandboxSpec
 
 
@@ -60,9 +61,10 @@ def hand_over(spec: SandboxSpec, wait_for_go: bool, send: Callable[[list[int]], 
 
 
 class Launcher:
-    def __init__(self, cgroup_parent: str, job_nofile: int | None = None) -> None:
+    def __init__(self, cgroup_parent: str, job_nofile: int | None = None, translators: list[str] | None = None) -> None:
         self.cgroup_parent = cgroup_parent  # stages make their cgroups under it, named job-<id> once used
         self.job_nofile = job_nofile  # the soft descriptor limit of jobs (the agent raised its own)
+        self.translators = translators or []  # modules the launcher imports: their output translators
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -71,7 +73,8 @@ class Launcher:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "joblet_agent.sandbox.launcher", str(theirs.fileno()), self.cgroup_parent]
-            + ([str(self.job_nofile)] if self.job_nofile else []),
+            + ["--nofile", str(self.job_nofile or 0)]
+            + [arg for module in self.translators for arg in ("--translator", module)],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
         )
         theirs.close()
@@ -92,14 +95,30 @@ class Launcher:
         for a spec with `stdin_pipe`, to write its input to)."""
         return hand_over(spec, wait_for_go, self._send)
 
-    def _send(self, fds: list[int]) -> None:
+    def hold(self, spec: SandboxSpec) -> socket.socket:
+        """Hand `spec` to a waiting stage that becomes the sandbox's holder (sandbox/holder.py);
+        returns the agent's end of the holder's first control connection (sandbox/control.py)."""
+        memfd = os.memfd_create(f"jnb-spec-{spec.job_id}", os.MFD_CLOEXEC)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.write(memfd, json.dumps(spec.to_json_dict()).encode())
+            self._send([memfd, theirs.fileno()], HOLD)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            os.close(memfd)
+            theirs.close()
+        return ours
+
+    def _send(self, fds: list[int], kind: bytes = JOB) -> None:
         with self._lock:
             for attempt in range(2):
                 if self._sock is None or (self._proc and self._proc.poll() is not None):
                     self.start()
                 try:
                     assert self._sock is not None  # start() made it
-                    socket.send_fds(self._sock, [b"job"], fds)
+                    socket.send_fds(self._sock, [kind], fds)
                     return
                 except OSError:
                     if attempt:

@@ -1,34 +1,35 @@
-"""`executor: local` (the default): a job's sandbox on this host, from the agent's warm launcher.
+"""`executor: local` (the default): a job's sandbox on this host, held by a holder that outlives the
+agent (sandbox/holder.py).
 
-This is the sandbox's life as the agent has always run it, behind the executor interface: the
-launcher forks a stage that takes the spec; the agent reads the job's stdout and stderr pipes and
-its status socket, sets up a bridge job's network from outside before the init goes on, writes a
-session's input, signals the init to stop it, and at the end reads the cgroup's usage and OOM count
-and removes the cgroup, the network and the root folder.
-
-The init is held by a pidfd that stage 1 opened before the init could be reaped and sent with its
-"started" message: signals go through pidfd_send_signal, the bridge set-up enters the namespace
-with setns on it. Never a bare PID (issue 13.1): after stage 1 reaps the init it copies /work out
-for a while, and the init's PID may name another process by then; a pidfd of an ended process
-reaches nobody.
+The warm launcher hands the spec to a stage that becomes the sandbox's holder: it writes the
+sandbox's log itself (through the spec's output translator), enforces its timeout and records how
+it ended. A `LocalExecution` talks to it through a `HolderLink` (stop, go, input, signals), passes
+on what it tells (the log's growth, RUNNING, a translator's notices), sets up a bridge job's
+network from outside before the init goes on, and once the holder is gone turns what it recorded
+into the executor's report (`status`, `Ending`) and removes what the sandbox held: its cgroup, its
+network link and its root folder. `adopt` takes back the holder of a sandbox an earlier life of
+the agent launched (jobs/restore.py checked it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..eventfile import LOG_NAME, EventFile, LogHeld
 from ..fdlimit import QUIET, until_descriptors
+from .holder_link import Checked, Hello, HolderLink, LaunchNote
 from ..sandbox import cgroups, status
+from ..sandbox.outcome import Outcome
 from ..sandbox.spec import SandboxSpec
 from .executor import Ending, JobEvents
-from .launcher_client import JobPipes, Launcher
+from .launcher_client import Launcher
 
-MAX_PENDING_INPUT = 64 << 20  # input a sandbox has not read yet
+HOLDER_DIED = "the job's holder ended without recording how the job ended"
+LOG_FREE_WAIT_S = 2.0
 
 
 class JobNetwork(Protocol):
@@ -36,157 +37,156 @@ class JobNetwork(Protocol):
 
     def attach(self, job_id: str, init_pidfd: int) -> dict[str, Any]: ...
 
+    def adopt(self, job_id: str, veth: str, address: str) -> None: ...
+
     def release(self, job_id: str) -> None: ...
 
 
 class LocalExecutor:
     def __init__(self, launcher: Launcher, driver: cgroups.CgroupDriver, network: JobNetwork | None,
-                 stop_grace_s: float) -> None:
+                 stop_grace_s: float, max_output_bytes: int, jobs_dir: Path) -> None:
         self.launcher = launcher
+        self.jobs_dir = jobs_dir            # the mount points of the jobs' roots
         self.driver = driver
         self.network = network
         self.stop_grace_s = stop_grace_s
+        self.max_output_bytes = max_output_bytes
 
-    def start(self, spec: SandboxSpec, events: JobEvents) -> "LocalExecution":
-        job = LocalExecution(self, spec, events)
-        job.launch()
+    def start(self, spec: SandboxSpec, events: JobEvents, folder: Path, note: LaunchNote) -> "LocalExecution":
+        """Launch `spec`; its holder writes the log in `folder` (the job's or the session's)."""
+        job = LocalExecution(self, spec.job_id, spec.network, Path(spec.root_dir), folder, note, events)
+        job.launch(spec)
         return job
+
+    def adopt(self, job_id: str, network: str, folder: Path, note: LaunchNote, checked: Checked,
+              events: JobEvents) -> "LocalExecution":
+        """A holder an earlier life of the agent launched; its link goes on the event loop in
+        `resume` (at start-up, before the loop runs)."""
+        job = LocalExecution(self, job_id, network, self.root_of(job_id), folder, note, events)
+        job.adopted = checked
+        if note.network and self.network is not None:
+            try:
+                self.network.adopt(job_id, note.network["veth"], note.network["address"])
+            except Exception as exc:  # noqa: BLE001 - the job runs on; its network is its own loss
+                print(f"joblet-agent: {job_id}: taking back its network link: {exc}", file=sys.stderr)
+        return job
+
+    def root_of(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
 
 
 class LocalExecution:
-    """One sandbox on this host, from launch to `events.ended`."""
+    """One held sandbox on this host, from launch (or adoption) to `events.ended`."""
 
-    def __init__(self, executor: LocalExecutor, spec: SandboxSpec, events: JobEvents) -> None:
+    holds_log = True  # its holder writes the log, translates the output, enforces the timeout
+
+    def __init__(self, executor: LocalExecutor, job_id: str, network: str, root_dir: Path, folder: Path,
+                 note: LaunchNote, events: JobEvents) -> None:
         self.executor = executor
-        self.spec = spec
-        self.job_id = spec.job_id
+        self.job_id = job_id
+        self.network = network
+        self.root_dir = root_dir
+        self.folder = folder
+        self.note = note
         self.events = events
-        self.cgroup = executor.driver.open(f"job-{spec.job_id}")
-        self.init_pidfd: int | None = None
-        self.stop_grace: float | None = None    # a stop asked for before the init existed
-        self.open_streams = 3
-        self.go_fd: int | None = None
+        self.cgroup = executor.driver.open(f"job-{job_id}")
+        self.link: HolderLink | None = None
+        self.adopted: Checked | None = None
+        self.stop_asked: tuple[str, float] | None = None   # before the holder answered: told once it does
+        self.launch_error: str | None = None
         self.attaching: asyncio.Task[None] | None = None   # a bridge job's network set-up, off the loop
-        self.network_error: str | None = None
-        self.stdin: int | None = None
-        self.pending_in = bytearray()
-        self.timers: list[asyncio.TimerHandle] = []
         self.ended = False
 
-    def launch(self) -> None:
-        Path(self.spec.root_dir).mkdir(mode=0o700)
+    def launch(self, spec: SandboxSpec) -> None:
+        spec.state_dir, spec.holder_token = str(self.folder), self.note.token
+        spec.stop_grace_s, spec.max_output_bytes = self.executor.stop_grace_s, self.executor.max_output_bytes
+        spec.wait_for_go = spec.network != "none"
         try:
-            pipes = self.executor.launcher.launch(self.spec, wait_for_go=self.spec.network != "none")
+            self.root_dir.mkdir(mode=0o700)
+            self.note.write(self.folder)
+            sock = self.executor.launcher.hold(spec)
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
-            self.events.status(status.setup_error(f"launching the sandbox: {exc}"))
+            self.launch_error = f"launching the sandbox: {exc}"
             asyncio.get_running_loop().create_task(self._finish_surely())
             return
-        self.go_fd, self.stdin = pipes.go, pipes.stdin
-        if self.stdin is not None:
-            os.set_blocking(self.stdin, False)
-        self._watch(pipes)
+        self.link = self._link()
+        self.link.open(sock)
 
-    # ---- what the sandbox says ------------------------------------------------------------
+    def resume(self) -> None:
+        """An adopted holder, from its checked hello on, on the event loop."""
+        assert self.adopted is not None
+        self.link = self._link()
+        self.link.resume(self.adopted)
 
-    def _watch(self, pipes: JobPipes) -> None:
-        loop = asyncio.get_running_loop()
-        for fd, kind in ((pipes.stdout, "stdout"), (pipes.stderr, "stderr")):
-            os.set_blocking(fd, False)
-            loop.add_reader(fd, self._on_output, fd, kind)
-        pipes.status.setblocking(False)
-        loop.add_reader(pipes.status.fileno(), self._on_status, pipes.status)
+    def _link(self) -> HolderLink:
+        return HolderLink(self.job_id, self.note.token, lambda pid: pid in self.cgroup.pids(), _Told(self))
 
-    def _on_output(self, fd: int, kind: str) -> None:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:  # the pipe is unusable: that is its end
-            QUIET.say("pipe-read", f"job {self.job_id}: reading its {kind}: {exc.strerror}")
-            data = b""
-        self.events.output(kind, data)
-        if not data:
-            self._close_stream(fd)
+    # ---- what the holder tells ------------------------------------------------------------
 
-    def _on_status(self, channel: socket.socket) -> None:
-        """One record of the status socket: one message, and with `started`, the init's pidfd."""
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(channel, status.MAX_MESSAGE + 512, 1)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            QUIET.say("pipe-read", f"job {self.job_id}: reading its status: {exc.strerror}")
-            data, fds = b"", []
-        for msg in status.take_lines(bytearray(), data):
-            try:
-                if msg.kind is status.Kind.STARTED and fds and self.init_pidfd is None:
-                    self._started(fds.pop())
-                else:
-                    self.events.status(msg)
-            except Exception as exc:  # noqa: BLE001 - one bad message must not stall the job's end
-                QUIET.say("status-event", f"job {self.job_id}: handling a status message: {exc!r}")
-        for fd in fds:  # a descriptor no message took
-            os.close(fd)
-        if not data:
-            asyncio.get_running_loop().remove_reader(channel.fileno())
-            channel.close()
-            self._stream_ended()
+    def greeted(self, hello: Hello) -> None:
+        """The holder proved who it is. A stop asked meanwhile goes to it now; a bridge job of
+        this life gets its network; one an earlier life left half set up is aborted."""
+        self.events.logged(hello.seq)
+        if hello.started_at is not None:
+            self.events.status(status.running(0, at=hello.started_at))
+        if self.adopted is not None and hello.translator:
+            self.events.notice({"state": hello.translator})
+        if self.stop_asked is not None:
+            self.stop(*self.stop_asked)
+        if hello.state == "waiting" and self.link is not None:
+            if self.adopted is not None:
+                self.link.abort("the agent restarted during the job's network set-up")
+            else:
+                self.attaching = asyncio.get_running_loop().create_task(self._attach_network())
 
-    def _started(self, pidfd: int) -> None:
-        self.init_pidfd = pidfd
-        if self.stop_grace is not None:
-            self.stop(0)
-        if self.go_fd is not None:
-            self.attaching = asyncio.get_running_loop().create_task(self._release_go())
-
-    async def _release_go(self) -> None:
+    async def _attach_network(self) -> None:
         """Set up the job's network from outside (in a thread: netlink work never blocks the event
-        loop), then let the init go on; EOF on the pipe aborts it."""
-        if self.go_fd is None:
+        loop) in the holder's network namespace, which is the job's, entered through the holder's
+        pidfd (never a bare PID; a copy, so the link may close its own meanwhile), then let the
+        init go on."""
+        link, network = self.link, self.executor.network
+        if link is None or network is None:
             return
-        go, self.go_fd = self.go_fd, None
-        network = self.executor.network
         try:
-            if self.stop_grace is None and network is not None and self.init_pidfd is not None:
-                await asyncio.to_thread(network.attach, self.job_id, self.init_pidfd)
-                os.write(go, b"g")
+            if link.pidfd is None or self.stop_asked is not None:
+                raise RuntimeError("the job ended before its network was set up")
+            pidfd = os.dup(link.pidfd)
+            try:
+                attached = await asyncio.to_thread(network.attach, self.job_id, pidfd)
+            finally:
+                os.close(pidfd)
+            self.note.network = {"veth": attached["veth"], "address": attached["address"]}
+            self.note.write(self.folder)
+            if not link.is_alive():
+                raise RuntimeError("the job's holder ended during the network set-up")
+            link.go()
         except Exception as exc:  # noqa: BLE001 - the init sees EOF and reports reason setup
-            self.network_error = self.network_error or f"network: {exc}"
-        finally:
-            os.close(go)
-
-    def _close_stream(self, fd: int) -> None:
-        asyncio.get_running_loop().remove_reader(fd)
-        os.close(fd)
-        self._stream_ended()
-
-    def _stream_ended(self) -> None:
-        self.open_streams -= 1
-        if self.open_streams == 0:
-            asyncio.get_running_loop().create_task(self._finish_surely())
+            link.abort(f"network: {exc}")
 
     # ---- what the agent does to it ---------------------------------------------------------
 
-    def stop(self, grace: float | None = None) -> None:
-        """SIGTERM to the init (which forwards it to the job), SIGKILL after `grace`."""
+    def stop(self, grace: float | None = None, reason: str = "stopped") -> None:
+        """The holder stops the job: SIGTERM (the init forwards it), SIGKILL after `grace`; it
+        records `reason`, so an agent that comes back after the end knows why it was stopped."""
         if self.ended:
             return
         grace = self.executor.stop_grace_s if grace is None else grace
-        if self.init_pidfd is None:
-            self.stop_grace = grace if self.stop_grace is None else min(grace, self.stop_grace)
-            return  # the "started" message delivers it
-        self.stop_grace = grace
-        self.signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-        if grace > 0:
-            self.timers.append(asyncio.get_running_loop().call_later(grace, self.signal, signal.SIGKILL))
+        if self.link is None or self.link.hello is None:
+            self.stop_asked = (grace, reason) if self.stop_asked is None else (min(grace, self.stop_asked[0]),
+                                                                                self.stop_asked[1])
+            return
+        self.link.stop(reason, grace)
 
     def signal(self, sig: int) -> None:
-        """A signal to the sandbox's init, which forwards it to the program's process group."""
-        if self.init_pidfd is not None and not self.ended:
-            try:
-                signal.pidfd_send_signal(self.init_pidfd, sig)
-            except ProcessLookupError:
-                pass  # it has ended: nobody else gets the signal
+        if self.link is not None and not self.ended:
+            self.link.signal(sig)
+
+    def write_input(self, data: bytes) -> None:
+        """Input for the holder's translator (a session's request), which decides when it goes to
+        the program's stdin."""
+        if self.link is None or self.ended:
+            raise BrokenPipeError("the sandbox's input is closed")
+        self.link.input(data.decode())
 
     def kill(self) -> None:
         self.cgroup.kill()
@@ -197,31 +197,13 @@ class LocalExecution:
         except Exception:  # noqa: BLE001 - the cgroup may be going away right now
             return None
 
-    def write_input(self, data: bytes) -> None:
-        """Input for the sandbox, never blocking the agent: what the pipe does not take now waits
-        in a bounded buffer; a sandbox that does not read is stopped."""
-        if self.stdin is None:
-            raise BrokenPipeError("the sandbox's input is closed")
-        self.pending_in += data
-        if len(self.pending_in) > MAX_PENDING_INPUT:
-            self.stop(0)
-            raise BrokenPipeError("the sandbox does not read its input")
-        self._flush_input()
-
-    def _flush_input(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self.pending_in and self.stdin is not None:
-                done = os.write(self.stdin, self.pending_in)
-                del self.pending_in[:done]
-        except BlockingIOError:
-            pass
-        except OSError:
-            self.pending_in.clear()
-        if self.stdin is not None:
-            loop.remove_writer(self.stdin)
-            if self.pending_in:
-                loop.add_writer(self.stdin, self._flush_input)
+    async def detach(self) -> None:
+        """The agent stops and leaves the job to its holder, running, for the next agent (a
+        network set-up under way is finished first: the holder is told go or abort)."""
+        if self.attaching is not None:
+            await asyncio.gather(self.attaching, return_exceptions=True)
+        if self.link is not None:
+            self.link.detach()
 
     # ---- the end ---------------------------------------------------------------------------
 
@@ -237,39 +219,77 @@ class LocalExecution:
                 self.events.ended(Ending(setup=f"the agent could not clean up after the sandbox: {exc}"))
 
     async def _finish(self) -> None:
-        """Usage and OOM from the cgroup, then everything the sandbox held released."""
-        for timer in self.timers:
-            timer.cancel()
-        ending = Ending(setup=self.network_error)
-        usage = self.usage()
-        if usage is not None:
-            ending.cpu_s, ending.memory_peak_bytes = round(usage.cpu_s, 3), usage.memory_peak_bytes
-            try:
-                ending.oom = self.cgroup.oom_killed()
-            except Exception:  # noqa: BLE001 - best effort, the cleanup is not
-                pass
-        try:
+        """The holder is gone: what it recorded becomes the report; what the sandbox held goes."""
+        if self.attaching is not None:
+            await asyncio.gather(self.attaching, return_exceptions=True)  # release after attach, never before
+        outcome, ending = self._outcome()
+        try:  # whatever is left in it (nothing, when the holder ended well)
             await until_descriptors(self.cgroup.remove, f"removing job {self.job_id}'s cgroup")
         except cgroups.CgroupError as exc:  # left for the start-up sweep; the job still ends
             QUIET.say("cgroup-remove", f"job {self.job_id}: {exc}")
-        if self.stdin is not None:
-            asyncio.get_running_loop().remove_writer(self.stdin)
-            os.close(self.stdin)
-            self.stdin = None
-        if self.go_fd is not None:
-            os.close(self.go_fd)
-            self.go_fd = None
-        if self.attaching is not None:
-            await asyncio.gather(self.attaching, return_exceptions=True)  # release after attach, never before
-        ending.setup = self.network_error
-        if self.spec.network != "none" and self.executor.network is not None:
+        if self.network != "none" and self.executor.network is not None:
             self.executor.network.release(self.job_id)
         try:
-            Path(self.spec.root_dir).rmdir()
+            self.root_dir.rmdir()
         except FileNotFoundError:
             pass
-        if self.init_pidfd is not None:
-            os.close(self.init_pidfd)
-            self.init_pidfd = None
+        await _log_free(self.folder)
         self.ended = True
+        if outcome is not None and outcome.end is not None:
+            self.events.status(status.Message(status.Kind(outcome.end), message=outcome.message,
+                                              exit_code=outcome.exit_code, signal=outcome.signal))
+        if outcome is not None:
+            self.events.status(status.done(outcome.kept_files, outcome.kept_bytes))
         self.events.ended(ending)
+
+    def _outcome(self) -> tuple[Outcome | None, Ending]:
+        if self.launch_error is not None:
+            return None, Ending(setup=self.launch_error)
+        outcome = Outcome.read(str(self.folder))
+        if outcome is None:
+            link = self.link
+            if link is not None and link.hello is None and self.adopted is None:
+                return None, Ending(setup=f"the sandbox stage: {link.problem or 'it ended before it took the job'}")
+            return None, Ending(lost=HOLDER_DIED)
+        ending = Ending(cpu_s=outcome.cpu_s, memory_peak_bytes=outcome.memory_peak_bytes, oom=outcome.oom,
+                        stop=outcome.stop_reason)
+        if outcome.end == status.Kind.SETUP_ERROR and outcome.agent_error:
+            ending.setup = outcome.agent_error
+        return outcome, ending
+
+
+class _Told:
+    """What a sandbox's holder tells (holder_link.HolderEvents), for its LocalExecution."""
+
+    def __init__(self, job: LocalExecution) -> None:
+        self.job = job
+
+    def greeted(self, hello: Hello) -> None:
+        self.job.greeted(hello)
+
+    def running(self, at: float) -> None:
+        self.job.events.status(status.running(0, at=at))
+
+    def advanced(self, seq: int) -> None:
+        self.job.events.logged(seq)
+
+    def notice(self, data: Any) -> None:
+        self.job.events.notice(data)
+
+    def gone(self) -> None:
+        asyncio.get_running_loop().create_task(self.job._finish_surely())
+
+
+async def _log_free(folder: Path) -> None:
+    """Until the log's lock is free. It is at once, unless a child of the holder that just ended
+    (an init in its very first step) still has the log's descriptor for a moment."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LOG_FREE_WAIT_S
+    while True:
+        try:
+            EventFile.open(str(folder / LOG_NAME)).close()
+            return
+        except LogHeld:
+            if loop.time() > deadline:
+                return  # the owner's write will say so
+            await asyncio.sleep(0.02)

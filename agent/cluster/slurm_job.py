@@ -133,7 +133,9 @@ class SlurmExecution:
 
     # ---- what the agent does to it ---------------------------------------------------------
 
-    def stop(self, grace: float | None = None) -> None:
+    holds_log = False  # the agent writes the log from the node side's frames
+
+    def stop(self, grace: float | None = None, reason: str = "stopped") -> None:
         """scancel: Slurm sends the step SIGTERM and the node side gives the job the grace its
         spec names before SIGKILL. A job still in the queue just leaves it."""
         if self.finished:
@@ -146,6 +148,9 @@ class SlurmExecution:
 
     def kill(self) -> None:
         self.stop(0)
+
+    async def detach(self) -> None:
+        pass  # a Slurm job does not outlive its agent: the agent stops it first
 
     def signal(self, sig: int) -> None:
         self._send(wire.frame("signal", sig=int(sig)))

@@ -2,6 +2,11 @@
 
 It knows nothing about HTTP (api/app.py translates) and nothing about mounts (the sandbox package
 builds them from a SandboxSpec). The job type is set here, never taken from a request.
+
+On this host a job's sandbox is held by a holder that outlives the agent (cluster/local.py,
+sandbox/holder.py): it writes the job's log itself, and the service keeps the record and writes
+the last events once the holder is gone. `restore.py` gives the service back the jobs an earlier
+life of the agent left running (`adopt`).
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from . import spec as jobspec
 from ..audit import AuditLog
 from ..auth import Principal
-from ..cluster.executor import Ending, Execution
+from ..cluster.executor import Execution
+from ..cluster.holder_link import Checked, LaunchNote
 from ..cluster.launcher_client import Launcher
-from ..cluster.local import JobNetwork, LocalExecutor
+from ..cluster.local import JobNetwork, LocalExecution, LocalExecutor
 from ..cluster.slurm_executor import SlurmExecutor
 from ..config import AgentConfig
 from ..contract import JobStatus, JobType
@@ -26,14 +33,16 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..fs import FileInfo, UnsafePath, list_files, open_beneath, remove_tree
 from ..models import JobLimits, JobRecord, JobRequest, KeptWork, Usage
 from ..paths import AgentPaths
-from ..sandbox import cgroups, status
+from ..sandbox import cgroups
+from ..sandbox.outcome import Outcome
+from ..sandbox.output import Step, Translator, translator_for
 from ..sandbox.spec import Mount, SandboxSpec
 from .ears import SandboxEars
 from .quota import QuotaKeeper
 from .spec import RuntimeMounts
 from .sinks import JobLog, SandboxSink
 from .store import JobStore
-from .verdict import SandboxOutcome, Verdict, decide
+from .verdict import Verdict
 
 MAX_LISTED_FILES = 10_000  # a job can leave many empty files; a listing stays a bounded answer
 SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too
@@ -56,11 +65,10 @@ class LiveJob:
     """What the service keeps about a job while its sandbox exists."""
 
     record: JobRecord
-    uid_slot: int
+    note: LaunchNote                    # its uid slot, its holder's token, what its end adds to its log
     stop_reason: str | None = None
-    outputs: list[str] = field(default_factory=list)
-    outcome: SandboxOutcome = field(default_factory=SandboxOutcome)
-    cell: bool = False                  # a script: its runner may leave a last value and figures
+    outcome: Outcome = field(default_factory=Outcome)
+    translator: Translator | None = None  # the agent's, where no holder translates (a Slurm job)
     hold_exit: bool = False             # a runtime build: the RuntimeService ends the record
     verdict: Verdict | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -71,6 +79,10 @@ class LiveJob:
     local: bool = True                  # this host's executor, whatever the agent's `executor` is
     budget: KeptWork | None = None      # what its /work copy may keep (its user's quota left)
     kept: KeptWork = field(default_factory=KeptWork)  # what the copy kept (stage 1's "done")
+
+    @property
+    def uid_slot(self) -> int:
+        return self.note.uid_slot
 
 
 class JobService:
@@ -85,7 +97,8 @@ class JobService:
         self.resolve_runtime = runtimes
         self.base: BaseSource | None = None   # None: jobs see the host's /usr (config `base: host`)
         self.network = network
-        self.local = LocalExecutor(launcher, driver, network, config.stop_grace_s)
+        self.local = LocalExecutor(launcher, driver, network, config.stop_grace_s, config.max_output_mb << 20,
+                                   paths.jobs)
         self.cluster = cluster          # executor: slurm places standard jobs and sessions
         self.store = JobStore(paths.job_state)
         self.quota = QuotaKeeper(self.store, config)
@@ -182,14 +195,14 @@ class JobService:
         record = JobRecord(id=job_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())
         live = self._admit(record, outputs=list(req.outputs))
-        live.cell = req.script is not None
+        live.note.cell = req.script is not None
         live.local = local
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, self.store.artifacts(record.id),
                                      self._cgroup_limits(record.limits), self._refuse_tcp, base)
         assert live.budget is not None
         spec.work_files, spec.work_bytes = live.budget.files, live.budget.bytes
-        self._launch(live, spec, runtime, base)
+        self._launch(live, spec, self.store.dir(record.id), runtime, base)
         return record
 
     @property
@@ -212,32 +225,50 @@ class JobService:
         return limits
 
     async def start_attached(self, who: Principal, sandbox_id: str, req: JobRequest, runtime: RuntimeMounts | None,
-                             sink: SandboxSink, mounts: list[Mount]) -> LiveJob:
-        """A production sandbox that is not a job: no record, no log, nothing under /v1/jobs. Its
-        output and end go to `sink`, its stdin is a pipe (`write_stdin`). A session's sandbox:
-        the same spec, limits, runtime, network and launcher as a job's."""
+                             sink: SandboxSink, folder: Path, mounts: list[Mount], output: str,
+                             output_options: dict[str, Any]) -> LiveJob:
+        """A production sandbox that is not a job: no record, nothing under /v1/jobs. Its events
+        go to `sink` (its log lives in `folder`, its output becomes events through the `output`
+        translator), its input to that translator (`input`). A session's sandbox: the same spec,
+        limits, runtime, network and executor as a job's."""
         limits = self._checked_limits(who, req, self.cluster is None)
         base, runtime = await self._system(runtime)
         record = JobRecord(id=sandbox_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
                            limits=limits, network=req.network, command=req.command, created_at=time.time())
         live = self._admit(record, stored=False)
         live.sink = sink
+        sink.bind(live)
         live.local = self.cluster is None
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, None, self._cgroup_limits(record.limits),
                                      self._refuse_tcp, base)
         spec.mounts += mounts
         live.extra_mounts = list(mounts)
-        spec.stdin_pipe = True
-        self._launch(live, spec, runtime, base)
+        spec.stdin_pipe, spec.output, spec.output_options = True, output, output_options
+        self._launch(live, spec, folder, runtime, base)
         return live
 
-    def write_stdin(self, live: LiveJob, data: bytes) -> None:
-        """Input for an attached sandbox, never blocking the agent (the executor buffers it, bounded;
-        a sandbox that does not read is stopped)."""
+    def input(self, live: LiveJob, data: str) -> None:
+        """Input for an attached sandbox's output translator (a session's requests), which decides
+        when it goes to the program's stdin; never blocking the agent (bounded buffers; a sandbox
+        that does not read is stopped)."""
         if live.execution is None:
             raise BrokenPipeError("the sandbox's input is closed")
-        live.execution.write_input(data)
+        if live.translator is None:
+            live.execution.write_input(data.encode())  # its holder translates
+        else:
+            self.take(live, live.translator.input(data))
+
+    def take(self, live: LiveJob, step: Step) -> None:
+        """What the agent's own translator made: events into the sink's log, bytes for the
+        program's stdin, notices for the sink."""
+        assert live.sink is not None
+        for event in step.events:
+            live.sink.log.append(event)
+        if step.stdin and live.execution is not None:
+            live.execution.write_input(step.stdin)
+        for notice in step.notices:
+            live.sink.notice(notice)
 
     def signal(self, live: LiveJob, sig: int) -> None:
         """A signal for the sandbox's program (its init forwards it to the program's process group)."""
@@ -275,7 +306,7 @@ class JobService:
             self._slots.discard(live.uid_slot)
             live.done.set()
         else:
-            self._launch(live, spec)
+            self._launch(live, spec, self.store.dir(record.id))
         asyncio.get_running_loop().create_task(self._after_build(live, pipeline))
         return record
 
@@ -301,9 +332,11 @@ class JobService:
         self.audit.write("start", job=record.id, type=record.type, owner=record.owner, runtime=record.runtime,
                          limits=record.limits.model_dump(exclude_none=True), network=record.network,
                          command=record.command, attached=not stored)
-        live = LiveJob(record=record, uid_slot=slot, outputs=outputs or [])
+        note = LaunchNote(token=secrets.token_hex(16), uid_slot=slot, outputs=outputs or [])
+        live = LiveJob(record=record, note=note)
         live.sink = JobLog(self, live) if stored else None
         live.budget = budget
+        note.work_files, note.work_bytes = budget.files, budget.bytes  # an adopting agent's too
         return live
 
     def _cgroup_limits(self, limits: JobLimits) -> cgroups.CgroupLimits:
@@ -312,17 +345,41 @@ class JobService:
             pids=(limits.pids + SANDBOX_OVERHEAD_PIDS) if limits.pids else None,
             io_bps=limits.io_bps or None, io_device=self.io_device if limits.io_bps else None)
 
-    def _launch(self, live: LiveJob, spec: SandboxSpec, runtime: RuntimeMounts | None = None,
+    def _launch(self, live: LiveJob, spec: SandboxSpec, folder: Path, runtime: RuntimeMounts | None = None,
                 base: RuntimeMounts | None = None) -> None:
-        """Hand the spec to the job's executor; from here on its sandbox reports to `SandboxEars`."""
+        """Hand the spec to the job's executor; from here on its sandbox reports to `SandboxEars`.
+        On this host the sandbox's holder writes its log in `folder` and enforces its timeout;
+        through Slurm the agent translates its output and times it."""
         self.live[live.record.id] = live
         ears = SandboxEars(self, live)
+        spec.timeout_s, spec.max_output_bytes = live.record.limits.timeout_s, self.config.max_output_mb << 20
         if live.local:
-            live.execution = self.local.start(spec, ears)
+            live.execution = self.local.start(spec, ears, folder, live.note)
         else:
             assert self.cluster is not None
+            live.translator = translator_for(spec)
             live.execution = self.cluster.start(spec, live.record.limits, runtime, ears,
                                                 self.paths.state / "slurm" / live.record.id, live.extra_mounts, base)
+
+    def adopt(self, record: JobRecord, note: LaunchNote, checked: Checked, sink: SandboxSink | None = None,
+              folder: Path | None = None) -> LiveJob:
+        """A sandbox an earlier life of the agent left running on this host (restore.py checked its
+        holder): live again, with its uid slot; a job's (no `sink`), or a session's."""
+        self._slots.add(note.uid_slot)
+        live = LiveJob(record=record, note=note, budget=KeptWork(files=note.work_files, bytes=note.work_bytes))
+        live.sink = sink or JobLog(self, live)
+        if sink is not None:
+            sink.bind(live)
+        self.live[record.id] = live
+        live.execution = self.local.adopt(record.id, record.network, folder or self.store.dir(record.id), note,
+                                          checked, SandboxEars(self, live))
+        return live
+
+    def resume(self) -> None:
+        """On the event loop, once at start: the adopted holders' links, from their checked hello on."""
+        for live in self.live.values():
+            if isinstance(live.execution, LocalExecution) and live.execution.adopted and live.execution.link is None:
+                live.execution.resume()
 
     async def stop(self, who: Principal, job_id: str, reason: str = "stopped") -> JobRecord:
         record = self.get(who, job_id)
@@ -356,18 +413,30 @@ class JobService:
         folder = self.store.forget(job_id)
         await asyncio.to_thread(remove_tree, str(folder))
 
-    async def shutdown(self) -> None:
-        """Stop every live job and wait for its cleanup (clean agent shutdown)."""
+    async def shutdown(self, stop_jobs: bool = True) -> dict[str, str]:
+        """The agent stops. Sandboxes whose holders outlive it (this host's) are left running for
+        the next agent unless `stop_jobs`; the others (a Slurm job's) are stopped and waited for.
+        Returns the ids left running, with their network mode."""
+        left: dict[str, str] = {}
         for live in list(self.live.values()):
-            self._signal_stop(live, "stopped", grace=0.5)
+            if not stop_jobs and live.execution is not None and live.execution.holds_log:
+                await live.execution.detach()
+                left[live.record.id] = live.record.network
+                self.live.pop(live.record.id, None)
+            else:
+                self._signal_stop(live, "stopped", grace=0.5)
         for live in list(self.live.values()):
             try:
                 await asyncio.wait_for(live.done.wait(), timeout=15)
             except asyncio.TimeoutError:
                 if live.execution is not None:
                     live.execution.kill()
+        return left
 
     # ---- uid slots -----------------------------------------------------------------------
+
+    def release_slot(self, live: LiveJob) -> None:
+        self._slots.discard(live.note.uid_slot)
 
     def _take_slot(self) -> int:
         for _ in range(1000):
@@ -377,55 +446,15 @@ class JobService:
                 return slot
         raise Conflict("no free job uid: too many jobs are running")
 
-    # ---- what a sandbox reports ---------------------------------------------------------
-
-    def on_status(self, live: LiveJob, msg: status.Message) -> None:
-        kind = msg.kind
-        if kind is status.Kind.RUNNING:
-            record = live.record
-            record.status, record.started_at = JobStatus.RUNNING, time.time()
-            assert live.sink is not None
-            live.sink.running()
-            if record.limits.timeout_s:
-                live.timers.append(asyncio.get_running_loop().call_later(
-                    record.limits.timeout_s, self._signal_stop, live, "timeout"))
-        elif kind in status.TERMINAL:
-            live.outcome.take(msg)
-            if kind is status.Kind.EXEC_ERROR and live.sink is not None:
-                live.sink.note((msg.message or "") + "\n")
-        elif kind is status.Kind.DONE:
-            live.kept = KeptWork(files=msg.files or 0, bytes=msg.size or 0)
-        elif kind is status.Kind.ARTIFACTS_ERROR and live.sink is not None:
-            live.sink.note(f"[joblet] /work files: {msg.message}\n")
-
     def _signal_stop(self, live: LiveJob, reason: str, grace: float | None = None) -> None:
         if live.record.status.finished:
             return
         if live.stop_reason is None:
             live.stop_reason = reason
         if live.execution is not None:
-            live.execution.stop(grace)
+            live.execution.stop(grace, reason)
 
     # ---- the end of a job ----------------------------------------------------------------
-
-    def on_ended(self, live: LiveJob, ending: Ending) -> None:
-        """Nothing of the sandbox is left: the verdict, from what the sandbox reported, what the
-        agent did to it, and what the executor knows (its node was lost, Slurm refused it)."""
-        for timer in live.timers:
-            timer.cancel()
-        record = live.record
-        if ending.cpu_s is not None or ending.memory_peak_bytes is not None:
-            record.usage = Usage(cpu_s=ending.cpu_s, memory_peak_bytes=ending.memory_peak_bytes)
-        self._slots.discard(live.uid_slot)
-        if ending.setup:
-            live.outcome.take(status.setup_error(ending.setup))
-        verdict = decide(live.outcome, live.stop_reason or ending.stop, ending.oom, record.limits)
-        if ending.lost and not live.stop_reason and verdict.reason != "setup":
-            verdict = Verdict(JobStatus.FAILED, "lost", ending.lost, verdict.exit_code, verdict.signal)
-        assert live.sink is not None
-        live.sink.ended(verdict)
-        self.live.pop(record.id, None)
-        live.done.set()
 
     def finish_record(self, record: JobRecord, verdict: Verdict) -> None:
         self.store.finish(record, verdict)

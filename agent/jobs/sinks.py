@@ -1,25 +1,33 @@
-"""Where a sandbox's output and end go: a job's event log and record, or a session.
+"""Where a sandbox's events and end go: a job's event log and record, or a session.
 
-The JobService runs every sandbox the same way (spec, launcher, limits, watching, cleanup); only
-what becomes of its output differs. A job's output is text events in its log, capped at
-`max_output_mb`; a session's stdout carries its runner's frames (agent/sessions).
+The JobService runs every sandbox the same way (spec, executor, limits, cleanup); only what
+becomes of it differs. Its output becomes events through an output translator (sandbox/output.py:
+a job's text, a session runner's frames), run by the sandbox's holder where it has one (its log is
+written before the agent hears of it) and by the agent otherwise; either way the events land in the
+sink's `log`, and what the translator tells (a session's cell ended) goes to `notice`.
 """
 
 from __future__ import annotations
 
-import codecs
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..config import AgentConfig
 from ..contract import JobStatus
-from .verdict import Verdict, display_events, outputs_event
+from ..models import JobRecord
+from ..cluster.holder_link import LaunchNote
+from .store import EventLog, JobStore
+from ..sandbox.outcome import Outcome
+from .verdict import Verdict, display_events, exec_note, outputs_event
 
 if TYPE_CHECKING:
     from .service import JobService, LiveJob
 
 
 class SandboxSink(Protocol):
-    def output(self, kind: str, data: bytes) -> None:
-        """A chunk of the sandbox's stdout or stderr; b"" when that stream has ended."""
+    log: EventLog
+
+    def bind(self, live: LiveJob) -> None:
+        """The sandbox the sink hears from (its outcome so far, its usage)."""
 
     def running(self) -> None:
         """The program started."""
@@ -27,49 +35,52 @@ class SandboxSink(Protocol):
     def note(self, text: str) -> None:
         """A line of the agent's own about the sandbox (its program could not start, ...)."""
 
+    def notice(self, data: Any) -> None:
+        """What the output translator tells (a session's runner is ready, a cell ended)."""
+
     def ended(self, verdict: Verdict) -> None:
         """The sandbox is gone, everything it held released; how it ended."""
 
 
 class JobLog:
-    """A job's sink: its output as `stdout`/`stderr` events, its record's status and end."""
+    """A job's sink: its log, its record's status and end."""
 
     def __init__(self, service: JobService, live: LiveJob) -> None:
         self.service, self.live = service, live
         self.log = service.store.log(live.record.id)
-        self.decoders = {kind: codecs.getincrementaldecoder("utf-8")(errors="replace") for kind in ("stdout", "stderr")}
-        self.bytes = 0
-        self.cut = False
-
-    def output(self, kind: str, data: bytes) -> None:
-        text = self.decoders[kind].decode(data, final=not data)
-        self.bytes += len(data)
-        limit = self.service.config.max_output_mb
-        if text and self.bytes <= limit << 20:
-            self.log.append({"type": kind, "data": text})
-        elif text and not self.cut:
-            self.cut = True  # the pipe is still drained, so the job never blocks on it
-            self.log.append({"type": "stderr", "data": f"[joblet] output beyond {limit} MB is not kept\n"})
 
     def running(self) -> None:
         self.service.store.save(self.live.record)
-        self.log.append({"type": "status", "status": JobStatus.RUNNING.value})
 
     def note(self, text: str) -> None:
         self.log.append({"type": "stderr", "data": text})
 
+    def notice(self, data: Any) -> None:
+        pass  # a job's output translator has nothing to tell
+
     def ended(self, verdict: Verdict) -> None:
-        live, store = self.live, self.service.store
-        if live.cell:
-            for event in display_events(store.artifacts(live.record.id), self.service.config.max_outputs_bytes):
-                self.log.append(event)
-        if live.outputs and verdict.status == JobStatus.COMPLETED:
-            try:
-                self.log.append(outputs_event(store.artifacts(live.record.id), self.service.config.max_outputs_bytes))
-            except OSError as exc:  # out of descriptors at this moment: the job still ends
-                self.note(f"[joblet] the --out values could not be read: {exc.strerror}\n")
+        live = self.live
+        for event in last_events(self.service.store, self.service.config, live.record, live.note, live.outcome,
+                                 verdict):
+            self.log.append(event)
         live.record.kept_work = live.kept
         if live.hold_exit:
             live.verdict = verdict
         else:
             self.service.finish_record(live.record, verdict)
+
+
+def last_events(store: JobStore, config: AgentConfig, record: JobRecord, note: LaunchNote | None,
+                outcome: Outcome | None, verdict: Verdict) -> list[dict[str, Any]]:
+    """What a job's log says after its output and before its `exit`: why its command did not
+    start, a script's last value and open figures, and the `outputs` it was asked for."""
+    artifacts, most = store.artifacts(record.id), config.max_outputs_bytes
+    events = exec_note(outcome)
+    if note is not None and note.cell and outcome is not None:
+        events += display_events(artifacts, most)
+    if note is not None and note.outputs and verdict.status == JobStatus.COMPLETED:
+        try:
+            events.append(outputs_event(artifacts, most))
+        except OSError as exc:  # out of descriptors at this moment: the job still ends
+            events.append({"type": "stderr", "data": f"[joblet] the --out values could not be read: {exc.strerror}\n"})
+    return events

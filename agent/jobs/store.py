@@ -1,9 +1,11 @@
 """Job records and event logs on disk, so that a restarted agent still serves them.
 
 Each job has `<state>/jobs/<id>/record.json` (replaced atomically) and `events.ndjson` (append
-only, one event a line, `seq` from 1 without gaps). A follower reads the file and then waits for
-the next append; since appends and reads run on the same event loop, a follower never sees half a
-line, and because it resumes by `seq`, no line is lost or repeated at the history/live handoff.
+only, one event a line, `seq` from 1 without gaps). While the job runs its holder writes the log
+(eventfile.py: one writer at a time, proven by the log's lock); the agent writes only before and
+after, and learns of the holder's appends from the holder (`advanced`). A follower reads complete
+lines from the file and then waits for the next append; because it resumes by `seq`, no line is
+lost or repeated at the history/live handoff, across an agent restart too.
 
 A follower reads the log in bounded steps (`READ_AT_MOST`) and yields complete lines as the reader
 takes them (the HTTP layer waits while a client's socket is full): a slow reader of a large log
@@ -21,12 +23,13 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any, Generic, TextIO, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from ..auth import Principal
 from ..errors import Unavailable
+from ..eventfile import LOG_NAME, EventFile, LogHeld
 from ..fdlimit import QUIET, is_shortage, until_descriptors
 from ..fs import remove_tree
 from ..models import JobRecord
@@ -43,8 +46,7 @@ class EventLog:
         self.closed = False
         self._ending = False
         self._changed = asyncio.Event()
-        self._file: TextIO | None = None
-        self._unwritten: list[str] = []
+        self._unwritten: list[dict[str, Any]] = []
         self._retry: asyncio.TimerHandle | None = None
         if path.exists():
             try:
@@ -55,23 +57,33 @@ class EventLog:
                 raise
 
     def append(self, event: dict[str, Any]) -> dict[str, Any]:
-        self.seq += 1
-        event = {"seq": self.seq, **event}
-        self._unwritten.append(json.dumps(event, separators=(",", ":")) + "\n")
+        """Write an event of the agent's own; LogHeld while a holder owns the log (nothing kept)."""
+        self._unwritten.append(event)
+        try:
+            self._write()
+        except LogHeld:
+            self._unwritten.pop()
+            raise
         if event["type"] == "exit":
-            self._ending = True
-        self._write()
-        return event
+            self.close()  # at once, or once what waits is written
+        return {"seq": self.seq + len(self._unwritten), **event}
+
+    def advanced(self, seq: int) -> None:
+        """The job's holder wrote up to `seq`: wake the followers."""
+        if seq > self.seq:
+            self.seq = seq
+            self._wake()
 
     def _write(self) -> None:
         """Write what waits, in order; without a free descriptor, try again a moment later."""
         self._retry = None
         try:
             if self._unwritten:
-                if self._file is None:
-                    self._file = open(self.path, "a", encoding="utf-8")
-                self._file.write("".join(self._unwritten))
-                self._file.flush()
+                log = EventFile.open(str(self.path))
+                try:
+                    self.seq = log.append(self._unwritten)
+                finally:
+                    log.close()
                 self._unwritten.clear()
         except OSError as exc:
             if not is_shortage(exc):
@@ -89,9 +101,6 @@ class EventLog:
             self._ending = True
             return
         self.closed = True
-        if self._file is not None:
-            self._file.close()
-            self._file = None
         self._wake()
 
     def discard(self) -> None:
@@ -292,7 +301,7 @@ class RecordStore(Generic[R]):
 
     def log(self, record_id: str) -> EventLog:
         if record_id not in self.logs:
-            log = EventLog(self.dir(record_id) / "events.ndjson")
+            log = EventLog(self.dir(record_id) / LOG_NAME)
             record = self.records.get(record_id)
             if record is not None and self.finished(record):
                 log.closed = True
@@ -323,7 +332,12 @@ class JobStore(RecordStore[JobRecord]):
 
     def finish(self, record: JobRecord, verdict: Verdict) -> None:
         """End a job: its record says how, and the `exit` event closes its log."""
-        record.status, record.reason, record.message = verdict.status, verdict.reason, verdict.message
-        record.exit_code, record.signal, record.ended_at = verdict.exit_code, verdict.signal, time.time()
-        self.save(record)
+        self.settle(record, verdict)
         self.log(record.id).append(verdict.exit_event())
+
+    def settle(self, record: JobRecord, verdict: Verdict, ended_at: float | None = None) -> None:
+        """The record of an ended job says how it ended (its log is closed by whoever ends it)."""
+        record.status, record.reason, record.message = verdict.status, verdict.reason, verdict.message
+        record.exit_code, record.signal = verdict.exit_code, verdict.signal
+        record.ended_at = ended_at or time.time()
+        self.save(record)

@@ -1,4 +1,5 @@
-"""How a job ended, decided from what its sandbox reported and what the agent did to it.
+"""How a job ended, decided from what its sandbox reported (sandbox/outcome.py: what a holder
+records, or what an executor heard) and what the agent did to it.
 
 The order of the checks is the contract: a failed set-up wins over everything, a stop or timeout
 the agent caused wins over how the job died of it, an OOM kill wins over the SIGKILL it caused.
@@ -15,7 +16,8 @@ from typing import Any
 from ..contract import JobStatus
 from ..fs import open_beneath
 from ..models import JobLimits
-from ..sandbox.status import Kind, Message
+from ..sandbox.outcome import Outcome
+from ..sandbox.status import Kind
 from joblet_nb.core.untrusted import filter_bundle
 
 OUTPUTS_FILE = ".joblet/outputs.json"
@@ -47,49 +49,54 @@ class Verdict:
         return event
 
 
-@dataclass
-class SandboxOutcome:
-    """What a job's sandbox and the agent's outside work reported, as the job runs."""
-
-    end: Kind | None = None             # setup_error, exec_error or exit: see `take`
-    message: str | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-    network_error: str | None = None    # the agent's outside set-up failed (reported as setup)
-
-    def take(self, msg: Message) -> None:
-        """A terminal message. The first sets the end; a later error replaces it (an exec error is
-        followed by the init's exit 127, which does not count), a later exit only follows an exit."""
-        if msg.kind is not Kind.EXIT:
-            self.end, self.message = msg.kind, msg.message
-        elif self.end in (None, Kind.EXIT):
-            self.end, self.exit_code, self.signal = Kind.EXIT, msg.exit_code, msg.signal
-
-
-def decide(outcome: SandboxOutcome, stop_reason: str | None, oom: bool, limits: JobLimits) -> Verdict:
+def decide(outcome: Outcome, stop_reason: str | None, oom: bool, limits: JobLimits) -> Verdict:
     """The verdict, checked in the contract's order (see the module's docstring)."""
     def ended(status: JobStatus, reason: str, message: str | None = None, exit_code: int | None = None) -> Verdict:
         return Verdict(status, reason, message, outcome.exit_code if exit_code is None else exit_code,
                        outcome.signal)
 
     end = outcome.end
-    if end is Kind.SETUP_ERROR:
-        return ended(JobStatus.FAILED, "setup", outcome.network_error or outcome.message)
+    if end == Kind.SETUP_ERROR:
+        return ended(JobStatus.FAILED, "setup", outcome.agent_error or outcome.message)
     if stop_reason == "stopped":
         return ended(JobStatus.STOPPED, "stopped")
     if stop_reason == "timeout":
         return ended(JobStatus.FAILED, "timeout", f"the job ran longer than {limits.timeout_s:g}s")
     if oom:
         return ended(JobStatus.FAILED, "oom", f"the job used more than {limits.memory_mb} MB of memory")
-    if end is Kind.EXEC_ERROR:
+    if end == Kind.EXEC_ERROR:
         return ended(JobStatus.FAILED, "exit", outcome.message, exit_code=127)
-    if end is not Kind.EXIT:
+    if end != Kind.EXIT:
         return ended(JobStatus.FAILED, "signal", "the sandbox ended without reporting an exit status")
     if outcome.signal:
         return ended(JobStatus.FAILED, "signal", f"killed by signal {outcome.signal}")
     if outcome.exit_code == 0:
         return ended(JobStatus.COMPLETED, "exit")
     return ended(JobStatus.FAILED, "exit", f"exited with code {outcome.exit_code}")
+
+
+def of_outcome(outcome: Outcome, limits: JobLimits) -> Verdict:
+    """The verdict of what a job's holder recorded, stop and OOM included (a job that ended while
+    no agent ran)."""
+    return decide(outcome, outcome.stop_reason, outcome.oom, limits)
+
+
+def lost(message: str) -> Verdict:
+    """A job whose end nobody recorded: the agent cannot know how it went."""
+    return Verdict(JobStatus.FAILED, "lost", message)
+
+
+def from_exit_event(event: dict[str, Any]) -> Verdict:
+    """The verdict a log's `exit` event already states (a record saved before it was written)."""
+    return Verdict(JobStatus(event["status"]), str(event.get("reason") or "lost"), event.get("message"),
+                   event.get("exit_code"), event.get("signal"))
+
+
+def exec_note(outcome: Outcome | None) -> list[dict[str, Any]]:
+    """The job's command could not be started: its message, as the job's stderr, before the end."""
+    if outcome is None or outcome.end != Kind.EXEC_ERROR:
+        return []
+    return [{"type": "stderr", "data": (outcome.message or "") + "\n"}]
 
 
 def outputs_event(artifacts: Path, max_bytes: int) -> dict[str, Any]:

@@ -120,6 +120,14 @@ class AddressPool:
         raise NetworkError(f"all {self._count} addresses of {self.subnet} are held by running bridge jobs: "
                            f"wait for some to end, or give network.subnet a shorter prefix in the config")
 
+    def hold(self, address: ipaddress.IPv4Address) -> None:
+        """Mark an address used that a job already has (an adopted job's)."""
+        offset = int(address) - self._first
+        if not 0 <= offset < self._count:
+            raise NetworkError(f"{address} is not a job address of {self.subnet}")
+        with self._lock:
+            self._used.add(offset)
+
     def give(self, address: ipaddress.IPv4Address) -> None:
         with self._lock:
             self._used.discard(int(address) - self._first)
@@ -159,8 +167,15 @@ class NetworkManager:
     # ---- the JobNetwork protocol (called on the agent's event loop thread) ------------------
 
     def attach(self, job_id: str, init_pidfd: int) -> dict[str, Any]:
-        """Give the job's namespace (that of the init `init_pidfd` holds) its veth, address and route."""
+        """Give the job's namespace (that of the process `init_pidfd` holds: its init, or its
+        holder, which shares it) its veth, address and route."""
         return self._on_worker(lambda: self._attach(job_id, init_pidfd))
+
+    def adopt(self, job_id: str, veth: str, address: str) -> None:
+        """Take back the link of a job an earlier life of the agent attached (live restore): the
+        bridge and the table are loaded again as this agent's (the rules replace themselves in one
+        transaction, so connections stay up), the address is marked used."""
+        self._on_worker(lambda: self._adopt(job_id, veth, address))
 
     def release(self, job_id: str) -> None:
         """Schedule the removal of the job's veth; its address is free again once the veth is gone."""
@@ -175,9 +190,23 @@ class NetworkManager:
 
     # ---- start-up and shutdown ------------------------------------------------------------
 
-    def sweep(self) -> dict[str, int]:
-        """Remove what an earlier run of this agent left: its bridge's ports, the bridge, the table."""
+    def sweep(self, keep: frozenset[str] = frozenset()) -> dict[str, int]:
+        """Remove what an earlier run of this agent left: its bridge's ports, the bridge, the table;
+        with jobs to `keep` (adopted ones), only the ports of other jobs."""
+        if keep:
+            return self._on_worker(lambda: self._remove_ports(keep))
         return self._on_worker(self._teardown)
+
+    def detach(self) -> None:
+        """Shutdown that leaves bridge jobs running: finish pending releases, keep the bridge and
+        the table for the next agent, end the worker threads."""
+        if self._releaser is not None:
+            self._releaser.shutdown(wait=True)
+            self._releaser = None
+        if self._worker is not None:
+            self._on_worker(self._close_socket)
+            self._worker.shutdown(wait=True)
+            self._worker = None
 
     def close(self) -> dict[str, int]:
         """Clean shutdown: finish pending releases, then remove the bridge and the table."""
@@ -307,7 +336,27 @@ class NetworkManager:
                 for route in ipr.get_routes(family=2, table=254)
                 if route["dst_len"] and route.get("oif") not in own]
 
+    def _adopt(self, job_id: str, veth: str, address: str) -> None:
+        _, pool = self._ensure_bridge()
+        if not self._ipr().link_lookup(ifname=veth):
+            raise NetworkError(f"its veth {veth} is gone")
+        link = JobLink(veth=veth, address=ipaddress.IPv4Interface(address).ip)
+        pool.hold(link.address)
+        with self._lock:
+            self._jobs[job_id] = link
+
     # ---- release and tear-down ------------------------------------------------------------
+
+    def _remove_ports(self, keep: frozenset[str]) -> dict[str, int]:
+        """Every port of the bridge but the veths of the jobs in `keep`."""
+        ipr = self._ipr()
+        kept = {VETH_PREFIX + job_id[:12] for job_id in keep}
+        counts = {"veths": 0}
+        found = ipr.link_lookup(ifname=self.bridge)
+        for port in ipr.get_links(master=found[0]) if found else []:
+            if port.get("ifname") not in kept and _delete_link(ipr, port.get("ifname")):
+                counts["veths"] += 1
+        return counts
 
     def _release(self, link: JobLink) -> None:
         try:

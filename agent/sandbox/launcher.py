@@ -8,14 +8,18 @@ event loop and threads, and never forks a sandbox itself).
 
 What runs in the processes it forks, and in which order, is `sequence.py`; this module is the
 plumbing around it: the pool of waiting stages, handing a job's descriptors to one, and putting
-them in their slots. Descriptors handed over with each spec: the spec (a sealed memfd), stdout,
-stderr, the status socket and, optionally, the "go" pipe.
+them in their slots. A job comes in one of two ways. `hold`: the spec (a sealed memfd) and the
+holder's end of its first control connection; the stage becomes the job's holder (holder.py), makes
+the job's pipes itself and outlives this process and the agent (the agent's own jobs and sessions).
+`job`: the spec, stdout, stderr, the status socket and, optionally, the "go" pipe and stdin; the
+caller holds them (a cluster node's side, which is its job's holder on the node).
 """
 
 from __future__ import annotations
 
 import fcntl
 import gc
+import importlib
 import json
 import os
 import resource
@@ -26,7 +30,7 @@ import sys
 from typing import NoReturn
 
 from ..contract import JobType
-from . import cgroups, landlock, seccomp, sequence, status
+from . import cgroups, holder, landlock, seccomp, sequence, status
 from .libc import PR_SET_PDEATHSIG, close_range, prctl, scrub_command_line, set_process_name
 from .spec import SandboxSpec
 
@@ -49,6 +53,7 @@ def warm_up(cgroup_parent: str, job_types: tuple[JobType, ...] = tuple(JobType))
     gc.freeze()  # forked stages share these objects; no collection of the children touches them
 
 
+JOB, HOLD = b"job", b"hold"   # how a job comes to a stage: its pipes, or to be held
 POOL_SIZE = 2
 IDLE_STAGE_NAME = "jnb-idle-stage"  # /proc/PID/comm of a stage waiting for its job
 REFILL_AFTER_IDLE_S = 0.02
@@ -70,7 +75,7 @@ def serve(sock: socket.socket, cgroup_parent: str) -> None:
         if not msg:
             return
         try:
-            pool.dispatch(fds)
+            pool.dispatch(fds, HOLD if msg == HOLD else JOB)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -103,12 +108,12 @@ class StagePool:
     def add_one(self) -> None:
         self.idle.append(self._spawn())
 
-    def dispatch(self, fds: list[int]) -> None:
+    def dispatch(self, fds: list[int], kind: bytes = b"job") -> None:
         """Hand one job's descriptors to a waiting stage (one that died is skipped)."""
         for _ in range(self.size + 1):
             stage = self.idle.pop(0) if self.idle else self._spawn()
             try:
-                socket.send_fds(stage, [b"job"], fds)
+                socket.send_fds(stage, [kind], fds)
                 return
             except OSError:
                 continue
@@ -140,6 +145,8 @@ def _stage_waits(sock: socket.socket) -> NoReturn:
         os._exit(0)
     if not msg:
         os._exit(0)
+    if msg == HOLD:
+        _hold(stage, sock, fds)
     spec_fd, out_fd, err_fd, status_fd, *extra = fds
     go_fd = None
     try:
@@ -150,6 +157,18 @@ def _stage_waits(sock: socket.socket) -> NoReturn:
     except BaseException as exc:  # noqa: BLE001
         sequence.fail_setup(stage.problem or f"sandbox stage 1: receiving the job: {exc}")
     sequence.stage_1(stage, spec, go_fd is not None)
+
+
+def _hold(stage: sequence.Stage, sock: socket.socket, fds: list[int]) -> NoReturn:
+    """The stage becomes the holder of its job (the spec and a control connection came)."""
+    try:
+        sock.close()
+        spec_fd, control_fd = fds
+        spec = _read_spec(spec_fd)
+        os.close(spec_fd)
+    except BaseException:  # noqa: BLE001 - not a usable job
+        os._exit(0)  # the agent sees its control connection close without a hello: reason setup
+    holder.hold(stage, spec, control_fd)
 
 
 def _read_spec(spec_fd: int) -> SandboxSpec:
@@ -173,9 +192,13 @@ def _arrange_fds(out_fd: int, err_fd: int, status_fd: int, go_fd: int | None, in
 def main() -> None:
     fd, cgroup_parent = int(sys.argv[1]), sys.argv[2]
     scrub_command_line("jnb-launcher")  # its forks are every job's init: no host path in their cmdline
-    if len(sys.argv) > 3:  # the soft descriptor limit the agent had before it raised its own
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(int(sys.argv[3]), hard), hard))
+    options = sys.argv[3:]
+    for flag, value in zip(options[::2], options[1::2]):
+        if flag == "--nofile" and int(value):  # the soft descriptor limit the agent had before it raised its own
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(int(value), hard), hard))
+        elif flag == "--translator":  # a layer above the sandbox registers its output translator
+            importlib.import_module(value)
     sock = socket.socket(fileno=fd)
     serve(sock, cgroup_parent)
 

@@ -3,7 +3,11 @@
 Three processes carry a job (launcher.py only forks stage 1 and hands it its job's descriptors):
 
   stage 1   forked by the launcher's pool before any job comes: STAGE_AHEAD. When its job comes:
-            STAGE_1, then it forks the init, reports it, waits for it and copies /work out.
+            STAGE_1, then it forks the init, reports it, waits for it and copies /work out. A job
+            the agent's own launcher takes is *held*: stage 1 becomes its holder (holder.py),
+            which takes the job (TAKE), prepares its root (STAGE_1_ROOT), makes the job's pipes,
+            forks the init and keeps the job until its end, outliving the agent. A cluster node's
+            side holds its jobs itself and hands a stage the pipes (`stage_1`).
   init      PID 1 of the job's namespaces: INIT, then it forks the job and reaps until it ends.
   the job   EXEC, then execve of the user's command.
 
@@ -140,7 +144,9 @@ def mount_job_root(_: Stage, spec: SandboxSpec) -> None:
     mounts.mount_tmpfs(spec.root_dir, spec.disk_mb, 0o755)
 
 
-STAGE_1 = (name_cgroup_after_job, apply_limits, copy_host_mounts, make_mounts_private, mount_job_root)
+TAKE = (name_cgroup_after_job,)
+STAGE_1_ROOT = (apply_limits, copy_host_mounts, make_mounts_private, mount_job_root)
+STAGE_1 = TAKE + STAGE_1_ROOT
 
 
 def stage_1(stage: Stage, spec: SandboxSpec, has_go: bool) -> NoReturn:
@@ -163,7 +169,9 @@ def stage_1(stage: Stage, spec: SandboxSpec, has_go: bool) -> NoReturn:
         if has_go:
             os.close(status.GO_FD)  # the init alone holds the go pipe: the agent's close aborts it
         os.waitpid(init_pid, 0)
-        entries, size = collect_work(spec)
+        entries, size, notes = collect_work(spec)
+        for note in notes:
+            status.send(status.artifacts_error(note))
         status.send(status.done(entries, size))
     except BaseException as exc:  # noqa: BLE001 - a stage-1 child must never return into the launcher
         status.send(status.artifacts_error(f"sandbox stage 1: {type(exc).__name__}"))
@@ -171,24 +179,24 @@ def stage_1(stage: Stage, spec: SandboxSpec, has_go: bool) -> NoReturn:
         os._exit(0)
 
 
-def collect_work(spec: SandboxSpec) -> tuple[int, int]:
+def collect_work(spec: SandboxSpec) -> tuple[int, int, list[str]]:
     """After the job: copy what it left in /work to the agent's files folder while the tmpfs still
     exists, bounded by the job's own disk size, its user's quota left (bytes, files and folders)
-    and depth; what is left behind is reported. Returns (files and folders, bytes) kept."""
+    and depth. Returns the files and folders and the bytes kept, and notes on what was not."""
     if not spec.artifacts_dir:
-        return 0, 0
+        return 0, 0, []
     limit = spec.disk_mb << 20 if spec.work_bytes is None else min(spec.disk_mb << 20, spec.work_bytes)
     try:
         report = copy_tree(os.path.join(spec.root_dir, "work"), spec.artifacts_dir, limit_bytes=limit,
                            limit_entries=spec.work_files)
     except OSError as exc:
-        status.send(status.artifacts_error(f"copying /work out: {exc}"))
-        return 0, 0
+        return 0, 0, [f"copying /work out: {exc}"]
+    notes = []
     if report.skipped:
         left_out = len(report.skipped) + report.skipped_more
         more = f" (and {left_out - 3} more)" if left_out > 3 else ""
-        status.send(status.artifacts_error("not kept: " + "; ".join(report.skipped[:3]) + more))
-    return report.files + report.dirs, report.copied
+        notes.append("not kept: " + "; ".join(report.skipped[:3]) + more)
+    return report.files + report.dirs, report.copied, notes
 
 
 # ---- the init: PID 1 of the job's namespaces -------------------------------------------------
@@ -197,6 +205,12 @@ def collect_work(spec: SandboxSpec) -> tuple[int, int]:
 def hold_signals(_: SandboxSpec) -> None:
     """First: a stop that comes before the init's handlers exist still reaches the job."""
     reaper.hold_signals()
+
+
+def keep_only_its_descriptors(spec: SandboxSpec) -> None:
+    """0 = input (a pipe or /dev/null), 1/2 = output pipes, 3 = status, 4 = go, where stage 1 put
+    them before the fork; none of a holder's own (its log, its sockets) stays."""
+    close_range(5 if spec.wait_for_go else 4)
 
 
 def validate_job_context(spec: SandboxSpec) -> None:
@@ -253,9 +267,9 @@ def narrow_capabilities(_: SandboxSpec) -> None:
     identity.narrow_for_fork()
 
 
-INIT = (hold_signals, die_with_parent, validate_job_context, prefer_for_oom_kill, private_mount_namespace,
-        build_root, set_hostname, pivot_root, root_readonly, loopback_up, wait_for_the_agent, cgroup_namespace,
-        narrow_capabilities)
+INIT = (hold_signals, keep_only_its_descriptors, die_with_parent, validate_job_context, prefer_for_oom_kill,
+        private_mount_namespace, build_root, set_hostname, pivot_root, root_readonly, loopback_up, wait_for_the_agent,
+        cgroup_namespace, narrow_capabilities)
 
 
 def init(spec: SandboxSpec) -> NoReturn:

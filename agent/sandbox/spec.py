@@ -67,6 +67,13 @@ class SandboxSpec:
     work_bytes: int | None = None      # at most this many bytes of /work are kept (None: disk_mb)
     work_files: int | None = None      # and at most this many files and folders
     devices: list[str] = field(default_factory=list)  # host device nodes bound into /dev (GPUs Slurm gave)
+    state_dir: str = ""                # a held job's: host dir of its log, outcome and control socket (root's)
+    holder_token: str = ""             # the holder proves it read this spec by repeating it (hello)
+    timeout_s: float | None = None     # the holder stops the job after this long (reason timeout)
+    stop_grace_s: float = 5.0          # SIGTERM to SIGKILL, for a stop the holder decides itself
+    max_output_bytes: int = 0          # stdout+stderr the holder keeps in the log (0: all)
+    output: str = "text"               # output.TRANSLATORS: what the holder makes of stdout/stderr
+    output_options: dict[str, Any] = field(default_factory=dict)  # for that translator
 
     def to_json_dict(self) -> dict[str, Any]:
         """Built field by field: `asdict` deep-copies every upload and /etc file first, which cost

@@ -47,6 +47,7 @@ class Message:
     signal: int | None = None
     files: int | None = None   # done: the files and folders of /work that were kept
     size: int | None = None    # done: and their bytes
+    at: float | None = None             # when, if not now (a job that started while no agent ran)
 
     def to_dict(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"event": self.kind.value}
@@ -70,8 +71,8 @@ def started() -> Message:
     return Message(Kind.STARTED)
 
 
-def running(pid: int) -> Message:
-    return Message(Kind.RUNNING, pid=pid)
+def running(pid: int, at: float | None = None) -> Message:
+    return Message(Kind.RUNNING, pid=pid, at=at)
 
 
 def setup_error(message: str) -> Message:

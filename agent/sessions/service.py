@@ -2,17 +2,17 @@
 
 A session's sandbox is a job's sandbox (the JobService starts it through the same spec, launcher,
 limits, runtimes and network modes), whose program is the session runner, bound read-only into it
-and run by the sandbox's own python3, and whose stdin is a pipe the agent writes cell requests to.
-Its stdout carries the runner's frames, which `protocol.translate` turns into the session's events.
-Cells queue here and go to the runner one at a time, so an interrupt reaches the running cell only.
-The service knows nothing about HTTP.
+and run by the sandbox's own python3. Like a job's, it is held by a holder that outlives the agent
+(sandbox/holder.py): the holder writes the session's log through the `session` translator
+(frames.py), which queues the cells and gives them to the runner one at a time (so an interrupt
+reaches the running cell only), and tells this service when the runner is ready and when a cell
+starts and ends. A restarted agent takes its sessions back (`load`): their variables are still
+there. The service knows nothing about HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
-import collections
 import secrets
 import signal
 import time
@@ -21,14 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import protocol
+from . import frames, protocol
 from ..audit import AuditLog
 from ..auth import Principal
 from ..config import AgentConfig
+from ..contract import JobType
 from ..errors import BadRequest, Conflict, NotFound, SessionEnded
+from ..eventfile import EventFile
+from ..jobs.restore import SLURM_LOST, Adopted, RestoreReport, take_back
 from ..jobs.service import JobService, LiveJob
-from ..jobs.verdict import Verdict
-from ..models import JobRequest
+from ..jobs.store import EventLog
+from ..jobs.verdict import Verdict, exec_note
+from ..models import JobRecord, JobRequest, Usage
+from ..sandbox.outcome import Outcome
 from ..sandbox.spec import Mount
 from .install import BOOT, IN_SANDBOX, install_runner
 from .models import CellRequest, CompleteRequest, SessionRecord, SessionRequest, SessionStatus
@@ -43,13 +48,9 @@ class LiveSession:
 
     record: SessionRecord
     sandbox: LiveJob | None = None
-    splitter: protocol.FrameSplitter = field(default_factory=protocol.FrameSplitter)
-    queue: collections.deque[tuple[int, CellRequest]] = field(default_factory=collections.deque)
+    queued: int = 0                   # cells handed to the holder that the runner has not begun
     running: int | None = None        # the cell the runner has now
-    last_cell: int = 0                # the cell output between cells belongs to
     end_reason: str | None = None     # why the agent ends it (deleted, idle)
-    cell_bytes: int = 0               # output of the running cell kept so far
-    cut: bool = False                 # its output went over max_output_mb
     idle: asyncio.TimerHandle | None = None
     completions: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,15 +70,48 @@ class SessionService:
     def _open_sessions(self, owner: str) -> int:
         return sum(1 for live in self.live.values() if live.record.owner == owner)
 
-    def load(self) -> None:
-        """At start: sessions of an earlier life of the agent ended with it (reason lost); those
-        that ended longer than `sessions.keep_ended_s` ago are forgotten."""
+    def load(self) -> RestoreReport:
+        """At start: the sessions an earlier life of the agent left. One whose holder lives is
+        adopted (its variables are still there); one that ended meanwhile ends with its reason,
+        `lost` when nothing was recorded; one that ended longer than `sessions.keep_ended_s` ago
+        is forgotten."""
+        report = RestoreReport()
         oldest = time.time() - self.config.sessions.keep_ended_s
         for record in self.store.load():
-            if record.status != SessionStatus.ENDED:
-                self._finish(record, "lost", "the agent restarted while the session ran")
-            elif (record.ended_at or 0) < oldest:
-                self.store.remove(record.id)
+            if record.status == SessionStatus.ENDED:
+                if (record.ended_at or 0) < oldest:
+                    self.store.remove(record.id)
+                continue
+            folder = self.store.dir(record.id)
+            taken = take_back(self.jobs.driver, folder, record.id)
+            if isinstance(taken, Adopted):
+                live = self.live[record.id] = LiveSession(record=record)
+                live.sandbox = self.jobs.adopt(_as_sandbox(record), taken.note, taken.checked,
+                                               _Sink(self, record.id, self.store.log(record.id)), folder)
+                report.adopted.append(record.id)
+                continue
+            why = taken.why_lost(folder)
+            if taken.note is None and taken.problem is None and self.jobs.cluster is not None:
+                why = SLURM_LOST  # a session placed through Slurm: its srun went with the agent
+                self.jobs.cluster.cancel_left(record.id, None)
+            try:
+                self._end_while_away(record, taken.log, taken.outcome, why)
+            finally:
+                taken.log.close()
+            report.ended.append(record.id)
+        return report
+
+    def _end_while_away(self, record: SessionRecord, log: EventFile, outcome: Outcome | None, why: str) -> None:
+        if log.ended:
+            record.status, record.reason = SessionStatus.ENDED, (log.last or {}).get("reason", "lost")
+            self.store.save(record)
+            return
+        reason = frames.session_reason(outcome)
+        message = None if outcome else why
+        if outcome and outcome.cpu_s is not None:
+            record.usage = Usage(cpu_s=outcome.cpu_s, memory_peak_bytes=outcome.memory_peak_bytes)
+        log.append([_exit_event(reason, message)])
+        self._settle(record, reason, message)
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -120,18 +154,23 @@ class SessionService:
         now = time.time()
         record = SessionRecord(id=secrets.token_hex(8), owner=who.id, runtime=req.runtime, network=req.network,
                                idle_timeout_s=idle, created_at=now, last_active_at=now)
+        self.store.add(record)  # its folder holds the session's log, which the sandbox's holder writes
         live = LiveSession(record=record)
-        sink = _Sink(self, live)
-        live.sandbox = await self.jobs.start_attached(
-            who, record.id, job_req, runtime, sink, [Mount(str(self.runner_dir), IN_SANDBOX, readonly=True)])
+        self.live[record.id] = live
+        try:
+            live.sandbox = await self.jobs.start_attached(
+                who, record.id, job_req, runtime, _Sink(self, record.id, self.store.log(record.id)),
+                self.store.dir(record.id), [Mount(str(self.runner_dir), IN_SANDBOX, readonly=True)], frames.NAME,
+                {"max_outputs_bytes": self.config.max_outputs_bytes, "max_output_mb": self.config.max_output_mb})
+        except BaseException:
+            self.live.pop(record.id, None)
+            self.store.remove(record.id)
+            raise
         record.limits = live.sandbox.record.limits
-        self.store.add(record)
+        self.store.save(record)
         self.audit.write("session-start", session=record.id, owner=who.id, runtime=record.runtime,
                          limits=record.limits.model_dump(exclude_none=True), network=record.network)
-        if sink.verdict is not None:          # the sandbox could not even be made
-            self.on_sandbox_end(live, sink.verdict)
-        else:
-            self.live[record.id] = live
+        if record.id in self.live:
             self._arm_idle(live)
         return record
 
@@ -145,17 +184,24 @@ class SessionService:
     def submit(self, who: Principal, session_id: str, cell: CellRequest) -> int:
         record = self.get(who, session_id)
         live = self.live.get(session_id)
-        if live is None or record.status == SessionStatus.ENDED:
+        if live is None or live.sandbox is None or record.status == SessionStatus.ENDED:
             raise SessionEnded(f"session {session_id} has ended (reason {record.reason}"
                            + (f": {record.message}" if record.message else "")
                            + "); start a new one (POST /v1/sessions, or `%joblet session start`)")
-        if len(live.queue) >= self.config.sessions.max_queued_cells:
-            raise Conflict(f"session {session_id} already has {len(live.queue)} cells waiting")
+        if live.queued >= self.config.sessions.max_queued_cells:
+            raise Conflict(f"session {session_id} already has {live.queued} cells waiting")
         record.cells += 1
         record.last_active_at = time.time()
-        live.queue.append((record.cells, cell))
+        self.store.save(record)  # the cell numbers go on after an agent restart
+        live.queued += 1
+        if record.status == SessionStatus.READY:
+            record.status = SessionStatus.BUSY
         self._cancel_idle(live)
-        self._next_cell(live)
+        try:
+            self.jobs.input(live.sandbox, protocol.execute_request(
+                record.cells, cell.code, cell.inputs, cell.outputs).decode())
+        except OSError:
+            pass  # the runner is gone: its end (the sandbox's) says why
         return record.cells
 
     def interrupt(self, who: Principal, session_id: str) -> None:
@@ -170,14 +216,14 @@ class SessionService:
         pos = min(req.cursor_pos, len(req.code))
         empty = {"matches": [], "cursor_start": pos, "cursor_end": pos}
         live = self.live.get(session_id)
-        if live is None or live.running is not None or live.queue or live.sandbox is None:
+        if live is None or live.running is not None or live.queued or live.sandbox is None:
             return empty
         self._completion_ids += 1
         request_id = self._completion_ids
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         live.completions[request_id] = future
         try:
-            self.jobs.write_stdin(live.sandbox, protocol.complete_request(request_id, req.code, pos))
+            self.jobs.input(live.sandbox, protocol.complete_request(request_id, req.code, pos).decode())
             answer = await asyncio.wait_for(future, COMPLETE_TIMEOUT_S)
         except (asyncio.TimeoutError, OSError):
             return empty
@@ -198,74 +244,76 @@ class SessionService:
         elif record.status == SessionStatus.ENDED:
             self.store.remove(session_id)
 
-    async def shutdown(self) -> None:
-        """The agent stops: its sessions end with it (reason lost, as after a crash)."""
+    async def shutdown(self, stop: bool) -> None:
+        """The agent stops. Its sessions on this host stay with their holders for the next agent,
+        unless it stops its jobs too (`--stop-jobs`): then they end (reason lost), as do sessions
+        placed through Slurm (their srun goes with the agent)."""
+        ending = []
         for live in list(self.live.values()):
-            self._end(live, "lost")
-        for live in list(self.live.values()):
+            self._cancel_idle(live)
+            execution = live.sandbox.execution if live.sandbox is not None else None
+            if stop or execution is None or not execution.holds_log:
+                ending.append(live)
+                self._end(live, "lost")
+            else:
+                self.live.pop(live.record.id, None)  # the JobService detaches its holder
+        for live in ending:
             await live.ended.wait()
 
-    # ---- the runner's side -------------------------------------------------------------------
+    # ---- what the session's sandbox tells (through _Sink) ----------------------------------
 
-    def _next_cell(self, live: LiveSession) -> None:
-        if live.running is not None or not live.queue or live.sandbox is None:
-            return
-        cell, req = live.queue.popleft()
-        live.running = live.last_cell = cell
-        live.record.status = SessionStatus.BUSY
-        try:
-            self.jobs.write_stdin(live.sandbox, protocol.execute_request(cell, req.code, req.inputs, req.outputs))
-        except OSError:
-            pass  # the runner is gone: its end (the sandbox's) says why
-
-    def on_frames(self, live: LiveSession, data: bytes) -> None:
-        log = self.store.log(live.record.id)
-        for frame in live.splitter.feed(data):
-            cell = live.running if live.running is not None else live.last_cell
-            out = protocol.translate(frame, cell, self.config.max_outputs_bytes)
-            for event in out.events:
-                if self._keep(live, event):
-                    log.append(event)
-            if out.ready and live.record.status == SessionStatus.STARTING:
-                live.record.status = SessionStatus.READY if live.running is None else SessionStatus.BUSY
-            if out.completion is not None:
-                future = live.completions.get(out.completion.get("id"))
-                if future is not None and not future.done():
-                    future.set_result(out.completion)
-            if out.cell_done is not None and live.running is not None:
-                self._cell_done(live)
-
-    def _keep(self, live: LiveSession, event: dict[str, Any]) -> bool:
-        """A cell's output is kept up to `max_output_mb`, as a job's is; the rest is dropped with
-        a note (the runner is still read, so it never blocks)."""
-        if event["type"] == "cell_start":
-            live.cell_bytes, live.cut = 0, False
-        if event["type"] not in ("stdout", "stderr", "display", "result"):
-            return True
-        data = event["data"]
-        live.cell_bytes += len(data) if isinstance(data, str) else sum(len(v) for v in data.values())
-        if live.cell_bytes <= self.config.max_output_mb << 20:
-            return True
-        if not live.cut:
-            live.cut = True
-            self.store.log(live.record.id).append({"cell": event["cell"], "type": "stderr", "data":
-                                                   f"[joblet] output beyond {self.config.max_output_mb} MB "
-                                                   f"of this cell is not kept\n"})
-        return False
-
-    def _cell_done(self, live: LiveSession) -> None:
-        live.running = None
-        live.record.last_active_at = time.time()
-        live.record.status = SessionStatus.READY
-        if live.queue:
-            self._next_cell(live)
-        else:
+    def _taken_over(self, live: LiveSession, state: dict[str, Any]) -> None:
+        """An adopted holder's translator says where its runner is."""
+        live.running = state.get("running") if isinstance(state.get("running"), int) else None
+        live.queued = len(state.get("queued") or [])
+        busy = live.running is not None or live.queued
+        live.record.status = (SessionStatus.BUSY if busy else SessionStatus.READY if state.get("ready")
+                              else SessionStatus.STARTING)
+        if not busy:
             self._arm_idle(live)
 
-    def on_stderr(self, live: LiveSession, text: str) -> None:
-        """The runner's own stderr (a crash of the interpreter, not a cell's output)."""
-        cell = live.running if live.running is not None else live.last_cell
-        self.store.log(live.record.id).append({"cell": cell, "type": "stderr", "data": text})
+    def notice(self, session_id: str, data: Any) -> None:
+        live = self.live.get(session_id)
+        if live is None or not isinstance(data, dict):
+            return
+        record = live.record
+        if isinstance(data.get("state"), dict):
+            self._taken_over(live, data["state"])
+        elif data.get("ready") and record.status == SessionStatus.STARTING:
+            record.status = SessionStatus.BUSY if live.running is not None or live.queued else SessionStatus.READY
+        elif isinstance(data.get("cell_started"), int):
+            live.running, live.queued = data["cell_started"], max(0, live.queued - 1)
+            record.status = SessionStatus.BUSY
+        elif isinstance(data.get("cell_done"), int):
+            live.running = None
+            record.last_active_at = time.time()
+            record.status = SessionStatus.BUSY if live.queued else SessionStatus.READY
+            if not live.queued:
+                self._arm_idle(live)
+        elif isinstance(data.get("completion"), dict):
+            future = live.completions.get(data["completion"].get("id"))
+            if future is not None and not future.done():
+                future.set_result(data["completion"])
+
+    def ended(self, sandbox: LiveJob, verdict: Verdict) -> None:
+        """The sandbox is gone (cgroup, mounts, folders, network): the session ends with a reason.
+        Its translator has already ended a cell that was running, saying why."""
+        live = self.live.pop(sandbox.record.id, None)
+        if live is None:
+            return
+        self._cancel_idle(live)
+        reason = live.end_reason or _reason(sandbox.stop_reason, verdict)
+        message = verdict.message if reason in ("exit", "oom", "timeout", "lost") else None
+        for future in live.completions.values():
+            if not future.done():
+                future.set_result({"matches": [], "cursor_start": 0, "cursor_end": 0})
+        live.record.usage = sandbox.record.usage
+        log = self.store.log(live.record.id)
+        for note in exec_note(sandbox.outcome):  # the runner could not be started
+            log.append({"cell": live.running or 0, **note})
+        log.append(_exit_event(reason, message))
+        self._settle(live.record, reason, message)
+        live.ended.set()
 
     # ---- the end ---------------------------------------------------------------------------
 
@@ -282,67 +330,58 @@ class SessionService:
         if live.end_reason is None:
             live.end_reason = reason
         if live.sandbox is not None:
-            self.jobs.end(live.sandbox)
+            self.jobs.end(live.sandbox, reason)
 
-    def on_sandbox_end(self, live: LiveSession, verdict: Verdict) -> None:
-        """The sandbox is gone (cgroup, mounts, folders, network): the session ends with a reason."""
-        self._cancel_idle(live)
-        reason = live.end_reason or _reason_of(verdict)
-        message = verdict.message if reason in ("exit", "oom", "timeout") else None
-        log = self.store.log(live.record.id)
-        if live.running is not None:
-            log.append({"cell": live.running, "type": "error", "ename": "SessionEnded",
-                        "evalue": f"the session ended while this cell ran (reason {reason})", "traceback": []})
-            log.append({"cell": live.running, "type": "cell_end", "status": "error"})
-        for future in live.completions.values():
-            if not future.done():
-                future.set_result({"matches": [], "cursor_start": 0, "cursor_end": 0})
-        if live.sandbox is not None:
-            live.record.usage = live.sandbox.record.usage
-        self._finish(live.record, reason, message)
-        self.live.pop(live.record.id, None)
-        live.ended.set()
-
-    def _finish(self, record: SessionRecord, reason: str, message: str | None) -> None:
-        record.status, record.reason, record.message, record.ended_at = SessionStatus.ENDED, reason, message, time.time()
+    def _settle(self, record: SessionRecord, reason: str, message: str | None) -> None:
+        record.status, record.reason, record.message = SessionStatus.ENDED, reason, message
+        record.ended_at = time.time()
         self.store.save(record)
-        event: dict[str, Any] = {"type": "exit", "status": "ENDED", "reason": reason}
-        if message:
-            event["message"] = message
-        self.store.log(record.id).append(event)
         self.audit.write("session-end", session=record.id, owner=record.owner, reason=reason, cells=record.cells)
 
 
-def _reason_of(verdict: Verdict) -> str:
-    """How a sandbox the agent did not end itself ended, in the session's words."""
-    return verdict.reason if verdict.reason in ("oom", "timeout") else "exit"
+def _exit_event(reason: str, message: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "exit", "status": "ENDED", "reason": reason}
+    if message:
+        event["message"] = message
+    return event
+
+
+def _as_sandbox(record: SessionRecord) -> JobRecord:
+    """A session's sandbox described as the sandboxes describe theirs."""
+    return JobRecord(id=record.id, type=JobType.STANDARD, owner=record.owner, runtime=record.runtime,
+                     limits=record.limits, network=record.network, created_at=record.created_at)
+
+
+def _reason(stop_reason: str | None, verdict: Verdict) -> str:
+    """Why a session's sandbox ended, in the session's words (API.md: deleted, idle, oom, timeout,
+    exit, lost): the agent's reason for ending it (kept by its holder across a restart), else the
+    kernel's, else the runner's own exit."""
+    if stop_reason in ("deleted", "idle", "lost", "timeout"):
+        return stop_reason
+    return verdict.reason if verdict.reason in ("oom", "timeout", "lost") else "exit"
 
 
 class _Sink:
-    """The JobService's side of a session's sandbox: its stdout is the runner's frames, its stderr
-    the interpreter's own complaints (a crash), its end the session's."""
+    """The JobService's side of a session's sandbox (jobs.sinks.SandboxSink): the session's log,
+    which its holder (or, through Slurm, the agent's translator) writes; notices and its end."""
 
-    def __init__(self, service: SessionService, live: LiveSession) -> None:
-        self.service, self.live = service, live
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.verdict: Verdict | None = None
+    def __init__(self, service: SessionService, session_id: str, log: EventLog) -> None:
+        self.service, self.session_id, self.log = service, session_id, log
+        self.sandbox: LiveJob | None = None
 
-    def output(self, kind: str, data: bytes) -> None:
-        if kind == "stdout":
-            self.service.on_frames(self.live, data)
-        else:
-            text = self.decoder.decode(data, final=not data)
-            if text:
-                self.service.on_stderr(self.live, text)
+    def bind(self, live: LiveJob) -> None:
+        self.sandbox = live
 
     def running(self) -> None:
         pass  # READY comes with the runner's first frame
 
     def note(self, text: str) -> None:
-        self.service.on_stderr(self.live, text)
+        live = self.service.live.get(self.session_id)
+        self.log.append({"cell": (live.running if live else None) or 0, "type": "stderr", "data": text})
+
+    def notice(self, data: Any) -> None:
+        self.service.notice(self.session_id, data)
 
     def ended(self, verdict: Verdict) -> None:
-        if self.live.record.id not in self.service.live:
-            self.verdict = verdict    # during start(): it finishes the record itself
-        else:
-            self.service.on_sandbox_end(self.live, verdict)
+        assert self.sandbox is not None
+        self.service.ended(self.sandbox, verdict)

@@ -20,7 +20,7 @@ import requests
 from .config import Settings, resolve
 from .errors import (AgentTimeout, AgentUnavailable, AuthError, BadRequestError, CertificateError,
                      JobletError, NotFoundError, RuntimeMissing)
-from .events import Event, parse_event
+from .events import AGENT_AWAY, Event, parse_event
 from .records import (Created, FileListing, Health, Identity, JobRecord, RuntimeInfo, RuntimeTest,
                       from_json)
 from .request import JobRequest
@@ -68,6 +68,7 @@ class JobletClient:
         pool: SessionPool | None = None,
         token_source: str = "given to the client",
         admin_source: str = "given to the client",
+        away_timeout: float = 600.0,
     ):
         self.url = url.rstrip("/")
         self.cert = cert
@@ -80,6 +81,9 @@ class JobletClient:
         # half-open connections that would otherwise block forever.
         self.stream_timeout = stream_timeout
         self.reconnect_attempts = reconnect_attempts
+        # How long a followed stream waits for an agent that does not answer (a restart: jobs and
+        # sessions keep running meanwhile, and the stream resumes where it broke).
+        self.away_timeout = away_timeout
         # `unix:/path` (an agent started with --unix) goes over a unix socket, all else over TCP.
         self._pool = pool if pool is not None and pool.url == self.url else SessionPool(self.url)
         self.session, self._base = self._pool.take()
@@ -258,24 +262,28 @@ class JobletClient:
                       finished: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
         """The NDJSON events at `path` (a job's or a session's) from `after`, each exactly once:
         a dropped stream is reopened with `after=<last seq>`. `finished` says whether the job or
-        session has ended when the stream keeps ending without an exit event."""
+        session has ended when the stream keeps ending without an exit event. While the agent does
+        not answer (it restarts: its jobs and sessions keep running), it is asked again for up to
+        `away_timeout` seconds; once it answers, an `agent-away` note (events.AgentAway, seq 0,
+        never from an agent) comes first."""
         last = after
         failures = 0
+        away: float | None = None  # since when the agent has not answered
         while True:
             params = {"after": last, "follow": "true" if follow else "false"}
             try:
-                resp = self._request(
-                    "GET", path, params=params, stream=True,
-                    timeout=(self.timeout, self.stream_timeout),
-                )
+                resp = self._request("GET", path, params=params, stream=True,
+                                     timeout=(self.timeout, self.stream_timeout))
             except CertificateError:
                 raise  # retrying will not change the certificate
-            except AgentUnavailable:
+            except AgentUnavailable as exc:
+                away = away or time.monotonic()
+                self._wait_for_agent(exc, away, failures, follow)
                 failures += 1
-                if not follow or failures > self.reconnect_attempts:
-                    raise
-                time.sleep(min(0.2 * 2 ** failures, 5.0))
                 continue
+            if away is not None:
+                yield {"seq": 0, "type": AGENT_AWAY, "seconds": round(time.monotonic() - away, 1)}
+                away = None
             ended = False
             try:
                 for line in resp.iter_lines(chunk_size=None, decode_unicode=False):
@@ -294,7 +302,7 @@ class JobletClient:
             except (requests.exceptions.ConnectionError,
                     requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.Timeout):
-                pass  # dropped or silent: reopen after the last seq we saw
+                pass  # dropped (the agent may have gone away) or silent: reopen after the last seq
             finally:
                 resp.close()
             if ended or not follow:
@@ -307,6 +315,13 @@ class JobletClient:
                     return
                 failures = 0
             time.sleep(min(0.05 * 2 ** failures, 2.0))
+
+    def _wait_for_agent(self, exc: AgentUnavailable, since: float, failures: int, follow: bool) -> None:
+        """A moment before asking again an agent that has not answered since `since` (it restarts);
+        `exc` once it has been away longer than `away_timeout`."""
+        if not follow or time.monotonic() - since > self.away_timeout:
+            raise exc
+        time.sleep(min(0.1 * 2 ** min(failures, 4), 1.0))
 
     def session_record(self, session_id: str) -> dict[str, Any]:
         """GET /v1/sessions/{id} (the session calls themselves live in core/session.py)."""

@@ -82,10 +82,25 @@ class DisplayEvent(Event):
     data: dict[str, Any] = field(default_factory=dict)
 
 
+AGENT_AWAY = "agent-away"
+
+
+@dataclass(frozen=True)
+class AgentAway(Event):
+    """Made by the client, never sent by an agent: the stream broke and the agent did not answer
+    for `seconds`, then it did, and the stream goes on after the last event seen (nothing lost,
+    nothing twice). Its seq is 0: it is no event of the job's log."""
+
+    seconds: float = 0.0
+
+    def text(self) -> str:
+        return f"[joblet] the agent was away for {self.seconds:.1f} s; following again, nothing was lost\n"
+
+
 KINDS: dict[str, type[Event]] = {
     "status": StatusEvent, "stdout": OutputEvent, "stderr": OutputEvent,
     "progress": ProgressEvent, "outputs": OutputsEvent, "exit": ExitEvent,
-    "result": DisplayEvent, "display": DisplayEvent,
+    "result": DisplayEvent, "display": DisplayEvent, AGENT_AWAY: AgentAway,
 }
 
 

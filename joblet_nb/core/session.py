@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from .client import JobletClient
 from .errors import AgentUnavailable, JobletError, NotFoundError, RED, RESET
+from .events import AGENT_AWAY, AgentAway, parse_event
 from .untrusted import filter_bundle
 
 ENDED_HINTS = {
@@ -165,6 +166,16 @@ class Session:
             self._dispatch({"type": "exit", "status": "ENDED", "reason": "lost", "message": str(exc)})
 
     def _dispatch(self, event: dict[str, Any]) -> None:
+        if event.get("type") == AGENT_AWAY:  # the agent restarted: the session's variables are still there
+            away = parse_event(event)
+            note = {"type": "stderr", "data": away.text() if isinstance(away, AgentAway) else ""}
+            with self._lock:
+                targets = list(self._queues.values())
+                if not targets:
+                    self._orphans.append(note)
+            for q in targets:
+                q.put(note)
+            return
         self._last_seq = int(event.get("seq") or self._last_seq)
         if event.get("type") in ("display", "result"):
             event = {**event, "data": filter_bundle(event.get("data"))}

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from .batching import OutputBatcher
 from .client import JobletClient
 from .errors import JobFailed, JobInterrupted, JobletError
-from .events import DisplayEvent, Event, ExitEvent, OutputEvent, OutputsEvent
+from .events import AgentAway, DisplayEvent, Event, ExitEvent, OutputEvent, OutputsEvent
 from .records import JobRecord
 
 EventHook = Callable[[Event], None]
@@ -108,7 +108,9 @@ class JobFollower:
 
     def _handle(self, event: Event) -> None:
         self.result.last_seq = event.seq or self.result.last_seq
-        if isinstance(event, OutputEvent):
+        if isinstance(event, AgentAway):
+            self._note(event.text())
+        elif isinstance(event, OutputEvent):
             if event.type == "stderr":
                 self._keep_stderr(event.data)
             if self.live:
@@ -126,6 +128,13 @@ class JobFollower:
             self._exit = event
         if self.on_event is not None:
             self.on_event(event)
+
+    def _note(self, text: str) -> None:
+        """A line of the client's own, in order with the output (not kept as the job's stderr)."""
+        if self.live:
+            self.batcher.add("stderr", text)
+        else:
+            self._buffer.append(("stderr", text))
 
     def _keep_stderr(self, data: str) -> None:
         self._stderr.append(data)

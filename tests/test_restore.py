@@ -1,0 +1,436 @@
+"""Live restore (issue 14): jobs outlive their agent, and a restarted agent takes them back.
+
+Every test here kills or stops a real agent while real jobs run, starts it again on the same root,
+and checks what the README promises: output recorded while no agent ran is in the log exactly once
+(gap-free seq), connections stay up, stop and timeouts still work, jobs that ended meanwhile get
+their true verdict, a process that is not a job's holder is never trusted, and nothing is left
+behind (running_agent checks that, and cleans up after a failed test too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from agentproc import TEST_PREFIX, AGENT, AgentProcess, Api, leftovers, running_agent
+from netlab import joined_namespace
+from waiting import wait_until
+
+pytestmark = pytest.mark.root
+
+COUNTER = "import itertools, time\nfor i in itertools.count():\n    print(i, flush=True)\n    time.sleep(0.05)\n"
+PORT = 9077
+
+# A bridge job that holds one TCP connection and echoes what comes over it.
+ECHO_JOB = r'''
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+s.settimeout(None)
+print("connected", flush=True)
+f = s.makefile("rw")
+for line in f:
+    print("got", line.strip(), flush=True)
+    f.write("echo " + line)
+    f.flush()
+'''
+
+# The far end, in a network namespace of the test's own: lines from its stdin go over the
+# connection, the job's answers come back on its stdout.
+ECHO_SERVER = r'''
+import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(1)
+print("listening", flush=True)
+conn, _ = srv.accept()
+print("accepted", flush=True)
+f = conn.makefile("rw")
+for line in sys.stdin:
+    f.write(line)
+    f.flush()
+    print(f.readline().strip(), flush=True)
+'''
+
+
+# ---- a far end for a bridge job ----------------------------------------------------------------
+
+
+@dataclass
+class FarEnd:
+    address: str
+    server: subprocess.Popen[str]
+
+    def say(self, text: str, timeout: float = 20) -> str:
+        """Send a line over the job's connection; the job's answer."""
+        assert self.server.stdin is not None and self.server.stdout is not None
+        self.server.stdin.write(text + "\n")
+        self.server.stdin.flush()
+        return _readline(self.server, timeout)
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    box: list[str] = []
+    assert proc.stdout is not None
+    out = proc.stdout
+    reader = threading.Thread(target=lambda: box.append(out.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert box, f"no answer within {timeout} s"
+    return box[0].strip()
+
+
+@pytest.fixture
+def far_end() -> Iterator[FarEnd]:
+    """A network namespace with an echo server, joined to the host by a veth (a /30 of
+    198.18.232.0/22, the benchmarking range; chosen at random so runs do not collide)."""
+    tag = secrets.token_hex(3)
+    name, host_veth = f"{TEST_PREFIX}far-{tag}", f"{TEST_PREFIX}f{tag[:5]}"
+    base = (198 << 24) | (18 << 16) | (232 << 8) | (secrets.randbelow(256) * 4)
+    host_ip, far_ip = (socket.inet_ntoa((base + n).to_bytes(4, "big")) for n in (1, 2))
+    server = None
+    with joined_namespace(name, host_veth, host_ip, far_ip, 30) as ns:
+        ns.route("add", dst="0.0.0.0/0", gateway=host_ip)
+        try:
+            server = subprocess.Popen(["nsenter", f"--net=/run/netns/{name}", sys.executable, "-c", ECHO_SERVER,
+                                       far_ip, str(PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      start_new_session=True)
+            assert _readline(server, 30) == "listening"
+            yield FarEnd(far_ip, server)
+        finally:
+            if server is not None:
+                server.kill()
+                server.wait()
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def job_dir(agent: AgentProcess, job_id: str) -> Path:
+    return agent.root / "state" / "jobs" / job_id
+
+
+def counter_values(events: list[dict]) -> list[int]:
+    text = "".join(e["data"] for e in events if e["type"] == "stdout")
+    return [int(line) for line in text.splitlines()]
+
+
+def assert_gap_free(events: list[dict]) -> None:
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), [e["seq"] for e in events]
+
+
+def kill_agent(agent: AgentProcess) -> None:
+    agent.stop(signal.SIGKILL)
+
+
+def _answers(api: Api) -> bool:
+    import requests
+
+    try:
+        return api.call("GET", "/v1/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def run_cell(api: Api, sid: str, code: str) -> list[dict]:
+    """One session cell's events, through its cell_end."""
+    r = api.call("POST", f"/v1/sessions/{sid}/cells", json={"code": code})
+    assert r.status_code == 201, r.text
+    cell = r.json()["cell"]
+    out = []
+    with api.call("GET", f"/v1/sessions/{sid}/events", params={"follow": "true"}, stream=True) as stream:
+        for line in stream.iter_lines():
+            event = json.loads(line)
+            if event.get("cell") == cell:
+                out.append(event)
+            if event.get("cell") == cell and event["type"] == "cell_end" or event["type"] == "exit":
+                break
+    return out
+
+
+def cell_stdout(events: list[dict]) -> str:
+    return "".join(e["data"] for e in events if e["type"] == "stdout")
+
+
+# ---- the tests ---------------------------------------------------------------------------------
+
+
+def test_jobs_a_connection_and_a_session_survive_a_killed_agent(far_end: FarEnd) -> None:
+    with running_agent(stop_jobs=False) as agent:
+        api = agent.api()
+        sid = api.call("POST", "/v1/sessions", json={}).json()["id"]
+        assert run_cell(api, sid, "x = 42")[-1]["status"] == "ok"
+        counter = api.submit(command=["python3", "-c", COUNTER])
+        echo = api.submit(command=["python3", "-c", ECHO_JOB, far_end.address, str(PORT)], network="bridge")
+        api.wait_for_output(echo, "connected")
+        assert _readline(far_end.server, 20) == "accepted"
+        assert far_end.say("before") == "echo before"
+        api.wait_for_output(counter, "\n10\n")
+
+        kill_agent(agent)
+        time.sleep(1.5)  # ~30 more counter values, recorded while no agent runs
+        assert far_end.say("while-away") == "echo while-away"
+        agent.start()
+
+        api = agent.api()
+        assert cell_stdout(run_cell(api, sid, "print(x)")) == "42\n"
+        assert far_end.say("after") == "echo after"
+        api.wait_for_output(echo, "got after")
+        assert api.record(counter)["status"] == "RUNNING"
+        seen = len(counter_values(api.events(counter, follow=False)))
+        wait_until(lambda: len(counter_values(api.events(counter, follow=False))) > seen + 5, 20,
+                   message="the counter's output does not come through the restarted agent")
+        for job_id in (counter, echo):
+            api.call("POST", f"/v1/jobs/{job_id}/stop")
+            assert api.wait_for_status(job_id)["status"] == "STOPPED"
+        events = api.events(counter)
+        assert_gap_free(events)
+        values = counter_values(events)
+        assert values == list(range(len(values))) and len(values) > 40, values
+        assert [e["status"] for e in events if e["type"] == "status"] == ["RUNNING"]
+        echo_out = "".join(e["data"] for e in api.events(echo) if e["type"] == "stdout")
+        assert echo_out == "connected\ngot before\ngot while-away\ngot after\n"
+        assert api.call("DELETE", f"/v1/sessions/{sid}").status_code == 204
+        assert api.call("GET", f"/v1/sessions/{sid}").json()["reason"] == "deleted"
+
+
+def test_jobs_that_end_while_the_agent_is_away_get_their_true_verdict() -> None:
+    with running_agent(stop_jobs=False) as agent:
+        api = agent.api()
+        exits = api.submit(command=["sh", "-c", "echo bye; sleep 1; exit 3"])
+        times_out = api.submit(command=["sleep", "60"], limits={"timeout_s": 1})
+        completes = api.submit(script="import time\ntime.sleep(1)\nx = 6 * 7\n", outputs=["x"])
+        for job_id in (exits, times_out, completes):
+            api.wait_for_status(job_id, "RUNNING")
+        kill_agent(agent)
+        wait_until(lambda: all((job_dir(agent, j) / "outcome.json").exists() for j in (exits, times_out, completes)),
+                   30, message="the holders did not record how their jobs ended")
+        agent.start()
+        api = agent.api()
+        record = api.record(exits)
+        assert (record["status"], record["reason"], record["exit_code"]) == ("FAILED", "exit", 3), record
+        assert record["usage"]["cpu_s"] is not None
+        assert (api.record(times_out)["status"], api.record(times_out)["reason"]) == ("FAILED", "timeout")
+        events = api.events(completes)
+        assert_gap_free(events)
+        assert api.record(completes)["status"] == "COMPLETED"
+        assert [e for e in events if e["type"] == "outputs"][0]["values"] == {"x": 42}
+        assert "".join(e["data"] for e in api.events(exits) if e["type"] == "stdout") == "bye\n"
+
+
+def test_sigterm_leaves_jobs_running_and_stop_jobs_stops_them() -> None:
+    with running_agent(stop_jobs=False) as agent:
+        api = agent.api()
+        job_id = api.submit(command=["sleep", "300"])
+        api.wait_for_status(job_id, "RUNNING")
+        agent.stop()  # SIGTERM, without --stop-jobs
+        assert leftovers(agent.root, running=True), "the job did not outlive a graceful stop"
+        agent.stop_jobs = True
+        agent.start()
+        assert agent.api().record(job_id)["status"] == "RUNNING"
+        agent.stop()  # SIGTERM with --stop-jobs
+        assert not leftovers(agent.root)
+        agent.start()
+        assert agent.api().record(job_id)["status"] == "STOPPED"
+
+
+def test_a_process_that_is_not_the_holder_is_not_trusted() -> None:
+    """Even with the job's token (root can read it), a process outside the job's cgroup that
+    answers on the job's socket is refused: the job is ended (its real holder killed) as lost."""
+    with running_agent(stop_jobs=False) as agent:
+        api = agent.api()
+        job_id = api.submit(command=["sleep", "300"])
+        api.wait_for_status(job_id, "RUNNING")
+        kill_agent(agent)
+        folder = job_dir(agent, job_id)
+        token = json.loads((folder / "launch.json").read_text())["token"]
+        impostor = _Impostor(folder, job_id, token)
+        try:
+            agent.start()
+        finally:
+            impostor.close()
+        assert impostor.asked, "the agent never asked the impostor"
+        record = agent.api().record(job_id)
+        assert (record["status"], record["reason"]) == ("FAILED", "lost"), record
+        assert "not in the job's cgroup" in record["message"], record
+        assert not leftovers(agent.root, running=True)
+
+
+class _Impostor:
+    """Answers hello on a job's socket with the right token and a pidfd of itself."""
+
+    def __init__(self, folder: Path, job_id: str, token: str) -> None:
+        (folder / "holder.sock").unlink()
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(str(folder / "holder.sock"))
+        self.sock.listen(4)
+        self.job_id, self.token, self.asked = job_id, token, False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import array
+
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        conn.recv(4096)
+        self.asked = True
+        hello = {"ev": "hello", "protocol": 1, "job_id": self.job_id, "token": self.token, "pid": os.getpid(),
+                 "uid": 1000, "state": "running", "seq": 1, "started_at": None, "stop_reason": None}
+        pidfd = os.pidfd_open(os.getpid())
+        conn.sendmsg([json.dumps(hello).encode() + b"\n"],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd]))])
+        os.close(pidfd)
+        conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_state_of_a_newer_format_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "state").mkdir(parents=True)
+    (root / "state" / "format.json").write_text(json.dumps({"format": 99, "agent": "9.9.9"}))
+    out = subprocess.run(AGENT + ["serve", "--root", str(root), "--listen", "127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out
+    assert "written by joblet-agent 9.9.9 (on-disk format 99)" in out.stderr, out.stderr
+    assert json.loads((root / "state" / "format.json").read_text())["format"] == 99
+
+
+def test_a_followed_job_rides_through_a_restart(capsys: pytest.CaptureFixture[str]) -> None:
+    """The notebook's follower of a job (what a `%%joblet` cell runs) reconnects after the agent
+    is back: a short note that it was away, then the rest of the output, no line twice."""
+    from joblet_nb.core.client import JobletClient
+    from joblet_nb.core.request import JobRequest
+    from joblet_nb.core.stream import JobFollower
+
+    with running_agent(stop_jobs=False) as agent:
+        client = JobletClient(agent.url, agent.user_token)
+        job = client.run_job(JobRequest(script="import time\nfor i in range(120):\n    print(i, flush=True)\n"
+                                               "    time.sleep(0.05)\n"))
+
+        def restart() -> None:
+            agent.api().wait_for_output(job.id, "\n20\n")
+            kill_agent(agent)
+            time.sleep(1.0)
+            agent.start()
+
+        restarter = threading.Thread(target=restart)
+        restarter.start()
+        result = JobFollower(client, job.id).follow()
+        restarter.join()
+        out, err = capsys.readouterr()
+        assert result.record.status == "COMPLETED", result.record
+        assert out.split() == [str(i) for i in range(120)]
+        assert err.count("[joblet] the agent was away for") == 1, err
+
+
+def test_crashes_at_random_points_during_many_short_jobs() -> None:
+    """200 short jobs, submitted from four threads while the agent is killed (SIGKILL) at random
+    moments and started again: every job that has a record ends with a verdict, none runs twice,
+    every log is gap-free with one exit, and nothing is left behind."""
+    import random
+
+    import requests
+
+    seed = int(os.environ.get("JNB_CRASH_SEED") or secrets.randbits(32))
+    rng = random.Random(seed)
+    with running_agent(stop_jobs=False) as agent:
+        created: list[str] = []
+
+        def submit(first: int) -> None:
+            api = agent.api()
+            for i in range(first, 200, 4):
+                body = {"command": ["sh", "-c", f"echo job {i}; sleep 0.{rng.randrange(4)}"]}
+                try:
+                    r = api.call("POST", "/v1/jobs", json=body, timeout=30)
+                except requests.RequestException:  # this job may or may not exist; never sent again
+                    wait_until(lambda: _answers(api), 60, message="the agent did not come back")
+                    continue
+                if r.status_code == 201:
+                    created.append(r.json()["id"])
+
+        submitters = [threading.Thread(target=submit, args=(k,)) for k in range(4)]
+        for t in submitters:
+            t.start()
+        crashes = 0
+        while any(t.is_alive() for t in submitters) or crashes < 3:
+            time.sleep(rng.uniform(0.2, 2.5))
+            kill_agent(agent)
+            crashes += 1
+            time.sleep(rng.uniform(0.0, 1.0))
+            agent.start()
+        for t in submitters:
+            t.join()
+
+        api = agent.api(agent.admin_token)
+        wait_until(lambda: all(j["status"] in ("COMPLETED", "FAILED", "STOPPED")
+                               for j in api.call("GET", "/v1/jobs").json()), 120,
+                   message=f"jobs without a verdict (seed {seed})")
+        records = api.call("GET", "/v1/jobs").json()
+        assert set(created) <= {r["id"] for r in records}, f"seed {seed}"
+        printed: dict[str, int] = {}
+        for record in records:
+            events = api.events(record["id"], follow=False)
+            assert_gap_free(events)
+            assert [e["type"] for e in events].count("exit") == 1 and events[-1]["type"] == "exit", (seed, events)
+            assert [e["type"] for e in events].count("status") <= 1, (seed, events)
+            for line in "".join(e["data"] for e in events if e["type"] == "stdout").splitlines():
+                printed[line] = printed.get(line, 0) + 1
+            if record["status"] == "COMPLETED":
+                assert "job " in "".join(e["data"] for e in events if e["type"] == "stdout"), (seed, events)
+            else:
+                assert record["reason"] in ("lost", "setup"), (seed, record)
+        assert all(n == 1 for n in printed.values()), (seed, printed)
+        assert crashes >= 3 and len(records) >= 200 - 4 * crashes, (seed, crashes, len(records))
+        assert not leftovers(agent.root, running=True), seed
+
+
+def test_a_session_cell_rides_through_a_restart() -> None:
+    """The notebook's session client (what `%%joblet run --session` follows) gets the rest of a
+    running cell's output once the agent is back, after a short note, no line twice; the session's
+    variables are still there for the next cell."""
+    from joblet_nb.core.client import JobletClient
+    from joblet_nb.core.session import Session
+
+    with running_agent(stop_jobs=False) as agent:
+        session = Session.start(JobletClient(agent.url, agent.user_token))
+        first = session.submit("x = 42")
+        while session.next_event(first)["type"] != "cell_end":
+            pass
+        cell = session.submit("import time\nfor i in range(100):\n    print(i, flush=True)\n    time.sleep(0.05)\n")
+        out, notes, restarted = "", "", False
+        while True:
+            event = session.next_event(cell)
+            if event["type"] == "stdout":
+                out += event["data"]
+                if "\n20\n" in out and not restarted:
+                    kill_agent(agent)
+                    agent.start()
+                    restarted = True
+            elif event["type"] == "stderr":
+                notes += event["data"]
+            elif event["type"] in ("cell_end", "exit"):
+                break
+        assert event["type"] == "cell_end" and event["status"] == "ok", event
+        assert out.split() == [str(i) for i in range(100)]
+        assert notes.count("[joblet] the agent was away for") == 1, notes
+        check = session.submit("print(x)")
+        printed = ""
+        while (event := session.next_event(check))["type"] != "cell_end":
+            printed += event.get("data", "") if event["type"] == "stdout" else ""
+        assert printed == "42\n"
+        session.stop()
