@@ -163,16 +163,18 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 def pid_of_pidfd(pidfd: int) -> int | None:
-    """The pid a pidfd refers to, from /proc/self/fdinfo (None once the process has been reaped)."""
+    """The pid a pidfd refers to, as the process itself knows it (getpid() in its own pid
+    namespace: the last NSpid of /proc/self/fdinfo, which may belong to an outer namespace's
+    procfs), or None once the process has been reaped."""
+    found = None
     try:
         with open(f"/proc/self/fdinfo/{pidfd}") as f:
             for line in f:
-                if line.startswith("Pid:"):
-                    pid = int(line.split()[1])
-                    return pid if pid > 0 else None
+                if line.startswith(("Pid:", "NSpid:")):
+                    found = int(line.split()[-1])
     except (OSError, ValueError):
-        pass
-    return None
+        return None
+    return found if found is not None and found > 0 else None
 
 
 def boot_id() -> str:
