@@ -245,6 +245,26 @@ def test_sigterm_leaves_jobs_running_and_stop_jobs_stops_them() -> None:
         assert agent.api().record(job_id)["status"] == "STOPPED"
 
 
+def test_the_per_user_bounds_count_the_jobs_a_restarted_agent_took_back() -> None:
+    """quotas.live_jobs_per_user holds across a restart: the adopted jobs still count, and what
+    each may keep of /work is what its first agent gave it."""
+    with running_agent("quotas: {live_jobs_per_user: 2}\n", stop_jobs=False) as agent:
+        api = agent.api()
+        jobs = [api.submit(command=["sleep", "300"]) for _ in range(2)]
+        for job_id in jobs:
+            api.wait_for_status(job_id, "RUNNING")
+        kill_agent(agent)
+        agent.start()
+        api = agent.api()
+        r = api.call("POST", "/v1/jobs", json={"command": ["true"]})
+        assert r.status_code == 429 and "live_jobs_per_user" in r.text, r.text
+        api.call("POST", f"/v1/jobs/{jobs[0]}/stop")
+        assert api.wait_for_status(jobs[0])["status"] == "STOPPED"
+        assert api.run(command=["true"]).record["status"] == "COMPLETED"
+        api.call("POST", f"/v1/jobs/{jobs[1]}/stop")
+        assert api.wait_for_status(jobs[1])["status"] == "STOPPED"
+
+
 def test_a_process_that_is_not_the_holder_is_not_trusted() -> None:
     """Even with the job's token (root can read it), a process outside the job's cgroup that
     answers on the job's socket is refused: the job is ended (its real holder killed) as lost."""

@@ -106,7 +106,8 @@ class JobletClient:
     def with_token(self, token: str | None, source: str = "given to the client") -> "JobletClient":
         """The same agent under another token (e.g. the admin token for a build job's events)."""
         return JobletClient(self.url, token, self.admin_token, self.timeout, self.stream_timeout,
-                            self.reconnect_attempts, self.cert, self._pool, source, self.admin_source)
+                            self.reconnect_attempts, self.cert, self._pool, source, self.admin_source,
+                            self.away_timeout)
 
     def release(self) -> None:
         """Done with this client: its session (and its kept-alive connection) goes back to be
