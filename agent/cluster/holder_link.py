@@ -25,10 +25,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..fdlimit import is_shortage
 from ..sandbox import control
 
 LAUNCH_NAME = "launch.json"
 HELLO_TIMEOUT_S = 5.0
+NO_PIDFD = "it did not answer hello with its pidfd"
+HELLO_RETRY_S = 0.2
+HELLO_RETRIES = 300     # a minute without a free descriptor to receive or check the pidfd
 
 
 @dataclass
@@ -93,7 +97,12 @@ def check_hello(msg: dict[str, Any], fds: list[int], job_id: str, token: str,
     pidfd, extra = (fds[0], fds[1:]) if fds else (-1, [])
     for fd in extra:
         os.close(fd)
-    problem = _problem(msg, pidfd, job_id, token, member)
+    try:
+        problem = _problem(msg, pidfd, job_id, token, member)
+    except OSError:  # out of descriptors while checking: the caller asks again
+        if pidfd >= 0:
+            os.close(pidfd)
+        raise
     if problem is not None:
         if pidfd >= 0:
             os.close(pidfd)
@@ -106,7 +115,7 @@ def check_hello(msg: dict[str, Any], fds: list[int], job_id: str, token: str,
 
 def _problem(msg: dict[str, Any], pidfd: int, job_id: str, token: str, member: Callable[[int], bool]) -> str | None:
     if msg.get("ev") != "hello" or pidfd < 0:
-        return "it did not answer hello with its pidfd"
+        return NO_PIDFD
     if msg.get("protocol") != control.PROTOCOL:
         return f"it speaks holder protocol {msg.get('protocol')!r}; this agent speaks {control.PROTOCOL}"
     if msg.get("job_id") != job_id or msg.get("token") != token:
@@ -156,6 +165,7 @@ class HolderLink:
         self.pidfd: int | None = None
         self.hello: Hello | None = None
         self.problem: str | None = None   # why a holder that answered was not trusted
+        self.retries = 0                  # hellos asked again for want of a descriptor
         self.ended = False
 
     def open(self, sock: socket.socket) -> None:
@@ -176,7 +186,17 @@ class HolderLink:
     def _on_message(self, _channel: control.Channel, msg: dict[str, Any], fds: list[int]) -> None:
         ev = msg.get("ev")
         if ev == "hello" and self.hello is None:
-            checked = check_hello(msg, fds, self.job_id, self.token, self.member)
+            try:
+                checked = check_hello(msg, fds, self.job_id, self.token, self.member)
+            except OSError as exc:
+                if not is_shortage(exc):
+                    raise
+                checked = NO_PIDFD
+            if checked == NO_PIDFD and self.retries < HELLO_RETRIES:
+                # no descriptor was free to receive its pidfd (the kernel drops it) or to check it
+                self.retries += 1
+                asyncio.get_running_loop().call_later(HELLO_RETRY_S, self.send, {"op": "hello"})
+                return
             if isinstance(checked, str):
                 self.problem = checked
                 return self._end()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..eventfile import LOG_NAME, EventFile, LogHeld
-from ..fdlimit import QUIET, until_descriptors
+from ..fdlimit import QUIET, is_shortage, until_descriptors
 from .holder_link import Checked, Hello, HolderLink, LaunchNote
 from ..sandbox import cgroups, status
 from ..sandbox.outcome import Outcome
@@ -222,7 +222,7 @@ class LocalExecution:
         """The holder is gone: what it recorded becomes the report; what the sandbox held goes."""
         if self.attaching is not None:
             await asyncio.gather(self.attaching, return_exceptions=True)  # release after attach, never before
-        outcome, ending = self._outcome()
+        outcome, ending = await until_descriptors(self._outcome, f"reading how job {self.job_id} ended")
         try:  # whatever is left in it (nothing, when the holder ended well)
             await until_descriptors(self.cgroup.remove, f"removing job {self.job_id}'s cgroup")
         except cgroups.CgroupError as exc:  # left for the start-up sweep; the job still ends
@@ -289,6 +289,10 @@ async def _log_free(folder: Path) -> None:
         try:
             EventFile.open(str(folder / LOG_NAME)).close()
             return
+        except OSError as exc:  # no descriptor free: wait for one
+            if not is_shortage(exc):
+                raise
+            await asyncio.sleep(0.05)
         except LogHeld:
             if loop.time() > deadline:
                 return  # the owner's write will say so

@@ -168,11 +168,11 @@ def pid_of_pidfd(pidfd: int) -> int | None:
     procfs), or None once the process has been reaped."""
     found = None
     try:
-        with open(f"/proc/self/fdinfo/{pidfd}") as f:
+        with open(f"/proc/self/fdinfo/{pidfd}") as f:  # an OSError (no descriptor free) is the caller's
             for line in f:
                 if line.startswith(("Pid:", "NSpid:")):
                     found = int(line.split()[-1])
-    except (OSError, ValueError):
+    except ValueError:
         return None
     return found if found is not None and found > 0 else None
 

@@ -57,11 +57,12 @@ class Outcome:
 
     @classmethod
     def read(cls, folder: str) -> "Outcome | None":
-        """The recorded outcome, or None if the holder recorded none (it died, or never ran)."""
+        """The recorded outcome, or None if the holder recorded none (it died, or never ran); any
+        other OSError (no descriptor free) is the caller's to retry."""
         try:
             with open(os.path.join(folder, OUTCOME_NAME), "rb") as f:
                 data: dict[str, Any] = json.loads(f.read())
-        except (OSError, ValueError):
+        except (FileNotFoundError, ValueError):
             return None
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
