@@ -145,6 +145,7 @@ class Outside:
 def outside() -> Iterator[Outside]:
     tag = secrets.token_hex(3)
     name, host_veth = f"{TEST_PREFIX}out-{tag}", f"{TEST_PREFIX}o{tag[:5]}"
+    netns.create(name)
     server = None
     try:
         with IPRoute() as ipr:
