@@ -15,8 +15,9 @@ noise and cache effects hit every row alike):
                  start() then wait() (validation, records and event log on disk, cgroup, launch,
                  status events, finalize). The difference to agent-http is the HTTP layer.
   launcher       the agent's sandbox code alone: a SandboxSpec built exactly as JobService builds
-                 it, Launcher.launch() (a stage forked ahead of time, already in its cgroup, takes
-                 the job), the status pipe read until EOF, the job's cgroup removed.
+                 it, Launcher.hold() (a stage forked ahead of time, already in its cgroup, takes
+                 the job and becomes its holder), its control connection read until it
+                 closes, the job's cgroup removed.
   bwrap          bubblewrap with the same namespaces and mounts (see BWRAP below); it makes no
                  cgroup, writes no /etc files, runs no seccomp filter and copies nothing out.
   bwrap-nouserns the same without --unshare-user/--uid/--gid: bwrap needs a user namespace to
@@ -57,7 +58,7 @@ DESCRIBE = {
     "agent-http": "agent over HTTP (POST /v1/jobs + follow events to exit), minimal base image",
     "agent-http-host": "the same, base: host (the host's /usr)",
     "service": "JobService in-process, no HTTP (start + wait)",
-    "launcher": "sandbox code only (spec, cgroup, Launcher.launch, status EOF, cgroup rm)",
+    "launcher": "sandbox code only (spec, cgroup, Launcher.hold, holder done, cgroup rm)",
     "bwrap": "bwrap, same namespaces + mounts, --unshare-user --uid 1000",
     "bwrap-nouserns": "bwrap, same namespaces + mounts, no userns (uid 0, caps dropped)",
     "plain": "subprocess.run([\"/bin/true\"])",

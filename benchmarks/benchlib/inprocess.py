@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import json
 import secrets
-import select
 import shutil
 import signal
 import tempfile
@@ -71,11 +70,13 @@ class InProcess:
 
     # -- row "launcher" --
     def run_launcher(self, marks: dict[str, float]) -> None:
-        """The sandbox part of JobService.start/_watch/_finalize, with nothing else: no records,
-        no event log, no asyncio. The spec is the agent's own (jobspec.standard_spec), so it cannot drift."""
+        """The sandbox part of JobService.start/_finalize, with nothing else: no records, no
+        asyncio. The spec is the agent's own (jobspec.standard_spec), so it cannot drift. The job's
+        holder answers hello once its init is forked, tells `running`, and closes its connection
+        when it exits (after /work is copied out and the outcome is on disk)."""
         from joblet_agent.jobs import spec as jobspec
         from joblet_agent.models import JobRecord
-        from joblet_agent.sandbox import status
+        from joblet_agent.sandbox.outcome import Outcome
 
         t0 = time.perf_counter()
         svc = self.service
@@ -86,45 +87,29 @@ class InProcess:
         slot = svc._take_slot()
         cgroup = None
         root_dir: Path | None = None
-        events: list[status.Message] = []
+        state_dir = svc.store.dir(job_id)
         try:
             cgroup = svc.driver.open(f"job-{job_id}")  # made ahead by the stage that takes the job
             marks["cgroup_create"] = time.perf_counter() - t0
             spec = jobspec.standard_spec(record, self.request, None, svc.config.uid_base + slot,
                                          svc.paths.jobs / job_id, svc.store.artifacts(job_id),
                                          svc._cgroup_limits(limits))
+            spec.state_dir = str(state_dir)
+            state_dir.mkdir(mode=0o700, parents=True)
             root_dir = Path(spec.root_dir)
             root_dir.mkdir(mode=0o700)
             marks["launch_start"] = time.perf_counter() - t0
-            pipes = self.launcher.launch(spec, wait_for_go=False)
+            sock = self.launcher.hold(spec)
             marks["launch_end"] = time.perf_counter() - t0
-            status_fd = pipes.status.detach()  # a seqpacket socket; the pidfd it brings is dropped by read()
-            open_fds = {pipes.stdout, pipes.stderr, status_fd}
-            buffer = b""
-            try:
-                while open_fds:
-                    ready, _, _ = select.select(list(open_fds), [], [], 60)
-                    if not ready:
-                        raise RuntimeError(f"launcher job {job_id}: no status for 60 s")
-                    now = time.perf_counter()
-                    for fd in ready:
-                        data = os.read(fd, 65536)
-                        if not data:
-                            open_fds.discard(fd)
-                            os.close(fd)
-                            if fd == status_fd:
-                                marks["eof"] = now - t0
-                            continue
-                        if fd == status_fd:
-                            buffer += data
-                            while b"\n" in buffer:
-                                line, _, buffer = buffer.partition(b"\n")
-                                event = status.parse(line)
-                                events.append(event)
-                                marks.setdefault("ev_" + event.kind.value, now - t0)
-            finally:
-                for fd in open_fds:
-                    os.close(fd)
+            with sock:
+                sock.settimeout(60)
+                sock.sendall(b'{"op":"hello"}\n')
+                for line in sock.makefile("rb"):
+                    kind = json.loads(line).get("ev")
+                    marks.setdefault({"hello": "ev_started", "running": "ev_running"}.get(kind, kind),
+                                     time.perf_counter() - t0)
+                marks["eof"] = time.perf_counter() - t0
+            outcome = Outcome.read(str(state_dir))
         finally:
             if cgroup is not None:
                 t2 = time.perf_counter()
@@ -133,10 +118,10 @@ class InProcess:
             if root_dir is not None:
                 with contextlib.suppress(FileNotFoundError):
                     root_dir.rmdir()
+            shutil.rmtree(state_dir, ignore_errors=True)
             svc._slots.discard(slot)
-        ends = [e for e in events if e.kind in status.TERMINAL]
-        if not ends or ends[0].kind is not status.Kind.EXIT or ends[0].exit_code != 0:
-            raise RuntimeError(f"launcher job {job_id} failed: {events}")
+        if outcome is None or outcome.end != "exit" or outcome.exit_code != 0:
+            raise RuntimeError(f"launcher job {job_id} failed: {outcome}")
 
     def remove(self) -> None:
         # No service.shutdown(): after an interrupt a job's _finalize may have been cut short and
