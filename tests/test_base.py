@@ -52,6 +52,16 @@ def test_a_default_job_has_no_compiler_package_manager_or_pip(api: Api):
 
 
 @pytest.mark.root
+def test_a_default_job_has_the_text_tools_scripts_expect(api: Api):
+    """The shell tools every Debian root has (priority required) work in the minimal root."""
+    script = ("bash -c 'echo bash' && echo x | grep x && echo y | sed s/y/sed/ && echo awk | awk '{print}' "
+              "&& find /work -maxdepth 0 && hostname")
+    res = api.run(command=["sh", "-c", script])
+    assert res.record["status"] == "COMPLETED", res.explain()
+    assert res.stdout.split() == ["bash", "x", "sed", "awk", "/work", "joblet"], res.stdout
+
+
+@pytest.mark.root
 def test_base_host_keeps_the_hosts_usr():
     host = on_host()
     assert host["gcc"] and host["apt"] and host["dpkg"] and host["cc1"], host  # scripts/install.sh
