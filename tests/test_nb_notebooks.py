@@ -245,16 +245,8 @@ def _collect_until(kc: Any, msg_id: str, km: Any, marker: str) -> list[tuple[str
 
 
 @pytest.mark.slow
-def test_data_scientist_session_shows_a_real_pandas_table_and_plot(kernel_env, agent):
-    """With python-3.11-ml on the agent (built here if missing), the session cells run for real."""
-    admin = agent.api(agent.admin_token)
-    if admin.call("GET", "/v1/runtimes/python-3.11-ml").status_code == 404:
-        r = admin.call("POST", "/v1/runtimes/python-3.11-ml/build", json={})
-        if r.status_code == 409 and "no bridge network" in r.text:
-            pytest.skip(f"the agent has no bridge network to download python-3.11-ml: {r.text}")
-        assert r.status_code == 201, r.text
-        events = admin.events(r.json()["id"], timeout=1800)
-        assert events[-1]["status"] == "COMPLETED", events[-5:]
+def test_data_scientist_session_shows_a_real_pandas_table_and_plot(kernel_env, ml_runtime):
+    """With python-3.11-ml on the agent (built once if missing), the session cells run for real."""
     cells = _code_cells(_run_example("data-scientist.ipynb", kernel_env))
     _, stderr, table = _outputs(cells[9])
     _, _, plot = _outputs(cells[10])
