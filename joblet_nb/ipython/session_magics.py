@@ -64,6 +64,10 @@ class SessionKeeper:
         self.auto = False
         self.skipped: str | None = None   # the runtime a `require --or-skip` notebook lacks
         self._matcher: Any = None
+        completer = getattr(magics, "completer", None)
+        if completer is not None:   # a `%%joblet run --session` cell's body completes from the session
+            from .session_completion import body_completer
+            completer.cell_completer = body_completer(self)
         atexit.register(self.end)   # the kernel's shutdown or restart ends the session
 
     @property
