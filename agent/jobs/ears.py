@@ -3,19 +3,15 @@ turned into the job's record, its sink (log or session) and its end."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..cluster.executor import Ending, Placement
 from ..contract import JobStatus
 from ..models import ClusterRef
 from ..sandbox import status
-
-if TYPE_CHECKING:
-    from .service import JobService, LiveJob
+from .livejob import Keeper, LiveJob
 
 
 class SandboxEars:
-    def __init__(self, service: JobService, live: LiveJob) -> None:
+    def __init__(self, service: Keeper, live: LiveJob) -> None:
         self.service, self.live = service, live
 
     @property

@@ -10,13 +10,12 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from . import spec as jobspec
 from ..audit import AuditLog
 from ..auth import Principal
-from ..cluster.executor import Ending, Execution
+from ..cluster.executor import Ending
 from ..cluster.launcher_client import Launcher
 from ..cluster.local import JobNetwork, LocalExecutor
 from ..cluster.slurm_executor import SlurmExecutor
@@ -29,11 +28,12 @@ from ..paths import AgentPaths
 from ..sandbox import cgroups, status
 from ..sandbox.spec import Mount, SandboxSpec
 from .ears import SandboxEars
+from .livejob import LiveJob, SandboxSink
 from .quota import QuotaKeeper
 from .spec import RuntimeMounts
-from .sinks import JobLog, SandboxSink
+from .sinks import JobLog
 from .store import JobStore
-from .verdict import SandboxOutcome, Verdict, decide
+from .verdict import Verdict, decide
 
 MAX_LISTED_FILES = 10_000  # a job can leave many empty files; a listing stays a bounded answer
 SANDBOX_OVERHEAD_PIDS = 2  # stage 1 and the init live in the job's cgroup too
@@ -49,28 +49,6 @@ BuildPipeline = Callable[[JobRecord, Verdict], Awaitable[Verdict]]
 
 def _no_runtimes(name: str) -> RuntimeMounts:
     raise BadRequest(f"unknown runtime {name!r}: this agent has no published runtimes")
-
-
-@dataclass
-class LiveJob:
-    """What the service keeps about a job while its sandbox exists."""
-
-    record: JobRecord
-    uid_slot: int
-    stop_reason: str | None = None
-    outputs: list[str] = field(default_factory=list)
-    outcome: SandboxOutcome = field(default_factory=SandboxOutcome)
-    cell: bool = False                  # a script: its runner may leave a last value and figures
-    hold_exit: bool = False             # a runtime build: the RuntimeService ends the record
-    verdict: Verdict | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    sink: SandboxSink | None = None     # where output and the end go: the job's log, or a session
-    execution: Execution | None = None  # the sandbox, on this host or on a cluster's node
-    extra_mounts: list[Mount] = field(default_factory=list)  # the agent's own binds (a session's runner)
-    local: bool = True                  # this host's executor, whatever the agent's `executor` is
-    budget: KeptWork | None = None      # what its /work copy may keep (its user's quota left)
-    kept: KeptWork = field(default_factory=KeptWork)  # what the copy kept (stage 1's "done")
 
 
 class JobService:

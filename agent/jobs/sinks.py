@@ -1,4 +1,5 @@
-"""Where a sandbox's output and end go: a job's event log and record, or a session.
+"""Where a job's sandbox's output and end go: its event log and record (a session's go to
+agent/sessions; both are a livejob.SandboxSink).
 
 The JobService runs every sandbox the same way (spec, launcher, limits, watching, cleanup); only
 what becomes of its output differs. A job's output is text events in its log, capped at
@@ -8,33 +9,17 @@ what becomes of its output differs. A job's output is text events in its log, ca
 from __future__ import annotations
 
 import codecs
-from typing import TYPE_CHECKING, Protocol
 
 from ..contract import JobStatus
+from .livejob import Keeper, LiveJob
 from .verdict import Verdict, display_events, outputs_event
-
-if TYPE_CHECKING:
-    from .service import JobService, LiveJob
-
-
-class SandboxSink(Protocol):
-    def output(self, kind: str, data: bytes) -> None:
-        """A chunk of the sandbox's stdout or stderr; b"" when that stream has ended."""
-
-    def running(self) -> None:
-        """The program started."""
-
-    def note(self, text: str) -> None:
-        """A line of the agent's own about the sandbox (its program could not start, ...)."""
-
-    def ended(self, verdict: Verdict) -> None:
-        """The sandbox is gone, everything it held released; how it ended."""
 
 
 class JobLog:
-    """A job's sink: its output as `stdout`/`stderr` events, its record's status and end."""
+    """A job's sink (livejob.SandboxSink): its output as `stdout`/`stderr` events, its record's
+    status and end."""
 
-    def __init__(self, service: JobService, live: LiveJob) -> None:
+    def __init__(self, service: Keeper, live: LiveJob) -> None:
         self.service, self.live = service, live
         self.log = service.store.log(live.record.id)
         self.decoders = {kind: codecs.getincrementaldecoder("utf-8")(errors="replace") for kind in ("stdout", "stderr")}

@@ -26,7 +26,8 @@ from ..audit import AuditLog
 from ..auth import Principal
 from ..config import AgentConfig
 from ..errors import BadRequest, Conflict, NotFound, SessionEnded
-from ..jobs.service import JobService, LiveJob
+from ..jobs.livejob import LiveJob
+from ..jobs.service import JobService
 from ..jobs.verdict import Verdict
 from ..models import JobRequest
 from ..sandbox.spec import Mount
