@@ -23,7 +23,7 @@ ABOVE_THE_SANDBOX = ("api", "sessions", "builds", "jobs", "cluster", "network", 
 
 AGENT = "joblet_agent"
 SHARED = ("models", "config", "auth", "audit", "paths", "errors", "client_config", "fs", "hub", "hubconfig", "policy",
-          "inotify", "fdlimit", "quotas", "eventfile")
+          "inotify", "fdlimit", "quotas", "eventfile", "poll")
 
 
 def package(name: str) -> tuple[str, str]:
