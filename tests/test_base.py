@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from agentproc import Api, running_agent
+from waiting import run_coroutine
 
 BASE_YML = Path(__file__).resolve().parent.parent / "runtimes" / "base" / "runtime.yml"
 TOOLS = ("gcc", "apt", "apt-get", "dpkg", "pip", "pip3", "cc1", "perl", "make", "ld")
@@ -123,6 +124,6 @@ def test_a_base_that_cannot_be_built_refuses_jobs_with_the_reason_and_is_not_ret
             out.append(err.value.message)
         return out
 
-    messages = asyncio.run(twice())
+    messages = run_coroutine(twice())
     assert runtimes.builds == 1
     assert all("no runtime 'base' in this agent's catalogue" in m and "base: host" in m for m in messages), messages
