@@ -63,6 +63,23 @@ def module_agent() -> Iterator[AgentProcess]:
         yield proc
 
 
+@pytest.fixture(scope="session")
+def ml_runtime(agent: AgentProcess) -> str:
+    """`python-3.11-ml` (numpy, pandas, matplotlib) on the session's agent, built once if it is
+    missing; the tests that show a real table or plot from a sandbox share it. Skipped only where
+    the agent says it has no bridge network to download the packages."""
+    admin = agent.api(agent.admin_token)
+    name = "python-3.11-ml"
+    if admin.call("GET", f"/v1/runtimes/{name}").status_code == 404:
+        r = admin.call("POST", f"/v1/runtimes/{name}/build", json={})
+        if r.status_code == 409 and "no bridge network" in r.text:
+            pytest.skip(f"the agent has no bridge network to download {name}: {r.text}")
+        assert r.status_code == 201, r.text
+        events = admin.events(r.json()["id"], timeout=1800)
+        assert events[-1].get("status") == "COMPLETED", events[-5:]
+    return name
+
+
 @pytest.fixture
 def api(agent: AgentProcess) -> Api:
     return agent.api()

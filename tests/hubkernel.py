@@ -42,6 +42,9 @@ class RemoteKernel:
         request = HTTPRequest(ws_url, headers=self.headers)
         self.ws = self.loop.run_until_complete(self._connect(request))
 
+    async def _close_ws(self) -> None:
+        self.ws.close()
+
     @staticmethod
     async def _connect(request: HTTPRequest) -> Any:
         return await websocket_connect(request)  # in a coroutine: on this kernel's own loop
@@ -92,7 +95,9 @@ class RemoteKernel:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            # on this kernel's own loop: closing asks tornado for the current loop, and the main
+            # thread may have none (another test ran asyncio.run, which leaves it unset)
+            self.loop.run_until_complete(self._close_ws())
             requests.delete(self.server + f"api/kernels/{self.id}", headers=self.headers, timeout=60)
         except requests.RequestException:
             pass  # the server is already gone (a logged-out user's)

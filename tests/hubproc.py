@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import requests
 
 from agentproc import TEST_PREFIX, AgentProcess, Api, free_port
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 CHP = REPO / ".venv" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -105,17 +105,19 @@ class HubProcess:
         log = open(self.dir / "hub.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"],
                                      cwd=self.dir, stdout=log, stderr=log, env=env, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited: {self.log()[-3000:]}")
-            try:
-                if requests.get(self.url + "/hub/api/", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"jupyterhub did not come up in 120 s: {self.log()[-3000:]}")
+        wait_until(self._answers, timeout=120, interval=0.2,
+                   message=lambda: f"jupyterhub did not come up: {self.log()[-3000:]}")
+        return self
+
+    def _answers(self) -> bool:
+        """The hub's API answers; a hub that exited fails at once, with its log."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"jupyterhub exited: {self.log()[-3000:]}")
+        try:
+            return requests.get(self.url + "/hub/api/", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
 
     def log(self) -> str:
         return (self.dir / "hub.log").read_text(errors="replace")
@@ -175,14 +177,14 @@ class HubUser:
         """Start the user's single-user server and wait until the hub says it is ready."""
         resp = self.api("POST", f"/users/{self.name}/server")
         assert resp.status_code in (201, 202), resp.text
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            model = self.api("GET", f"/users/{self.name}").json()
-            server = (model.get("servers") or {}).get("", {})
-            if server.get("ready"):
-                return self.hub.url + server["url"]
-            time.sleep(0.5)
-        raise RuntimeError(f"the server of {self.name} did not start: {self.hub.log()[-3000:]}")
+        server = wait_until(self._ready_server, timeout=180, interval=0.5,
+                            message=lambda: f"the server of {self.name} did not start: {self.hub.log()[-3000:]}")
+        return self.hub.url + server["url"]
+
+    def _ready_server(self) -> dict[str, Any] | None:
+        model = self.api("GET", f"/users/{self.name}").json()
+        server = (model.get("servers") or {}).get("", {})
+        return server if server.get("ready") else None
 
     def logout(self) -> None:
         self.session.get(self.hub.url + "/hub/logout", timeout=120)

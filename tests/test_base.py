@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from agentproc import Api, running_agent
+from waiting import run_coroutine
 
 BASE_YML = Path(__file__).resolve().parent.parent / "runtimes" / "base" / "runtime.yml"
 TOOLS = ("gcc", "apt", "apt-get", "dpkg", "pip", "pip3", "cc1", "perl", "make", "ld")
@@ -49,6 +50,16 @@ def test_a_default_job_has_no_compiler_package_manager_or_pip(api: Api):
     assert "/.versions/base/" in got["usr_root"] and got["usr_root"].endswith("/isolated/usr"), got["usr_root"]
     declared = yaml.safe_load(BASE_YML.read_text())["packages"]
     assert sorted(line.split()[0] for line in got["packages"].splitlines()) == sorted(declared)
+
+
+@pytest.mark.root
+def test_a_default_job_has_the_text_tools_scripts_expect(api: Api):
+    """The shell tools every Debian root has (priority required) work in the minimal root."""
+    script = ("bash -c 'echo bash' && echo x | grep x && echo y | sed s/y/sed/ && echo awk | awk '{print}' "
+              "&& find /work -maxdepth 0 && hostname")
+    res = api.run(command=["sh", "-c", script])
+    assert res.record["status"] == "COMPLETED", res.explain()
+    assert res.stdout.split() == ["bash", "x", "sed", "awk", "/work", "joblet"], res.stdout
 
 
 @pytest.mark.root
@@ -113,6 +124,6 @@ def test_a_base_that_cannot_be_built_refuses_jobs_with_the_reason_and_is_not_ret
             out.append(err.value.message)
         return out
 
-    messages = asyncio.run(twice())
+    messages = run_coroutine(twice())
     assert runtimes.builds == 1
     assert all("no runtime 'base' in this agent's catalogue" in m and "base: host" in m for m in messages), messages

@@ -102,7 +102,9 @@ def test_a_node_mounts_the_runtime_build_the_agent_verified(tmp_path):
 
     runtimes, ref = _published(tmp_path)
     [bind] = mounts(ref, runtimes, "n1")
-    assert bind.source.endswith("/.versions/tiny/b1/isolated/tree") and bind.readonly
+    # bound from a descriptor: the source resolved beneath the verified build's isolated/ folder
+    assert bind.beneath is not None and bind.beneath.endswith("/.versions/tiny/b1/isolated"), bind
+    assert bind.source == "tree" and bind.readonly, bind
     assert bind.target == "/opt/runtimes/tiny/tree"
 
 

@@ -10,20 +10,21 @@ import pytest
 
 from joblet_agent.jobs import store
 from joblet_agent.jobs.store import EventLog
+from waiting import run_coroutine
 
 
 def _collect(log: EventLog, after: int = 0, follow: bool = True) -> list[dict]:
     async def run() -> list[dict]:
         return [e async for e in log.follow(after=after, follow=follow)]
 
-    return asyncio.run(run())
+    return run_coroutine(run())
 
 
 def _raw(log: EventLog, after: int = 0, follow: bool = False) -> bytes:
     async def run() -> bytes:
         return b"".join([c async for c in log.follow_lines(after=after, follow=follow)])
 
-    return asyncio.run(run())
+    return run_coroutine(run())
 
 
 def _filled(tmp_path, texts: list[str], exit_event: bool = True) -> EventLog:
@@ -35,7 +36,7 @@ def _filled(tmp_path, texts: list[str], exit_event: bool = True) -> EventLog:
             log.append({"type": "exit", "status": "COMPLETED", "exit_code": 0, "reason": None})
         return log
 
-    return asyncio.run(run())
+    return run_coroutine(run())
 
 
 @pytest.mark.parametrize("read_at_most", [64, 1 << 20])
@@ -96,6 +97,6 @@ def test_a_follower_gets_what_is_appended_while_it_reads(tmp_path, monkeypatch):
         await asyncio.wait_for(task, 10)
         return got
 
-    got = asyncio.run(run())
+    got = run_coroutine(run())
     assert [e["seq"] for e in got] == list(range(1, 202))
     assert "".join(e["data"] for e in got[:-1]) == "".join(f"{i}\n" * 50 for i in range(200))

@@ -1,7 +1,7 @@
 """The layout claims of the README, proven on the source (tests/layout.py reads it with `ast`):
-small functions, a notebook core without IPython, a sandbox that imports nothing above it, and
-every module in a layer. Then the checker itself, fed small synthetic packages that break each
-claim (module sizes, cycles and upward imports too), so that it cannot pass by seeing nothing."""
+small modules and functions, no import cycle, a notebook core without IPython, a sandbox that
+imports nothing above it, layers that import only downward. Then the checker itself, fed small
+synthetic packages that break each claim, so that it cannot pass by seeing nothing."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ ABOVE_THE_SANDBOX = ("api", "sessions", "builds", "jobs", "cluster", "network", 
 
 AGENT = "joblet_agent"
 SHARED = ("models", "config", "auth", "audit", "paths", "errors", "client_config", "fs", "hub", "hubconfig", "policy",
-          "inotify", "fdlimit", "quotas", "eventfile")
+          "inotify", "fdlimit", "quotas", "eventfile", "poll")
 
 
 def package(name: str) -> tuple[str, str]:
@@ -77,6 +77,11 @@ def lines(found: list[str]) -> str:
 # ---- the product ---------------------------------------------------------------------------------
 
 
+def test_modules_are_at_most_500_lines(product):
+    modules, _ = product
+    assert not (found := layout.long_modules(modules, MODULE_LINES)), lines(found)
+
+
 def test_functions_are_at_most_60_lines_but_the_route_table(product):
     modules, _ = product
     assert not (found := layout.long_functions(modules, FUNCTION_LINES, EXEMPT)), lines(found)
@@ -85,6 +90,11 @@ def test_functions_are_at_most_60_lines_but_the_route_table(product):
 def test_the_exemption_names_a_function_that_exists(product):
     modules, _ = product
     assert EXEMPT <= layout.function_names(modules)
+
+
+def test_no_import_cycles(product):
+    _, found = product
+    assert not (loops := layout.cycles(layout.graph(found))), lines(loops)
 
 
 def test_the_notebook_core_imports_no_ipython(product):
@@ -108,6 +118,11 @@ def test_the_sandbox_imports_nothing_above_it(product):
     assert not upward, lines(upward)
     assert all(group in LAYERS.groups for group in ABOVE_THE_SANDBOX)
     assert all(LAYERS.place(group)[1] < LAYERS.place("sandbox")[1] for group in ABOVE_THE_SANDBOX)
+
+
+def test_layers_import_only_downward(product):
+    _, found = product
+    assert not (upward := layout.upward_imports(found, LAYERS)), lines(upward)
 
 
 def test_every_module_has_a_layer(product):

@@ -47,8 +47,17 @@ def test_a_joblet_cell_body_gets_nothing_from_the_host_kernel(shell):
     assert "samples_in_kernel" in _texts(shell, "samples_in")  # an ordinary cell still does
 
 
-def test_a_session_can_answer_for_the_cell_body(shell):
+def test_the_session_answers_for_a_session_cells_body_only(shell):
     import joblet_nb
 
-    joblet_nb._magics.completer.cell_completer = lambda body, line, col: ["sandbox_var"]
-    assert _texts(shell, "%%joblet run\nsand") == ["sandbox_var"]
+    asked = []
+
+    def session(body, line, col):
+        asked.append((body, line, col))
+        return ["sandbox_var"], "sand"
+
+    joblet_nb._magics.completer.cell_completer = session
+    assert _texts(shell, "%%joblet run --session\nx = 1\nsand") == ["sandbox_var"]
+    assert asked == [("x = 1\nsand", 1, 4)]
+    assert _texts(shell, "%%joblet run\nsand") in ([], ["sand"])   # a fresh sandbox has no session names
+    assert len(asked) == 1

@@ -245,16 +245,8 @@ def _collect_until(kc: Any, msg_id: str, km: Any, marker: str) -> list[tuple[str
 
 
 @pytest.mark.slow
-def test_data_scientist_session_shows_a_real_pandas_table_and_plot(kernel_env, agent):
-    """With python-3.11-ml on the agent (built here if missing), the session cells run for real."""
-    admin = agent.api(agent.admin_token)
-    if admin.call("GET", "/v1/runtimes/python-3.11-ml").status_code == 404:
-        r = admin.call("POST", "/v1/runtimes/python-3.11-ml/build", json={})
-        if r.status_code == 409 and "no bridge network" in r.text:
-            pytest.skip(f"the agent has no bridge network to download python-3.11-ml: {r.text}")
-        assert r.status_code == 201, r.text
-        events = admin.events(r.json()["id"], timeout=1800)
-        assert events[-1]["status"] == "COMPLETED", events[-5:]
+def test_data_scientist_session_shows_a_real_pandas_table_and_plot(kernel_env, ml_runtime):
+    """With python-3.11-ml on the agent (built once if missing), the session cells run for real."""
     cells = _code_cells(_run_example("data-scientist.ipynb", kernel_env))
     _, stderr, table = _outputs(cells[9])
     _, _, plot = _outputs(cells[10])
@@ -262,3 +254,45 @@ def test_data_scientist_session_shows_a_real_pandas_table_and_plot(kernel_env, a
     html = next(r["text/html"] for r in table if "text/html" in r)
     assert '<table border="1" class="dataframe">' in html and "<th>mid-high</th>" in html
     assert any(base64.b64decode(r.get("image/png", "")).startswith(b"\x89PNG") for r in plot), plot
+
+
+def _completions(kc: Any, code: str) -> list[str]:
+    reply = kc.complete(code, len(code), reply=True, timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return reply["content"]["matches"]
+
+
+def _live_sessions(client: JobletClient) -> set[str]:
+    listing = client._request("GET", "/v1/sessions").json()
+    return {s["id"] for s in listing if s["status"] != "ENDED"}
+
+
+def test_tab_in_a_real_kernel_completes_from_the_session_and_the_kernels_exit_ends_it(kernel_env, agent):
+    """complete_request as a notebook server sends it: a `%%joblet run --session` cell's body and
+    every cell under `%joblet auto` get the session's names, not the kernel's; a plain `%%joblet`
+    cell gets neither. Shutting the kernel down ends its session."""
+    from jupyter_client.manager import start_new_kernel
+
+    client = JobletClient(agent.url, agent.user_token)
+    before = _live_sessions(client)
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(kernel_env))
+    try:
+        for code in ("%load_ext joblet_nb", "%joblet session start", "kernel_only_value = 1",
+                     "%%joblet run --session\nsession_only_value = 2"):
+            reply = kc.execute_interactive(code, timeout=120)
+            assert reply["content"]["status"] == "ok", (code, reply["content"])
+        (started,) = _live_sessions(client) - before
+        assert "session_only_value" in _completions(kc, "%%joblet run --session\nx = 1\nsession_only_v")
+        assert "kernel_only_value" not in _completions(kc, "%%joblet run --session\nkernel_only_v")
+        assert "session_only_value" not in _completions(kc, "%%joblet run\nsession_only_v")
+        assert "kernel_only_value" in _completions(kc, "kernel_only_v")   # a local cell: the kernel's
+        kc.execute_interactive("%joblet auto", timeout=120)
+        assert "session_only_value" in _completions(kc, "session_only_v")
+        assert "kernel_only_value" not in _completions(kc, "kernel_only_v")
+        kc.execute_interactive("%joblet auto off", timeout=120)
+        assert "kernel_only_value" in _completions(kc, "kernel_only_v")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)   # as a notebook server's shutdown: the kernel exits itself
+    assert wait_until(lambda: client.session_record(started)["status"] == "ENDED")
+    assert client.session_record(started)["reason"] == "deleted"

@@ -10,8 +10,10 @@ import threading
 import pytest
 from IPython.core.completer import provisionalcompleter
 
+from agentproc import running_agent
 from joblet_nb.core.session import SessionEnded
 from joblet_nb.ipython.session_magics import RemoteResult, keeper_of
+from nbshell import NbShell
 from waiting import wait_until
 
 pytestmark = pytest.mark.root
@@ -104,6 +106,52 @@ def test_an_ended_session_says_so_at_the_next_cell(sess):
     cell = sess.run("%%joblet run --session\n1")
     assert isinstance(cell.error, SessionEnded), cell.error
     assert "deleted" in cell.error.message and "%joblet session start" in cell.error.message
+
+
+def test_an_idle_end_is_said_at_the_next_cell(nb):
+    assert nb.run("%joblet session start --idle-timeout 1").error is None
+    keeper = keeper_of(nb.magics)
+    try:
+        nb.run("%%joblet run --session\nx = 1")
+        session = keeper.current()
+        wait_until(lambda: session.record()["status"] == "ENDED")
+        cell = nb.run("%%joblet run --session\nx")
+        assert isinstance(cell.error, SessionEnded), cell.error
+        assert "reason idle" in cell.error.message and "%joblet session start" in cell.error.message
+    finally:
+        keeper.end()
+
+
+def test_an_oom_fails_the_running_cell_and_is_said_at_the_next(nb):
+    assert nb.run("%joblet session start --max-memory 64M").error is None
+    keeper = keeper_of(nb.magics)
+    try:
+        running = nb.run("%%joblet run --session\nblocks = []\nwhile True:\n    blocks.append(bytearray(8 << 20))")
+        assert type(running.error).__name__ == "SessionEnded" and "reason oom" in str(running.error), running.error
+        cell = nb.run("%%joblet run --session\n1")
+        assert isinstance(cell.error, SessionEnded) and "reason oom" in cell.error.message, cell.error
+    finally:
+        keeper.end()
+
+
+def test_a_session_lost_with_its_agent_is_said_at_the_next_cell(nb, tmp_path):
+    with running_agent() as agent:
+        own = NbShell(nb.shell, agent, tmp_path)
+        for path, token in ((own.user_token_file, agent.user_token), (own.admin_token_file, agent.admin_token)):
+            path.write_text(token + "\n")
+            path.chmod(0o600)
+        own.configure()
+        keeper = keeper_of(nb.magics)
+        try:
+            assert own.run("%joblet session start").error is None
+            assert own.run("%%joblet run --session\nx = 1").error is None
+            agent.stop(signal.SIGTERM)
+            agent.start()
+            cell = own.run("%%joblet run --session\nx")
+            assert isinstance(cell.error, SessionEnded) and "reason lost" in cell.error.message, cell.error
+        finally:
+            keeper.end()
+            nb.configure()
 
 
 def test_no_session_is_a_clear_usage_error(nb):

@@ -11,7 +11,6 @@ runtimes folder (node/runtime.py), with the node's manifest checks left out the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from joblet_agent.models import JobRecord, JobRequest
 from joblet_agent.node import runtime as node_runtime
 from joblet_agent.paths import AgentPaths
 from joblet_agent.sandbox import cgroups
+from waiting import run_coroutine
 
 pytestmark = pytest.mark.root
 
@@ -87,7 +87,7 @@ def test_a_source_that_is_a_symlink_to_the_host_root_is_never_bound(tmp_path: Pa
     launcher.start()
     try:
         service = JobService(paths, AgentConfig(), cgroups.detect(paths.cgroup_parent()), launcher)
-        record = asyncio.run(run_job(service, ["cat", "/opt/runtimes/planted/b/etc/hostname"], mounts))
+        record = run_coroutine(run_job(service, ["cat", "/opt/runtimes/planted/b/etc/hostname"], mounts))
         events = (service.store.dir(record.id) / "events.ndjson").read_text().splitlines()
         out = "".join(json.loads(e).get("data", "") for e in events if '"type":"stdout"' in e)
     finally:

@@ -267,6 +267,19 @@ def test_many_sessions_start_at_once(agent, sessions):
     assert not errors and len(ids) == 12
 
 
+def test_a_users_live_sessions_and_a_sessions_waiting_cells_are_bounded():
+    with running_agent("sessions:\n  max_per_user: 1\n  max_queued_cells: 1\n") as agent:
+        sessions = SessionApi(agent.api())
+        sid = sessions.start()
+        assert "sessions.max_per_user" in sessions.start(expect=409)
+        sessions.cell(sid, "import time\ntime.sleep(600)")   # the runner has it at once
+        sessions.cell(sid, "1")                                # the one cell that may wait
+        r = sessions.api.call("POST", f"/v1/sessions/{sid}/cells", json={"code": "2"})
+        assert r.status_code == 409 and "1 cells waiting" in r.text, r.text
+        sessions.delete(sid)
+        sessions.delete(sessions.start())                      # an ended session no longer counts
+
+
 # ---- what the agent keeps -------------------------------------------------------------------------
 
 def test_deleting_an_ended_session_forgets_it(sessions):

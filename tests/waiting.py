@@ -5,9 +5,10 @@ Never a timing claim: a test that needs "fast enough" belongs in benchmarks/.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -26,3 +27,14 @@ def wait_until(predicate: Callable[[], T], timeout: float = 60.0, interval: floa
             said = message() if callable(message) else message
             raise AssertionError(f"not within {timeout}s: {said or predicate}")
         time.sleep(interval)
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to its end on a loop of its own. asyncio.run would leave the main thread without a
+    current event loop, which code of later tests (tornado's websocket client, closing a hub
+    kernel's connection) still asks for."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()

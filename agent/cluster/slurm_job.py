@@ -9,21 +9,28 @@ import os
 import resource
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import slurm, wire
 from .executor import Ending, JobEvents, Placement
 from ..fs import UnsafePath, create_beneath, remove_tree, write_all
 from ..sandbox import cgroups, status
 
-if TYPE_CHECKING:
-    from .slurm_executor import SlurmExecutor
-
 MAX_PENDING_INPUT = 64 << 20   # a session's input the node has not taken yet
 
 
+class Dispatcher(Protocol):
+    """The SlurmExecutor, as one job's srun sees it (it starts the jobs; each tells it its end)."""
+
+    env: dict[str, str]           # Slurm's environment for srun, squeue, scancel
+    max_output_bytes: int
+
+    def forget(self, name: str) -> None:
+        """The job of Slurm name `name` is over: no more polling or watching its files."""
+
+
 class SlurmExecution:
-    def __init__(self, executor: SlurmExecutor, name: str, folder: Path, events: JobEvents,
+    def __init__(self, executor: Dispatcher, name: str, folder: Path, events: JobEvents,
                  artifacts: str | None, disk_bytes: int, interactive: bool) -> None:
         self.executor = executor
         self.name = name

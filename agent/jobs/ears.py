@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..cluster.executor import Ending, Placement
 from ..contract import JobStatus
 from ..models import ClusterRef, KeptWork, Usage
 from ..sandbox import status
 from ..sandbox.output import Step
+from .livejob import Keeper, LiveJob
 from .verdict import Verdict, decide
-
-if TYPE_CHECKING:
-    from .service import JobService, LiveJob
 
 
 class SandboxEars:
-    def __init__(self, service: JobService, live: LiveJob) -> None:
+    def __init__(self, service: Keeper, live: LiveJob) -> None:
         self.service, self.live = service, live
 
     @property
@@ -68,7 +66,7 @@ class SandboxEars:
         self.service.take(live, Step(live.translator.running()))
         if record.limits.timeout_s:
             live.timers.append(asyncio.get_running_loop().call_later(
-                record.limits.timeout_s, self.service._signal_stop, live, "timeout"))
+                record.limits.timeout_s, self.service.signal_stop, live, "timeout"))
 
     def queued(self, message: str) -> None:
         """PENDING, with the scheduler's reason as the record's message and a status event."""

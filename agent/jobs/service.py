@@ -15,7 +15,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -40,7 +39,8 @@ from ..sandbox.spec import Mount, SandboxSpec
 from .ears import SandboxEars
 from .quota import QuotaKeeper
 from .spec import RuntimeMounts
-from .sinks import JobLog, SandboxSink
+from .livejob import LiveJob, SandboxSink
+from .sinks import JobLog
 from .store import JobStore
 from .verdict import Verdict
 
@@ -58,31 +58,6 @@ BuildPipeline = Callable[[JobRecord, Verdict], Awaitable[Verdict]]
 
 def _no_runtimes(name: str) -> RuntimeMounts:
     raise BadRequest(f"unknown runtime {name!r}: this agent has no published runtimes")
-
-
-@dataclass
-class LiveJob:
-    """What the service keeps about a job while its sandbox exists."""
-
-    record: JobRecord
-    note: LaunchNote                    # its uid slot, its holder's token, what its end adds to its log
-    stop_reason: str | None = None
-    outcome: Outcome = field(default_factory=Outcome)
-    translator: Translator | None = None  # the agent's, where no holder translates (a Slurm job)
-    hold_exit: bool = False             # a runtime build: the RuntimeService ends the record
-    verdict: Verdict | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    sink: SandboxSink | None = None     # where output and the end go: the job's log, or a session
-    execution: Execution | None = None  # the sandbox, on this host or on a cluster's node
-    extra_mounts: list[Mount] = field(default_factory=list)  # the agent's own binds (a session's runner)
-    local: bool = True                  # this host's executor, whatever the agent's `executor` is
-    budget: KeptWork | None = None      # what its /work copy may keep (its user's quota left)
-    kept: KeptWork = field(default_factory=KeptWork)  # what the copy kept (stage 1's "done")
-
-    @property
-    def uid_slot(self) -> int:
-        return self.note.uid_slot
 
 
 class JobService:
@@ -277,7 +252,7 @@ class JobService:
 
     def end(self, live: LiveJob, reason: str = "stopped") -> None:
         """End an attached sandbox at once (SIGKILL); its sink hears how it ended."""
-        self._signal_stop(live, reason, grace=0)
+        self.signal_stop(live, reason, grace=0)
 
     def usage_of(self, live: LiveJob) -> Usage:
         self._sample_usage(live)
@@ -386,7 +361,7 @@ class JobService:
         live = self.live.get(job_id)
         if live is not None:
             self.audit.write("stop", job=job_id, by=who.id, role=who.role)
-            self._signal_stop(live, reason)
+            self.signal_stop(live, reason)
         return record
 
     async def wait(self, job_id: str) -> JobRecord | None:
@@ -424,7 +399,7 @@ class JobService:
                 left[live.record.id] = live.record.network
                 self.live.pop(live.record.id, None)
             else:
-                self._signal_stop(live, "stopped", grace=0.5)
+                self.signal_stop(live, "stopped", grace=0.5)
         for live in list(self.live.values()):
             try:
                 await asyncio.wait_for(live.done.wait(), timeout=15)
@@ -446,7 +421,7 @@ class JobService:
                 return slot
         raise Conflict("no free job uid: too many jobs are running")
 
-    def _signal_stop(self, live: LiveJob, reason: str, grace: float | None = None) -> None:
+    def signal_stop(self, live: LiveJob, reason: str, grace: float | None = None) -> None:
         if live.record.status.finished:
             return
         if live.stop_reason is None:

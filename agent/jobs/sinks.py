@@ -9,43 +9,22 @@ sink's `log`, and what the translator tells (a session's cell ended) goes to `no
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
+from ..cluster.holder_link import LaunchNote
 from ..config import AgentConfig
 from ..contract import JobStatus
 from ..models import JobRecord
-from ..cluster.holder_link import LaunchNote
-from .store import EventLog, JobStore
 from ..sandbox.outcome import Outcome
+from .livejob import Keeper, LiveJob
+from .store import JobStore
 from .verdict import Verdict, display_events, exec_note, outputs_event
-
-if TYPE_CHECKING:
-    from .service import JobService, LiveJob
-
-
-class SandboxSink(Protocol):
-    log: EventLog
-
-    def bind(self, live: LiveJob) -> None:
-        """The sandbox the sink hears from (its outcome so far, its usage)."""
-
-    def running(self) -> None:
-        """The program started."""
-
-    def note(self, text: str) -> None:
-        """A line of the agent's own about the sandbox (its program could not start, ...)."""
-
-    def notice(self, data: Any) -> None:
-        """What the output translator tells (a session's runner is ready, a cell ended)."""
-
-    def ended(self, verdict: Verdict) -> None:
-        """The sandbox is gone, everything it held released; how it ended."""
 
 
 class JobLog:
     """A job's sink: its log, its record's status and end."""
 
-    def __init__(self, service: JobService, live: LiveJob) -> None:
+    def __init__(self, service: Keeper, live: LiveJob) -> None:
         self.service, self.live = service, live
         self.log = service.store.log(live.record.id)
 

@@ -41,7 +41,6 @@ import os
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from typing import Any, TypeVar
 from . import firewall
 from ..config import NetworkConfig
 from ..paths import AgentPaths
+from ..poll import wait_for
 from ..sandbox.libc import CLONE_NEWNET, setns
 
 BRIDGE_PREFIX = "jnb-br-"
@@ -298,8 +298,10 @@ class NetworkManager:
             job.addr("add", index=job_index, address=str(link.address), prefixlen=plan.subnet.prefixlen)
             job.link("set", index=job_index, state="up")
             job.route("add", dst="0.0.0.0/0", gateway=str(plan.gateway))
-            _wait_for(lambda: _read(f"/sys/class/net/{link.veth}/operstate") == "up")
-            _wait_for(lambda: job.link("get", index=job_index)[0].get("operstate") == "UP")
+            # the kernel's link watcher marks a link up a moment later, and its queue is live only
+            # then: a packet sent before goes to the no-op qdisc and is lost (a 1 s retransmit)
+            wait_for(lambda: _read(f"/sys/class/net/{link.veth}/operstate") == "up", interval_s=0.0002)
+            wait_for(lambda: job.link("get", index=job_index)[0].get("operstate") == "UP", interval_s=0.0002)
 
     def _ensure_bridge(self) -> tuple[BridgePlan, AddressPool]:
         """The bridge, its address and the table, made on first use (rules first, then the bridge)."""
@@ -427,13 +429,6 @@ def _enter_job_side() -> int:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
     return sock.detach()
 
-
-def _wait_for(link_is_up: Callable[[], bool], timeout: float = 1.0) -> None:
-    """Until the kernel's link watcher has marked a link up (its queue is live only then: a packet
-    sent before goes to the no-op qdisc and is lost, costing the job a 1 s retransmit)."""
-    deadline = time.monotonic() + timeout
-    while not link_is_up() and time.monotonic() < deadline:
-        time.sleep(0.0002)
 
 
 # ---- small helpers -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from .main import NodeSetupError
+from .shared import NodeSetupError
 
 # the devices every CUDA process opens besides its GPUs; bound only when they exist on the node
 CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")

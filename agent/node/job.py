@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import gres
-from .main import STOP_SIGNALS, NodeSetupError
+from .shared import STOP_SIGNALS, NodeSetupError
 from ..cluster import wire
 from ..fs import remove_tree
 from ..jobs import etcfiles

@@ -20,16 +20,13 @@ import sys
 from typing import Any
 
 from ..cluster import signing, wire
+from .shared import STOP_SIGNALS
 
 REFUSED_EXIT = 2
 
 
 class Refused(Exception):
     """The node side will not take this job; nothing was made."""
-
-
-class NodeSetupError(Exception):
-    """The job cannot run on this node; it ends with reason setup and this message."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,9 +62,6 @@ def refuse(message: str) -> int:
     except OSError:
         pass
     return REFUSED_EXIT
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def main(argv: list[str] | None = None) -> int:

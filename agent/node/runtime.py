@@ -17,7 +17,7 @@ from typing import Any
 
 from ..builds import manifest as mf
 from ..sandbox.spec import Mount
-from .main import NodeSetupError
+from .shared import NodeSetupError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _BUILD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

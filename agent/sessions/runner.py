@@ -32,19 +32,26 @@ PRIVATE_FD_MIN = 20
 READ_CHUNK = 65536
 OUT = {"fd": -1}                    # the private reply channel
 WRITE_LOCK = threading.Lock()
+HELD = []                           # frames that go out with the next one sent
 STATE = {"cell": 0, "running": False, "sending": False, "pending": False, "pump": None}
 
 
-def send(frame):
-    """One reply frame, whole, whatever thread sends it. An interrupt that comes while the main
-    thread writes one waits until the frame is out (a torn frame would break the channel)."""
-    data = (json.dumps(frame, separators=(",", ":"), default=str) + "\n").encode("utf-8", "replace")
+def send(frame=None, hold=False):
+    """One reply frame, whole, whatever thread sends it. A held frame waits for the next one that
+    is sent, and both go out in one write (a cell's last output and its end reach the agent
+    together); `send()` writes the held ones alone. An interrupt that comes while the main thread
+    writes waits until the frame is out (a torn frame would break the channel)."""
+    data = b"" if frame is None else \
+        (json.dumps(frame, separators=(",", ":"), default=str) + "\n").encode("utf-8", "replace")
     main = threading.current_thread() is threading.main_thread()
     with WRITE_LOCK:
+        if hold:
+            HELD.append(data)
+            return
+        view, HELD[:] = memoryview(b"".join(HELD) + data), []
         if main:
             STATE["sending"] = True
         try:
-            view = memoryview(data)
             while view:
                 view = view[os.write(OUT["fd"], view):]
         finally:
@@ -64,44 +71,39 @@ def on_sigint(_signum, _frame):
 
 
 def sync_output():
-    """Everything the cell wrote so far is sent before whatever comes next."""
+    """Everything the cell wrote so far is read from its pipes, to go out with (and before) the
+    next frame sent, so a cell's result and end never overtake its own output."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
     if STATE["pump"] is not None:
-        STATE["pump"].sync()
+        STATE["pump"].drain()
 
 
 class Pump(threading.Thread):
-    """Reads the cell's stdout/stderr pipes and sends what comes as frames of the current cell.
-    `sync()` returns once everything written to the pipes before it was sent, so a cell's
-    result and end never overtake its own output."""
+    """Reads the cell's stdout/stderr pipes and sends what comes as frames of the current cell,
+    while the cell runs. `drain()`, on the main thread, reads what is left in the pipes and holds
+    it for the frame that comes next (no hand-over to this thread and back at a cell's end)."""
 
     def __init__(self, streams):
         super().__init__(name="joblet-pump", daemon=True)
         self.streams = streams                     # read fd -> "stdout" | "stderr"
         self.decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace") for fd in streams}
-        self.ctl_r, self.ctl_w = os.pipe()
-        for fd in list(streams) + [self.ctl_r]:
+        for fd in streams:
             os.set_blocking(fd, False)
             fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-        fcntl.fcntl(self.ctl_w, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-        self.waiting = []
-        self.lock = threading.Lock()
+        self.reading = threading.Lock()            # one reader of the pipes at a time
 
     def run(self):
-        fds = list(self.streams) + [self.ctl_r]
+        fds = list(self.streams)
         while True:
-            ready = select.select(fds, [], [])[0]
-            for fd in ready:
-                if fd == self.ctl_r:
-                    self._synced()
-                else:
-                    self._read(fd, limit=1)
+            for fd in select.select(fds, [], [])[0]:
+                with self.reading:
+                    self._read(fd, limit=1, hold=False)
 
-    def _read(self, fd, limit):
+    def _read(self, fd, limit, hold):
         for _ in range(limit):
             try:
                 data = os.read(fd, READ_CHUNK)
@@ -109,28 +111,20 @@ class Pump(threading.Thread):
                 return
             text = self.decoders[fd].decode(data)
             if text:
-                send({"type": self.streams[fd], "cell": STATE["cell"], "data": text})
+                send({"type": self.streams[fd], "cell": STATE["cell"], "data": text}, hold=hold)
             if len(data) < READ_CHUNK:
                 return
 
-    def _synced(self):
+    def drain(self):
+        """On the main thread: an interrupt meanwhile waits (as during a frame's write), so no
+        output read from a pipe is lost."""
+        STATE["sending"] = True
         try:
-            os.read(self.ctl_r, 4096)
-        except BlockingIOError:
-            return
-        with self.lock:
-            waiting, self.waiting = self.waiting, []
-        for fd in self.streams:
-            self._read(fd, limit=64)
-        for event in waiting:
-            event.set()
-
-    def sync(self):
-        event = threading.Event()
-        with self.lock:
-            self.waiting.append(event)
-        os.write(self.ctl_w, b"s")
-        event.wait()
+            with self.reading:
+                for fd in self.streams:
+                    self._read(fd, limit=64, hold=True)
+        finally:
+            STATE["sending"] = False
 
 
 def take_over_stdio():
@@ -245,6 +239,8 @@ def _plain(obj):
 
 def display(*objs, raw=False, **_ignored):
     """Show objects in the notebook, as IPython's display() does."""
+    if not objs:
+        return
     sync_output()
     for obj in objs:
         data = obj if raw and isinstance(obj, dict) else format_bundle(obj)
@@ -492,6 +488,7 @@ def main():
         serve(requests)
     finally:
         sync_output()
+        send()
         os._exit(0)
 
 

@@ -29,7 +29,8 @@ from ..contract import JobType
 from ..errors import BadRequest, Conflict, NotFound, SessionEnded
 from ..eventfile import EventFile
 from ..jobs.restore import SLURM_LOST, Adopted, RestoreReport, take_back
-from ..jobs.service import JobService, LiveJob
+from ..jobs.livejob import LiveJob
+from ..jobs.service import JobService
 from ..jobs.store import EventLog
 from ..jobs.verdict import Verdict, exec_note
 from ..models import JobRecord, JobRequest, Usage

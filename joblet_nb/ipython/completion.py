@@ -4,8 +4,9 @@ from the host kernel inside a `%%joblet` cell (the sandbox has none of the kerne
 One IPython matcher (completer API v2), registered when the extension loads. What it offers is read
 from the magics' own `magic_arguments` parsers, so a new option completes without a change here.
 IPython lets a matcher silence the others (Jedi, the namespace) only when it has a completion, so
-in a cell body it offers the token itself: Tab then changes nothing. `cell_completer`, when set
-(a session's sandbox), answers for the body instead.
+in a cell body it offers the token itself: Tab then changes nothing. In a `%%joblet run --session`
+cell, `cell_completer` (set by the notebook's session) answers for the body from the session's
+namespace instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, Callable
 
 from IPython.core.completer import CompletionContext, SimpleCompletion, SimpleMatcherResult, context_matcher
 
-CellCompleter = Callable[[str, int, int], list[str]]   # (cell body, line, column) -> matches
+# (cell body, line, column) -> (matches, the text before the cursor they replace)
+CellCompleter = Callable[[str, int, int], tuple[list[str], str]]
 PRIORITY = 100.0  # ahead of Jedi and the namespace matchers
 
 
@@ -46,25 +48,29 @@ class JobletCompleter:
         self.magics = magics
         self.cell_completer: CellCompleter | None = None
 
-    def matches(self, full_text: str, line: int, column: int) -> list[str] | None:
-        """What to offer at (line, column); None where the text is no `%joblet` magic of ours."""
+    def matches(self, full_text: str, line: int, column: int) -> tuple[list[str], str | None] | None:
+        """What to offer at (line, column), and the text it replaces (None: IPython's token);
+        None where the text is no `%joblet` magic of ours."""
         lines = full_text.split("\n")
         first = lines[0].lstrip()
         if first.startswith("%%joblet") and line > 0:
+            if "--session" not in first.split():
+                return [], None   # a fresh sandbox: no names of this kernel, none of a session
             return self._cell_body("\n".join(lines[1:]), line - 1, column)
         current = lines[line][:column].lstrip()
         for prefix in ("%%joblet", "%joblet"):
             if current.startswith(prefix + " "):
-                return self._line(current[len(prefix):].split(" "), cell=prefix == "%%joblet")
+                return self._line(current[len(prefix):].split(" "), cell=prefix == "%%joblet"), None
         return None
 
-    def _cell_body(self, body: str, line: int, column: int) -> list[str]:
+    def _cell_body(self, body: str, line: int, column: int) -> tuple[list[str], str | None]:
         if self.cell_completer is None:
-            return []
+            return [], None
         try:
-            return list(self.cell_completer(body, line, column))
+            found, fragment = self.cell_completer(body, line, column)
+            return list(found), fragment
         except Exception:  # noqa: BLE001 - a completer must never break typing
-            return []
+            return [], None
 
     def _line(self, words: list[str], cell: bool) -> list[str]:
         words = [w for w in words[:-1] if w] + [words[-1]]
@@ -88,11 +94,17 @@ def register(shell: Any, magics: Any) -> JobletCompleter:
 
     @context_matcher(priority=PRIORITY, identifier="joblet")
     def joblet_matcher(context: CompletionContext) -> SimpleMatcherResult:
-        found = completer.matches(context.full_text, context.cursor_line, context.cursor_position)
-        if found is None:
+        offer = completer.matches(context.full_text, context.cursor_line, context.cursor_position)
+        if offer is None:
             return {"completions": [], "suppress": False}
-        texts = found or [context.token]  # a body with nothing to offer completes to itself
-        return {"completions": [SimpleCompletion(text=t, type="joblet") for t in texts], "suppress": True}
+        found, fragment = offer
+        if not found:  # a body with nothing to offer completes to itself
+            found, fragment = [context.token], None
+        result: SimpleMatcherResult = {"completions": [SimpleCompletion(text=t, type="joblet") for t in found],
+                                       "suppress": True}
+        if fragment is not None:
+            result["matched_fragment"] = fragment
+        return result
 
     matchers = shell.Completer.custom_matchers
     matchers[:] = [m for m in matchers if getattr(m, "matcher_identifier", "") != "joblet"]

@@ -16,16 +16,15 @@ from IPython.display import display
 from traitlets import Bool, Dict, Float, Int, Unicode
 from traitlets.config import Configurable
 
-from . import artifacts, feedback, runtime_magics, session_magics
-from ..core.account import describe
+from . import artifacts, feedback, runtime_magics, session_magics, setup_magics
 from ..core.client import JobletClient
-from ..core.config import Settings, UnknownNode, mask, resolve_node
-from ..core.errors import AgentTimeout, JobInterrupted, JobletError, OutputsMissing, RuntimeMissing
-from ..core.records import JobLimits, RuntimeInfo, to_json
+from ..core.config import Settings, UnknownNode, resolve_node
+from ..core.errors import AgentTimeout, JobInterrupted, JobletError, OutputsMissing
+from ..core.records import JobLimits
 from ..core.request import (Defaults, OptionError, RunOptions, build_request, collect_inputs,
                             effective_runtime, limits_from, names, parse_env)
 from ..core.stream import JobFollower, JobResult
-from .display import ended_text, jobs_table, mapping_table, note, record_table
+from .display import ended_text, jobs_table, note, record_table
 
 KEPT_CLIENTS = 8  # clients (agents x tokens) a notebook keeps, with their connections
 
@@ -369,23 +368,7 @@ class JobletMagics(Magics, Configurable):
     @argument("--node", metavar="NAME")
     def _info(self, rest: str, cell: str | None) -> None:
         """The agent (URL, version, platform), who you are to it (tokens masked), your defaults."""
-        args = parse_argstring(self._info, rest)
-        settings = self.settings(args.node)
-        client = JobletClient.from_settings(settings, timeout=self.http_timeout)
-        facts: dict[str, Any] = {"url": client.url}
-        if client.cert:
-            facts["pinned certificate"] = client.cert
-        facts.update({f"agent {k}": v for k, v in to_json(client.health()).items()})
-        facts["token"] = f"{mask(client.token)} (from {settings.source})"
-        try:
-            facts.update(describe(to_json(client.whoami())))
-        except JobletError as exc:
-            facts["you are"] = f"not accepted: {exc}"
-        facts["admin token"] = mask(client.admin_token)
-        facts["default runtime"] = self.default_runtime or "base python3"
-        facts["default limits"] = dict(self.default_limits) or "agent defaults"
-        facts["default network"] = self.default_network or "agent default (none)"
-        display(mapping_table(facts, "joblet info"))
+        setup_magics.info(self, parse_argstring(self._info, rest))
 
     @magic_arguments("joblet use")
     @argument("runtime", metavar="RUNTIME", help="runtime for this notebook's cells (`base`: system python3)")
@@ -399,27 +382,7 @@ class JobletMagics(Magics, Configurable):
 
         Fails clearly when the agent lacks the runtime (see `%joblet require`).
         """
-        args = parse_argstring(self._use, rest)
-        runtime = effective_runtime(args.runtime)
-        if runtime and not args.no_check:
-            try:
-                self._check_runtime(self.client(args.node), runtime)
-            except RuntimeMissing as exc:
-                if args.fallback is None:
-                    raise
-                fallback = effective_runtime(args.fallback)
-                if fallback:
-                    self._check_runtime(self.client(args.node), fallback)
-                note(f"{exc.message}; using {fallback or 'base python3'} instead")
-                runtime = fallback
-        limits = to_json(limits_from(args.max_memory, args.max_cpu, args.pids, args.timeout,
-                                     args.disk, args.max_io, args.gpus))
-        self.default_runtime = runtime or ""
-        self.default_limits = limits
-        self.default_network = args.network or ""
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(limits.items())) or "agent defaults"
-        note(f"this notebook runs with runtime={runtime or 'base python3'}, limits: {shown}"
-             + (f", network={args.network}" if args.network else ""))
+        setup_magics.use(self, parse_argstring(self._use, rest))
 
     @magic_arguments("joblet require")
     @argument("runtimes", nargs="+", metavar="RUNTIME")
@@ -428,24 +391,7 @@ class JobletMagics(Magics, Configurable):
     @argument("--node", metavar="NAME")
     def _require(self, rest: str, cell: str | None) -> None:
         """Fail clearly where the agent lacks a runtime, saying how an admin builds it."""
-        args = parse_argstring(self._require, rest)
-        client = self.client(args.node)
-        for name in args.runtimes:
-            try:
-                self._check_runtime(client, name)
-                self.skip_runtimes.discard(name)
-                note(f"runtime {name} is available")
-            except RuntimeMissing as exc:
-                if not args.or_skip:
-                    raise
-                self.skip_runtimes.add(name)
-                note(f"{exc.message}; cells that use it are skipped")
-
-    def _check_runtime(self, client: JobletClient, name: str) -> RuntimeInfo:
-        try:
-            return client.require_runtime(name)
-        except RuntimeMissing as exc:
-            raise exc.built_with(f"`%joblet runtime build {name}` (or POST /v1/runtimes/{name}/build)") from None
+        setup_magics.require(self, parse_argstring(self._require, rest))
 
     @magic_arguments("joblet ui")
     @argument("--node", metavar="NAME")

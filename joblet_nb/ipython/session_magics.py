@@ -64,6 +64,10 @@ class SessionKeeper:
         self.auto = False
         self.skipped: str | None = None   # the runtime a `require --or-skip` notebook lacks
         self._matcher: Any = None
+        completer = getattr(magics, "completer", None)
+        if completer is not None:   # a `%%joblet run --session` cell's body completes from the session
+            from .session_completion import body_completer
+            completer.cell_completer = body_completer(self)
         atexit.register(self.end)   # the kernel's shutdown or restart ends the session
 
     @property
@@ -155,9 +159,20 @@ class SessionKeeper:
     def _mark(self, session: Session, cell: int) -> None:
         runtime = self.options.get("runtime") or "base python3"
         text = f"sandbox · session {session.id[:8]} · {runtime} · cell {cell}"
-        publish_display_data({"text/plain": f"[{text}]",
-                              "text/html": f'<div class="joblet-session-mark" style="font-size:10px;'
-                                           f'color:#999;line-height:1.2">&#9635; {html.escape(text)}</div>'})
+        mark = {"text/plain": f"[{text}]",
+                "text/html": f'<div class="joblet-session-mark" style="font-size:10px;'
+                             f'color:#999;line-height:1.2">&#9635; {html.escape(text)}</div>'}
+        # ipykernel's publisher flushes stdout and stderr first, each a wait for its I/O thread;
+        # nothing of this cell is written yet (a note flushes itself), so the mark skips that
+        publisher = self.shell.display_pub
+        if not callable(getattr(publisher, "_flush_streams", None)):
+            publish_display_data(mark)
+            return
+        publisher._flush_streams = lambda: None
+        try:
+            publish_display_data(mark)
+        finally:
+            del publisher._flush_streams
 
     # ---- auto ------------------------------------------------------------------------------
 
@@ -192,9 +207,11 @@ class SessionKeeper:
 
 
 def _write_stream(event: dict[str, Any]) -> None:
+    """Written, not flushed: the kernel sends what waits every 0.2 s and before anything else of
+    the cell (display data, its value, an error, its end), so a cell costs no extra wait for the
+    kernel's I/O thread and a chatty one sends a few large messages."""
     stream = sys.stderr if event.get("type") == "stderr" else sys.stdout
     stream.write(str(event.get("data", "")))
-    stream.flush()
 
 
 # ---- the subcommands ----------------------------------------------------------------------------

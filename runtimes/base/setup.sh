@@ -78,5 +78,9 @@ for path in sorted(paths):
 os.makedirs(os.path.join(prefix, "usr/lib/ssl"), exist_ok=True)
 os.symlink("/etc/ssl/certs", os.path.join(prefix, "usr/lib/ssl/certs"))
 os.symlink("/etc/ssl/certs/ca-certificates.crt", os.path.join(prefix, "usr/lib/ssl/cert.pem"))
+# the one alternative of these packages scripts call by its generic name (dpkg's alternatives live
+# in /etc, which the image leaves out): awk is mawk
+if os.path.exists(os.path.join(prefix, "usr/bin/mawk")) and not os.path.lexists(os.path.join(prefix, "usr/bin/awk")):
+    os.symlink("mawk", os.path.join(prefix, "usr/bin/awk"))
 print(f"base: {copied} files and links, {size / 1e6:.1f} MB, from {len(lists)} packages")
 PY

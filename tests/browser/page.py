@@ -70,7 +70,7 @@ class NotebookPage:
     # ---- opening --------------------------------------------------------------------------
 
     def open(self, url: str) -> "NotebookPage":
-        self.page.goto(url)
+        self.page.goto(url, timeout=KERNEL_TIMEOUT_MS)  # a loaded machine serves the app slowly
         self.wait_for_kernel()
         return self
 

@@ -7,8 +7,6 @@ cgroupfs does.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 
 
 class CgroupError(Exception):
@@ -56,12 +54,3 @@ def rmdir(path: str) -> None:
     """Remove a cgroup directory (cgroupfs allows rmdir despite its files). A seam like mkdir."""
     os.rmdir(path)
 
-
-def wait_for(check: Callable[[], bool], timeout_s: float = 1.0) -> bool:
-    """Poll briefly for a kernel state change (freezing is asynchronous)."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True

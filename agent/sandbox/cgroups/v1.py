@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from . import files
+from ...poll import wait_for
 from .base import CPU_PERIOD_US, CgroupDriver, CgroupLimits, CgroupUsage, JobCgroup
 
 
@@ -59,7 +60,7 @@ class V1Job(JobCgroup):
         want = "FROZEN" if frozen else "THAWED"
         files.write(state, want)
         if frozen:  # FREEZING until every task has stopped; thawing needs no wait
-            files.wait_for(lambda: files.read(state).strip() == want)
+            wait_for(lambda: files.read(state).strip() == want)
         return True
 
 

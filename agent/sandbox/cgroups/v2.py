@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from . import files
+from ...poll import wait_for
 from .base import CPU_PERIOD_US, CgroupDriver, CgroupLimits, CgroupUsage, JobCgroup
 from .files import CgroupError
 
@@ -46,7 +47,7 @@ class V2Job(JobCgroup):
         files.write(path, "1" if frozen else "0")
         events = os.path.join(self.dirs[0], "cgroup.events")
         if frozen:
-            files.wait_for(lambda: files.keyvals(files.read(events)).get("frozen") == 1)
+            wait_for(lambda: files.keyvals(files.read(events)).get("frozen") == 1)
         return True
 
 
