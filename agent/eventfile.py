@@ -20,6 +20,8 @@ import json
 import os
 from typing import Any
 
+import orjson
+
 LOG_NAME = "events.ndjson"
 TAIL_WINDOW = 64 << 10
 
@@ -30,7 +32,11 @@ class LogHeld(Exception):
 
 def encode(seq: int, event: dict[str, Any]) -> bytes:
     """One event as its line: `seq` first, so a reader finds it without parsing the rest."""
-    return json.dumps({"seq": seq, **event}, separators=(",", ":")).encode() + b"\n"
+    line = {"seq": seq, **event}
+    try:
+        return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # orjson refuses what json writes escaped (a lone surrogate in a file name)
+        return json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
 
 class EventFile:

@@ -28,6 +28,9 @@ class JobLog:
         self.service, self.live = service, live
         self.log = service.store.log(live.record.id)
 
+    def bind(self, live: LiveJob) -> None:
+        self.live = live  # made for its job already: a session's sink is the one bound later
+
     def running(self) -> None:
         self.service.store.save(self.live.record)
 
