@@ -331,9 +331,11 @@ class JobStore(RecordStore[JobRecord]):
         return self.dir(job_id) / "work"
 
     def finish(self, record: JobRecord, verdict: Verdict) -> None:
-        """End a job: its record says how, and the `exit` event closes its log."""
-        self.settle(record, verdict)
+        """End a job: the `exit` event closes its log, then its record says how. In that order, an
+        agent killed between the two leaves a log that restore.py settles the record from; the
+        other way round it would leave a finished record whose log never ends."""
         self.log(record.id).append(verdict.exit_event())
+        self.settle(record, verdict)
 
     def settle(self, record: JobRecord, verdict: Verdict, ended_at: float | None = None) -> None:
         """The record of an ended job says how it ended (its log is closed by whoever ends it)."""
