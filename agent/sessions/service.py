@@ -189,8 +189,9 @@ class SessionService:
             raise SessionEnded(f"session {session_id} has ended (reason {record.reason}"
                            + (f": {record.message}" if record.message else "")
                            + "); start a new one (POST /v1/sessions, or `%joblet session start`)")
-        if live.queued >= self.config.sessions.max_queued_cells:
-            raise Conflict(f"session {session_id} already has {live.queued} cells waiting")
+        waiting = live.queued if live.running is not None else max(0, live.queued - 1)  # one goes at once
+        if waiting >= self.config.sessions.max_queued_cells:
+            raise Conflict(f"session {session_id} already has {waiting} cells waiting")
         record.cells += 1
         record.last_active_at = time.time()
         self.store.save(record)  # the cell numbers go on after an agent restart
