@@ -178,6 +178,8 @@ class CopyRules:
     limit_bytes: int | None = None    # all files together; one that does not fit is skipped
     max_depth: int | None = MAX_DEPTH
     limit_entries: int | None = None  # files and folders together; the copy stops at this many
+    keep_times: bool = False          # files keep their modification time (Python's bytecode
+                                      # cache is valid only beside a source of the same mtime)
 
     def file_mode(self, mode: int) -> int:
         if self.normal_modes:
@@ -314,7 +316,8 @@ def _copy_one(src_dir: int, dst_dir: int, name: str, path: str, depth: int, repo
         left = None if rules.limit_bytes is None else rules.limit_bytes - report.copied
         if left is not None and st.st_size > left:
             report.skip(f"{path}: {st.st_size} bytes, over the job's disk limit")
-        elif _copy_file(src_dir, dst_dir, name, rules.file_mode(mode), left, report):
+        elif _copy_file(src_dir, dst_dir, name, rules.file_mode(mode), left, report,
+                        st if rules.keep_times else None):
             report.files += 1
         else:
             report.dropped.append(path)  # no longer a regular file when opened
@@ -419,7 +422,8 @@ def names(dir_fd: int) -> list[str]:
         return [entry.name for entry in it]
 
 
-def _copy_file(src_dir: int, dst_dir: int, name: str, mode: int, left: int | None, report: CopyReport) -> bool:
+def _copy_file(src_dir: int, dst_dir: int, name: str, mode: int, left: int | None, report: CopyReport,
+               times: os.stat_result | None = None) -> bool:
     s = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=src_dir)
     try:
         if not stat.S_ISREG(os.fstat(s).st_mode):
@@ -429,6 +433,8 @@ def _copy_file(src_dir: int, dst_dir: int, name: str, mode: int, left: int | Non
         try:
             report.copied += _copy_fd(s, d, left)
             os.fchmod(d, mode)
+            if times is not None:
+                os.utime(d, ns=(times.st_atime_ns, times.st_mtime_ns))
         finally:
             os.close(d)
         return True

@@ -147,6 +147,7 @@ def test_copy_clean_strips_setuid_drops_fifos_and_keeps_links(tmp_path):
     os.symlink("/etc/shadow", src / "shadow")
     (src / "data").write_text("d")
     os.chmod(src / "data", 0o666)
+    os.utime(src / "data", ns=(1_600_000_000_000_000_000, 1_500_000_000_123_456_789))
     dst = tmp_path / "isolated"
     dst.mkdir()
     report = mf.CopyReport()
@@ -159,6 +160,7 @@ def test_copy_clean_strips_setuid_drops_fifos_and_keeps_links(tmp_path):
     assert report.stripped == ["tree/su"] and report.dropped == ["tree/fifo"]
     assert (dst / "tree" / "su").stat().st_mode & 0o7777 == 0o755
     assert (dst / "tree" / "data").stat().st_mode & 0o7777 == 0o644
+    assert (dst / "tree" / "data").stat().st_mtime_ns == 1_500_000_000_123_456_789  # .pyc stay valid
     assert os.readlink(dst / "tree" / "shadow") == "/etc/shadow"
     assert not (dst / "tree" / "fifo").exists()
 

@@ -34,7 +34,9 @@ class TreeError(Exception):
     """A staged or published tree is not acceptable; the message says which entry and why."""
 
 
-RUNTIME_COPY = CopyRules(keep_links=True, dir_mode=0o755, normal_modes=True, max_depth=None)
+# files keep their mtime: a `.pyc` is used only beside a source of the mtime it recorded, so a
+# runtime copied without it recompiled every module it imported in every job (ast: 1 ms -> 16 ms)
+RUNTIME_COPY = CopyRules(keep_links=True, dir_mode=0o755, normal_modes=True, max_depth=None, keep_times=True)
 
 
 def copy_clean(src_dir_fd: int, name: str, dst_dir_fd: int, report: CopyReport, rel: str = "") -> None:
