@@ -166,6 +166,27 @@ def client(agent: AgentProcess) -> JobletClient:
     return JobletClient(agent.url, agent.user_token, agent.admin_token)
 
 
+@pytest.fixture
+def kernel(agent: AgentProcess) -> Iterator[Any]:
+    """A real python3 kernel (jupyter_client) with joblet_nb loaded and pointed at the suite's
+    agent through its environment, as a hub or a user's shell would; its blocking client."""
+    from jupyter_client.manager import start_new_kernel
+
+    saved = dict(os.environ)
+    os.environ.update(JOBLET_URL=agent.url, JOBLET_TOKEN=agent.user_token)
+    try:
+        km, kc = start_new_kernel(kernel_name="python3")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        kc.execute_interactive("%load_ext joblet_nb", timeout=60)
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 # ---- the browser (tests/browser: JupyterLab 4 and Notebook 7 in headless Chromium) ------------
 #
 #     pytestmark = [pytest.mark.root, pytest.mark.browser]

@@ -4,7 +4,6 @@ batching rule (one per 64 KB, or per 0.1 s the output waited), not by the job's 
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -15,25 +14,6 @@ from joblet_nb.core.batching import INTERVAL_S, MAX_BYTES
 pytestmark = pytest.mark.root
 
 LINES = 20_000
-
-
-@pytest.fixture
-def kernel(agent: Any) -> Any:
-    from jupyter_client.manager import start_new_kernel
-
-    saved = dict(os.environ)
-    os.environ.update(JOBLET_URL=agent.url, JOBLET_TOKEN=agent.user_token)
-    try:
-        km, kc = start_new_kernel(kernel_name="python3")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    try:
-        kc.execute_interactive("%load_ext joblet_nb", timeout=60)
-        yield kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def test_a_20000_line_job_sends_few_output_messages(kernel):

@@ -8,7 +8,9 @@ the cell that ran the job and not in whichever cell is running when a thread get
 Live output is written in batches (`batching.OutputBatcher`: every 0.1 s or 64 KB): a thread of
 its own reads the agent's event stream into a bounded queue, and the calling thread waits on the
 queue no longer than the oldest unwritten output may wait. A job that ends, fails or is
-interrupted has everything it printed written first.
+interrupted has everything it printed written first. In a kernel, what the job printed last is
+written without a flush: ipykernel sends what waits before the cell's reply (and before any display
+or error), and each flush is a wait for its I/O thread.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ class JobFollower:
         self.on_event = on_event
         self.on_display = on_display
         self.result = JobResult(JobRecord(job_id))
-        self.batcher = OutputBatcher(_write)
+        self.batcher = OutputBatcher(self._write)
+        self._flush_each = True     # batches while the job runs are flushed: they show at once
         self._pump: EventPump | None = None
         self._stderr: deque[str] = deque()
         self._stderr_chars = 0
@@ -147,8 +150,8 @@ class JobFollower:
             for event in self.client.events(self.job_id, after=self.result.last_seq, follow=follow):
                 self._handle(event)
             return
-        if self._pump is None:
-            self._pump = EventPump(self.client.clone(), self.job_id, self.result.last_seq)
+        self.start()
+        assert self._pump is not None
         while True:
             try:
                 item = self._pump.get(self.batcher.due_in())
@@ -161,7 +164,15 @@ class JobFollower:
                 raise item
             self._handle(item)
 
+    def _write(self, kind: str, text: str) -> None:
+        """One batch to the stream that is current now (the running cell's, in a kernel)."""
+        stream = sys.stdout if kind == "stdout" else sys.stderr
+        stream.write(text)
+        if self._flush_each or not self_flushing(stream):
+            stream.flush()
+
     def _flush_buffer(self) -> None:
+        self._flush_each = False
         self.batcher.flush()
         for kind, data in self._buffer:
             (sys.stdout if kind == "stdout" else sys.stderr).write(data)
@@ -169,13 +180,13 @@ class JobFollower:
         if not self.live and self.on_display is not None:
             for display in self.result.displays:
                 self.on_display(display)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if not self_flushing(stream):
+                stream.flush()
 
     def _finish(self) -> JobResult:
         self._flush_buffer()
-        if self._pump is not None:
-            self._pump.close()
+        self.close()
         self.result.stderr_tail = "".join(self._stderr)
         try:
             record = self.client.get_job(self.job_id)
@@ -188,6 +199,17 @@ class JobFollower:
         return self.result
 
     # ---- public -------------------------------------------------------------------------
+
+    def start(self) -> "JobFollower":
+        """Start reading the job's events now, on a thread of their own (e.g. while a status line
+        is made); `follow()` takes them from there. `close()` if `follow()` will not be called."""
+        if self.live and self._pump is None:
+            self._pump = EventPump(self.client.clone(), self.job_id, self.result.last_seq)
+        return self
+
+    def close(self) -> None:
+        if self._pump is not None:
+            self._pump.close()
 
     def history(self) -> JobResult:
         """Everything so far, without waiting for the job to end."""
@@ -205,8 +227,7 @@ class JobFollower:
     def _interrupted(self, stop: bool) -> None:
         if not stop:
             self._flush_buffer()
-            if self._pump is not None:
-                self._pump.close()
+            self.close()
             raise JobInterrupted(self.job_id, "still running", "detached", detached=True) from None
         try:
             self.client.stop(self.job_id)
@@ -217,19 +238,24 @@ class JobFollower:
                 self._read()  # the rest of its output, up to its exit event
         except KeyboardInterrupt:
             self._flush_buffer()
-            if self._pump is not None:
-                self._pump.close()
+            self.close()
             raise JobInterrupted(self.job_id, "stop requested", "not waiting for it to end") from None
         record = self._finish().record
         detail = "its processes are gone" if record.finished else "it may still be ending"
         raise JobInterrupted(self.job_id, record.status.value, detail) from None
 
 
-def _write(kind: str, text: str) -> None:
-    """One batch to the stream that is current now (the running cell's, in a kernel)."""
-    stream = sys.stdout if kind == "stdout" else sys.stderr
-    stream.write(text)
-    stream.flush()
+def self_flushing(stream: Any) -> bool:
+    """ipykernel's streams (they keep `_flush_pending`) send what waits every 0.2 s and before
+    anything else of the cell: a display, an error, the cell's reply."""
+    return hasattr(stream, "_flush_pending")
+
+
+def flush_pending(stream: Any) -> None:
+    """Flush `stream` where something may wait in it: a flush of ipykernel's waits for the kernel's
+    I/O thread (0.4-2 ms on a busy machine), also when nothing does."""
+    if getattr(stream, "_flush_pending", True):
+        stream.flush()
 
 
 class EventPump:

@@ -7,15 +7,17 @@ and a notebook each get a readable view without any widget manager.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
 import sys
 import time
 from enum import Enum
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..core.records import JobRecord, RuntimeInfo, to_json
+from ..core.stream import flush_pending
 
 
 def note(message: str) -> None:
@@ -23,6 +25,23 @@ def note(message: str) -> None:
     notebooks paint as an error. The job's own output is written (flushed) before it."""
     sys.stdout.write(f"[joblet] {message}\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def lean_publishing(shell: Any, in_place: bool = False) -> Iterator[None]:
+    """Display calls inside skip ipykernel's flush of stdout and stderr where nothing waits in them
+    (each is a wait for the kernel's I/O thread, 0.4-2 ms on a busy machine); `in_place`: they only
+    update an output already shown, whose place no flush changes, so they never flush."""
+    publisher = getattr(shell, "display_pub", None)
+    if not callable(getattr(publisher, "_flush_streams", None)):
+        yield
+        return
+    publisher._flush_streams = (lambda: None) if in_place else \
+        (lambda: [flush_pending(stream) for stream in (sys.stdout, sys.stderr)])
+    try:
+        yield
+    finally:
+        del publisher._flush_streams
 
 
 class Table:

@@ -218,16 +218,21 @@ class JobletMagics(Magics, Configurable):
 
     def _follow(self, client: JobletClient, job_id: str, options: RunOptions,
                 stop_on_interrupt: bool) -> JobResult:
+        # the events are read from now on, so the status line is made while the sandbox starts
+        follower = JobFollower(client, job_id, live=self.stream_output,
+                               on_display=feedback.show_display).start()
         status = tracker = None
         if self.widgets_enabled() and options.status_line:
             from .widgets import StatusLine, StatusTracker
 
-            status = StatusLine(job_id)
-            status.show()
+            try:
+                status = StatusLine(job_id)
+                status.show()
+            except BaseException:
+                follower.close()
+                raise
+            follower.on_event = status.on_event
             tracker = StatusTracker(client, status, self.status_interval).start()
-        follower = JobFollower(client, job_id, live=self.stream_output,
-                               on_event=status.on_event if status else None,
-                               on_display=feedback.show_display)
         result: JobResult | None = None
         try:
             result = follower.follow(stop_on_interrupt=stop_on_interrupt)

@@ -27,7 +27,7 @@ from ..core.request import collect_inputs, effective_runtime, limits_from, names
     parse_seconds, read_upload
 from ..core.session import Session, SessionEnded, remote_error
 from ..core.untrusted import filter_bundle
-from .display import mapping_table, note
+from .display import lean_publishing, mapping_table, note
 
 LOCAL_PREFIXES = ("%joblet", "%%joblet")
 SECOND_INTERRUPT = "not waiting for the interrupted cell any more; it may still be ending in the session"
@@ -162,17 +162,8 @@ class SessionKeeper:
         mark = {"text/plain": f"[{text}]",
                 "text/html": f'<div class="joblet-session-mark" style="font-size:10px;'
                              f'color:#999;line-height:1.2">&#9635; {html.escape(text)}</div>'}
-        # ipykernel's publisher flushes stdout and stderr first, each a wait for its I/O thread;
-        # nothing of this cell is written yet (a note flushes itself), so the mark skips that
-        publisher = self.shell.display_pub
-        if not callable(getattr(publisher, "_flush_streams", None)):
+        with lean_publishing(self.shell):  # nothing of this cell waits yet: no flush
             publish_display_data(mark)
-            return
-        publisher._flush_streams = lambda: None
-        try:
-            publish_display_data(mark)
-        finally:
-            del publisher._flush_streams
 
     # ---- auto ------------------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ from ..core.client import JobletClient
 from ..core.errors import JobletError
 from ..core.events import Event, ExitEvent, OutputEvent, ProgressEvent, StatusEvent
 from ..core.records import JobRecord
-from .display import elapsed, ended_text, fmt_seconds, placement_cells, usage_text, waiting_text
+from .display import (elapsed, ended_text, fmt_seconds, lean_publishing, placement_cells, usage_text,
+                      waiting_text)
 
 STATE_COLOURS = {
     "PENDING": "#888",
@@ -54,13 +55,18 @@ class Snapshot:
 
     def show(self) -> None:
         """Display with a display id, so that the snapshot can be refreshed later."""
+        from IPython import get_ipython
         from IPython.display import display
 
-        self._display_handle = display(self, display_id=True)
+        with lean_publishing(get_ipython()):
+            self._display_handle = display(self, display_id=True)
 
     def refresh_display(self) -> None:
+        from IPython import get_ipython
+
         if self._display_handle is not None:
-            self._display_handle.update(self)
+            with lean_publishing(get_ipython(), in_place=True):
+                self._display_handle.update(self)
 
 
 # ---- the status line of a running cell --------------------------------------------------------
