@@ -133,7 +133,7 @@ def install(shell: Any) -> None:
     _request(JobletClient)
     _events(JobletClient)
     _run_job(JobletClient)
-    _around(stream.JobFollower, "_write", "write")
+    _around(stream.JobFollower if hasattr(stream.JobFollower, "_write") else stream, "_write", "write")
     _around(stream.JobFollower, "_finish", "finish")
     _around(stream.JobFollower, "_flush_buffer", "flush_buffer")
     _around(magics.JobletMagics, "_deliver", "deliver")
