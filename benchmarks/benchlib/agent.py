@@ -194,7 +194,6 @@ class HttpAgent:
 def sweep_root(root: Path) -> None:
     """Whatever an agent on `root` may have left: mounts, job cgroups (killing their processes), the
     cgroup parent. The agent's own start-up sweep code does the work."""
-    from joblet_agent.jobs.store import JobStore
     from joblet_agent.jobs.sweep import sweep
     from joblet_agent.paths import AgentPaths
     from joblet_agent.sandbox import cgroups
@@ -204,7 +203,7 @@ def sweep_root(root: Path) -> None:
         return
     try:
         driver = cgroups.detect(paths.cgroup_parent())
-        counts = sweep(paths, driver, JobStore(paths.job_state))
+        counts = sweep(paths, driver)
         driver.remove_parent()
     except Exception as exc:  # noqa: BLE001 - report, keep cleaning
         log(f"  clean-up of {root}: {exc}")
