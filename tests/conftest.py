@@ -8,14 +8,20 @@ stops the run at collection, as root too, so a missing mark is caught where the 
 Every test talks to real agents (`agentproc.running_agent`); nothing of the agent is mocked. The
 notebook tests' IPython shell is configured through `%config` (URL and token files), so they never
 depend on the environment or on a `~/.config/joblet` of the machine.
+
+Other suites may run on the same host at once, and a run may be killed: SIGTERM and SIGHUP end a
+run like Ctrl-C (its fixtures and `finally` blocks still remove what they made), and a run starts
+by removing what runs that are gone left behind (`testrun.sweep`, listed in the header).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -28,8 +34,31 @@ from hubproc import AGENT_CONFIG, CACHE_S, GROUPS, TIMEOUT_S, HubProcess, HubSet
 from joblet_nb.core.client import JobletClient
 from nbshell import NbShell
 from slurmcluster import SlurmCluster, node_leftovers, one_node_cluster, slurm_config
+import testrun
 
 AGENT_FIXTURES = {"agent", "module_agent", "hubsetup", "slurm_cluster", "slurm_agent"}
+_swept: list[str] = []
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    _swept.extend(testrun.sweep())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    testrun.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [f"jnb-test run {testrun.RUN_ID}"]
+    if _swept:
+        lines.append("removed what runs that are gone left behind: " + ", ".join(_swept))
+    return lines
 
 
 @pytest.hookimpl(tryfirst=True)

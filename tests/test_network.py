@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
 from agentproc import TEST_PREFIX, AgentProcess, Api, running_agent
+from netlab import joined_namespace
 from waiting import wait_until
 from joblet_agent.jobs import etcfiles
 from joblet_agent.network import firewall
@@ -145,44 +146,25 @@ class Outside:
 def outside() -> Iterator[Outside]:
     tag = secrets.token_hex(3)
     name, host_veth = f"{TEST_PREFIX}out-{tag}", f"{TEST_PREFIX}o{tag[:5]}"
-    netns.create(name)
-    server = None
-    try:
-        with IPRoute() as ipr:
-            ns_fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-            try:
-                ipr.link("add", ifname=host_veth, kind="veth", peer={"ifname": "uplink", "net_ns_fd": ns_fd})
-            finally:
-                os.close(ns_fd)
-            index = ipr.link_lookup(ifname=host_veth)[0]
-            ipr.addr("add", index=index, address=TRANSIT_HOST, prefixlen=TRANSIT_PREFIX)
-            ipr.link("set", index=index, state="up")
-        with IPRoute(netns=name) as ns:
-            lo, uplink = ns.link_lookup(ifname="lo")[0], ns.link_lookup(ifname="uplink")[0]
-            ns.link("set", index=lo, state="up")
-            for address in (SERVER, METADATA, *PRIVATE):
-                ns.addr("add", index=lo, address=address, prefixlen=32)
-            ns.addr("add", index=uplink, address=TRANSIT_OUTSIDE, prefixlen=TRANSIT_PREFIX)
-            ns.link("set", index=uplink, state="up")
-            ns.route("add", dst=JOB_SUBNET, gateway=TRANSIT_HOST)  # lets it *try* to reach jobs
-        with IPRoute() as ipr:
+    with joined_namespace(name, host_veth, TRANSIT_HOST, TRANSIT_OUTSIDE, TRANSIT_PREFIX) as ns:
+        lo = ns.link_lookup(ifname="lo")[0]
+        for address in (SERVER, METADATA, *PRIVATE):
+            ns.addr("add", index=lo, address=address, prefixlen=32)
+        ns.route("add", dst=JOB_SUBNET, gateway=TRANSIT_HOST)  # lets it *try* to reach jobs
+        with IPRoute() as ipr:  # these routes go with the veth
             for address in (SERVER, METADATA, *PRIVATE):
                 ipr.route("add", dst=f"{address}/32", gateway=TRANSIT_OUTSIDE)
         server = subprocess.Popen(["nsenter", f"--net=/run/netns/{name}", sys.executable, "-c", SERVER_PROGRAM,
                                    str(SERVER_PORT), str(DNS_PORT)], start_new_session=True)
-        world = Outside(name=name, host_veth=host_veth, server=server)
-        wait_until(lambda: all(v.startswith("connected") for v in world.probe(
-                       f"{SERVER}:{SERVER_PORT}", f"{SERVER}:{DNS_PORT}", timeout=0.5).values()),
-                   timeout=20, interval=0.1, message="the outside world's web server did not start")
-        yield world
-    finally:
-        if server is not None:
+        try:
+            world = Outside(name=name, host_veth=host_veth, server=server)
+            wait_until(lambda: all(v.startswith("connected") for v in world.probe(
+                           f"{SERVER}:{SERVER_PORT}", f"{SERVER}:{DNS_PORT}", timeout=0.5).values()),
+                       timeout=20, interval=0.1, message="the outside world's web server did not start")
+            yield world
+        finally:
             server.kill()
             server.wait()
-        with IPRoute() as ipr:
-            for found in ipr.link_lookup(ifname=host_veth):
-                ipr.link("del", index=found)  # its routes and the namespace's end go with it
-        netns.remove(name)
 
 
 # ---- agents ------------------------------------------------------------------------------------
