@@ -1,16 +1,22 @@
 """Bridge networking on the real kernel: each test is one claim of README "Networking".
 
 The internet is played by an "outside world" network namespace this module makes (`jnb-test-out-*`),
-joined to the host by a veth (transit 198.18.231.0/30, from the benchmarking range RFC 2544
-reserves) and routed from the host: a web server on 198.19.77.10, a stand-in for a cloud metadata
-service on the link-local 169.254.231.254. No test sends a packet anywhere else: every address a
-job or the test tries is an address of the host, of a job, or of that namespace.
+joined to the host by a veth (a transit /30 of 198.18.0.0/17, from the benchmarking range RFC 2544
+reserves) and routed from the host: a web server on 198.19.<n>.10, a stand-in for a cloud metadata
+service on a link-local 169.254.<n>.<m>, the same server on a private (RFC 1918) address of each
+range and a CGNAT (RFC 6598) one. No test sends a packet anywhere else: every address a job or the
+test tries is an address of the host, of a job, or of that namespace.
+
+Every address block (those, whose host routes go with the veth, and the agents' job subnets) is
+claimed for this run (`testrun.claim`): free of the host's routes and of other runs' claims, so
+suites running at once on one host do not collide.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import json
 import os
 import re
@@ -29,6 +35,7 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
+import testrun
 from agentproc import TEST_PREFIX, AgentProcess, Api, running_agent
 from netlab import joined_namespace
 from waiting import wait_until
@@ -38,15 +45,22 @@ from joblet_agent.sandbox import landlock
 from joblet_agent.sandbox.launcher import IDLE_STAGE_NAME
 from joblet_agent.paths import AgentPaths
 
-TRANSIT_HOST, TRANSIT_OUTSIDE, TRANSIT_PREFIX = "198.18.231.1", "198.18.231.2", 30
-SERVER = "198.19.77.10"           # the "internet" web server, routed via the outside namespace
-METADATA = "169.254.231.254"      # link-local, like 169.254.169.254, but not the real one
+TRANSIT_BLOCK = testrun.claim("198.18.0.0/17", 29)  # a /29 of its own: the setup failure test needs it
+TRANSIT = ipaddress.IPv4Network(f"{TRANSIT_BLOCK.network_address}/30")
+TRANSIT_HOST, TRANSIT_OUTSIDE, TRANSIT_PREFIX = str(TRANSIT[1]), str(TRANSIT[2]), 30
+SERVER_BLOCK = testrun.claim("198.19.128.0/17", 24)
+SERVER = str(SERVER_BLOCK[10])  # the "internet" web server, via the outside namespace
+METADATA = str(testrun.claim("169.254.16.0/20", 32)[0])  # link-local, like 169.254.169.254, but not the real one
 # The same web server on private (RFC 1918) and CGNAT (RFC 6598) addresses: a LAN, a cloud VPC
-PRIVATE = ("10.231.77.10", "172.31.231.10", "192.168.231.10", "100.64.231.10")
+PRIVATE_BLOCKS = tuple(testrun.claim(within, 24) for within in
+                       ("10.233.0.0/16", "172.31.0.0/16", "192.168.128.0/17", "100.72.0.0/16"))
+PRIVATE = tuple(str(block[10]) for block in PRIVATE_BLOCKS)
 SERVER_PORT = 8080
 DNS_PORT = 53                     # the outside world also answers on 53 (TCP), as a nameserver would
-JOB_SUBNET = "10.231.99.0/24"     # the module agent's bridge subnet (configured)
-GATEWAY = "10.231.99.1"
+JOB_SUBNET = str(testrun.claim("10.232.0.0/16", 24))  # the module agent's bridge subnet (configured)
+GATEWAY = str(ipaddress.IPv4Network(JOB_SUBNET)[1])
+SMALL_SUBNET = str(testrun.claim("10.232.0.0/16", 29))  # 5 job addresses
+OWN_SUBNETS = tuple(str(testrun.claim("10.232.0.0/16", 24)) for _ in range(2))  # agents of a test's own
 VETH_NAME = re.compile(r"^jnb[0-9a-f]{12}$")
 
 pytestmark = pytest.mark.root
@@ -316,7 +330,7 @@ def _no_network_left(agent: AgentProcess) -> None:
 
 def test_the_nameservers_of_bridge_jobs_stay_reachable_on_port_53_only(own_net_agent: Any) -> None:
     nameserver = PRIVATE[0]
-    agent = own_net_agent(f"  subnet: 10.231.96.0/24\n  dns: [{nameserver}]\n")
+    agent = own_net_agent(f"  subnet: {OWN_SUBNETS[0]}\n  dns: [{nameserver}]\n")
     dns, web = f"{nameserver}:{DNS_PORT}", f"{nameserver}:{SERVER_PORT}"
     outcome = probe_job(agent.api(), dns, web, f"{PRIVATE[1]}:{DNS_PORT}")
     assert outcome[dns].startswith("connected:outside world"), outcome
@@ -324,7 +338,7 @@ def test_the_nameservers_of_bridge_jobs_stay_reachable_on_port_53_only(own_net_a
 
 
 def test_allow_opens_a_private_network(own_net_agent: Any) -> None:
-    agent = own_net_agent("  subnet: 10.231.95.0/24\n  allow: [10.231.77.0/24, 198.19.77.0/24]\n")
+    agent = own_net_agent(f"  subnet: {OWN_SUBNETS[1]}\n  allow: [{PRIVATE_BLOCKS[0]}, {SERVER_BLOCK}]\n")
     targets = [f"{address}:{SERVER_PORT}" for address in (*PRIVATE, SERVER)]
     outcome = probe_job(agent.api(), *targets)
     opened = {f"{PRIVATE[0]}:{SERVER_PORT}", f"{SERVER}:{SERVER_PORT}"}
@@ -500,7 +514,7 @@ def _process_tree(root: int) -> list[int]:
 
 
 def test_addresses_are_freed_and_reused_and_never_shared() -> None:
-    with running_agent("network:\n  subnet: 10.231.98.0/29\n") as agent:  # 5 job addresses
+    with running_agent(f"network:\n  subnet: {SMALL_SUBNET}\n") as agent:  # 5 job addresses
         api = agent.api()
         for _ in range(12):  # more jobs than addresses, one after the other
             result = api.run(command=["/bin/true"], network="bridge")
@@ -510,17 +524,17 @@ def test_addresses_are_freed_and_reused_and_never_shared() -> None:
             api.wait_for_status(job_id, "RUNNING", timeout=30)
         sixth = api.run(command=["/bin/true"], network="bridge")
         assert sixth.record["status"] == "FAILED" and sixth.record["reason"] == "setup"
-        assert "addresses of 10.231.98.0/29 are held" in sixth.record["message"]
+        assert f"addresses of {SMALL_SUBNET} are held" in sixth.record["message"]
         for job_id in sleepers:
             api.call("POST", f"/v1/jobs/{job_id}/stop")
             api.events(job_id)
 
 
 def test_bridge_setup_failure_fails_the_job_with_reason_setup(outside: Outside) -> None:
-    with running_agent("network:\n  subnet: 198.18.231.0/29\n") as agent:  # overlaps the outside world's route
+    with running_agent(f"network:\n  subnet: {TRANSIT_BLOCK}\n") as agent:  # overlaps the outside world's route
         result = agent.api().run(command=["/bin/true"], network="bridge")
         assert (result.record["status"], result.record["reason"]) == ("FAILED", "setup"), result.explain()
-        assert "overlaps the host's route to 198.18.231.0/30" in result.record["message"]
+        assert f"overlaps the host's route to {TRANSIT}" in result.record["message"]
 
 
 def test_clean_stop_removes_the_bridge_and_the_table() -> None:
