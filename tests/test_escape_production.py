@@ -40,6 +40,7 @@ from typing import Any
 import pytest
 import requests
 
+import testrun
 from agentproc import AgentProcess, Api, Result, host_processes_with, running_agent
 
 ESCAPE = Path(__file__).parent / "escape"
@@ -104,17 +105,14 @@ def file_capability_binaries() -> list[str]:
 @pytest.fixture
 def usr_submount() -> Iterator[str]:
     """A tmpfs mounted under /usr on the host (rw, suid, dev there), so the sandbox must carry a real
-    submount and make it read-only, nosuid and nodev like the rest of /usr."""
-    path = f"/usr/lib/jnb-test-submount-{uuid.uuid4().hex[:12]}"
-    os.mkdir(path, 0o755)
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=755", "jnb-test", path], check=True)
-        try:
-            yield path
-        finally:
-            subprocess.run(["umount", "-l", path], check=False)
-    finally:
-        os.rmdir(path)
+    submount and make it read-only, nosuid and nodev like the rest of /usr. Every sandbox on the host
+    sees it while it exists, another run's too: its name is not one the probes look for (jnb-test-),
+    and it is in the run's ledger, so a killed run's is removed by the next run."""
+    path = f"/usr/lib/jnb-usrmount-{uuid.uuid4().hex[:12]}"
+    with testrun.owned("dir", path), testrun.owned("mount", path):
+        os.mkdir(path, 0o755)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=755", "jnb-usrmount", path], check=True)
+        yield path
 
 
 @pytest.fixture
