@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 from IPython.core.completer import CompletionContext, SimpleCompletion, SimpleMatcherResult, context_matcher
 
-# (cell body, line, column) -> (matches, the text before the cursor they replace)
-CellCompleter = Callable[[str, int, int], tuple[list[str], str]]
+# (cell body, line, column) -> (matches, the text before the cursor they replace; None: IPython's token)
+CellCompleter = Callable[[str, int, int], tuple[list[str], str | None]]
 PRIORITY = 100.0  # ahead of Jedi and the namespace matchers
 
 

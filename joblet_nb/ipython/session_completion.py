@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from IPython.core.completer import CompletionContext, SimpleCompletion, context_matcher
 
 from ..core.errors import JobletError
+from .completion import CellCompleter
 
 
 def cursor_offset(text: str, line: int, column: int) -> int:
@@ -31,7 +32,7 @@ def ask(keeper: Any, code: str, line: int, column: int) -> tuple[list[str], str]
     return [m for m in reply.get("matches", []) if isinstance(m, str)], code[start:pos]
 
 
-def body_completer(keeper: Any) -> Callable[[str, int, int], tuple[list[str], str | None]]:
+def body_completer(keeper: Any) -> CellCompleter:
     """The `cell_completer` of completion.JobletCompleter: a `--session` cell's body asks the session."""
 
     def complete_body(body: str, line: int, column: int) -> tuple[list[str], str | None]:
