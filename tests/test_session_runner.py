@@ -232,12 +232,52 @@ def test_interrupt_raises_keyboard_interrupt_in_the_running_cell_only(runner):
     assert runner.next()["type"] == "cell_start" and runner.next()["data"] == "go\n"
     os.kill(runner.proc.pid, signal.SIGINT)
     frames = runner.until_end()
-    assert of(frames, "error")[0]["ename"] == "KeyboardInterrupt"
-    assert frames[-1]["status"] == "interrupted"
+    assert of(frames, "error")[0]["ename"] == "KeyboardInterrupt", frames
+    assert frames[-1]["status"] == "interrupted", frames
     assert of(runner.run("kept"), "result")[0]["data"]["text/plain"] == "'still here'"
 
 
 # ---- stdin, descriptors, inputs and outputs ------------------------------------------------------
+
+# A thread of the cell stops inside display()'s read of the cell's pipes (the runner's own lock,
+# wrapped by a gate), while the main thread spins: an interrupt must still reach the main thread.
+THREAD_IN_DRAIN = """import threading
+pump, release = display.__globals__["STATE"]["pump"], threading.Event()
+real = pump.reading
+class Gate:
+    inside = threading.Event()
+    def __enter__(self):
+        if threading.current_thread().name == "drainer":
+            self.inside.set()
+            release.wait()
+        real.acquire()
+    def __exit__(self, *exc):
+        real.release()
+gate = pump.reading = Gate()
+drainer = threading.Thread(target=display, args=("from a thread",), name="drainer")
+drainer.start()
+gate.inside.wait()
+try:
+    print("in drain", flush=True)
+    while True:
+        pass
+finally:
+    pump.reading = real
+    release.set()
+    drainer.join()
+"""
+
+
+def test_a_thread_reading_the_cells_output_does_not_hold_back_an_interrupt(runner):
+    runner.start(THREAD_IN_DRAIN)
+    assert runner.next()["type"] == "cell_start" and runner.next(timeout=10)["data"] == "in drain\n"
+    os.kill(runner.proc.pid, signal.SIGINT)
+    frames = runner.until_end()
+    assert frames[-1]["status"] == "interrupted"
+    assert of(frames, "error")[0]["ename"] == "KeyboardInterrupt"
+    assert of(frames, "display")[0]["data"]["text/plain"] == "'from a thread'"
+    assert of(runner.run("1 + 1"), "result")[0]["data"]["text/plain"] == "2"
+
 
 def test_input_says_stdin_is_not_connected_and_stdin_is_dev_null(runner):
     error = of(runner.run("input('name? ')"), "error")[0]

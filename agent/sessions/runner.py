@@ -33,31 +33,40 @@ READ_CHUNK = 65536
 OUT = {"fd": -1}                    # the private reply channel
 WRITE_LOCK = threading.Lock()
 HELD = []                           # frames that go out with the next one sent
-STATE = {"cell": 0, "running": False, "sending": False, "pending": False, "pump": None}
+STATE = {"cell": 0, "running": False, "sending": 0, "pending": False, "pump": None}  # sending: depth
+
+
+class Deferred:
+    """While the main thread writes a frame, or reads the cell's pipes, an interrupt waits (a torn
+    frame would break the channel; output read and dropped would be lost) and is raised after.
+    Only the main thread defers: signals are handled there, and a thread of the cell that calls
+    display() must neither swallow an interrupt nor end the main thread's deferral early."""
+
+    def __enter__(self):
+        self.main = threading.current_thread() is threading.main_thread()
+        if self.main:  # another thread writes nothing here: a += of its own could undo the main's
+            STATE["sending"] += 1
+
+    def __exit__(self, *exc):
+        if self.main:
+            STATE["sending"] -= 1
 
 
 def send(frame=None, hold=False):
     """One reply frame, whole, whatever thread sends it. A held frame waits for the next one that
     is sent, and both go out in one write (a cell's last output and its end reach the agent
-    together); `send()` writes the held ones alone. An interrupt that comes while the main thread
-    writes waits until the frame is out (a torn frame would break the channel)."""
+    together); `send()` writes the held ones alone."""
     data = b"" if frame is None else \
         (json.dumps(frame, separators=(",", ":"), default=str) + "\n").encode("utf-8", "replace")
-    main = threading.current_thread() is threading.main_thread()
-    with WRITE_LOCK:
+    with Deferred(), WRITE_LOCK:
         if hold:
             HELD.append(data)
             return
         view, HELD[:] = memoryview(b"".join(HELD) + data), []
-        if main:
-            STATE["sending"] = True
-        try:
-            while view:
-                view = view[os.write(OUT["fd"], view):]
-        finally:
-            if main:
-                STATE["sending"] = False
-    if main and STATE["pending"] and STATE["running"]:
+        while view:
+            view = view[os.write(OUT["fd"], view):]
+    if STATE["pending"] and STATE["running"] and not STATE["sending"] \
+            and threading.current_thread() is threading.main_thread():
         STATE["pending"] = False
         raise KeyboardInterrupt
 
@@ -116,15 +125,10 @@ class Pump(threading.Thread):
                 return
 
     def drain(self):
-        """On the main thread: an interrupt meanwhile waits (as during a frame's write), so no
-        output read from a pipe is lost."""
-        STATE["sending"] = True
-        try:
-            with self.reading:
-                for fd in self.streams:
-                    self._read(fd, limit=64, hold=True)
-        finally:
-            STATE["sending"] = False
+        """Whatever thread calls it (the main one: an interrupt waits meanwhile, see Deferred)."""
+        with Deferred(), self.reading:
+            for fd in self.streams:
+                self._read(fd, limit=64, hold=True)
 
 
 def take_over_stdio():
