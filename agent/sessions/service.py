@@ -120,21 +120,28 @@ class SessionService:
         return self.store.visible_to(who)
 
     def get(self, who: Principal, session_id: str) -> SessionRecord:
-        record = self.store.get_for(who, session_id)
-        if record is None:
-            raise NotFound(f"no session {session_id!r} (list yours with GET /v1/sessions)")
+        """The record, with the usage of a live session's sandbox so far (its cgroup read)."""
+        record = self._record(who, session_id)
         live = self.live.get(session_id)
         if live is not None and live.sandbox is not None:
             record.usage = self.jobs.usage_of(live.sandbox)
         return record
 
+    def _record(self, who: Principal, session_id: str) -> SessionRecord:
+        """The caller's record or a 404, without its usage: a cell, an interrupt or a completion
+        does not read the sandbox's cgroup (a few file reads on a warm cell's path)."""
+        record = self.store.get_for(who, session_id)
+        if record is None:
+            raise NotFound(f"no session {session_id!r} (list yours with GET /v1/sessions)")
+        return record
+
     async def events(self, who: Principal, session_id: str, after: int, follow: bool) -> AsyncIterator[dict[str, Any]]:
-        self.get(who, session_id)
+        self._record(who, session_id)
         return self.store.log(session_id).follow(after=after, follow=follow)
 
     async def event_lines(self, who: Principal, session_id: str, after: int, follow: bool) -> AsyncIterator[bytes]:
         """`events` as NDJSON bytes straight from the log (what the HTTP stream sends)."""
-        self.get(who, session_id)
+        self._record(who, session_id)
         return self.store.log(session_id).follow_lines(after=after, follow=follow)
 
     # ---- commands --------------------------------------------------------------------------
@@ -183,7 +190,7 @@ class SessionService:
         return asked if asked is not None else cfg.idle_timeout_s
 
     def submit(self, who: Principal, session_id: str, cell: CellRequest) -> int:
-        record = self.get(who, session_id)
+        record = self._record(who, session_id)
         live = self.live.get(session_id)
         if live is None or live.sandbox is None or record.status == SessionStatus.ENDED:
             raise SessionEnded(f"session {session_id} has ended (reason {record.reason}"
@@ -207,14 +214,14 @@ class SessionService:
         return record.cells
 
     def interrupt(self, who: Principal, session_id: str) -> None:
-        self.get(who, session_id)
+        self._record(who, session_id)
         live = self.live.get(session_id)
         if live is not None and live.running is not None and live.sandbox is not None:
             self.jobs.signal(live.sandbox, signal.SIGINT)
 
     async def complete(self, who: Principal, session_id: str, req: CompleteRequest) -> dict[str, Any]:
         """Names from the session's namespace, answered between cells (an empty list while one runs)."""
-        self.get(who, session_id)
+        self._record(who, session_id)
         pos = min(req.cursor_pos, len(req.code))
         empty = {"matches": [], "cursor_start": pos, "cursor_end": pos}
         live = self.live.get(session_id)
@@ -237,7 +244,7 @@ class SessionService:
     async def delete(self, who: Principal, session_id: str) -> None:
         """End a session (its record says so afterwards); a session that has already ended is
         forgotten: its record and event log go."""
-        record = self.get(who, session_id)
+        record = self._record(who, session_id)
         self.audit.write("session-delete", session=session_id, by=who.id, role=who.role)
         live = self.live.get(session_id)
         if live is not None:
