@@ -110,14 +110,26 @@ def test_cells_queue_in_order_and_events_resume_after_seq(sessions, session):
     assert again == events[middle:]
 
 
-def test_the_runner_is_read_only_and_stdin_is_not_connected(sessions, session):
+def test_the_runner_leaves_no_file_and_stdin_is_not_connected(sessions, session):
     events = sessions.run(session, "input()")
     error = [e for e in events if e["type"] == "error"][0]
     assert "stdin is not connected" in error["evalue"]
     assert events[-1]["status"] == "error"
-    assert stdout(sessions.run(session, "import sys\nprint('/opt/joblet' in sys.path)")) == "False\n"
-    events = sessions.run(session, "open('/opt/joblet/session_runner.py', 'a')")
-    assert [e["ename"] for e in events if e["type"] == "error"][0] in ("PermissionError", "OSError")
+    code = ("import os, sys\nprint([p for p in sys.path if '.joblet' in p], os.listdir('/work'),\n"
+            "      'session_runner' in sys.modules, sys.dont_write_bytecode)")
+    assert stdout(sessions.run(session, code)) == "[] [] True False\n"
+
+
+def test_the_sandbox_mounts_show_no_path_of_the_agent(agent, sessions, session):
+    """The runner comes as uploads, not a bind of the agent's folder: a bind's host path would show
+    in the sandbox's mountinfo (the agent's root, from which a cell learns where the agent lives)."""
+    code = "print(open('/proc/self/mountinfo').read())"
+    mounts = [line.split() for line in stdout(sessions.run(session, code)).splitlines() if line]
+    points = {fields[4] for fields in mounts}
+    assert "/" in points and "/usr" in points                # the sandbox's own table
+    published = f"{agent.root}/runtimes/.versions/"          # the base image's tree names it (read-only)
+    from_agent = [f for f in mounts if any(str(agent.root) in x for x in f) and not f[3].startswith(published)]
+    assert from_agent == [] and "/opt/joblet" not in points
 
 
 def test_display_data_is_filtered_before_it_is_logged(sessions, session):

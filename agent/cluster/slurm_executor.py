@@ -30,12 +30,11 @@ from ..config import SlurmConfig
 from ..errors import BadRequest, Unavailable
 from ..inotify import TreeWatch
 from ..models import JobLimits
-from ..sandbox.spec import Mount, SandboxSpec
+from ..sandbox.spec import SandboxSpec
 
 NODES_FRESH_S = 30.0
 POLL_FIRST_S = 0.5
 POLL_EVERY_S = 1.0
-PACKAGE = Path(__file__).resolve().parents[1]   # the agent's own code, at the same path on every node
 
 
 class SlurmExecutor:
@@ -79,10 +78,9 @@ class SlurmExecutor:
     # ---- a job -------------------------------------------------------------------------------
 
     def start(self, spec: SandboxSpec, limits: JobLimits, runtime: Any, events: JobEvents,
-              folder: Path, extra_mounts: list[Mount] = (), base: Any = None) -> SlurmExecution:  # type: ignore[assignment]
+              folder: Path, base: Any = None) -> SlurmExecution:  # type: ignore[assignment]
         """srun the node side for `spec`; `runtime` is the job's resolved runtime and `base` its
-        base image (each named to the node by its build), `folder` the job's own for srun's files,
-        `extra_mounts` the agent's own binds (a session's runner), which the node makes from its own install."""
+        base image (each named to the node by its build), `folder` the job's own for srun's files."""
         self._ensure_reading()
         ask = self.ask(limits)
         name = self.prefix + spec.job_id
@@ -90,7 +88,7 @@ class SlurmExecutor:
                              (limits.disk_mb or 256) << 20, interactive=spec.stdin_pipe)
         self.jobs[spec.job_id] = job
         try:
-            payload = self.payload(spec, name, ask, runtime, limits, list(extra_mounts))
+            payload = self.payload(spec, name, ask, runtime, limits)
             payload["base"] = RuntimeRef.of(base).__dict__ if base is not None else None
             job.launch(wire.envelope(self.key, payload), slurm.srun_argv(self.config, name, ask, self.node_command))
         except (OSError, ValueError) as exc:
@@ -101,23 +99,14 @@ class SlurmExecutor:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
         return job
 
-    def payload(self, spec: SandboxSpec, name: str, ask: slurm.Ask, runtime: Any, limits: JobLimits,
-                extra_mounts: list[Mount]) -> dict[str, Any]:
+    def payload(self, spec: SandboxSpec, name: str, ask: slurm.Ask, runtime: Any, limits: JobLimits) -> dict[str, Any]:
         """What the node side gets: the agent's spec (the node makes its paths, mounts and devices
-        its own), the runtime by build, the agent's own binds by what they are (a file of the
-        package by its place in it; the session runner's folder by where the sandbox sees it),
+        its own; the files of a session's runner travel in it as uploads), the runtime by build,
         and how to stop and bound the job."""
         ref = RuntimeRef.of(runtime).__dict__ if runtime is not None else None
-        package_mounts, agent_mounts = [], []
-        for mount in extra_mounts:
-            source = Path(mount.source).resolve()
-            if source.is_relative_to(PACKAGE):
-                package_mounts.append({"path": str(source.relative_to(PACKAGE)), "target": mount.target})
-            else:
-                agent_mounts.append({"target": mount.target})
         return {"v": 1, "slurm_job_name": name, "job_name_prefix": self.prefix, "spec": spec.to_json_dict(),
-                "runtime": ref, "package_mounts": package_mounts, "agent_mounts": agent_mounts, "gpus": ask.gpus,
-                "grace_s": self.grace_s, "timeout_s": limits.timeout_s, "max_output_bytes": self.max_output_bytes}
+                "runtime": ref, "gpus": ask.gpus, "grace_s": self.grace_s, "timeout_s": limits.timeout_s,
+                "max_output_bytes": self.max_output_bytes}
 
     def _ensure_reading(self) -> None:
         if not self._reading and self.watch.fd is not None:

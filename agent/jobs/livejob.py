@@ -17,7 +17,6 @@ from ..config import AgentConfig
 from ..models import JobRecord, KeptWork
 from ..sandbox.outcome import Outcome
 from ..sandbox.output import Step, Translator
-from ..sandbox.spec import Mount
 from .store import EventLog, JobStore
 from .verdict import Verdict
 
@@ -58,7 +57,6 @@ class LiveJob:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     sink: SandboxSink | None = None     # where output and the end go: the job's log, or a session
     execution: Execution | None = None  # the sandbox, on this host or on a cluster's node
-    extra_mounts: list[Mount] = field(default_factory=list)  # the agent's own binds (a session's runner)
     local: bool = True                  # this host's executor, whatever the agent's `executor` is
     budget: KeptWork | None = None      # what its /work copy may keep (its user's quota left)
     kept: KeptWork = field(default_factory=KeptWork)  # what the copy kept (stage 1's "done")

@@ -35,7 +35,7 @@ from ..paths import AgentPaths
 from ..sandbox import cgroups
 from ..sandbox.outcome import Outcome
 from ..sandbox.output import Step, Translator, translator_for
-from ..sandbox.spec import Mount, SandboxSpec
+from ..sandbox.spec import SandboxSpec, WorkFile
 from .ears import SandboxEars
 from .quota import QuotaKeeper
 from .spec import RuntimeMounts
@@ -200,12 +200,12 @@ class JobService:
         return limits
 
     async def start_attached(self, who: Principal, sandbox_id: str, req: JobRequest, runtime: RuntimeMounts | None,
-                             sink: SandboxSink, folder: Path, mounts: list[Mount], output: str,
+                             sink: SandboxSink, folder: Path, files: list[WorkFile], output: str,
                              output_options: dict[str, Any]) -> LiveJob:
         """A production sandbox that is not a job: no record, nothing under /v1/jobs. Its events
         go to `sink` (its log lives in `folder`, its output becomes events through the `output`
-        translator), its input to that translator (`input`). A session's sandbox: the same spec,
-        limits, runtime, network and executor as a job's."""
+        translator), its input to that translator (`input`); `files` join its uploads. A session's
+        sandbox: the same spec, limits, runtime, network and executor as a job's."""
         limits = self._checked_limits(who, req, self.cluster is None)
         base, runtime = await self._system(runtime)
         record = JobRecord(id=sandbox_id, type=JobType.STANDARD, owner=who.id, runtime=req.runtime,
@@ -217,8 +217,7 @@ class JobService:
         spec = jobspec.standard_spec(record, req, runtime, self.config.uid_base + live.uid_slot,
                                      self.paths.jobs / record.id, None, self._cgroup_limits(record.limits),
                                      self._refuse_tcp, base)
-        spec.mounts += mounts
-        live.extra_mounts = list(mounts)
+        spec.uploads += files
         spec.stdin_pipe, spec.output, spec.output_options = True, output, output_options
         self._launch(live, spec, folder, runtime, base)
         return live
@@ -334,7 +333,7 @@ class JobService:
             assert self.cluster is not None
             live.translator = translator_for(spec)
             live.execution = self.cluster.start(spec, live.record.limits, runtime, ears,
-                                                self.paths.state / "slurm" / live.record.id, live.extra_mounts, base)
+                                                self.paths.state / "slurm" / live.record.id, base)
 
     def adopt(self, record: JobRecord, note: LaunchNote, checked: Checked, sink: SandboxSink | None = None,
               folder: Path | None = None) -> LiveJob:

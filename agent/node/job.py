@@ -29,12 +29,11 @@ from ..cluster import wire
 from ..fs import remove_tree
 from ..jobs import etcfiles
 from ..sandbox import cgroups, launcher, status
-from ..sandbox.spec import JobType, Mount, SandboxSpec
+from ..sandbox.spec import JobType, SandboxSpec
 from ..cluster.launcher_client import JobPipes, hand_over
 from .relay import InputRelay
 
 READ_CHUNK = wire.OUT_CHUNK
-PACKAGE = Path(__file__).resolve().parents[1]   # this node's joblet_agent
 FORWARDED = (status.Kind.RUNNING, status.Kind.SETUP_ERROR, status.Kind.EXEC_ERROR, status.Kind.EXIT,
              status.Kind.ARTIFACTS_ERROR)
 
@@ -96,8 +95,7 @@ class NodeJob:
         spec.wait_for_go = False
         limits = spec.cgroup_limits  # the agent's disk is not this node's: throttle this node's own
         limits.io_device = cgroups.whole_disk_of(str(self.root)) if limits.io_bps else None
-        spec.mounts = etcfiles.etc_binds() + _package_mounts(p.get("package_mounts") or []) + \
-            self._agent_mounts(p.get("agent_mounts") or [])
+        spec.mounts = etcfiles.etc_binds()
         spec.system = None  # the agent's path; the base image is found by its build, as a runtime is
         if p.get("runtime") or p.get("base"):
             from .runtime import mounts as runtime_mounts  # the manifest code loads for runtime jobs only
@@ -114,19 +112,6 @@ class NodeJob:
                   gpus=alloc.indices, devices=[os.path.basename(d) for d in alloc.devices])
         self.said_hello = True
         return spec
-
-    def _agent_mounts(self, entries: list[dict[str, Any]]) -> list[Mount]:
-        """The agent's own folders a sandbox sees, made from this node's install: the session
-        runner's (copied and compiled under the node root). Nothing else is known."""
-        from ..sessions import install as session_install  # a session's only
-
-        binds = []
-        for entry in entries:
-            if entry.get("target") != session_install.IN_SANDBOX:
-                raise NodeSetupError(f"the node side makes no folder for {str(entry.get('target'))[:200]!r}")
-            folder = session_install.install_runner(self.root / "session-runner")
-            binds.append(Mount(source=str(folder), target=session_install.IN_SANDBOX, readonly=True))
-        return binds
 
     def start(self, spec: SandboxSpec) -> JobPipes:
         """A stage forked from this process with the local launcher's code takes the job. The stop
@@ -363,19 +348,6 @@ class NodeJob:
             pass
         finally:
             os.close(fd)
-
-
-def _package_mounts(entries: list[dict[str, Any]]) -> list[Mount]:
-    """Files of this node's own joblet-nb install to bind read-only (a session's runner), named by
-    their place in the package; nothing outside it, and never a symlink out of it."""
-    binds = []
-    for entry in entries:
-        relative, target = str(entry.get("path", "")), str(entry.get("target", ""))
-        source = (PACKAGE / relative).resolve()
-        if ".." in relative.split("/") or not source.is_relative_to(PACKAGE) or not target.startswith("/"):
-            raise NodeSetupError(f"a package mount {relative!r} -> {target!r} is not inside joblet_agent")
-        binds.append(Mount(source=str(source), target=target, readonly=True))
-    return binds
 
 
 def _rmdir(path: str) -> None:

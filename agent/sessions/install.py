@@ -1,38 +1,54 @@
-"""The runner as a sandbox sees it: a folder of the agent's, bound read-only at /opt/joblet.
+"""The runner as a sandbox sees it: two files in the sandbox's own /work/.joblet, as a job's cell
+runner is (jobs/spec.py), never a folder of the host's; gone again once the runner is imported.
 
-It holds a copy of runner.py and that copy's bytecode for the agent's own CPython version, so a
-session's python (the base system's or a runtime's of the same version) imports it instead of
-compiling five hundred lines at every start; another version compiles it as a script would. The
-folder is remade at every start of the agent, from the runner it ships.
+A bind of a folder under the agent's root would show that root's host path in the sandbox's
+/proc/self/mountinfo (the escape probe `agent_root` proves it does not). The files are the runner's
+source and its bytecode for the agent's own CPython version, compiled once per agent start with an
+unchecked hash: a session's python of that version (the base system's, or a runtime's) imports the
+bytecode without compiling five hundred lines at every start; another version compiles the source.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import py_compile
-import shutil
+import tempfile
 from pathlib import Path
 
+from ..sandbox.spec import WorkFile
+
 RUNNER = Path(__file__).with_name("runner.py")
-IN_SANDBOX = "/opt/joblet"
+FOLDER = ".joblet/runner"               # under /work
+IN_SANDBOX = f"/work/{FOLDER}"
 MODULE = "session_runner"
-# run by the sandbox's python: import the runner from its read-only folder, then forget the folder
-BOOT = (f"import sys; sys.path.insert(0, {IN_SANDBOX!r}); import {MODULE}; "
-        f"sys.path.remove({IN_SANDBOX!r}); {MODULE}.main()")
+# run by the sandbox's python: import the runner from its folder (writing no bytecode there), then
+# remove the folder, so nothing of the runner stays in /work for a cell to change or to trip over
+BOOT = f"""import os, sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, {IN_SANDBOX!r})
+import {MODULE}
+sys.path.remove({IN_SANDBOX!r})
+sys.dont_write_bytecode = False
+for folder, _, names in os.walk({IN_SANDBOX!r}, topdown=False):
+    for name in names:
+        os.unlink(os.path.join(folder, name))
+    os.rmdir(folder)
+try:
+    os.rmdir(os.path.dirname({IN_SANDBOX!r}))
+except OSError:
+    pass
+{MODULE}.main()
+"""
 
-
-def install_runner(directory: Path) -> Path:
-    """(Re)make the runner's folder; returns it (to bind at IN_SANDBOX)."""
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    os.chmod(directory, 0o755)
-    target = directory / f"{MODULE}.py"
-    tmp = directory / f".{MODULE}.tmp"
-    shutil.copyfile(RUNNER, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-    cache = Path(importlib.util.cache_from_source(str(target)))
-    py_compile.compile(str(target), cfile=str(cache), doraise=True)
-    os.chmod(cache.parent, 0o755)
-    os.chmod(cache, 0o644)
-    return directory
+def runner_files() -> list[WorkFile]:
+    """The runner's source and bytecode, as uploads of a session's sandbox."""
+    source = RUNNER.read_bytes()
+    cache = Path(importlib.util.cache_from_source(f"{MODULE}.py"))   # __pycache__/<module>.<tag>.pyc
+    with tempfile.TemporaryDirectory(prefix="jnb-runner-") as tmp:
+        target = Path(tmp) / f"{MODULE}.py"
+        target.write_bytes(source)
+        compiled = Path(tmp) / cache
+        py_compile.compile(str(target), cfile=str(compiled), doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        bytecode = compiled.read_bytes()
+    return [WorkFile(f"{FOLDER}/{MODULE}.py", source, 0o644), WorkFile(f"{FOLDER}/{cache}", bytecode, 0o644)]

@@ -1,12 +1,12 @@
 """SessionService: long-lived production sandboxes whose Python keeps its variables between cells.
 
 A session's sandbox is a job's sandbox (the JobService starts it through the same spec, launcher,
-limits, runtimes and network modes), whose program is the session runner, bound read-only into it
-and run by the sandbox's own python3. Like a job's, it is held by a holder that outlives the agent
-(sandbox/holder.py): the holder writes the session's log through the `session` translator
-(frames.py), which queues the cells and gives them to the runner one at a time (so an interrupt
-reaches the running cell only), and tells this service when the runner is ready and when a cell
-starts and ends. A restarted agent takes its sessions back (`load`): their variables are still
+limits, runtimes and network modes), whose program is the session runner, written into its
+/work/.joblet (install.py) and run by the sandbox's own python3. Like a job's, it is held by a holder
+that outlives the agent (sandbox/holder.py): the holder writes the session's log through the `session`
+translator (frames.py), which queues the cells and gives them to the runner one at a time (so an
+interrupt reaches the running cell only), and tells this service when the runner is ready and when a
+cell starts and ends. A restarted agent takes its sessions back (`load`): their variables are still
 there. The service knows nothing about HTTP.
 """
 
@@ -35,8 +35,7 @@ from ..jobs.store import EventLog
 from ..jobs.verdict import Verdict, exec_note
 from ..models import JobRecord, JobRequest, Usage
 from ..sandbox.outcome import Outcome
-from ..sandbox.spec import Mount
-from .install import BOOT, IN_SANDBOX, install_runner
+from .install import BOOT, runner_files
 from .models import CellRequest, CompleteRequest, SessionRecord, SessionRequest, SessionStatus
 from .store import SessionStore
 
@@ -63,7 +62,7 @@ class SessionService:
         self.config = config
         self.audit = audit
         self.store = SessionStore(state / "sessions")
-        self.runner_dir = install_runner(state / "session-runner")
+        self.runner = runner_files()      # written into every session's /work/.joblet
         self.live: dict[str, LiveSession] = {}
         self._completion_ids = 0
         jobs.quota.sessions_open = self._open_sessions   # a hub user's `sessions` quota counts these
@@ -168,7 +167,7 @@ class SessionService:
         try:
             live.sandbox = await self.jobs.start_attached(
                 who, record.id, job_req, runtime, _Sink(self, record.id, self.store.log(record.id)),
-                self.store.dir(record.id), [Mount(str(self.runner_dir), IN_SANDBOX, readonly=True)], frames.NAME,
+                self.store.dir(record.id), self.runner, frames.NAME,
                 {"max_outputs_bytes": self.config.max_outputs_bytes, "max_output_mb": self.config.max_output_mb})
         except BaseException:
             self.live.pop(record.id, None)
