@@ -13,7 +13,9 @@ nothing real is written to /proc, /sys or cgroupfs, device nodes are only attemp
 /tmp and unlinked at once, and other processes only ever get signal 0.
 
 Some tests prepare the host first (a submount under /usr, a marker in the host's /tmp, a SysV shm
-segment, an abstract unix socket) so that the probe can fail; each is removed in a `finally`.
+segment, an abstract unix socket, the host's users, addresses and namespaces) so that the probe can
+fail; tests/escapehost.py makes it, for these jobs and for the same probes as session cells
+(test_escape_session.py), and removes it when the test ends.
 
 The last tests attack the agent rather than the kernel: what a job leaves in /work (a sparse file,
 many empty files, a very deep tree) and what it prints are stored by the agent on the host's disk.
@@ -24,10 +26,8 @@ does not bound them, and everything they leave is removed in a `finally`, by han
 from __future__ import annotations
 
 import base64
-import ctypes
 import hashlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -40,12 +40,10 @@ from typing import Any
 import pytest
 import requests
 
-import testrun
 from agentproc import AgentProcess, Api, Result, host_processes_with, running_agent
+from escapehost import file_capability_binaries, prepared, usr_submount
 
 ESCAPE = Path(__file__).parent / "escape"
-NAMESPACES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
-SANDBOX_HOSTNAME = "joblet"
 
 pytestmark = pytest.mark.root
 
@@ -69,6 +67,12 @@ def assert_held(result: Result) -> None:
     assert "PROBE_OK" in result.stdout, result.explain()
 
 
+def assert_prepared_probe_held(api: Api, agent: AgentProcess, name: str) -> None:
+    """Probe `name` as a job, with the host prepared for it (escapehost, shared with the sessions)."""
+    with prepared(name, agent) as setup:
+        assert_held(run_probe(api, name, **setup))
+
+
 def stop_and_finish(api: Api, job_id: str) -> Result:
     r = api.call("POST", f"/v1/jobs/{job_id}/stop")
     assert r.status_code == 200, r.text
@@ -85,35 +89,7 @@ def kill_leftovers(marker: str) -> None:
             pass
 
 
-def host_ipv4_addresses() -> list[str]:
-    if not shutil.which("ip"):
-        return []
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
-    return [line.split()[3].split("/")[0] for line in out.splitlines() if not line.split()[3].startswith("127.")]
-
-
-def file_capability_binaries() -> list[str]:
-    if not shutil.which("getcap"):
-        return []
-    out = subprocess.run(["getcap", "-r", "/usr/bin", "/usr/sbin", "/usr/lib"], capture_output=True, text=True,
-                         timeout=120).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
 # ---- host-side preparations ----------------------------------------------------------------------
-
-@pytest.fixture
-def usr_submount() -> Iterator[str]:
-    """A tmpfs mounted under /usr on the host (rw, suid, dev there), so the sandbox must carry a real
-    submount and make it read-only, nosuid and nodev like the rest of /usr. Every sandbox on the host
-    sees it while it exists, another run's too: its name is not one the probes look for (jnb-test-),
-    and it is in the run's ledger, so a killed run's is removed by the next run."""
-    path = f"/usr/lib/jnb-usrmount-{uuid.uuid4().hex[:12]}"
-    with testrun.owned("dir", path), testrun.owned("mount", path):
-        os.mkdir(path, 0o755)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=755", "jnb-usrmount", path], check=True)
-        yield path
-
 
 @pytest.fixture
 def host_tmp_marker() -> Iterator[str]:
@@ -125,44 +101,15 @@ def host_tmp_marker() -> Iterator[str]:
         path.unlink(missing_ok=True)
 
 
-@pytest.fixture
-def host_shm_segment() -> Iterator[int]:
-    """A SysV shared memory segment on the host (IPC_PRIVATE, 0600), removed with IPC_RMID."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    IPC_PRIVATE, IPC_CREAT, IPC_RMID = 0, 0o1000, 0
-    shmid = libc.shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0o600)
-    assert shmid >= 0, os.strerror(ctypes.get_errno())
-    try:
-        assert any(line.split()[1] == str(shmid) for line in open("/proc/sysvipc/shm").read().splitlines()[1:])
-        yield shmid
-    finally:
-        libc.shmctl(shmid, IPC_RMID, None)
-
-
-@pytest.fixture
-def host_abstract_socket() -> Iterator[str]:
-    name = f"jnb-test-{uuid.uuid4().hex}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind("\0" + name)
-    sock.listen(4)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:  # the host itself can connect
-            probe.connect("\0" + name)
-        yield name
-    finally:
-        sock.close()
-
-
 # ---- filesystem: read-only system, writable only where it should be -----------------------------
 
-def test_cannot_write_usr_bin_lib_or_their_submounts(api: Api, usr_submount: str) -> None:
-    assert_held(run_probe(api, "readonly_system", env={"PROBE_SUBMOUNT": usr_submount}))
+def test_cannot_write_usr_bin_lib_or_their_submounts(api: Api, agent: AgentProcess) -> None:
+    assert_prepared_probe_held(api, agent, "readonly_system")
 
 
-def test_cannot_write_the_hosts_usr_or_its_submounts_with_base_host(usr_submount: str) -> None:
-    with running_agent("base: host\n") as agent:
-        assert_held(run_probe(agent.api(), "readonly_system", env={"PROBE_SUBMOUNT": usr_submount,
-                                                                    "PROBE_HOST_USR": "1"}))
+def test_cannot_write_the_hosts_usr_or_its_submounts_with_base_host() -> None:
+    with usr_submount() as path, running_agent("base: host\n") as agent:
+        assert_held(run_probe(agent.api(), "readonly_system", env={"PROBE_SUBMOUNT": path, "PROBE_HOST_USR": "1"}))
 
 
 def test_cannot_write_the_root_or_etc(api: Api) -> None:
@@ -173,9 +120,8 @@ def test_cannot_write_anywhere_but_work_tmp_and_dev_shm(api: Api) -> None:
     assert_held(run_probe(api, "writable_mounts"))
 
 
-def test_cannot_gain_privileges_from_setuid_or_file_capability_binaries(api: Api) -> None:
-    fcaps = ":".join(file_capability_binaries())
-    assert_held(run_probe(api, "setuid", env={"PROBE_FCAPS": fcaps}))
+def test_cannot_gain_privileges_from_setuid_or_file_capability_binaries(api: Api, agent: AgentProcess) -> None:
+    assert_prepared_probe_held(api, agent, "setuid")
 
 
 def test_cannot_gain_privileges_from_the_hosts_setuid_binaries_with_base_host() -> None:
@@ -184,24 +130,16 @@ def test_cannot_gain_privileges_from_the_hosts_setuid_binaries_with_base_host() 
         assert_held(run_probe(agent.api(), "setuid", env={"PROBE_FCAPS": fcaps, "PROBE_HOST_USR": "1"}))
 
 
-def test_cannot_read_host_secrets(api: Api) -> None:
-    host_users = sorted({line.split(":")[0] for line in open("/etc/passwd") if line.strip()})
-    env = {"PROBE_HOST_USERS": ",".join(host_users),
-           "PROBE_HOST_PASSWD_SHA256": hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()}
-    assert_held(run_probe(api, "host_secrets", env=env))
+def test_cannot_read_host_secrets(api: Api, agent: AgentProcess) -> None:
+    assert_prepared_probe_held(api, agent, "host_secrets")
 
 
 def test_cannot_reach_the_agent_root_or_its_tokens(api: Api, agent: AgentProcess) -> None:
-    root = os.path.realpath(agent.root)
-    paths = [root, f"{root}/state", f"{root}/state/tokens.json", f"{root}/client-config", f"{root}/jobs",
-             str(agent.log_path), str(Path(__file__).resolve().parent.parent / "agent")]
-    assert Path(root, "state", "tokens.json").exists(), "the tokens file moved: update this test"
-    assert_held(run_probe(api, "agent_root", env={"PROBE_AGENT_PATHS": ":".join(paths), "PROBE_AGENT_ROOT": root}))
+    assert_prepared_probe_held(api, agent, "agent_root")
 
 
-def test_cannot_fill_the_disk_through_work_or_tmp(api: Api) -> None:
-    env = {"PROBE_DIRS": "/work:/tmp", "PROBE_FILL_MB": "32", "PROBE_DISK_MB": "8"}
-    assert_held(run_probe(api, "disk_fill", env=env, limits={"disk_mb": 8}))
+def test_cannot_fill_the_disk_through_work_or_tmp(api: Api, agent: AgentProcess) -> None:
+    assert_prepared_probe_held(api, agent, "disk_fill")
 
 
 def test_cannot_fill_memory_through_dev_shm(api: Api) -> None:
@@ -244,9 +182,7 @@ def test_cannot_hardlink_host_files_into_work(api: Api) -> None:
 # ---- /proc and /dev -----------------------------------------------------------------------------
 
 def test_cannot_see_host_pids(api: Api, agent: AgentProcess) -> None:
-    assert agent.proc is not None
-    env = {"PROBE_AGENT_PID": str(agent.proc.pid), "PROBE_TEST_PID": str(os.getpid())}
-    assert_held(run_probe(api, "proc_pids", env=env))
+    assert_prepared_probe_held(api, agent, "proc_pids")
 
 
 def test_cannot_read_host_paths_from_the_reapers_command_line(api: Api, agent: AgentProcess) -> None:
@@ -258,10 +194,8 @@ def test_cannot_read_host_paths_from_the_reapers_command_line(api: Api, agent: A
 
 
 def test_cannot_signal_the_agent(api: Api, agent: AgentProcess) -> None:
-    assert agent.proc is not None
-    env = {"PROBE_AGENT_PID": str(agent.proc.pid), "PROBE_TEST_PID": str(os.getpid())}
-    assert_held(run_probe(api, "kill_agent", env=env))
-    assert agent.proc.poll() is None, "the agent died"
+    assert_prepared_probe_held(api, agent, "kill_agent")
+    assert agent.proc is not None and agent.proc.poll() is None, "the agent died"
 
 
 def test_cannot_signal_the_reaper(api: Api) -> None:
@@ -304,9 +238,8 @@ def test_cannot_use_leaked_descriptors_or_cwd(api: Api) -> None:
     assert_held(run_probe(api, "fds"))
 
 
-def test_cannot_find_secrets_in_the_environment(api: Api) -> None:
-    env = {"PROBE_HOST_ENV_NAMES": ",".join(sorted(os.environ)), "PROBE_REQUESTED": "kept"}
-    assert_held(run_probe(api, "environment", env=env))
+def test_cannot_find_secrets_in_the_environment(api: Api, agent: AgentProcess) -> None:
+    assert_prepared_probe_held(api, agent, "environment")
 
 
 def test_cannot_use_dangerous_kernel_interfaces(api: Api) -> None:
@@ -319,21 +252,18 @@ def test_cannot_open_other_netlink_families_memfd_secret_or_sync_the_host(api: A
 
 # ---- namespaces -----------------------------------------------------------------------------------
 
-def test_cannot_share_host_namespaces(api: Api) -> None:
-    host = {name: os.stat(f"/proc/self/ns/{name}").st_ino for name in NAMESPACES}
-    env = {"PROBE_HOST_NS": ",".join(f"{k}={v}" for k, v in host.items())}
-    assert_held(run_probe(api, "namespaces", env=env))
+def test_cannot_share_host_namespaces(api: Api, agent: AgentProcess) -> None:
+    assert_prepared_probe_held(api, agent, "namespaces")
 
 
-def test_cannot_set_the_hostname(api: Api) -> None:
-    env = {"PROBE_SANDBOX_HOSTNAME": SANDBOX_HOSTNAME, "PROBE_HOST_HOSTNAME": socket.gethostname()}
+def test_cannot_set_the_hostname(api: Api, agent: AgentProcess) -> None:
     before = socket.gethostname()
-    assert_held(run_probe(api, "hostname", env=env))
+    assert_prepared_probe_held(api, agent, "hostname")
     assert socket.gethostname() == before
 
 
-def test_cannot_see_host_sysv_ipc(api: Api, host_shm_segment: int) -> None:
-    assert_held(run_probe(api, "sysv_ipc", env={"PROBE_HOST_SHMID": str(host_shm_segment)}))
+def test_cannot_see_host_sysv_ipc(api: Api, agent: AgentProcess) -> None:
+    assert_prepared_probe_held(api, agent, "sysv_ipc")
 
 
 def test_cannot_escape_with_chroot(api: Api) -> None:
@@ -351,16 +281,15 @@ def test_cannot_create_user_namespaces(api: Api) -> None:
 # ---- network "none" ---------------------------------------------------------------------------
 
 def test_cannot_see_host_interfaces(api: Api, agent: AgentProcess) -> None:
-    env = {"PROBE_AGENT_PORT": str(agent.port), "PROBE_HOST_ADDRS": ",".join(host_ipv4_addresses())}
-    assert_held(run_probe(api, "network_none", env=env))
+    assert_prepared_probe_held(api, agent, "network_none")
 
 
 def test_loopback_works_inside_the_job(api: Api) -> None:
     assert_held(run_probe(api, "loopback"))
 
 
-def test_cannot_connect_to_host_abstract_unix_sockets(api: Api, host_abstract_socket: str) -> None:
-    assert_held(run_probe(api, "abstract_socket", env={"PROBE_ABSTRACT": host_abstract_socket}))
+def test_cannot_connect_to_host_abstract_unix_sockets(api: Api, agent: AgentProcess) -> None:
+    assert_prepared_probe_held(api, agent, "abstract_socket")
 
 
 # ---- the job's processes: reaper, signals, daemons ----------------------------------------------

@@ -2,56 +2,45 @@
 
 Each probe of tests/escape runs as a cell of a fresh session (probelib.py uploaded into /work),
 so it attacks from inside the runner's own process, with the session's descriptors, environment
-and identity. A probe ends with sys.exit: 0 (and PROBE_OK) when every attack failed.
+and identity. The probes that need the host prepared (tests/escapehost.py) get the same set-up as
+their job versions in test_escape_production.py. A probe ends with sys.exit: 0 (and PROBE_OK) when
+every attack failed.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentproc import AgentProcess, Api
+import escapehost
 
 ESCAPE = Path(__file__).parent / "escape"
-NAMESPACES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
 
 pytestmark = pytest.mark.root
 
 
-def _host_env(name: str, agent: AgentProcess) -> dict[str, str]:
-    """What a probe needs to know about the host to tell it apart from the sandbox."""
-    if name == "namespaces":
-        host = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in NAMESPACES}
-        return {"PROBE_HOST_NS": ",".join(f"{k}={v}" for k, v in host.items())}
-    if name == "hostname":
-        return {"PROBE_SANDBOX_HOSTNAME": "joblet", "PROBE_HOST_HOSTNAME": socket.gethostname()}
-    if name == "environment":
-        return {"PROBE_HOST_ENV_NAMES": ",".join(sorted(os.environ)), "PROBE_REQUESTED": "kept"}
-    if name == "kill_agent":
-        assert agent.proc is not None
-        return {"PROBE_AGENT_PID": str(agent.proc.pid), "PROBE_TEST_PID": str(os.getpid())}
-    return {}
-
-
 PROBES = ["readonly_root", "writable_mounts", "hardlinks", "pid1_reaper", "ptrace", "proc_masked", "proc_sys",
           "dev_minimal", "mknod", "no_sys_cgroupfs", "unprivileged", "dangerous_syscalls", "chroot",
-          "mount_syscalls", "user_namespace", "loopback", "reaper_orphans", "seccomp_args", "namespaces",
-          "hostname", "environment", "kill_agent"]
+          "mount_syscalls", "user_namespace", "loopback", "reaper_orphans", "seccomp_args"]
+# ...and, with the host prepared as for their job versions: readonly_system, setuid, host_secrets,
+# agent_root, sysv_ipc, abstract_socket, network_none, disk_fill, namespaces, hostname, ...
+JOB_ONLY = {"proc_pids": "counts one thread per process; the runner reads the cell's output on a thread"}
+PREPARED = [name for name in escapehost.PREPARED if name not in JOB_ONLY]
 
 
 def _upload(path: Path) -> dict[str, Any]:
     return {"path": path.name, "content_b64": base64.b64encode(path.read_bytes()).decode(), "mode": 0o644}
 
 
-def run_probe_in_session(api: Api, name: str, env: dict[str, str], code: str | None = None) -> tuple[str, list]:
-    r = api.call("POST", "/v1/sessions", json={"env": env, "uploads": [_upload(ESCAPE / "probelib.py"),
-                                                                        _upload(ESCAPE / f"{name}.py")]})
+def run_probe_in_session(api: Api, name: str, env: dict[str, str], code: str | None = None,
+                         limits: dict[str, Any] | None = None) -> tuple[str, list]:
+    body = {"env": env, "uploads": [_upload(ESCAPE / "probelib.py"), _upload(ESCAPE / f"{name}.py")]}
+    r = api.call("POST", "/v1/sessions", json={**body, "limits": limits} if limits else body)
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
     try:
@@ -69,9 +58,10 @@ def run_probe_in_session(api: Api, name: str, env: dict[str, str], code: str | N
     return out, events
 
 
-@pytest.mark.parametrize("name", PROBES)
+@pytest.mark.parametrize("name", PROBES + PREPARED)
 def test_probe_holds_when_run_as_a_session_cell(agent: AgentProcess, api: Api, name: str) -> None:
-    out, events = run_probe_in_session(api, name, _host_env(name, agent))
+    with escapehost.prepared(name, agent) as setup:
+        out, events = run_probe_in_session(api, name, setup["env"], limits=setup.get("limits"))
     print(out)
     assert "PROBE_OK" in out, out
     errors = [e for e in events if e["type"] == "error"]
