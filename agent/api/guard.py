@@ -40,26 +40,35 @@ class BodyBudget:
     def __init__(self, total: int) -> None:
         self.total = total
         self.used = 0
+        self.waiting = 0          # requests waiting for room
         self._freed: asyncio.Condition | None = None
 
     async def take(self, size: int, wait_s: float) -> None:
+        """Reserve `size` bytes; a body that fits while nobody waits takes them at once (no lock,
+        no timer: the event loop runs one coroutine at a time), else it waits its turn."""
         size = min(size, self.total)
+        if self.waiting == 0 and self.used + size <= self.total:
+            self.used += size
+            return
         if self._freed is None:
             self._freed = asyncio.Condition()
-        async with self._freed:
-            try:
-                await asyncio.wait_for(self._freed.wait_for(lambda: self.used + size <= self.total), wait_s)
-            except asyncio.TimeoutError:
-                raise Unavailable(f"the agent is busy reading other requests' bodies ({self.used >> 20} MB "
-                                  f"held); retry in a moment") from None
-            self.used += size
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(wait_s), self._freed:
+                await self._freed.wait_for(lambda: self.used + size <= self.total)
+                self.used += size
+        except TimeoutError:
+            raise Unavailable(f"the agent is busy reading other requests' bodies ({self.used >> 20} MB "
+                              f"held); retry in a moment") from None
+        finally:
+            self.waiting -= 1
 
     async def give(self, size: int) -> None:
         size = min(size, self.total)
-        assert self._freed is not None
-        async with self._freed:
-            self.used -= size
-            self._freed.notify_all()
+        self.used -= size
+        if self.waiting and self._freed is not None:
+            async with self._freed:
+                self._freed.notify_all()
 
 
 def body_cap(limits: ApiLimits, method: str, path: str) -> int:
@@ -115,8 +124,9 @@ class RequestGuard:
         size = 0
         while True:
             try:
-                message = await asyncio.wait_for(receive(), self.limits.body_timeout_s)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.limits.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
                 raise RequestTimeout(f"the request body stalled for {self.limits.body_timeout_s:g} s") from None
             if message["type"] == "http.disconnect":
                 raise RequestTimeout("the client went away while sending the body")
