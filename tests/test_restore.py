@@ -454,3 +454,21 @@ def test_a_session_cell_rides_through_a_restart() -> None:
             printed += event.get("data", "") if event["type"] == "stdout" else ""
         assert printed == "42\n"
         session.stop()
+
+
+def test_cell_numbers_go_on_after_a_restart_that_the_record_on_disk_missed() -> None:
+    """A cell's number is saved off the cell's path (within a second); an agent killed before that
+    takes the numbers its sessions' holders gave out, and the next cell's number follows them."""
+    with running_agent(stop_jobs=False) as agent:
+        api = agent.api()
+        sid = api.call("POST", "/v1/sessions", json={}).json()["id"]
+        assert run_cell(api, sid, "x = 1")[-1]["status"] == "ok"
+        assert run_cell(api, sid, "x += 1")[-1]["status"] == "ok"
+        kill_agent(agent)  # at once: the record on disk still says 0 cells
+        saved = json.loads((agent.root / "state" / "sessions" / sid / "record.json").read_text())
+        agent.start()
+        api = agent.api()
+        assert api.call("GET", f"/v1/sessions/{sid}").json()["cells"] == 2
+        events = run_cell(api, sid, "print(x)")
+        assert events[0]["cell"] == 3 and cell_stdout(events) == "2\n", (saved, events)
+        assert api.call("DELETE", f"/v1/sessions/{sid}").status_code == 204

@@ -200,7 +200,7 @@ class SessionService:
             raise Conflict(f"session {session_id} already has {waiting} cells waiting")
         record.cells += 1
         record.last_active_at = time.time()
-        self.store.save(record)  # the cell numbers go on after an agent restart
+        self.store.save_soon(record)  # off the cell's path: a restarted agent asks the holder too
         live.queued += 1
         if record.status == SessionStatus.READY:
             record.status = SessionStatus.BUSY
@@ -267,13 +267,18 @@ class SessionService:
                 self.live.pop(live.record.id, None)  # the JobService detaches its holder
         for live in ending:
             await live.ended.wait()
+        self.store.save_pending()
 
     # ---- what the session's sandbox tells (through _Sink) ----------------------------------
 
     def _taken_over(self, live: LiveSession, state: dict[str, Any]) -> None:
-        """An adopted holder's translator says where its runner is."""
+        """An adopted holder's translator says where its runner is, and the last cell it was
+        given (the record on disk may be a cell behind: it is saved off the cell's path)."""
         live.running = state.get("running") if isinstance(state.get("running"), int) else None
-        live.queued = len(state.get("queued") or [])
+        queued = [c for c in state.get("queued") or [] if isinstance(c, int)]
+        live.queued = len(queued)
+        given = [c for c in (state.get("last_cell"), live.running, *queued) if isinstance(c, int)]
+        live.record.cells = max([live.record.cells, *given])
         busy = live.running is not None or live.queued
         live.record.status = (SessionStatus.BUSY if busy else SessionStatus.READY if state.get("ready")
                               else SessionStatus.STARTING)

@@ -1,0 +1,92 @@
+"""What a warm session cell's path leaves out: the record store's deferred save and the request
+guard's body budget without a lock or a timer task when the body fits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from waiting import run_coroutine
+
+from joblet_agent.api.guard import BodyBudget
+from joblet_agent.errors import Unavailable
+from joblet_agent.jobs import store as store_module
+from joblet_agent.sessions.models import SessionRecord
+from joblet_agent.sessions.store import SessionStore
+
+
+def _on_disk(root: Path, record: SessionRecord) -> dict:
+    return json.loads((root / record.id / "record.json").read_text())
+
+
+def _record() -> SessionRecord:
+    now = time.time()
+    return SessionRecord(id="00112233aabbccdd", owner="alice", idle_timeout_s=60, created_at=now, last_active_at=now)
+
+
+def test_save_soon_writes_the_newest_record_once_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "SAVE_SOON_S", 0.05)
+    records = SessionStore(tmp_path)
+    record = _record()
+
+    async def cells() -> None:
+        records.add(record)
+        for _ in range(3):
+            record.cells += 1
+            records.save_soon(record)
+        assert _on_disk(tmp_path, record)["cells"] == 0  # not on the cell's path
+        await asyncio.sleep(0.3)
+
+    run_coroutine(cells())
+    assert _on_disk(tmp_path, record)["cells"] == 3
+
+
+def test_save_pending_and_a_full_save_write_at_once_and_forget_drops_a_pending_save(tmp_path: Path) -> None:
+    records = SessionStore(tmp_path)
+    record, other = _record(), _record().model_copy(update={"id": "ffeeddccbbaa9988"})
+
+    async def steps() -> None:
+        records.add(record)
+        records.add(other)
+        record.cells = 2
+        records.save_soon(record)
+        records.save_pending()
+        assert _on_disk(tmp_path, record)["cells"] == 2
+        record.cells = 3
+        records.save_soon(record)
+        records.save(record)  # a full save takes the pending one along
+        assert _on_disk(tmp_path, record)["cells"] == 3 and not records._unsaved
+        other.cells = 5
+        records.save_soon(other)
+        records.forget(other.id)
+        records.save_pending()
+        assert _on_disk(tmp_path, other)["cells"] == 0
+
+    run_coroutine(steps())
+
+
+def test_a_body_that_fits_takes_the_budget_at_once_and_others_wait_their_turn() -> None:
+    budget = BodyBudget(100)
+
+    async def steps() -> None:
+        await budget.take(60, 1.0)
+        assert budget._freed is None  # no lock made while everything fits
+        waiter = asyncio.create_task(budget.take(60, 5.0))
+        await asyncio.sleep(0.01)
+        assert not waiter.done() and budget.waiting == 1
+        await budget.take(10, 5.0)  # one that fits still goes (through the waiters' lock)
+        assert budget.used == 70 and not waiter.done()
+        await budget.give(60)
+        await waiter
+        assert budget.used == 70 and budget.waiting == 0
+        with pytest.raises(Unavailable, match="busy reading"):
+            await budget.take(50, 0.05)
+        assert budget.used == 70 and budget.waiting == 0
+        await budget.give(70)
+        await budget.take(100, 0.05)
+        assert budget.used == 100
+
+    run_coroutine(steps())
