@@ -1,10 +1,12 @@
 """Where a job's sandbox runs, behind one small interface: the JobService hands an executor a
 SandboxSpec and hears back what happened through `JobEvents`; the executor owns everything the
-sandbox holds until `ended` (processes, cgroups, folders; on a cluster, the Slurm job).
+sandbox holds until `ended` (processes, cgroups, folders; on a cluster, the Slurm job), or until
+the `cleanup` task that `ended` names has finished.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,7 +27,7 @@ class Placement:
 
 @dataclass
 class Ending:
-    """What the executor knows once nothing of the job is left.
+    """What the executor knows once the job has ended (what it held may still be going: `cleanup`).
 
     `stop` is a stop the executor's side applied on its own ("timeout" enforced on the node);
     `lost` says why a job ended without its result (its node failed, Slurm cancelled it);
@@ -37,6 +39,7 @@ class Ending:
     stop: str | None = None
     lost: str | None = None
     setup: str | None = None
+    cleanup: "asyncio.Task[None] | None" = None   # still removing what the sandbox held (a DELETE waits)
 
 
 class JobEvents(Protocol):

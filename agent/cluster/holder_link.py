@@ -87,6 +87,7 @@ class HolderEvents(Protocol):
     def running(self, at: float) -> None: ...
     def advanced(self, seq: int) -> None: ...
     def notice(self, data: Any) -> None: ...
+    def ended(self) -> None: ...
     def gone(self) -> None: ...
 
 
@@ -212,6 +213,8 @@ class HolderLink:
             self.events.running(float(msg["at"]))
         elif ev == "notice":
             self.events.notice(msg.get("data"))
+        elif ev == "ended":
+            self.events.ended()
 
     def _on_close(self, _channel: control.Channel) -> None:
         if self.pidfd is None:

@@ -96,6 +96,8 @@ class LocalExecution:
         self.launch_error: str | None = None
         self.attaching: asyncio.Task[None] | None = None   # a bridge job's network set-up, off the loop
         self.ended = False
+        self.gone = asyncio.Event()                         # the holder's process has ended
+        self.cleanup: asyncio.Task[None] | None = None      # removes what the sandbox held, once it is gone
 
     def launch(self, spec: SandboxSpec) -> None:
         spec.state_dir, spec.holder_token = str(self.folder), self.note.token
@@ -107,7 +109,7 @@ class LocalExecution:
             sock = self.executor.launcher.hold(spec)
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
             self.launch_error = f"launching the sandbox: {exc}"
-            asyncio.get_running_loop().create_task(self._finish_surely())
+            self.holder_gone()
             return
         self.link = self._link()
         self.link.open(sock)
@@ -206,33 +208,41 @@ class LocalExecution:
             self.link.detach()
 
     # ---- the end ---------------------------------------------------------------------------
+    # The end is reported as soon as the holder says `ended` (its outcome is on disk and its log
+    # let go), or when it is gone without a word; what the sandbox held (its cgroup, its network
+    # link, its root folder) is removed after that, once the holder is gone: nobody waits for it
+    # but a DELETE of the job and the agent's shutdown (`Ending.cleanup`).
 
-    async def _finish_surely(self) -> None:
-        """`_finish`; if it breaks half-way, the job still ends (saying why): a job never stays
-        RUNNING because its clean-up failed (out of descriptors, a cgroup that will not go)."""
+    def holder_ended(self) -> None:
+        self._end_once()
+
+    def holder_gone(self) -> None:
+        self.gone.set()
+        self._end_once()
+
+    def _end_once(self) -> None:
+        if self.cleanup is None:
+            loop = asyncio.get_running_loop()
+            self.cleanup = loop.create_task(self._clean_up())
+            loop.create_task(self._report_surely(self.cleanup))
+
+    async def _report_surely(self, cleanup: "asyncio.Task[None]") -> None:
+        """`_report`; if it breaks half-way, the job still ends (saying why): a job never stays
+        RUNNING because its report failed (out of descriptors, say)."""
         try:
-            await self._finish()
+            await self._report(cleanup)
         except Exception as exc:  # noqa: BLE001
-            QUIET.say("finish", f"job {self.job_id}: clean-up failed: {exc!r}")
+            QUIET.say("finish", f"job {self.job_id}: reporting its end failed: {exc!r}")
             if not self.ended:
                 self.ended = True
-                self.events.ended(Ending(setup=f"the agent could not clean up after the sandbox: {exc}"))
+                self.events.ended(Ending(setup=f"the agent could not read how the sandbox ended: {exc}",
+                                         cleanup=cleanup))
 
-    async def _finish(self) -> None:
-        """The holder is gone: what it recorded becomes the report; what the sandbox held goes."""
+    async def _report(self, cleanup: "asyncio.Task[None]") -> None:
+        """What the holder recorded becomes the report."""
         if self.attaching is not None:
-            await asyncio.gather(self.attaching, return_exceptions=True)  # release after attach, never before
+            await asyncio.gather(self.attaching, return_exceptions=True)
         outcome, ending = await until_descriptors(self._outcome, f"reading how job {self.job_id} ended")
-        try:  # whatever is left in it (nothing, when the holder ended well)
-            await until_descriptors(self.cgroup.remove, f"removing job {self.job_id}'s cgroup")
-        except cgroups.CgroupError as exc:  # left for the start-up sweep; the job still ends
-            QUIET.say("cgroup-remove", f"job {self.job_id}: {exc}")
-        if self.network != "none" and self.executor.network is not None:
-            self.executor.network.release(self.job_id)
-        try:
-            self.root_dir.rmdir()
-        except FileNotFoundError:
-            pass
         await _log_free(self.folder)
         self.ended = True
         if outcome is not None and outcome.end is not None:
@@ -240,7 +250,27 @@ class LocalExecution:
                                               exit_code=outcome.exit_code, signal=outcome.signal))
         if outcome is not None:
             self.events.status(status.done(outcome.kept_files, outcome.kept_bytes))
+        ending.cleanup = cleanup
         self.events.ended(ending)
+
+    async def _clean_up(self) -> None:
+        """Once the holder is gone: its cgroup (whatever is left in it: nothing, when the holder
+        ended well), the network link, the root folder. A failure is said and left for the sweep."""
+        await self.gone.wait()
+        if self.attaching is not None:
+            await asyncio.gather(self.attaching, return_exceptions=True)  # release after attach, never before
+        try:
+            await until_descriptors(lambda: asyncio.to_thread(self.cgroup.remove), f"removing job {self.job_id}'s cgroup")
+        except cgroups.CgroupError as exc:  # left for the start-up sweep
+            QUIET.say("cgroup-remove", f"job {self.job_id}: {exc}")
+        except Exception as exc:  # noqa: BLE001
+            QUIET.say("finish", f"job {self.job_id}: clean-up failed: {exc!r}")
+        if self.network != "none" and self.executor.network is not None:
+            self.executor.network.release(self.job_id)
+        try:
+            self.root_dir.rmdir()
+        except OSError:
+            pass
 
     def _outcome(self) -> tuple[Outcome | None, Ending]:
         if self.launch_error is not None:
@@ -276,8 +306,11 @@ class _Told:
     def notice(self, data: Any) -> None:
         self.job.events.notice(data)
 
+    def ended(self) -> None:
+        self.job.holder_ended()
+
     def gone(self) -> None:
-        asyncio.get_running_loop().create_task(self.job._finish_surely())
+        self.job.holder_gone()
 
 
 async def _log_free(folder: Path) -> None:

@@ -87,8 +87,8 @@ class SandboxEars:
             self.service.store.save(record)
 
     def ended(self, ending: Ending) -> None:
-        """Nothing of the sandbox is left: the verdict, from what the sandbox reported, what the
-        agent did to it, and what the executor knows (its holder died, its node was lost, Slurm
+        """The sandbox has ended (what it held may still be going: `ending.cleanup`): the verdict,
+        from what the sandbox reported, what the agent did to it, and what the executor knows (its holder died, its node was lost, Slurm
         refused it)."""
         live, record = self.live, self.live.record
         for timer in live.timers:
@@ -96,6 +96,7 @@ class SandboxEars:
         if ending.cpu_s is not None or ending.memory_peak_bytes is not None:
             record.usage = Usage(cpu_s=ending.cpu_s, memory_peak_bytes=ending.memory_peak_bytes)
         self.service.release_slot(live)
+        self.service.cleanups.add(record.id, ending.cleanup)
         if ending.setup:
             live.outcome.take(status.setup_error(ending.setup))
         live.stop_reason = live.stop_reason or ending.stop  # one its holder applied or kept across a restart

@@ -66,12 +66,36 @@ class LiveJob:
         return self.note.uid_slot
 
 
+class Cleanups:
+    """The clean-ups still running after their jobs' ends (cgroups, links, root folders): a DELETE
+    of the job and the agent's shutdown wait for them; nothing else does."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def add(self, job_id: str, task: asyncio.Task[None] | None) -> None:
+        if task is None or task.done():
+            return
+        self.tasks[job_id] = task
+        task.add_done_callback(lambda _t: self.tasks.pop(job_id, None) if self.tasks.get(job_id) is _t else None)
+
+    async def wait(self, job_id: str) -> None:
+        task = self.tasks.get(job_id)
+        if task is not None:
+            await asyncio.gather(asyncio.shield(task), return_exceptions=True)
+
+    async def wait_all(self, timeout: float) -> None:
+        if self.tasks:
+            await asyncio.wait(list(self.tasks.values()), timeout=timeout)
+
+
 class Keeper(Protocol):
     """The JobService, as a live job's ears and its log see it."""
 
     config: AgentConfig
     store: JobStore
     live: dict[str, LiveJob]
+    cleanups: Cleanups
 
     def take(self, live: LiveJob, step: Step) -> None:
         """Events and a notice from the agent's own output translator (a sandbox without a holder)."""

@@ -39,7 +39,7 @@ from ..sandbox.spec import SandboxSpec, WorkFile
 from .ears import SandboxEars
 from .quota import QuotaKeeper
 from .spec import RuntimeMounts
-from .livejob import LiveJob, SandboxSink
+from .livejob import Cleanups, LiveJob, SandboxSink
 from .sinks import JobLog
 from .store import JobStore
 from .verdict import Verdict
@@ -78,6 +78,7 @@ class JobService:
         self.store = JobStore(paths.job_state)
         self.quota = QuotaKeeper(self.store, config)
         self.live: dict[str, LiveJob] = {}
+        self.cleanups = Cleanups()      # what ended jobs held, still being removed
         self._slots: set[int] = set()
         self.io_device = cgroups.whole_disk_of(str(paths.root))
 
@@ -361,6 +362,8 @@ class JobService:
         if live is not None:
             self.audit.write("stop", job=job_id, by=who.id, role=who.role)
             self.signal_stop(live, reason)
+        else:
+            await self.cleanups.wait(job_id)  # it has ended: what it held is gone when this returns
         return record
 
     async def wait(self, job_id: str) -> JobRecord | None:
@@ -383,7 +386,8 @@ class JobService:
 
     async def remove_record(self, job_id: str) -> None:
         """Gone from every call at once; its folder (which may hold many files) goes on a worker
-        thread, so that the event loop serves others meanwhile."""
+        thread, so that the event loop serves others meanwhile. What its sandbox held goes first."""
+        await self.cleanups.wait(job_id)
         folder = self.store.forget(job_id)
         await asyncio.to_thread(remove_tree, str(folder))
 
@@ -405,6 +409,7 @@ class JobService:
             except asyncio.TimeoutError:
                 if live.execution is not None:
                     live.execution.kill()
+        await self.cleanups.wait_all(timeout=15)
         return left
 
     # ---- uid slots -----------------------------------------------------------------------

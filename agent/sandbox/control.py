@@ -17,6 +17,8 @@ and the holder tells:
   {"ev": "seq", "seq": N}                   the log holds every event up to N
   {"ev": "running", "at": T}                the job's command started
   {"ev": "notice", "data": {...}}           what its output translator tells (a session's cell ended)
+  {"ev": "ended"}                           outcome.json is written and the log let go; it exits next
+                                            (an agent that misses this sees the pidfd end instead)
 
 Both ends run this module's `Channel` on an event loop with `add_reader`/`add_writer` (asyncio's in
 the agent, `miniloop.SelectorLoop` in the holder). Lines are bounded; a peer that sends a longer

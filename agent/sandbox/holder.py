@@ -40,11 +40,14 @@ HOLDER_NAME = "jnb-holder"
 
 def hold(stage: sequence.Stage, spec: SandboxSpec, control_fd: int) -> NoReturn:
     """The stage's life from its job's arrival on; never returns into the launcher."""
+    came = time.monotonic()
     set_process_name(HOLDER_NAME)
     gc.enable()  # a holder lives as long as its job; the launcher's objects stay frozen, unscanned
     try:
         holder = Holder(stage, spec, control_fd)
+        holder.outcome.marks["came"] = came
         problem = holder.take()
+        holder.outcome.mark("taken")
     except BaseException:  # noqa: BLE001 - nothing recorded: the agent reports a failed set-up
         os._exit(sequence.SETUP_FAILED_EXIT)
     try:
@@ -135,6 +138,7 @@ class Holder:
                 sequence.run_steps(sequence.STAGE_1_ROOT, self.stage, self.spec)
             except sequence.SetupError as exc:
                 problem = f"sandbox stage 1: {exc}"
+            self.outcome.mark("root")
         if problem is not None:
             self.outcome.take(status.setup_error(problem))
         else:
@@ -142,6 +146,7 @@ class Holder:
             while self.init_pid is not None or self.open_streams:
                 self.loop.run_once()
                 self._flush()
+            self.outcome.mark("drained")
         self._finish()
 
     def _start_init(self) -> None:
@@ -162,6 +167,7 @@ class Holder:
             sequence.init(spec)
         _quiet_stdio()  # the holder's 0-4 are /dev/null again: it keeps only its own ends
         self.init_pid, self.init_pidfd, self.forked = pid, os.pidfd_open(pid), True
+        self.outcome.mark("forked")
         self.state = "waiting" if self.go_fd is not None else "starting"
         for fd, kind in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
@@ -206,6 +212,7 @@ class Holder:
     def _on_status(self, msg: status.Message) -> None:
         if msg.kind is status.Kind.RUNNING:
             self.state, self.outcome.started_at = "running", time.time()
+            self.outcome.mark("running")
             self.pending += self.translator.running()
             self._flush()
             self._tell({"ev": "running", "at": self.outcome.started_at})
@@ -223,6 +230,7 @@ class Holder:
         assert self.init_pid is not None and self.init_pidfd is not None
         self.loop.remove_reader(self.init_pidfd)
         os.waitpid(self.init_pid, 0)
+        self.outcome.mark("init_ended")
         os.close(self.init_pidfd)
         self.init_pid = self.init_pidfd = None
         self.state = "ending"
@@ -366,7 +374,9 @@ class Holder:
 
     def _finish(self) -> None:
         """After the job: usage and OOM from the cgroup, /work copied out, the last events, the
-        outcome on disk; the socket goes, and the log's lock with the process."""
+        outcome on disk; the socket goes, the log's lock is let go, and the agents hear `ended`:
+        they report the job's end while this process exits (the teardown of its mount namespace,
+        a copy of the host's, and of the job's other namespaces is nobody's wait)."""
         self.state = "ending"
         cgroup = self.stage.cgroup
         if cgroup is not None:
@@ -376,13 +386,16 @@ class Holder:
                 self.outcome.oom = cgroup.oom_killed()
             except Exception:  # noqa: BLE001 - usage is best effort
                 pass
+        self.outcome.mark("usage")
         if self.forked and self.outcome.end != status.Kind.SETUP_ERROR.value:
             files, size, notes = sequence.collect_work(self.spec)
             self.outcome.kept_files, self.outcome.kept_bytes = files, size
             for note in notes:
                 self.pending.append({"type": "stderr", "data": f"[joblet] /work files: {note}\n"})
+        self.outcome.mark("work_copied")
         self.pending += self.translator.ended(self.outcome)
         self._flush()
+        self.outcome.mark("logged")
         self.outcome.ended_at = time.time()
         self.outcome.write(self.dir_fd)
         for name in (control.SOCKET_NAME, control.HOLDER_NAME):
@@ -390,6 +403,9 @@ class Holder:
                 os.unlink(name, dir_fd=self.dir_fd)
             except OSError:
                 pass
+        assert self.log is not None
+        self.log.close()  # the agent writes the log's `exit` now, not after this process has gone
+        self._tell({"ev": "ended"})
 
     def crashed(self, exc: BaseException) -> None:
         """A bug in the holder: the job goes (the init dies with its parent), the reason is kept."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+import time
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .status import Kind, Message
@@ -34,6 +35,10 @@ class Outcome:
     kept_bytes: int = 0
     started_at: float | None = None   # the command started (RUNNING)
     ended_at: float | None = None
+    marks: dict[str, float] = field(default_factory=dict)  # CLOCK_MONOTONIC at the holder's phases (benchmarks/)
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.monotonic()
 
     def take(self, msg: Message) -> None:
         """A terminal message from the sandbox. The first sets the end; a later error replaces it

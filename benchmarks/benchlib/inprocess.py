@@ -72,13 +72,14 @@ class InProcess:
     def run_launcher(self, marks: dict[str, float]) -> None:
         """The sandbox part of JobService.start/_finalize, with nothing else: no records, no
         asyncio. The spec is the agent's own (jobspec.standard_spec), so it cannot drift. The job's
-        holder answers hello once its init is forked, tells `running`, and closes its connection
-        when it exits (after /work is copied out and the outcome is on disk)."""
+        holder answers hello once its init is forked, tells `running`, tells `ended` once /work is
+        copied out and the outcome is on disk (the row's timing ends there: the agent reports the
+        end then), and closes its connection when it exits; the clean-up follows, untimed."""
         from joblet_agent.jobs import spec as jobspec
         from joblet_agent.models import JobRecord
         from joblet_agent.sandbox.outcome import Outcome
 
-        t0 = time.perf_counter()
+        t0, m0 = time.perf_counter(), time.monotonic()
         svc = self.service
         job_id = secrets.token_hex(8)
         limits = jobspec.effective_limits(self.request.limits, svc.config.defaults, svc.config.max_limits)
@@ -109,16 +110,21 @@ class InProcess:
                     marks.setdefault({"hello": "ev_started", "running": "ev_running"}.get(kind, kind),
                                      time.perf_counter() - t0)
                 marks["eof"] = time.perf_counter() - t0
+            marks["timed_end"] = marks.get("ended", marks["eof"])  # the end is known: what follows is clean-up
             outcome = Outcome.read(str(state_dir))
+            for name, at in (outcome.marks if outcome is not None else {}).items():
+                marks["holder_" + name] = at - m0  # the holder's CLOCK_MONOTONIC marks, as offsets
         finally:
             if cgroup is not None:
                 t2 = time.perf_counter()
                 cgroup.remove()
                 marks["cgroup_remove"] = time.perf_counter() - t2
+            t3 = time.perf_counter()
             if root_dir is not None:
                 with contextlib.suppress(FileNotFoundError):
                     root_dir.rmdir()
             shutil.rmtree(state_dir, ignore_errors=True)
+            marks["folders_remove"] = time.perf_counter() - t3
             svc._slots.discard(slot)
         if outcome is None or outcome.end != "exit" or outcome.exit_code != 0:
             raise RuntimeError(f"launcher job {job_id} failed: {outcome}")

@@ -57,15 +57,19 @@ def tree_memory(*roots: int) -> dict[str, Any]:
     """RSS and PSS summed over the trees under `roots` (MB), and how many processes of each name."""
     rss = pss = 0
     kinds: dict[str, int] = {}
+    pss_by_name: dict[str, float] = {}
     pids = process_tree(*roots)
     for pid in pids:
         m = rss_pss_kb(pid)
         if m is None:
             continue
-        kinds[comm(pid)] = kinds.get(comm(pid), 0) + 1
+        name = comm(pid)
+        kinds[name] = kinds.get(name, 0) + 1
+        pss_by_name[name] = pss_by_name.get(name, 0.0) + m[1] / 1024
         rss += m[0]
         pss += m[1]
-    return {"processes": len(pids), "by_name": kinds, "tree_rss_mb": rss / 1024, "tree_pss_mb": pss / 1024}
+    return {"processes": len(pids), "by_name": kinds, "pss_mb_by_name": pss_by_name, "tree_rss_mb": rss / 1024,
+            "tree_pss_mb": pss / 1024}
 
 
 def memory_of(agent_pid: int, launcher_pid: int | None) -> dict[str, Any]:
@@ -112,4 +116,6 @@ def agent_memory(agent_pid: int, launcher_pid: int | None, cgroup_parent: str) -
             out[key] += more[key]
         for name, n in more["by_name"].items():
             out["by_name"][name] = out["by_name"].get(name, 0) + n
+        for name, mb in more["pss_mb_by_name"].items():
+            out["pss_mb_by_name"][name] = out["pss_mb_by_name"].get(name, 0.0) + mb
     return out

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from .common import log
 
 Row = Callable[[dict[str, float]], None]
-"""One run of a row; it may leave marks (seconds since its start) for a breakdown."""
+"""One run of a row; it may leave marks (seconds since its start) for a breakdown, and `timed_end`:
+the moment its timing ends (the rest of the run is clean-up that nobody waits for)."""
 
 
 def round_robin(fns: dict[str, Row], runs: int, warmup: int) -> tuple[dict[str, list[float]],
@@ -29,7 +30,8 @@ def round_robin(fns: dict[str, Row], runs: int, warmup: int) -> tuple[dict[str, 
             m: dict[str, float] = {}
             t0 = time.perf_counter()
             fns[name](m)
-            times[name].append((time.perf_counter() - t0) * 1000)
+            elapsed = time.perf_counter() - t0
+            times[name].append(m.get("timed_end", elapsed) * 1000)  # a row may end its timing early
             marks[name].append(m)
         if (i + 1) % max(1, runs // 10) == 0:
             log(f"  {i + 1}/{runs} rounds ({time.monotonic() - t_start:.0f} s)")
@@ -44,25 +46,47 @@ def breakdown(marks: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
         return statistics.median(vals) if vals else None
 
     out: dict[str, dict[str, float]] = {}
-    L = {k: med("launcher", k) for k in ("cgroup_create", "launch_start", "launch_end", "ev_started", "ev_running",
-                                         "ev_exit", "ev_done", "eof", "cgroup_remove")}
-    if all(v is not None for v in L.values()):
-        out["launcher"] = {
-            "cgroup open (the stage made it ahead and writes the limits)": L["cgroup_create"],
-            "spec (jobspec.standard_spec) + mkdir job root": L["launch_start"] - L["cgroup_create"],
-            "launch() call (spec JSON, memfd, sendmsg)": L["launch_end"] - L["launch_start"],
-            "-> 'started' (a waiting stage takes the job: cgroup renamed + limited, mounts, fork init)":
-                L["ev_started"] - L["launch_end"],
-            "'started' -> 'running' (init: mounts, pivot_root, lo up, fork job)": L["ev_running"] - L["ev_started"],
-            "'running' -> 'exit' (uid, seccomp, exec /bin/true, reap)": L["ev_exit"] - L["ev_running"],
-            "'exit' -> 'done' (init exits, namespaces torn down, stage 1 copies /work out)": L["ev_done"] - L["ev_exit"],
-            "'done' -> status EOF": L["eof"] - L["ev_done"],
-            "cgroup remove": L["cgroup_remove"],
-        }
+    launcher = _launcher_phases(lambda key: med("launcher", key))
+    if launcher:
+        out["launcher"] = launcher
     post = med("agent-http", "post")
     if post is not None:
         out["agent-http"] = {"POST /v1/jobs returns": post}
     start = med("service", "start")
     if start is not None:
         out["service"] = {"start() returns": start}
+    return out
+
+
+LAUNCHER_PHASES = (
+    # (from, to, what happens in between); holder_* are the holder's own marks (outcome.json)
+    (None, "launch_start", "spec (jobspec.standard_spec), state folder and root folder made"),
+    ("launch_start", "launch_end", "Launcher.hold(): spec JSON into a memfd, sendmsg to the launcher"),
+    ("launch_end", "holder_came", "the launcher hands the job to a waiting stage, which reads the spec"),
+    ("holder_came", "holder_taken", "take: log locked, cgroup renamed job-<id>, holder.json, control socket"),
+    ("holder_taken", "holder_root", "stage 1 root: limits written, mount namespace copied, private, root tmpfs"),
+    ("holder_root", "holder_forked", "pipes made, init forked"),
+    ("holder_forked", "holder_running", "init: root built (binds, /etc, /proc, /dev), pivot_root, lo, job forked"),
+    ("holder_running", "holder_init_ended", "job: uid, Landlock, seccomp, exec true, exit; init reaps, exits"),
+    ("holder_init_ended", "holder_drained", "holder: the job's pipes drained to EOF"),
+    ("holder_drained", "holder_usage", "holder: usage and OOM read from the cgroup"),
+    ("holder_usage", "holder_work_copied", "holder: /work copied out"),
+    ("holder_work_copied", "holder_logged", "holder: last events into the log"),
+    ("holder_logged", "ended", "holder: outcome.json written (fsync), log let go; `ended` read here (timing ends)"),
+    ("ended", "eof", "after the end: the holder exits (its namespaces torn down); EOF here"),
+)
+
+
+def _launcher_phases(med: Callable[[str], float | None]) -> dict[str, float]:
+    """The launcher row's phases (ms, differences of medians of offsets), and the clean-up after it."""
+    out: dict[str, float] = {}
+    for start, end, what in LAUNCHER_PHASES:
+        a, b = (0.0 if start is None else med(start)), med(end)
+        if a is not None and b is not None:
+            out[what] = b - a
+    for key, what in (("cgroup_remove", "after EOF: cgroup removed"),
+                      ("folders_remove", "after EOF: root and state folders removed")):
+        value = med(key)
+        if value is not None:
+            out[what] = value
     return out
