@@ -7,7 +7,7 @@ import os
 import shutil
 
 from ..errors import CannotIsolate
-from . import cgroups, libc
+from . import cgroups, libc, reaper
 from .namespaces import ALL_NAMESPACES
 from .spec import BASE_PATH
 
@@ -34,6 +34,8 @@ def check(driver_parent: str) -> cgroups.CgroupDriver:
         problems.append(f"no usable cgroup hierarchy: {exc}")
     if shutil.which("python3", path=BASE_PATH) is None:
         problems.append("no python3 under /usr/bin or /bin: script jobs need the base system's python3")
+    if not os.access(reaper.BINARY, os.X_OK):
+        problems.append(f"{reaper.BINARY} is missing: scripts/install.sh builds the jobs' PID-1 reaper")
     if problems:
         raise CannotIsolate("cannot isolate jobs on this host:\n  - " + "\n  - ".join(problems))
     assert driver is not None

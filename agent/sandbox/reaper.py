@@ -4,12 +4,21 @@ A plain program as PID 1 of a namespace ignores every signal it has no handler f
 reaps orphans. The reaper forwards the signals a user or the agent sends to the job's process group
 and reaps every child until the main one ends; when it exits, the kernel kills whatever is left in
 the namespace, daemonised children included.
+
+Once the job's process runs, the init (a Python fork of the launcher) executes `jnb-reaper`
+(reaper.c, built by scripts/install.sh) to do this, so that no Python interpreter's pages stay
+copied for the job's whole life; the binary is opened before pivot_root and executed by
+descriptor. `reap_until` below is what the init does itself should that exec fail.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+
+BINARY = os.path.join(sys.prefix, "libexec", "jnb-reaper")
+_binary_fd = -1
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
@@ -61,3 +70,21 @@ def reap_until(main_pid: int) -> int:
             return 0
         if pid == main_pid:
             return status
+
+
+def open_binary() -> None:
+    """In the init, before pivot_root: the reaper binary, from the host, close-on-exec."""
+    global _binary_fd
+    try:
+        _binary_fd = os.open(BINARY, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise RuntimeError(f"{BINARY} is missing (scripts/install.sh builds it)") from None
+
+
+def become_reaper(main_pid: int, status_fd: int) -> None:
+    """Execute the reaper in place of this process (the forwarded signals stay blocked across the
+    exec: one that comes meanwhile waits for its handler); returns only if the exec failed."""
+    try:
+        os.execve(_binary_fd, ["jnb-init", str(main_pid), str(status_fd)], {})
+    except OSError:
+        return

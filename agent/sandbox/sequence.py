@@ -231,6 +231,11 @@ def private_mount_namespace(_: SandboxSpec) -> None:
     namespaces.new_mount_namespace()
 
 
+def open_reaper(_: SandboxSpec) -> None:
+    """The PID-1 program the init becomes once the job runs, opened while the host is in view."""
+    reaper.open_binary()
+
+
 def set_hostname(spec: SandboxSpec) -> None:
     sethostname(spec.hostname)
 
@@ -268,13 +273,14 @@ def narrow_capabilities(_: SandboxSpec) -> None:
 
 
 INIT = (hold_signals, keep_only_its_descriptors, die_with_parent, validate_job_context, prefer_for_oom_kill,
-        private_mount_namespace, build_root, set_hostname, pivot_root, root_readonly, loopback_up, wait_for_the_agent,
-        cgroup_namespace, narrow_capabilities)
+        private_mount_namespace, build_root, open_reaper, set_hostname, pivot_root, root_readonly, loopback_up,
+        wait_for_the_agent, cgroup_namespace, narrow_capabilities)
 
 
 def init(spec: SandboxSpec) -> NoReturn:
-    """INIT, then start the job's command under the reaper and report how it ended. The init is a
-    fork of the warm launcher, never an exec of a host binary into the sandbox."""
+    """INIT, then start the job's command and become its reaper (reaper.py), which reports how it
+    ended. The init is a fork of the warm launcher; once the job runs it executes jnb-reaper, a
+    small host program opened before pivot_root (never a file of the job's root)."""
     set_process_name("jnb-init")
     try:
         run_steps(INIT, spec)
@@ -283,9 +289,10 @@ def init(spec: SandboxSpec) -> NoReturn:
     main_pid = os.fork()
     if main_pid == 0:
         exec_job(spec)
-    reaper.install_forwarding(main_pid)
     identity.reduce_reaper()  # root's uid (the job cannot signal or trace it), only CAP_KILL
     status.send(status.running(main_pid))
+    reaper.become_reaper(main_pid, status.STATUS_FD)  # jnb-reaper from here on; below only if that failed
+    reaper.install_forwarding(main_pid)
     wait_status = reaper.reap_until(main_pid)
     if os.WIFSIGNALED(wait_status):
         status.send(status.exited(None, os.WTERMSIG(wait_status)))
