@@ -146,6 +146,45 @@ def test_live_follow_sees_output_while_the_job_runs(api):
     assert record_status == "RUNNING", seen
 
 
+def _job_processes(job_id: str, name: str) -> list[int]:
+    """The host's pids of the processes named `name` in the job's cgroup."""
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and f"/job-{job_id}" in open(f"/proc/{entry.name}/cgroup").read() \
+                    and open(f"/proc/{entry.name}/comm").read().strip() == name:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_running_jobs_pid_1_is_the_small_reaper_with_the_inits_privileges(api):
+    """Once the job runs, its init is jnb-reaper (no Python fork for the job's whole life), with no
+    more than the init had: root's uid, CAP_KILL alone in every set, no_new_privs; it still
+    forwards a stop's SIGTERM (the job's trap answers) and reports the job's exit code."""
+    from joblet_agent.sandbox.reaper import BINARY
+
+    job_id = api.submit(command=["sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; "
+                                             "while :; do sleep 0.1; done"])
+    try:
+        api.wait_for_output(job_id, "ready")
+        (init,) = _job_processes(job_id, "jnb-init")
+        assert os.path.realpath(f"/proc/{init}/exe") == os.path.realpath(BINARY)
+        fields = dict(line.split(":", 1) for line in open(f"/proc/{init}/status").read().splitlines())
+        assert fields["Uid"].split()[:2] == ["0", "0"]
+        for caps in ("CapInh", "CapAmb"):
+            assert int(fields[caps], 16) == 0, (caps, fields[caps])
+        for caps in ("CapPrm", "CapEff", "CapBnd"):
+            assert int(fields[caps], 16) == 1 << 5, (caps, fields[caps])  # CAP_KILL
+        assert fields["NoNewPrivs"].strip() == "1"
+    finally:
+        api.call("POST", f"/v1/jobs/{job_id}/stop")
+    events = api.events(job_id)
+    assert "got TERM" in "".join(e.get("data", "") for e in events if e["type"] == "stdout")
+    assert events[-1]["exit_code"] == 7, events[-1]
+
+
 def test_usage_is_reported_while_the_job_runs(api):
     job_id = api.submit(script="import time\nb = bytearray(32 << 20)\nprint('ready', flush=True)\n"
                                "end = time.time() + 60\nwhile time.time() < end: pass\n")

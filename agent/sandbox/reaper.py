@@ -73,17 +73,21 @@ def reap_until(main_pid: int) -> int:
 
 
 def open_binary() -> None:
-    """In the init, before pivot_root: the reaper binary, from the host, close-on-exec."""
+    """In the init, before pivot_root: the reaper binary, from the host, close-on-exec. Without it
+    (an install that did not build it: the agent's preflight says so) the init stays the reaper."""
     global _binary_fd
     try:
         _binary_fd = os.open(BINARY, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise RuntimeError(f"{BINARY} is missing (scripts/install.sh builds it)") from None
+        _binary_fd = -1
 
 
 def become_reaper(main_pid: int, status_fd: int) -> None:
     """Execute the reaper in place of this process (the forwarded signals stay blocked across the
-    exec: one that comes meanwhile waits for its handler); returns only if the exec failed."""
+    exec: one that comes meanwhile waits for its handler); returns only if there is none or the
+    exec failed."""
+    if _binary_fd < 0:
+        return
     try:
         os.execve(_binary_fd, ["jnb-init", str(main_pid), str(status_fd)], {})
     except OSError:
