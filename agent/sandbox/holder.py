@@ -397,7 +397,7 @@ class Holder:
         self._flush()
         self.outcome.mark("logged")
         self.outcome.ended_at = time.time()
-        self.outcome.write(self.dir_fd)
+        self.outcome.write(self.dir_fd, durable=False)
         for name in (control.SOCKET_NAME, control.HOLDER_NAME):
             try:
                 os.unlink(name, dir_fd=self.dir_fd)
@@ -406,6 +406,10 @@ class Holder:
         assert self.log is not None
         self.log.close()  # the agent writes the log's `exit` now, not after this process has gone
         self._tell({"ev": "ended"})
+        try:
+            Outcome.sync(self.dir_fd)  # durable, while nobody waits
+        except OSError:
+            pass
 
     def crashed(self, exc: BaseException) -> None:
         """A bug in the holder: the job goes (the init dies with its parent), the reason is kept."""

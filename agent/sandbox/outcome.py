@@ -1,7 +1,7 @@
 """How a job's sandbox ended, as its holder recorded it: the facts the agent's verdict is made of.
 
-The holder writes `outcome.json` into the job's state folder (write, fsync, rename) as its last
-act, so a job that ended while no agent ran still gets its true verdict when an agent comes back:
+The holder writes `outcome.json` into the job's state folder (write, rename, and fsync once it
+has told the agents) as its last act, so a job that ended while no agent ran still gets its true verdict when an agent comes back:
 how the command ended (exit code or signal, or a set-up or exec error), why it was stopped (a
 stop, a timeout), whether the kernel's OOM killer acted in its cgroup, and what it used. The
 agent's `jobs/verdict.decide` names the verdict from these facts; no fact is the agent's guess.
@@ -49,16 +49,27 @@ class Outcome:
         elif self.end in (None, Kind.EXIT.value):
             self.end, self.exit_code, self.signal = Kind.EXIT.value, msg.exit_code, msg.signal
 
-    def write(self, dir_fd: int) -> None:
+    def write(self, dir_fd: int, durable: bool = True) -> None:
+        """Written whole, then renamed into place; with `durable` False the fsync is the caller's
+        (`sync`, once the agents know: they read it from the page cache meanwhile)."""
         tmp = OUTCOME_NAME + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=dir_fd)
         try:
             os.write(fd, json.dumps(asdict(self)).encode())
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, OUTCOME_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+    @staticmethod
+    def sync(dir_fd: int) -> None:
+        fd = os.open(OUTCOME_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @classmethod
     def read(cls, folder: str) -> "Outcome | None":

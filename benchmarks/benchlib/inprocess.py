@@ -133,8 +133,13 @@ class InProcess:
         # No service.shutdown(): after an interrupt a job's _finalize may have been cut short and
         # would never signal "done". The sweep below kills and removes whatever a job left.
         if self.loop is not None:
-            for task in asyncio.all_tasks(self.loop):
+            with contextlib.suppress(Exception):  # the last jobs' clean-ups, which follow their ends
+                self.loop.run_until_complete(self.service.cleanups.wait_all(timeout=15))
+            tasks = asyncio.all_tasks(self.loop)
+            for task in tasks:
                 task.cancel()
+            if tasks:
+                self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             self.loop.close()
         if self.launcher is not None:
             self.launcher.stop()

@@ -72,8 +72,8 @@ LAUNCHER_PHASES = (
     ("holder_drained", "holder_usage", "holder: usage and OOM read from the cgroup"),
     ("holder_usage", "holder_work_copied", "holder: /work copied out"),
     ("holder_work_copied", "holder_logged", "holder: last events into the log"),
-    ("holder_logged", "ended", "holder: outcome.json written (fsync), log let go; `ended` read here (timing ends)"),
-    ("ended", "eof", "after the end: the holder exits (its namespaces torn down); EOF here"),
+    ("holder_logged", "ended", "holder: outcome.json written, log let go; `ended` read here (timing ends)"),
+    ("ended", "eof", "after the end: outcome.json fsync, the holder exits (namespaces torn down); EOF"),
 )
 
 
