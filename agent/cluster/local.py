@@ -260,7 +260,8 @@ class LocalExecution:
         if self.attaching is not None:
             await asyncio.gather(self.attaching, return_exceptions=True)  # release after attach, never before
         try:
-            await until_descriptors(lambda: asyncio.to_thread(self.cgroup.remove), f"removing job {self.job_id}'s cgroup")
+            await until_descriptors(lambda: asyncio.to_thread(self.cgroup.remove),
+                                    f"removing job {self.job_id}'s cgroup")
         except cgroups.CgroupError as exc:  # left for the start-up sweep
             QUIET.say("cgroup-remove", f"job {self.job_id}: {exc}")
         except Exception as exc:  # noqa: BLE001

@@ -88,8 +88,8 @@ class SandboxEars:
 
     def ended(self, ending: Ending) -> None:
         """The sandbox has ended (what it held may still be going: `ending.cleanup`): the verdict,
-        from what the sandbox reported, what the agent did to it, and what the executor knows (its holder died, its node was lost, Slurm
-        refused it)."""
+        from what the sandbox reported, what the agent did to it, and what the executor knows (its
+        holder died, its node was lost, Slurm refused it)."""
         live, record = self.live, self.live.record
         for timer in live.timers:
             timer.cancel()

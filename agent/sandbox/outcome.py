@@ -1,10 +1,11 @@
 """How a job's sandbox ended, as its holder recorded it: the facts the agent's verdict is made of.
 
 The holder writes `outcome.json` into the job's state folder (write, rename, and fsync once it
-has told the agents) as its last act, so a job that ended while no agent ran still gets its true verdict when an agent comes back:
-how the command ended (exit code or signal, or a set-up or exec error), why it was stopped (a
-stop, a timeout), whether the kernel's OOM killer acted in its cgroup, and what it used. The
-agent's `jobs/verdict.decide` names the verdict from these facts; no fact is the agent's guess.
+has told the agents) as its last act, so a job that ended while no agent ran still gets its true
+verdict when an agent comes back: how the command ended (exit code or signal, or a set-up or exec
+error), why it was stopped (a stop, a timeout), whether the kernel's OOM killer acted in its
+cgroup, and what it used. The agent's `jobs/verdict.decide` names the verdict from these facts; no
+fact is the agent's guess.
 """
 
 from __future__ import annotations

@@ -80,9 +80,11 @@ int main(int argc, char **argv) {
     char line[96];
     int n;
     if (WIFSIGNALED(status))
-        n = snprintf(line, sizeof line, "{\"event\": \"exit\", \"exit_code\": null, \"signal\": %d}\n", WTERMSIG(status));
+        n = snprintf(line, sizeof line, "{\"event\": \"exit\", \"exit_code\": null, \"signal\": %d}\n",
+                     WTERMSIG(status));
     else
-        n = snprintf(line, sizeof line, "{\"event\": \"exit\", \"exit_code\": %d, \"signal\": null}\n", WEXITSTATUS(status));
+        n = snprintf(line, sizeof line, "{\"event\": \"exit\", \"exit_code\": %d, \"signal\": null}\n",
+                     WEXITSTATUS(status));
     if (write((int)fd, line, (size_t)n) < 0)
         return 0;  /* the holder went away; the job has ended all the same */
     return 0;

@@ -106,8 +106,9 @@ def _details(r: dict[str, Any]) -> None:
               f"for {b['sandboxes']} ({b['per_sandbox_processes']:.1f} processes each)")
         by_name = a["busy"].get("pss_mb_by_name", {})
         if by_name:
+            counts = a["busy"]["by_name"]
             print("PSS by process name with the jobs running (MB, total / per process): " + "; ".join(
-                f"{name} {mb:.1f} / {mb / a['busy']['by_name'].get(name, 1):.2f}" for name, mb in sorted(by_name.items())))
+                f"{name} {mb:.1f} / {mb / counts.get(name, 1):.2f}" for name, mb in sorted(by_name.items())))
     if "relay" in r:
         print("\nRelay (MB/s per run): " + "; ".join(f"{k} {' '.join(f'{x:.0f}' for x in v)}"
                                                       for k, v in r["relay"]["mb_per_s"].items()))
