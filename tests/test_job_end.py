@@ -7,6 +7,7 @@ No timing claims: these check order and completeness only (benchmarks/goals.py m
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,19 @@ def test_a_stop_or_delete_after_the_exit_event_returns_once_the_cleanup_is_over(
         assert api.call("DELETE", f"/v1/jobs/{job_id}").status_code == 204
         assert api.call("GET", f"/v1/jobs/{job_id}").status_code == 404
     assert not _left(agent, job_id)
+
+
+def test_an_agent_killed_right_after_the_exit_event_completes_the_cleanup_when_it_comes_back():
+    """The agent dies (SIGKILL) as soon as the exit event is out, while the job's holder is still
+    tearing down: the agent that starts next removes what the job held, and keeps its verdict."""
+    with running_agent() as own:
+        api = own.api()
+        job_id = api.submit(script=SLOW_TEARDOWN)
+        assert _ended(api, job_id)["status"] == "COMPLETED"
+        own.stop(signal.SIGKILL)
+        own.start()
+        wait_until(lambda: not _left(own, job_id), message=lambda: _left(own, job_id))
+        assert own.api().record(job_id)["status"] == "COMPLETED"
 
 
 def test_the_work_copy_is_complete_at_the_exit_event(api):
