@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -130,10 +130,11 @@ class EventLog:
         while True:
             waiter = self._changed
             try:
-                f = await until_descriptors(lambda: open(self.path, "rb"), "reading an event log")
+                fd = await until_descriptors(lambda: os.open(self.path, os.O_RDONLY | os.O_CLOEXEC),
+                                             "reading an event log")
             except FileNotFoundError:
-                f = None
-            offset, data, more = (offset, b"", False) if f is None else _read_lines(f, offset)
+                fd = -1
+            offset, data, more = (offset, b"", False) if fd < 0 else _read_lines(fd, offset)
             if data:
                 chunk, last, ended = _after(data, last)
                 if chunk:
@@ -149,23 +150,38 @@ class EventLog:
             await waiter.wait()
 
 
-READ_AT_MOST = 1 << 20  # a follower reads a long log in bounded steps: what a slow reader holds
+READ_AT_MOST = 4 << 20  # a follower reads a long log in bounded steps: what a slow reader holds
 HEAD = re.compile(rb'\{"seq":(\d+),"type":"([a-z_]+)"')
 
 
-def _read_lines(f: IO[bytes], offset: int) -> tuple[int, bytes, bool]:
-    """(new offset, the complete lines after `offset`, whether more is to be read at once); `f`
-    is closed."""
-    with f:
-        f.seek(offset)
-        data = f.read(READ_AT_MOST)
+def _read_lines(fd: int, offset: int) -> tuple[int, bytes, bool]:
+    """(new offset, the complete lines after `offset`, whether more is to be read at once); `fd`
+    is closed. A step holds at least one line: a line longer than a step (a holder's read of
+    binary output, escaped) is read on to its end."""
+    try:
+        data = os.pread(fd, READ_AT_MOST, offset)
         more = len(data) == READ_AT_MOST
         end = data.rfind(b"\n") + 1
-        if end == 0 and more:  # one line longer than a read: take it whole
-            f.seek(offset)
-            data = f.readline()
-            end = len(data) if data.endswith(b"\n") else 0
+        if end == 0 and more:
+            data = _long_line(fd, offset, data)
+            end = len(data)
+    finally:
+        os.close(fd)
     return offset + end, data[:end], more and end > 0  # a line still being written: wait for it
+
+
+def _long_line(fd: int, offset: int, start: bytes) -> bytes:
+    """The line that begins with `start` (no newline in it) up to its newline; b"" while its end
+    is not written yet."""
+    parts, pos = [start], offset + len(start)
+    while part := os.pread(fd, READ_AT_MOST, pos):
+        cut = part.find(b"\n") + 1
+        if cut:
+            parts.append(part[:cut])
+            return b"".join(parts)
+        parts.append(part)
+        pos += len(part)
+    return b""
 
 
 def _head(data: bytes, start: int, end: int) -> tuple[int, str] | None:

@@ -57,16 +57,20 @@ class TextOutput:
         self.cut = False
 
     def output(self, kind: str, data: bytes) -> Step:
-        text = self.decoders[kind].decode(data, final=not data)
-        self.bytes += len(data)
-        if not text:
-            return Step()
-        if not self.cap or self.bytes <= self.cap:
-            return Step([{"type": kind, "data": text}])
+        """One event per read, however many lines it holds; a read that crosses the cap keeps its
+        bytes up to the cap exactly, then the note comes once."""
         if self.cut:
             return Step()
-        self.cut = True
-        return Step([{"type": "stderr", "data": f"[joblet] output beyond {self.cap >> 20} MB is not kept\n"}])
+        over = bool(self.cap) and self.bytes + len(data) > self.cap
+        if over:
+            data = data[:self.cap - self.bytes]
+        self.bytes += len(data)
+        text = self.decoders[kind].decode(data, final=over or not data)
+        events = [{"type": kind, "data": text}] if text else []
+        if over:
+            self.cut = True
+            events.append({"type": "stderr", "data": f"[joblet] output beyond {self.cap >> 20} MB is not kept\n"})
+        return Step(events)
 
     def input(self, data: str) -> Step:
         return Step(stdin=data.encode())
