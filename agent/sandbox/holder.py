@@ -38,6 +38,8 @@ HOLDER_OOM_SCORE_ADJ = "-900"  # the job (+1000) goes first, the holder last
 HOLDER_NAME = "jnb-holder"
 READ_SIZE = 1 << 20            # one read (and one event) takes what the pipe holds, up to this
 PIPE_SIZE = 1 << 20            # the job's stdout and stderr pipes (the default is 64 KiB)
+BUSY_PAUSE_S = 0.002           # a stream that writes in small pieces is read once per this
+SMALL_READ = READ_SIZE >> 2
 
 
 def hold(stage: sequence.Stage, spec: SandboxSpec, control_fd: int) -> NoReturn:
@@ -86,6 +88,7 @@ class Holder:
         self.stdin_fd: int | None = None
         self.pending_in = bytearray()
         self.kill_timer: Timer | None = None
+        self.last_read: dict[int, float] = {}
 
     # ---- taking the job ----------------------------------------------------------------------
 
@@ -187,12 +190,24 @@ class Holder:
             self._signal(signal.SIGKILL)
 
     def _read_output(self, fd: int, kind: str) -> None:
+        """One read, one event. A program that writes in small pieces (`seq`: 4 KiB) would wake
+        the holder, and so the log, the agent and the client, once per piece: after a small read
+        that follows another within the pause, the stream is left alone for `BUSY_PAUSE_S`, so
+        the next read takes what came meanwhile. A lone write is never delayed, and a fast
+        writer fills large reads, which pause nothing."""
         data = _read(fd, READ_SIZE)
         if data is None:
             return
         self._take(self.translator.output(kind, data))
         if not data:
             self._close_stream(fd)
+            return
+        now = time.monotonic()
+        busy = now - self.last_read.get(fd, 0.0) < BUSY_PAUSE_S * 2
+        self.last_read[fd] = now
+        if busy and len(data) < SMALL_READ:
+            self.loop.remove_reader(fd)
+            self.loop.call_later(BUSY_PAUSE_S, lambda: self.loop.add_reader(fd, self._read_output, fd, kind))
 
     def _take(self, step: Step) -> None:
         """A translator's answer: events for the log, bytes for stdin, notices for the agents."""

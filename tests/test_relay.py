@@ -1,0 +1,125 @@
+"""A job's stdout relayed to the notebook client (issue 11): every byte, in order, for a large
+output through a real agent; a slow reader loses nothing; bytes split across reads and invalid
+UTF-8 arrive as the job wrote them (invalid bytes replaced); the output cap cuts once, at its
+exact byte; `after=` resumes a large stream exactly. No timing claims (benchmarks/relay_phases.py
+measures the pace)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import zlib
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from agentproc import AgentProcess, Api, running_agent
+from joblet_nb.core.client import JobletClient, ndjson_lines
+from joblet_nb.core.request import JobRequest
+
+LARGE_MB = 200
+
+
+def _seq(n: int) -> bytes:
+    return subprocess.run(["seq", "1", str(n)], check=True, capture_output=True).stdout
+
+
+def _stdout_of(events: Iterator[object]) -> tuple[int, int, object]:
+    """Length and CRC-32 of the stdout events' text (UTF-8), and the last event."""
+    size, crc, last = 0, 0, None
+    for event in events:
+        if getattr(event, "type", None) == "stdout":
+            data = event.data.encode()  # type: ignore[attr-defined]
+            size, crc = size + len(data), zlib.crc32(data, crc)
+        last = event
+    return size, crc, last
+
+
+@pytest.fixture(scope="module")
+def big_agent() -> Iterator[AgentProcess]:
+    with running_agent(f"max_output_mb: {LARGE_MB + 64}\n") as agent:
+        yield agent
+
+
+@pytest.mark.root
+def test_a_large_output_reaches_the_notebook_client_whole_and_in_order(big_agent):
+    n = 24_000_000  # `seq 1 n`: 200 MB
+    want = _seq(n)
+    assert len(want) > LARGE_MB * 1_000_000 * 0.9
+    client = JobletClient(big_agent.url, big_agent.user_token, timeout=120, stream_timeout=300)
+    job_id = client.run_job(JobRequest(command=["seq", "1", str(n)])).id
+    size, crc, last = _stdout_of(client.events(job_id))
+    assert last.status == "COMPLETED", last  # type: ignore[attr-defined]
+    assert (size, crc) == (len(want), zlib.crc32(want)), "bytes were lost, repeated or reordered"
+    client.delete_job(job_id)
+
+
+@pytest.mark.root
+def test_a_slow_reader_loses_nothing_and_after_resumes_exactly(big_agent):
+    n = 8_000_000  # 63 MB, written far faster than this reader takes it
+    want = _seq(n)
+    api = big_agent.api()
+    job_id = api.submit(command=["seq", "1", str(n)])
+    r = api.call("GET", f"/v1/jobs/{job_id}/events", params={"follow": "true"}, stream=True, timeout=300)
+    got, lines = bytearray(), []
+    assert r.status_code == 200, r.text
+    for chunk in r.raw.stream(256 << 10, decode_content=False):
+        lines.append(chunk)
+        time.sleep(0.005)
+    events = [orjson.loads(line) for line in ndjson_lines(iter(lines))]
+    for event in events:
+        if event["type"] == "stdout":
+            got += event["data"].encode()
+    assert events[-1]["type"] == "exit" and events[-1]["status"] == "COMPLETED", events[-1]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert bytes(got) == want
+    middle = events[len(events) // 2]["seq"]
+    rest = api.events(job_id, after=middle, follow=False, timeout=300)
+    assert [e["seq"] for e in rest] == [e["seq"] for e in events[middle:]]
+    assert "".join(e["data"] for e in rest if e["type"] == "stdout") == \
+        "".join(e["data"] for e in events[middle:] if e["type"] == "stdout")
+    api.settle(job_id)
+
+
+SPLIT = """import os, time
+os.write(1, b"caf\\xc3"); time.sleep(0.3); os.write(1, b"\\xa9 ok\\n")
+os.write(1, b"bad \\xff\\xfe byte\\n"); time.sleep(0.3)
+os.write(1, b"half a li"); time.sleep(0.3); os.write(1, b"ne\\n")
+os.write(2, b"\\xe2\\x82"); time.sleep(0.3); os.write(2, b"\\xac\\n")
+os.write(1, b"no newline at the end")
+"""
+
+
+@pytest.mark.root
+def test_bytes_split_across_reads_and_invalid_utf8_arrive_as_written(api: Api, client: JobletClient):
+    job_id = api.submit(script=SPLIT)
+    events = list(client.events(job_id))
+    stdout = "".join(e.data for e in events if e.type == "stdout")
+    stderr = "".join(e.data for e in events if e.type == "stderr")
+    assert stdout == "café ok\nbad \ufffd\ufffd byte\nhalf a line\nno newline at the end"
+    assert stderr == "€\n"
+    assert events[-1].status == "COMPLETED"
+    api.settle(job_id)
+
+
+@pytest.mark.root
+def test_the_output_cap_cuts_once_at_its_exact_byte():
+    n = 400_000  # 2.7 MB of stdout against a 1 MB cap
+    want = _seq(n)
+    with running_agent("max_output_mb: 1\n") as agent:
+        api = agent.api()
+        result = api.run(command=["seq", "1", str(n)])
+    assert result.record["status"] == "COMPLETED"
+    assert result.stdout.encode() == want[:1 << 20]
+    notes = [e for e in result.events if e["type"] == "stderr" and "is not kept" in e["data"]]
+    assert len(notes) == 1 and "beyond 1 MB" in notes[0]["data"], result.stderr[-500:]
+    assert result.stderr == notes[0]["data"]
+
+
+def test_ndjson_lines_split_anywhere_are_joined_once_and_a_cut_piece_is_dropped():
+    stream = b'{"seq":1}\n\n{"seq":2,"data":"' + b"x" * 1000 + b'"}\n \n{"seq":3}\n{"seq":4,"cut'
+    for size in (1, 3, 7, 64, 999, len(stream)):
+        chunks = iter([stream[i:i + size] for i in range(0, len(stream), size)])
+        lines = [bytes(line) for line in ndjson_lines(chunks)]
+        assert lines == [b'{"seq":1}', b'{"seq":2,"data":"' + b"x" * 1000 + b'"}', b'{"seq":3}'], size
