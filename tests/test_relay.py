@@ -123,3 +123,29 @@ def test_ndjson_lines_split_anywhere_are_joined_once_and_a_cut_piece_is_dropped(
         chunks = iter([stream[i:i + size] for i in range(0, len(stream), size)])
         lines = [bytes(line) for line in ndjson_lines(chunks)]
         assert lines == [b'{"seq":1}', b'{"seq":2,"data":"' + b"x" * 1000 + b'"}', b'{"seq":3}'], size
+
+
+def test_the_notebook_reads_ahead_of_its_writer_a_bounded_amount_of_output(monkeypatch):
+    from joblet_nb.core import stream
+    from joblet_nb.core.events import OutputEvent
+    from waiting import wait_until
+
+    monkeypatch.setattr(stream, "QUEUE_BYTES", 4 << 20)
+    produced: list[int] = []
+
+    class Endless:
+        def events(self, job_id: str, after: int, follow: bool) -> Iterator[OutputEvent]:
+            while True:
+                produced.append(1)
+                yield OutputEvent(len(produced), "stdout", data="x" * (1 << 20))
+
+    pump = stream.EventPump(Endless(), "job", 0)  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: len(produced) >= 6, message="the pump did not read")
+        time.sleep(0.5)  # it waits for room: nothing more is read while nobody takes
+        assert len(produced) == 6  # 5 queued (4 MB and one more), the 6th waits for room
+        for _ in range(3):
+            pump.get(timeout=5)
+        wait_until(lambda: len(produced) >= 9, message="the pump did not go on once there was room")
+    finally:
+        pump.close()

@@ -33,6 +33,7 @@ EventHook = Callable[[Event], None]
 DisplayHook = Callable[[DisplayEvent], None]
 STDERR_TAIL_CHARS = 64 * 1024
 QUEUE_EVENTS = 1024          # events read ahead of the writer; the reader waits when it is full
+QUEUE_BYTES = 16 << 20       # ... or when this much output waits (an event of a large output is 1 MB)
 _END = object()
 
 
@@ -271,6 +272,8 @@ class EventPump:
         self.job_id = job_id
         self.after = after
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_EVENTS)
+        self.room = threading.Condition()
+        self.queued_bytes = 0
         self.closed = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"joblet-events-{job_id}", daemon=True)
         self.thread.start()
@@ -287,6 +290,11 @@ class EventPump:
         self._put(_END)
 
     def _put(self, item: Any) -> bool:
+        size = _size(item)
+        with self.room:
+            while self.queued_bytes > QUEUE_BYTES and not self.closed.is_set():
+                self.room.wait(0.2)
+            self.queued_bytes += size
         while not self.closed.is_set():
             try:
                 self.queue.put(item, timeout=0.2)
@@ -297,7 +305,17 @@ class EventPump:
 
     def get(self, timeout: float | None) -> Any:
         """The next event, `_END`, or the exception that ended the stream; `queue.Empty` on timeout."""
-        return self.queue.get(timeout=timeout)
+        item = self.queue.get(timeout=timeout)
+        size = _size(item)
+        if size:
+            with self.room:
+                self.queued_bytes -= size
+                self.room.notify()
+        return item
 
     def close(self) -> None:
         self.closed.set()
+
+
+def _size(item: Any) -> int:
+    return len(item.data) if isinstance(item, OutputEvent) else 0
