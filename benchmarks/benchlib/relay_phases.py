@@ -64,16 +64,18 @@ class CpuShares:
 
     def __enter__(self) -> "CpuShares":
         self.before = (process_cpu_s(self.pid), cgroup_cpu_s(self.agent.cgroup_parent) or 0.0, self_cpu_s())
+        self.old = set(self._holders())  # an earlier job's holder may still be ending: not this run's
         self.thread.start()
         return self
 
+    def _holders(self) -> list[int]:
+        return [pid for pid in children_map().get(self.agent.launcher_pid or -1, []) if comm(pid) == "jnb-holder"]
+
     def _sample(self) -> None:
-        launcher = self.agent.launcher_pid
         while not self.done.wait(0.05):
-            for pid in children_map().get(launcher or -1, []) if not self.holders else list(self.holders):
-                if pid in self.holders or comm(pid) == "jnb-holder":
-                    with contextlib.suppress(OSError):
-                        self.holders[pid] = process_cpu_s(pid)
+            for pid in list(self.holders) or [p for p in self._holders() if p not in self.old]:
+                with contextlib.suppress(OSError):
+                    self.holders[pid] = process_cpu_s(pid)
 
     def __exit__(self, *exc: object) -> None:
         self.done.set()
