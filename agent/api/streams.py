@@ -12,13 +12,15 @@ from fastapi.responses import StreamingResponse
 
 from ..errors import TooMany
 
+Body = AsyncIterator[bytes] | AsyncIterator[memoryview]  # an event log's lines are views of a read
+
 
 class StreamQuota:
     def __init__(self, per_user: int) -> None:
         self.per_user = per_user
         self.open: Counter[str] = Counter()
 
-    def response(self, owner: str, body: AsyncIterator[bytes], media_type: str) -> StreamingResponse:
+    def response(self, owner: str, body: Body, media_type: str) -> StreamingResponse:
         """A streaming response that counts against `owner` until it is over (429 when full)."""
         if self.open[owner] >= self.per_user:
             raise TooMany(f"you hold {self.open[owner]} event streams open, the most one user may "
@@ -33,7 +35,7 @@ class StreamQuota:
 
 
 class _Counted(StreamingResponse):
-    def __init__(self, body: AsyncIterator[bytes], media_type: str, on_end: Any) -> None:
+    def __init__(self, body: Body, media_type: str, on_end: Any) -> None:
         super().__init__(body, media_type=media_type)
         self._on_end = on_end
 

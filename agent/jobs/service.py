@@ -127,7 +127,7 @@ class JobService:
         self.get(who, job_id)
         return self.store.log(job_id).follow(after=after, follow=follow)
 
-    async def event_lines(self, who: Principal, job_id: str, after: int, follow: bool) -> AsyncIterator[bytes]:
+    async def event_lines(self, who: Principal, job_id: str, after: int, follow: bool) -> AsyncIterator[memoryview]:
         """`events` as NDJSON bytes straight from the log (what the HTTP stream sends)."""
         self.get(who, job_id)
         return self.store.log(job_id).follow_lines(after=after, follow=follow)

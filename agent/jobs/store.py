@@ -118,14 +118,15 @@ class EventLog:
     async def follow(self, after: int = 0, follow: bool = True) -> AsyncIterator[dict[str, Any]]:
         """Every event with seq > after, then (if follow) new ones until the exit event."""
         async for chunk in self.follow_lines(after, follow):
-            for line in chunk.splitlines():
+            for line in bytes(chunk).splitlines():
                 yield json.loads(line)
 
-    async def follow_lines(self, after: int = 0, follow: bool = True) -> AsyncIterator[bytes]:
+    async def follow_lines(self, after: int = 0, follow: bool = True) -> AsyncIterator[memoryview]:
         """What `follow` yields, as the log's own bytes: complete lines, as many as one read holds.
 
         A line is read only as far as its seq and type, so relaying a large output costs no JSON
-        work here and one event-loop turn per read, not per event."""
+        work here and one event-loop turn per read, not per event; a chunk is a view of what was
+        read, so the lines are not copied on their way to the HTTP layer."""
         offset, last = 0, after
         while True:
             waiter = self._changed
@@ -134,9 +135,9 @@ class EventLog:
                                              "reading an event log")
             except FileNotFoundError:
                 fd = -1
-            offset, data, more = (offset, b"", False) if fd < 0 else _read_lines(fd, offset)
-            if data:
-                chunk, last, ended = _after(data, last)
+            offset, data, end, more = (offset, b"", 0, False) if fd < 0 else _read_lines(fd, offset)
+            if end:
+                chunk, last, ended = _after(data, end, last)
                 if chunk:
                     yield chunk
                 if ended:
@@ -154,9 +155,9 @@ READ_AT_MOST = 4 << 20  # a follower reads a long log in bounded steps: what a s
 HEAD = re.compile(rb'\{"seq":(\d+),"type":"([a-z_]+)"')
 
 
-def _read_lines(fd: int, offset: int) -> tuple[int, bytes, bool]:
-    """(new offset, the complete lines after `offset`, whether more is to be read at once); `fd`
-    is closed. A step holds at least one line: a line longer than a step (a holder's read of
+def _read_lines(fd: int, offset: int) -> tuple[int, bytes, int, bool]:
+    """(new offset, what was read, where its complete lines end, whether more is to be read at
+    once); `fd` is closed. A step holds at least one line: a line longer than a step (a holder's read of
     binary output, escaped) is read on to its end."""
     try:
         data = os.pread(fd, READ_AT_MOST, offset)
@@ -167,7 +168,7 @@ def _read_lines(fd: int, offset: int) -> tuple[int, bytes, bool]:
             end = len(data)
     finally:
         os.close(fd)
-    return offset + end, data[:end], more and end > 0  # a line still being written: wait for it
+    return offset + end, data, end, more and end > 0  # a line still being written: wait for it
 
 
 def _long_line(fd: int, offset: int, start: bytes) -> bytes:
@@ -197,11 +198,11 @@ def _head(data: bytes, start: int, end: int) -> tuple[int, str] | None:
     return int(event["seq"]), str(event["type"])
 
 
-def _after(data: bytes, last: int) -> tuple[bytes, int, bool]:
-    """The lines of `data` with seq > last, up to and with an exit event; the last seq; whether it
-    ended."""
-    pos, first, cut, ended = 0, -1, len(data), False
-    while pos < len(data):
+def _after(data: bytes, size: int, last: int) -> tuple[memoryview, int, bool]:
+    """The lines of data[:size] with seq > last, up to and with an exit event (a view); the last
+    seq; whether it ended."""
+    pos, first, cut, ended = 0, -1, size, False
+    while pos < size:
         end = data.index(b"\n", pos) + 1
         head = _head(data, pos, end)
         if head is not None and head[0] > last:
@@ -211,7 +212,7 @@ def _after(data: bytes, last: int) -> tuple[bytes, int, bool]:
                 cut, ended = end, True
                 break
         pos = end
-    return (data[first:cut] if first >= 0 else b""), last, ended
+    return memoryview(data)[first:cut] if first >= 0 else memoryview(b""), last, ended
 
 
 def _last_seq(path: Path) -> int:

@@ -138,7 +138,7 @@ class SessionService:
         self._record(who, session_id)
         return self.store.log(session_id).follow(after=after, follow=follow)
 
-    async def event_lines(self, who: Principal, session_id: str, after: int, follow: bool) -> AsyncIterator[bytes]:
+    async def event_lines(self, who: Principal, session_id: str, after: int, follow: bool) -> AsyncIterator[memoryview]:
         """`events` as NDJSON bytes straight from the log (what the HTTP stream sends)."""
         self._record(who, session_id)
         return self.store.log(session_id).follow_lines(after=after, follow=follow)
