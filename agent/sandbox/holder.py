@@ -40,6 +40,7 @@ READ_SIZE = 1 << 20            # one read (and one event) takes what the pipe ho
 PIPE_SIZE = 1 << 20            # the job's stdout and stderr pipes (the default is 64 KiB)
 BUSY_PAUSE_S = 0.002           # a stream that writes in small pieces is read once per this
 SMALL_READ = READ_SIZE >> 2
+BUSY_STREAK = 8                # ... once this many small reads came in a row (a cell's few frames never wait)
 
 
 def hold(stage: sequence.Stage, spec: SandboxSpec, control_fd: int) -> NoReturn:
@@ -88,7 +89,7 @@ class Holder:
         self.stdin_fd: int | None = None
         self.pending_in = bytearray()
         self.kill_timer: Timer | None = None
-        self.last_read: dict[int, float] = {}
+        self.last_read: dict[int, tuple[float, int]] = {}  # per stream: when, and the busy streak
 
     # ---- taking the job ----------------------------------------------------------------------
 
@@ -191,10 +192,11 @@ class Holder:
 
     def _read_output(self, fd: int, kind: str) -> None:
         """One read, one event. A program that writes in small pieces (`seq`: 4 KiB) would wake
-        the holder, and so the log, the agent and the client, once per piece: after a small read
-        that follows another within the pause, the stream is left alone for `BUSY_PAUSE_S`, so
-        the next read takes what came meanwhile. A lone write is never delayed, and a fast
-        writer fills large reads, which pause nothing."""
+        the holder, and so the log, the agent and the client, once per piece: once a stream has
+        been read `BUSY_STREAK` times without a quiet moment, a small read leaves it alone for
+        `BUSY_PAUSE_S`, so the next read takes what came meanwhile. A few writes in a row (a
+        cell's frames) are never delayed, and a fast writer fills large reads, which pause
+        nothing."""
         data = _read(fd, READ_SIZE)
         if data is None:
             return
@@ -203,9 +205,10 @@ class Holder:
             self._close_stream(fd)
             return
         now = time.monotonic()
-        busy = now - self.last_read.get(fd, 0.0) < BUSY_PAUSE_S * 2
-        self.last_read[fd] = now
-        if busy and len(data) < SMALL_READ:
+        before, streak = self.last_read.get(fd, (0.0, 0))
+        streak = streak + 1 if now - before < BUSY_PAUSE_S * 2 else 0
+        self.last_read[fd] = (now, streak)
+        if streak >= BUSY_STREAK and len(data) < SMALL_READ:
             self.loop.remove_reader(fd)
             self.loop.call_later(BUSY_PAUSE_S, lambda: self.loop.add_reader(fd, self._read_output, fd, kind))
 
