@@ -151,7 +151,7 @@ class EventLog:
             await waiter.wait()
 
 
-READ_AT_MOST = 4 << 20  # a follower reads a long log in bounded steps: what a slow reader holds
+READ_AT_MOST = 2 << 20  # a follower reads a long log in bounded steps: a slow reader holds about two
 HEAD = re.compile(rb'\{"seq":(\d+),"type":"([a-z_]+)"')
 
 
