@@ -217,9 +217,14 @@ class Holder:
         self.pending += step.events
         if step.stdin:
             self._write_input(step.stdin)
-        for notice in step.notices:
-            self._flush()  # the log first: an agent told of a cell's end finds its events there
-            self._tell({"ev": "notice", "data": notice})
+        if step.notices:
+            # The log first, so an agent told of a cell's end finds its events there; then the
+            # notices, then how far the log goes: an agent (whose followers wake on `seq`) has
+            # taken in a cell's end before any client of it can see its `cell_end`.
+            self._write_pending()
+            for notice in step.notices:
+                self._tell({"ev": "notice", "data": notice})
+            self._tell_seq()
 
     def _read_status(self, fd: int, buffer: bytearray) -> None:
         data = _read(fd, 4096)
@@ -383,10 +388,17 @@ class Holder:
 
     def _flush(self) -> None:
         """Pending events into the log in one write, then tell the agents how far it goes."""
+        self._write_pending()
+        self._tell_seq()
+
+    def _write_pending(self) -> None:
         assert self.log is not None
         if self.pending:
             events, self.pending = self.pending, []
             self.log.append(events)
+
+    def _tell_seq(self) -> None:
+        assert self.log is not None
         if self.log.seq != self.told_seq:
             self.told_seq = self.log.seq
             self._tell({"ev": "seq", "seq": self.log.seq})
