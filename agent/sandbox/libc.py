@@ -146,3 +146,13 @@ def set_process_name(name: str) -> None:
     """The name `ps` and /proc/PID/comm show (15 bytes at most)."""
     buf = ctypes.create_string_buffer(name.encode()[:15])
     _libc.prctl(PR_SET_NAME, buf, 0, 0, 0)
+
+
+M_MMAP_THRESHOLD = -3
+
+
+def keep_large_buffers_out_of_the_heap(size: int = 512 << 10) -> None:
+    """Allocations of `size` and more come from mmap and go back to the kernel when freed. By
+    default glibc raises that threshold after the first large free, so a process that once relayed
+    a big output (the agent reads logs in 2 MiB steps) keeps those megabytes in its heap for good."""
+    _libc.mallopt(M_MMAP_THRESHOLD, size)
