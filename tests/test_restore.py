@@ -287,6 +287,31 @@ def test_a_process_that_is_not_the_holder_is_not_trusted() -> None:
         assert not leftovers(agent.root, running=True)
 
 
+def test_a_job_whose_holder_ran_under_another_boot_is_reported_lost_to_a_host_restart() -> None:
+    """What a host restart leaves: a job's folder whose holder recorded another boot id, and no
+    process. The job ends lost, saying the host restarted (the README's promise), not that its
+    holder died."""
+    with running_agent(stop_jobs=False) as agent:
+        api = agent.api()
+        job_id = api.submit(command=["sleep", "300"])
+        api.wait_for_status(job_id, "RUNNING")
+        kill_agent(agent)
+        folder = job_dir(agent, job_id)
+        holder = json.loads((folder / "holder.json").read_text())
+        os.kill(holder["pid"], signal.SIGKILL)  # what a host restart does to every process
+        wait_until(lambda: not Path(f"/proc/{holder['pid']}").exists(), 30, message="the holder did not die")
+        holder["boot_id"] = "00000000-0000-4000-8000-" + secrets.token_hex(6)  # another boot's
+        (folder / "holder.json").write_text(json.dumps(holder))
+        agent.start()
+        record = agent.api().record(job_id)
+        assert (record["status"], record["reason"]) == ("FAILED", "lost"), record
+        assert "the host restarted" in record["message"], record
+        events = agent.api().events(job_id)
+        assert_gap_free(events)
+        assert events[-1]["type"] == "exit", events
+        assert not leftovers(agent.root, running=True)
+
+
 class _Impostor:
     """Answers hello on a job's socket with the right token and a pidfd of itself."""
 
