@@ -97,8 +97,8 @@ def via_notebook_client(agent: HttpAgent, n: int) -> tuple[float, int, int]:
     return elapsed, sink.size, sink.crc
 
 
-def via_raw_stream(agent: HttpAgent, n: int) -> tuple[float, int, int]:
-    """The stdout bytes are taken out of the NDJSON lines only after the clock stops."""
+def raw_stream(agent: HttpAgent, n: int) -> tuple[str, float, list[bytes]]:
+    """(job id, seconds, the event stream's bytes as read) of one `seq` job followed over HTTP."""
     conn = agent.connection()
     t0 = time.perf_counter()
     job_id = agent.submit(["seq", "1", str(n)], conn=conn)
@@ -110,6 +110,12 @@ def via_raw_stream(agent: HttpAgent, n: int) -> tuple[float, int, int]:
         parts.append(chunk)
     elapsed = time.perf_counter() - t0
     conn.close()
+    return job_id, elapsed, parts
+
+
+def via_raw_stream(agent: HttpAgent, n: int) -> tuple[float, int, int]:
+    """The stdout bytes are taken out of the NDJSON lines only after the clock stops."""
+    job_id, elapsed, parts = raw_stream(agent, n)
     size, crc, end = 0, 0, {}
     for line in b"".join(parts).splitlines():
         event = json.loads(line)

@@ -47,6 +47,7 @@ from typing import Any
 from .agent import HttpAgent
 from .cpu import cgroup_cpu_s, process_cpu_s, self_cpu_s
 from .memory import children_map, comm
+from . import relay
 from .relay import READ, Sink, expected, seq_for, via_notebook_client
 
 SEGMENT = 8 << 20  # the replayed sample of seq's output
@@ -165,16 +166,7 @@ def _tail(path: Path) -> bytes:
 
 def raw_stream(agent: HttpAgent, n: int) -> tuple[float, list[bytes]]:
     """relay.py's raw stream row, the check left to the caller (after the CPU is counted)."""
-    conn = agent.connection()
-    t0 = time.perf_counter()
-    job_id = agent.submit(["seq", "1", str(n)], conn=conn)
-    conn.request("GET", f"/v1/jobs/{job_id}/events?follow=true", headers={"Authorization": f"Bearer {agent.token}"})
-    resp = conn.getresponse()
-    parts = []
-    while chunk := resp.read(READ):
-        parts.append(chunk)
-    elapsed = time.perf_counter() - t0
-    conn.close()
+    job_id, elapsed, parts = relay.raw_stream(agent, n)
     agent.delete(job_id)
     return elapsed, parts
 
