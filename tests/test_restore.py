@@ -265,15 +265,20 @@ def test_the_per_user_bounds_count_the_jobs_a_restarted_agent_took_back() -> Non
         assert api.wait_for_status(jobs[1])["status"] == "STOPPED"
 
 
+def _sleeping_job_of_a_killed_agent(agent: AgentProcess) -> tuple[str, Path]:
+    """A long job, running; then its agent killed. Its id and state folder."""
+    api = agent.api()
+    job_id = api.submit(command=["sleep", "300"])
+    api.wait_for_status(job_id, "RUNNING")
+    kill_agent(agent)
+    return job_id, job_dir(agent, job_id)
+
+
 def test_a_process_that_is_not_the_holder_is_not_trusted() -> None:
     """Even with the job's token (root can read it), a process outside the job's cgroup that
     answers on the job's socket is refused: the job is ended (its real holder killed) as lost."""
     with running_agent(stop_jobs=False) as agent:
-        api = agent.api()
-        job_id = api.submit(command=["sleep", "300"])
-        api.wait_for_status(job_id, "RUNNING")
-        kill_agent(agent)
-        folder = job_dir(agent, job_id)
+        job_id, folder = _sleeping_job_of_a_killed_agent(agent)
         token = json.loads((folder / "launch.json").read_text())["token"]
         impostor = _Impostor(folder, job_id, token)
         try:
@@ -292,11 +297,7 @@ def test_a_job_whose_holder_ran_under_another_boot_is_reported_lost_to_a_host_re
     process. The job ends lost, saying the host restarted (the README's promise), not that its
     holder died."""
     with running_agent(stop_jobs=False) as agent:
-        api = agent.api()
-        job_id = api.submit(command=["sleep", "300"])
-        api.wait_for_status(job_id, "RUNNING")
-        kill_agent(agent)
-        folder = job_dir(agent, job_id)
+        job_id, folder = _sleeping_job_of_a_killed_agent(agent)
         holder = json.loads((folder / "holder.json").read_text())
         os.kill(holder["pid"], signal.SIGKILL)  # what a host restart does to every process
         wait_until(lambda: not Path(f"/proc/{holder['pid']}").exists(), 30, message="the holder did not die")
