@@ -15,7 +15,9 @@ import pytest
 
 from joblet_nb.core.client import JobletClient
 from joblet_nb.core.errors import AgentUnavailable, AuthError, BadRequestError, NotFoundError
-from joblet_nb.core.events import Event
+from joblet_nb.core.events import Event, parse_event
+from joblet_nb.core.records import JobLimits, JobRecord
+from joblet_nb.core.stream import JobFollower
 from joblet_nb.core.request import JobRequest, Upload
 from agentproc import running_agent
 from nbshell import wait_ended
@@ -96,6 +98,30 @@ def test_run_and_stream_events_in_order(client):
     assert events[-1].type == "exit" and events[-1].status == "COMPLETED"
     assert [e.data for e in events if e.type == "stdout"] == ["a\n"]
     assert [e.data for e in events if e.type == "stderr"] == ["b\n"]
+
+
+@pytest.mark.root
+def test_the_exit_event_carries_the_ended_record_so_a_follower_asks_for_nothing_more(client, monkeypatch):
+    job = client.run_job(JobRequest(script="print('x' * 10)", limits=JobLimits(memory_mb=128)))
+    exit_event = list(client.events(job.id))[-1]
+    assert exit_event.type == "exit" and isinstance(exit_event.record, dict)
+    assert JobRecord.from_json(exit_event.record) == client.get_job(job.id)
+    assert exit_event.record["status"] == "COMPLETED" and exit_event.record["ended_at"]
+    asked: list[str] = []
+    real_get = JobletClient.get_job
+    monkeypatch.setattr(JobletClient, "get_job", lambda self, job_id: asked.append(job_id) or real_get(self, job_id))
+    result = JobFollower(client, job.id, live=False).history()
+    assert asked == [] and result.record.finished and result.record.limits.memory_mb == 128
+    assert result.record.usage.cpu_s is not None and result.record.ended_at == exit_event.record["ended_at"]
+
+
+def test_an_exit_event_without_a_record_or_with_a_bad_one_leaves_the_record_to_a_get():
+    assert parse_event({"seq": 3, "type": "exit", "status": "COMPLETED"}).ended_record() is None
+    for bad in ("text", {"id": "j", "status": "RUNNING"}, {"id": "j", "status": "NOPE"}, {"status": "COMPLETED"}):
+        assert parse_event({"seq": 3, "type": "exit", "status": "COMPLETED", "record": bad}).ended_record() is None
+    carried = parse_event({"seq": 3, "type": "exit", "status": "FAILED", "exit_code": 2, "reason": "exit",
+                           "record": {"id": "j", "status": "COMPLETED", "usage": {"cpu_s": 0.1}}}).ended_record()
+    assert carried is not None and carried.status.value == "FAILED" and carried.exit_code == 2  # the event wins
 
 
 @pytest.mark.root

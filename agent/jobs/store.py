@@ -366,15 +366,24 @@ class JobStore(RecordStore[JobRecord]):
         return self.dir(job_id) / "work"
 
     def finish(self, record: JobRecord, verdict: Verdict) -> None:
-        """End a job: the `exit` event closes its log, then its record says how. In that order, an
-        agent killed between the two leaves a log that restore.py settles the record from; the
-        other way round it would leave a finished record whose log never ends."""
-        self.log(record.id).append(verdict.exit_event())
-        self.settle(record, verdict)
+        """End a job: the `exit` event closes its log, then its record on disk says how. In that
+        order, an agent killed between the two leaves a log that restore.py settles the record
+        from; the other way round it would leave a finished record whose log never ends. The event
+        carries the ended record (API.md extension), so a follower needs no GET after it."""
+        ended(record, verdict)
+        event = verdict.exit_event()
+        event["record"] = record.model_dump(mode="json")
+        self.log(record.id).append(event)
+        self.save(record)
 
     def settle(self, record: JobRecord, verdict: Verdict, ended_at: float | None = None) -> None:
         """The record of an ended job says how it ended (its log is closed by whoever ends it)."""
-        record.status, record.reason, record.message = verdict.status, verdict.reason, verdict.message
-        record.exit_code, record.signal = verdict.exit_code, verdict.signal
-        record.ended_at = ended_at or time.time()
+        ended(record, verdict, ended_at)
         self.save(record)
+
+
+def ended(record: JobRecord, verdict: Verdict, ended_at: float | None = None) -> None:
+    """`record` in memory says how its job ended."""
+    record.status, record.reason, record.message = verdict.status, verdict.reason, verdict.message
+    record.exit_code, record.signal = verdict.exit_code, verdict.signal
+    record.ended_at = ended_at or time.time()

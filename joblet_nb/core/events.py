@@ -67,11 +67,23 @@ class ExitEvent(Event):
     reason: str | None = None
     signal: int | None = None
     message: str | None = None
+    record: dict[str, Any] | None = None  # the job's record as it ended, from agents that send it
 
     def applied_to(self, record: JobRecord) -> JobRecord:
         """`record` with this ending (a record fetched a moment before the job ended lags it)."""
         return replace(record, status=self.status, exit_code=self.exit_code, reason=self.reason,
                        signal=self.signal, message=self.message)
+
+    def ended_record(self) -> JobRecord | None:
+        """The record this event carries, if it carries one that says the job ended (an agent of
+        this project sends it: no GET is needed after the stream ends)."""
+        if not isinstance(self.record, dict):
+            return None
+        try:
+            record = JobRecord.from_json(self.record)
+        except (TypeError, ValueError):
+            return None
+        return self.applied_to(record) if record.finished else None
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,10 @@ class JobFollower:
         self._flush_buffer()
         self.close()
         self.result.stderr_tail = "".join(self._stderr)
+        carried = self._exit.ended_record() if self._exit is not None else None
+        if carried is not None and carried.id == self.job_id:
+            self.result.record = carried
+            return self.result
         try:
             record = self.client.get_job(self.job_id)
         except JobletError:
