@@ -42,13 +42,14 @@ if [ ! -x "$chp" ]; then
   version=5; [ "$major" -ge 20 ] || version=4.6
   npm install --loglevel=error --prefix .venv/node --no-audit --no-fund "configurable-http-proxy@$version" >/dev/null
 fi
-# jnb-reaper, the PID 1 a job's init becomes once the job runs (agent/sandbox/reaper.c): static, so
-# that its exec maps no shared library and its process holds almost no memory of its own
-reaper=.venv/libexec/jnb-reaper
-if [ ! -x "$reaper" ] || [ agent/sandbox/reaper.c -nt "$reaper" ]; then
+# jnb-init, every job's PID 1 (agent/sandbox/init.c): static, so that its exec maps no shared
+# library and its process holds almost no memory of its own
+init=.venv/libexec/jnb-init
+if [ ! -x "$init" ] || [ agent/sandbox/init.c -nt "$init" ]; then
   mkdir -p .venv/libexec
-  gcc -O2 -static -Wall -Wextra -Werror -o "$reaper.tmp" agent/sandbox/reaper.c
-  mv "$reaper.tmp" "$reaper"
+  gcc -O2 -static -Wall -Wextra -Werror -o "$init.tmp" agent/sandbox/init.c
+  mv "$init.tmp" "$init"
 fi
+rm -f .venv/libexec/jnb-reaper
 .venv/bin/python -c 'import joblet_agent, joblet_nb' 2>/dev/null || .venv/bin/python -c 'import joblet_agent'
 echo "joblet-nb installed in $(pwd)/.venv"

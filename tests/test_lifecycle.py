@@ -159,11 +159,11 @@ def _job_processes(job_id: str, name: str) -> list[int]:
     return found
 
 
-def test_a_running_jobs_pid_1_is_the_small_reaper_with_the_inits_privileges(api):
-    """Once the job runs, its init is jnb-reaper (no Python fork for the job's whole life), with no
-    more than the init had: root's uid, CAP_KILL alone in every set, no_new_privs; it still
-    forwards a stop's SIGTERM (the job's trap answers) and reports the job's exit code."""
-    from joblet_agent.sandbox.reaper import BINARY
+def test_a_running_jobs_pid_1_is_the_small_init_with_only_what_a_reaper_needs(api):
+    """A job's PID 1 is jnb-init (no Python process for the job's whole life); once the job runs
+    it holds root's uid, CAP_KILL alone in every set, no_new_privs; it forwards a stop's SIGTERM
+    (the job's trap answers) and reports the job's exit code."""
+    from joblet_agent.sandbox.initplan import BINARY
 
     job_id = api.submit(command=["sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; "
                                              "while :; do sleep 0.1; done"])

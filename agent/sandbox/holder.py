@@ -9,7 +9,7 @@ one writer, gap-free `seq`); it enforces the job's timeout; it records how the j
 state folder (control.py: stop, go, input, hello with its pidfd). An agent that restarts finds it
 there, proves who it is, and follows the log from disk again.
 
-What runs in the job's init and in the job, and in which order, is `sequence.py`.
+What runs in the job's stage, init and in the job, and in which order, is `sequence.py`.
 """
 
 from __future__ import annotations
@@ -140,38 +140,57 @@ class Holder:
         self.listening.setblocking(False)
         self.loop.add_reader(self.listening.fileno(), self._accept)
         if problem is None:
-            try:
-                sequence.run_steps(sequence.STAGE_1_ROOT, self.stage, self.spec)
-            except sequence.SetupError as exc:
-                problem = f"sandbox stage 1: {exc}"
-            self.outcome.mark("root")
+            problem = self._prepare_root()
+        if problem is None:
+            problem = self._start_init()
         if problem is not None:
             self.outcome.take(status.setup_error(problem))
         else:
-            self._start_init()
             while self.init_pid is not None or self.open_streams:
                 self.loop.run_once()
                 self._flush()
             self.outcome.mark("drained")
         self._finish()
 
-    def _start_init(self) -> None:
-        """Fork the init with its ends of the pipes at 0-4 (where `sequence.init` expects them);
-        the holder keeps the other ends, and a pidfd of the init from the fork on."""
+    def _prepare_root(self) -> str | None:
+        """The root's tmpfs in a mount namespace of the job's own, then the root itself; a problem
+        to record, or None."""
+        try:
+            sequence.run_steps(sequence.STAGE_1_ROOT, self.stage, self.spec)
+        except sequence.SetupError as exc:
+            return f"sandbox stage 1: {exc}"
+        self.outcome.mark("root")
+        try:
+            sequence.run_steps(sequence.JOB_ROOT, self.stage, self.spec)
+        except sequence.SetupError as exc:
+            return str(exc)
+        self.outcome.mark("root_built")
+        return None
+
+    def _start_init(self) -> str | None:
+        """Spawn the init with its ends of the pipes at 0-4 (0: /dev/null without a stdin pipe;
+        4: the go pipe, if any); the holder keeps the other ends, and a pidfd of the init from
+        the spawn on. A problem to record, or None."""
         spec = self.spec
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         go_r, self.go_fd = os.pipe2(os.O_CLOEXEC) if spec.wait_for_go else (None, None)
         in_r, self.stdin_fd = os.pipe2(os.O_CLOEXEC) if spec.stdin_pipe else (None, None)
-        for slot, fd in enumerate((in_r, out_w, err_w, st_w, go_r)):
-            if fd is not None:
-                os.dup2(fd, slot)
+        if in_r is None:
+            in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        theirs = {slot: fd for slot, fd in enumerate((in_r, out_w, err_w, st_w, go_r)) if fd is not None}
+        try:
+            pid = sequence.start_init(spec, theirs)
+        except sequence.SetupError as exc:
+            for fd in (out_r, err_r, st_r):
                 os.close(fd)
-        pid = os.fork()
-        if pid == 0:
-            sequence.init(spec)
-        _quiet_stdio()  # the holder's 0-4 are /dev/null again: it keeps only its own ends
+            self.abort(None)
+            self._close_input()
+            return str(exc)
+        finally:
+            for fd in theirs.values():
+                os.close(fd)
         self.init_pid, self.init_pidfd, self.forked = pid, os.pidfd_open(pid), True
         self.outcome.mark("forked")
         self.state = "waiting" if self.go_fd is not None else "starting"
@@ -189,6 +208,7 @@ class Holder:
             self.loop.call_later(GO_DEADLINE_S, lambda: self.abort("no agent finished the job's network set-up"))
         if self.outcome.stop_reason is not None:
             self._signal(signal.SIGKILL)
+        return None
 
     def _read_output(self, fd: int, kind: str) -> None:
         """One read, one event. A program that writes in small pieces (`seq`: 4 KiB) would wake

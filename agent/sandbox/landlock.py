@@ -108,29 +108,51 @@ def status(version: int | None = None) -> dict[str, object]:
             "missing": [name for name, need in PARTS if version < need]}
 
 
-def apply(policy: Policy, version: int | None = None) -> bool:
-    """Restrict this process and every child it makes to `policy`, with the rights the kernel (or
-    `version`, to act as an older kernel) knows. False when there is no Landlock at all.
-    no_new_privs must be set already (become_job_user does it)."""
+@dataclass(frozen=True)
+class Ruleset:
+    """A job's domain as the kernel is asked for it: the handled rights (struct landlock_ruleset_attr
+    and the size that the ABI knows) and the (path, rights) rules. The job's init (init.c) adds the
+    rules in the job's root, right before seccomp."""
+
+    handled_fs: int
+    handled_net: int
+    scoped: int
+    attr_size: int
+    rules: tuple[tuple[str, int], ...]
+
+
+def ruleset_for(policy: Policy, version: int | None = None) -> Ruleset | None:
+    """`policy` with the rights the kernel (or `version`, to act as an older kernel) knows; None
+    when there is no Landlock at all. A rule on a file keeps only FILE_RIGHTS."""
     version = abi() if version is None else version
     if version < 1:
-        return False
+        return None
     handled_fs = FS_BY_ABI.get(version, FS_BY_ABI[5])
-    attr = _RulesetAttr(handled_fs, (BIND_TCP | CONNECT_TCP) if version >= 4 and not policy.tcp else 0,
-                        (SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if version >= 6 and policy.scoped else 0)
-    size = ctypes.sizeof(_RulesetAttr) if version >= 6 else 16 if version >= 4 else 8
-    ruleset = _check(_libc.syscall(ctypes.c_long(_SYS_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(size),
-                                   ctypes.c_uint32(0)), "landlock_create_ruleset")
+    rules = [("/", READ & handled_fs)]
+    if policy.devices:
+        rules.append((policy.devices, DEVICES & handled_fs))
+    rules += [(path, handled_fs) for path in policy.writable]
+    return Ruleset(handled_fs, (BIND_TCP | CONNECT_TCP) if version >= 4 and not policy.tcp else 0,
+                   (SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if version >= 6 and policy.scoped else 0,
+                   ctypes.sizeof(_RulesetAttr) if version >= 6 else 16 if version >= 4 else 8, tuple(rules))
+
+
+def apply(policy: Policy, version: int | None = None) -> bool:
+    """Restrict this process and every child it makes to `policy` (what init.c does for a job, here
+    for tests and benchmarks). False when there is no Landlock at all. no_new_privs must be set."""
+    ruleset = ruleset_for(policy, version)
+    if ruleset is None:
+        return False
+    attr = _RulesetAttr(ruleset.handled_fs, ruleset.handled_net, ruleset.scoped)
+    fd = _check(_libc.syscall(ctypes.c_long(_SYS_CREATE_RULESET), ctypes.byref(attr),
+                              ctypes.c_size_t(ruleset.attr_size), ctypes.c_uint32(0)), "landlock_create_ruleset")
     try:
-        _allow(ruleset, "/", READ & handled_fs)
-        if policy.devices:
-            _allow(ruleset, policy.devices, DEVICES & handled_fs)
-        for path in policy.writable:
-            _allow(ruleset, path, handled_fs)
-        _check(_libc.syscall(ctypes.c_long(_SYS_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)),
+        for path, access in ruleset.rules:
+            _allow(fd, path, access)
+        _check(_libc.syscall(ctypes.c_long(_SYS_RESTRICT_SELF), ctypes.c_int(fd), ctypes.c_uint32(0)),
                "landlock_restrict_self")
     finally:
-        os.close(ruleset)
+        os.close(fd)
     return True
 
 

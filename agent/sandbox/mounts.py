@@ -15,14 +15,15 @@ from . import libc
 from .libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
 # /proc entries that leak host state or accept dangerous writes: files get /dev/null bound over
-# them, directories get an empty read-only tmpfs (the set Docker and runc mask by default).
+# them, directories get an empty read-only tmpfs (the set Docker and runc mask by default); the
+# init mounts the job's procfs and applies these (initplan.py hands them to init.c).
 PROC_MASKED_FILES = (
     "kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger", "kallsyms", "latency_stats",
     "timer_stats", "config.gz", "kmsg", "kpagecount", "kpageflags", "kpagecgroup", "mtrr",
-    "1/cmdline",  # the init is a fork of the agent's launcher: its command line names host paths
+    "1/cmdline",  # the init's command line is `jnb-init` alone; masked all the same
 )
 PROC_MASKED_DIRS = ("acpi", "scsi", "asound", "firmware", "driver")
-PROC_READONLY = ("sys", "irq", "bus", "fs")
+PROC_READONLY = ("sys", "irq", "bus", "fs")  # bound onto themselves read-only
 
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
@@ -114,26 +115,6 @@ def bind_self(path: str) -> None:
     is remounted read-only."""
     libc.mount(path, path, None, MS_BIND)
     remount(path, MS_NOSUID | MS_NODEV)
-
-
-def mount_proc(root: str) -> None:
-    """A fresh procfs for the new PID namespace, with host-leaking entries masked."""
-    proc = os.path.join(root, "proc")
-    libc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for name in PROC_MASKED_FILES:
-        target = os.path.join(proc, name)
-        if os.path.exists(target):
-            libc.mount("/dev/null", target, None, MS_BIND)
-            remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for name in PROC_MASKED_DIRS:
-        target = os.path.join(proc, name)
-        if os.path.isdir(target):
-            libc.mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=555")
-    for name in PROC_READONLY:  # a procfs mounted just now has nothing mounted below these
-        target = os.path.join(proc, name)
-        if os.path.isdir(target):
-            libc.mount(target, target, None, MS_BIND)
-            remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def mount_dev(root: str, shm_mb: int, devices: list[str] | tuple[str, ...] = ()) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 
 from ..errors import CannotIsolate
-from . import cgroups, libc, reaper
+from . import cgroups, initplan, libc
 from .namespaces import ALL_NAMESPACES
 from .spec import BASE_PATH
 
@@ -35,12 +34,11 @@ def check(driver_parent: str) -> cgroups.CgroupDriver:
         problems.append(f"no usable cgroup hierarchy: {exc}")
     if shutil.which("python3", path=BASE_PATH) is None:
         problems.append("no python3 under /usr/bin or /bin: script jobs need the base system's python3")
+    if not os.access(initplan.BINARY, os.X_OK):
+        problems.append(f"{initplan.BINARY} is missing: every job's PID 1 (scripts/install.sh builds it)")
     if problems:
         raise CannotIsolate("cannot isolate jobs on this host:\n  - " + "\n  - ".join(problems))
     assert driver is not None
-    if not os.access(reaper.BINARY, os.X_OK):  # not needed for isolation: the init stays the reaper
-        print(f"joblet-agent: {reaper.BINARY} is missing (scripts/install.sh builds it): every job's PID 1 "
-              "stays a Python fork, about 3 MB more per running job", file=sys.stderr)
     return driver
 
 

@@ -1,7 +1,9 @@
 """The job's root filesystem, laid out on its tmpfs before pivot_root (nsjail's mnt.cc).
 
 Read-only system binds, fresh /etc copies, the runtime's mounts, masks over host secrets, the
-uploads in /work, then proc and dev; every path below the root is walked without following links.
+uploads in /work, then dev; every path below the root is walked without following links. It runs
+in the job's stage (its mount namespace is the job's own); /proc is the init's (init.c), as only
+PID 1 of the job's PID namespace can mount that namespace's procfs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .spec import Mount, SandboxSpec
 
 def build_root(spec: SandboxSpec) -> None:
     """Lay out the job's root on its tmpfs: read-only system binds, /etc copies, /work, /tmp,
-    runtime mounts, masks, uploads, proc and dev."""
+    runtime mounts, masks, uploads and dev; an empty /proc for the init to mount."""
     root = spec.root_dir
     table = mounts.MountTable()
     for name in ("usr", "etc", "work", "tmp", "proc", "dev"):
@@ -42,7 +44,6 @@ def build_root(spec: SandboxSpec) -> None:
         write_beneath(work, up.path, up.content, up.mode, owner=(spec.uid, spec.gid))
     mounts.bind_self(work)
     mounts.bind_self(tmp)
-    mounts.mount_proc(root)
     mounts.mount_dev(root, spec.shm_mb, spec.devices)
 
 

@@ -3,35 +3,35 @@
 Three processes carry a job (launcher.py only forks stage 1 and hands it its job's descriptors):
 
   stage 1   forked by the launcher's pool before any job comes: STAGE_AHEAD. When its job comes:
-            STAGE_1, then it forks the init, reports it, waits for it and copies /work out. A job
-            the agent's own launcher takes is *held*: stage 1 becomes its holder (holder.py),
-            which takes the job (TAKE), prepares its root (STAGE_1_ROOT), makes the job's pipes,
-            forks the init and keeps the job until its end, outliving the agent. A cluster node's
-            side holds its jobs itself and hands a stage the pipes (`stage_1`).
-  init      PID 1 of the job's namespaces: INIT, then it forks the job and reaps until it ends.
-  the job   EXEC, then execve of the user's command.
+            STAGE_1 and JOB_ROOT, then it spawns the init, reports it, waits for it and copies
+            /work out. A job the agent's own launcher takes is *held*: stage 1 becomes its holder
+            (holder.py), which takes the job (TAKE), prepares its root (STAGE_1_ROOT, JOB_ROOT),
+            makes the job's pipes, spawns the init and keeps the job until its end, outliving the
+            agent. A cluster node's side holds its jobs itself and hands a stage the pipes (`stage_1`).
+  init      jnb-init (init.c), PID 1 of the job's namespaces, spawned with its plan (initplan.py):
+            /proc, pivot_root, lo, go, capabilities; it forks the job and reaps until it ends.
+  the job   its identity, Landlock and seccomp (init.c), then execve of the user's command.
 
 Each table lists functions, and a function's name is what a failure reports ("build root: ...",
-reason `setup`): the report cannot drift from what ran. Read top to bottom, the tables are the
-order the kernel sees (bubblewrap's): namespaces, private mounts, the root on a tmpfs, binds,
-pivot_root, read-only root, network, identity, no_new_privs, Landlock, seccomp, exec.
+reason `setup`): the report cannot drift from what ran; init.c names its steps the same way (the
+list is below). Read top to bottom, the steps are the order the kernel sees (bubblewrap's):
+namespaces, private mounts, the root on a tmpfs, binds, proc, pivot_root, read-only root,
+network, identity, no_new_privs, Landlock, seccomp, exec.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-import resource
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from ..fs import copy_tree
-from . import identity, landlock, mounts, namespaces, reaper, seccomp, status
+from . import initplan, mounts, namespaces, rootfs, status
 from .cgroups import CgroupDriver, CgroupLimits, JobCgroup
-from .libc import PR_SET_PDEATHSIG, close_range, prctl, set_process_name, sethostname
-from .rootfs import build_root
+from .libc import PR_SET_PDEATHSIG, prctl, set_process_name
 from .spec import SandboxSpec
 
 SETUP_FAILED_EXIT = 125
@@ -150,7 +150,7 @@ STAGE_1 = TAKE + STAGE_1_ROOT
 
 
 def stage_1(stage: Stage, spec: SandboxSpec, has_go: bool) -> NoReturn:
-    """Stage 1 with its job: STAGE_1, fork the init, wait for it, copy /work out, report."""
+    """Stage 1 with its job: STAGE_1, JOB_ROOT, spawn the init, wait for it, copy /work out, report."""
     set_process_name("jnb-stage")
     if stage.problem:
         fail_setup(stage.problem)
@@ -158,9 +158,11 @@ def stage_1(stage: Stage, spec: SandboxSpec, has_go: bool) -> NoReturn:
         run_steps(STAGE_1, stage, spec)
     except SetupError as exc:
         fail_setup(f"sandbox stage 1: {exc}")
-    init_pid = os.fork()
-    if init_pid == 0:
-        init(spec)
+    try:
+        run_steps(JOB_ROOT, stage, spec)
+        init_pid = start_init(spec)
+    except SetupError as exc:
+        fail_setup(str(exc))
     try:
         # the init cannot be reaped before the waitpid below, so this pidfd is of it for sure
         pidfd = os.pidfd_open(init_pid)
@@ -199,161 +201,43 @@ def collect_work(spec: SandboxSpec) -> tuple[int, int, list[str]]:
     return report.files + report.dirs, report.copied, notes
 
 
-# ---- the init: PID 1 of the job's namespaces -------------------------------------------------
+# ---- the job's root, then its init ----------------------------------------------------------
+# The root is built in stage 1's own mount namespace (a copy of the host's, private to this job);
+# the init (init.c, PID 1 of the job's namespaces) nests another one for its pivot_root, so the
+# stage still sees the root's /work afterwards, to copy it out.
 
 
-def hold_signals(_: SandboxSpec) -> None:
-    """First: a stop that comes before the init's handlers exist still reaches the job."""
-    reaper.hold_signals()
-
-
-def keep_only_its_descriptors(spec: SandboxSpec) -> None:
-    """0 = input (a pipe or /dev/null), 1/2 = output pipes, 3 = status, 4 = go, where stage 1 put
-    them before the fork; none of a holder's own (its log, its sockets) stays."""
-    close_range(5 if spec.wait_for_go else 4)
-
-
-def validate_job_context(spec: SandboxSpec) -> None:
-    """Refuse to touch any filesystem unless this really is a job's PID 1 (the seed's check)."""
+def validate_job_context(_: Stage, spec: SandboxSpec) -> None:
+    """Refuse to touch any filesystem for a spec that is not a job's (the seed's check); init.c
+    checks that it is PID 1 of a new PID namespace before it mounts anything."""
     if not spec.job_id or spec.env.get("JOB_ID") != spec.job_id:
         raise SetupError("not in job context: JOB_ID not set")
-    if os.getpid() != 1:
-        raise SetupError("not PID 1 of a new PID namespace: refusing to build a sandbox")
 
 
-def prefer_for_oom_kill(_: SandboxSpec) -> None:
-    identity.prefer_for_oom_kill()
+def build_root(_: Stage, spec: SandboxSpec) -> None:
+    """rootfs.build_root: binds, /etc, runtime mounts, masks, uploads, /dev (not /proc: only PID 1
+    of the job's PID namespace can mount its procfs)."""
+    rootfs.build_root(spec)
 
 
-def private_mount_namespace(_: SandboxSpec) -> None:
-    """Nested in stage 1's, so the pivot_root below leaves the stage's view (which copies /work
-    out afterwards) alone."""
-    namespaces.new_mount_namespace()
+JOB_ROOT = (validate_job_context, build_root)
+
+# What jnb-init does, in this order (init.c; a failure is reported as `setup_error` naming the
+# step, "STEP: what: why"): read plan, keep only its descriptors, validate job context (PID 1),
+# prefer for oom kill, private mount namespace, mount proc (and its masks), set hostname, pivot
+# root, root readonly, loopback up, wait for the agent, cgroup namespace, narrow capabilities
+# (identity.FORK_CAPS, not dumpable, no_new_privs), fork the job, reduce reaper
+# (identity.REAPER_CAPS), `running`, then it reaps and reports the job's `exit`.
+# The job's process: setsid, chdir /work, default signals and an empty mask, RLIMIT_CORE 0, the
+# bounding set dropped, no groups, gid, uid, no capability, no_new_privs, 0-2 and the status on 3
+# close-on-exec, Landlock, seccomp last, exec along the job's PATH. A failure there is the job's
+# (`exec_error`, exit 127), not the set-up's.
 
 
-def open_reaper(_: SandboxSpec) -> None:
-    """The PID-1 program the init becomes once the job runs, opened while the host is in view."""
-    reaper.open_binary()
-
-
-def set_hostname(spec: SandboxSpec) -> None:
-    sethostname(spec.hostname)
-
-
-def pivot_root(spec: SandboxSpec) -> None:
-    mounts.pivot(spec.root_dir)
-
-
-def root_readonly(_: SandboxSpec) -> None:
-    mounts.root_readonly()
-
-
-def loopback_up(_: SandboxSpec) -> None:
-    namespaces.loopback_up()
-
-
-def wait_for_the_agent(spec: SandboxSpec) -> None:
-    """Block until the agent has finished outside work (e.g. the job's veth); EOF means abort."""
-    if spec.wait_for_go:
-        go = os.read(status.GO_FD, 1)
-        os.close(status.GO_FD)
-        if go != b"g":
-            raise SetupError("the agent aborted the job before it started")
-
-
-def cgroup_namespace(_: SandboxSpec) -> None:
-    """Once the init is in the job's cgroup: the job's view of cgroups is rooted there."""
-    namespaces.own_cgroup_namespace()
-
-
-def narrow_capabilities(_: SandboxSpec) -> None:
-    """Last before the job's process is forked: the init is not dumpable and keeps only CAP_KILL
-    and what the job's process needs to become the job user."""
-    identity.narrow_for_fork()
-
-
-INIT = (hold_signals, keep_only_its_descriptors, die_with_parent, validate_job_context, prefer_for_oom_kill,
-        private_mount_namespace, build_root, open_reaper, set_hostname, pivot_root, root_readonly, loopback_up,
-        wait_for_the_agent, cgroup_namespace, narrow_capabilities)
-
-
-def init(spec: SandboxSpec) -> NoReturn:
-    """INIT, then start the job's command and become its reaper (reaper.py), which reports how it
-    ended. The init is a fork of the warm launcher; once the job runs it executes jnb-reaper, a
-    small host program opened before pivot_root (never a file of the job's root)."""
-    set_process_name("jnb-init")
+def start_init(spec: SandboxSpec, slots: dict[int, int] | None = None) -> int:
+    """Spawn jnb-init with its plan; `slots` puts descriptors at 0-4 (the caller's own 0-4 stay
+    where they are otherwise). Returns its PID; raises SetupError naming the step."""
     try:
-        run_steps(INIT, spec)
-    except SetupError as exc:
-        fail_setup(str(exc))
-    main_pid = os.fork()
-    if main_pid == 0:
-        exec_job(spec)
-    identity.reduce_reaper()  # root's uid (the job cannot signal or trace it), only CAP_KILL
-    status.send(status.running(main_pid))
-    reaper.become_reaper(main_pid, status.STATUS_FD)  # jnb-reaper from here on; below only if that failed
-    reaper.install_forwarding(main_pid)
-    wait_status = reaper.reap_until(main_pid)
-    if os.WIFSIGNALED(wait_status):
-        status.send(status.exited(None, os.WTERMSIG(wait_status)))
-    else:
-        status.send(status.exited(os.WEXITSTATUS(wait_status), None))
-    os._exit(0)
-
-
-# ---- the job's main process, up to its exec --------------------------------------------------
-
-
-def enter_work(_: SandboxSpec) -> None:
-    os.chdir("/work")
-
-
-def default_signals(_: SandboxSpec) -> None:
-    reaper.default_signals()
-
-
-def no_core_dumps(_: SandboxSpec) -> None:
-    """A crash writes no core file into the job."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def become_job_user(spec: SandboxSpec) -> None:
-    """The unprivileged job uid, no capabilities in any set, no_new_privs."""
-    identity.become_job_user(spec.uid, spec.gid)
-
-
-def keep_only_stdio_and_status(_: SandboxSpec) -> None:
-    """0-2 stay; the status socket moves to 3, close-on-exec (for exec errors); nothing else."""
-    os.dup2(status.STATUS_FD, 3)
-    os.set_inheritable(3, False)
-    close_range(4)
-
-
-def restrict_with_landlock(spec: SandboxSpec) -> None:
-    """Second to last: writes only beneath /work, /tmp, /dev/shm and the writable binds, TCP only
-    as the network mode allows, signals and abstract sockets kept inside (landlock.py). Before
-    seccomp, whose filter is the last thing installed; a kernel without Landlock skips it."""
-    writable = tuple(m.target for m in spec.mounts if not m.readonly)
-    landlock.apply(landlock.policy_for(spec.network, writable, refuse_tcp=spec.refuse_tcp))
-
-
-def load_seccomp(spec: SandboxSpec) -> None:
-    """Last before exec: every step above may still make calls the filter forbids."""
-    seccomp.load(spec.job_type)
-
-
-EXEC = (new_session, enter_work, default_signals, no_core_dumps, become_job_user, keep_only_stdio_and_status,
-        restrict_with_landlock, load_seccomp)
-
-
-def exec_job(spec: SandboxSpec) -> NoReturn:
-    """EXEC, then the user's command. A failure is the job's (`exec_error`, exit 127), not setup."""
-    try:
-        for step in EXEC:
-            step(spec)
-        os.execvpe(spec.argv[0], spec.argv, spec.env)
-    except FileNotFoundError:
-        status.send(status.exec_error(f"{spec.argv[0]}: command not found in the sandbox"))
-    except Exception as exc:  # noqa: BLE001
-        status.send(status.exec_error(f"starting {spec.argv[0]}: {exc}"))
-    os._exit(EXEC_FAILED_EXIT)
+        return initplan.spawn(spec, slots or {})
+    except Exception as exc:  # noqa: BLE001 - every failure becomes reason "setup"
+        raise SetupError(f"start init: {exc}") from None
