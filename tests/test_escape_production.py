@@ -193,6 +193,14 @@ def test_cannot_read_host_paths_from_the_reapers_command_line(api: Api, agent: A
     assert_held(run_probe(api, "init_cmdline", env={"PROBE_FORBIDDEN": ":".join(sorted(words))}))
 
 
+def test_cannot_read_or_alter_the_inits_plan(api: Api, agent: AgentProcess) -> None:
+    """jnb-init's plan (a sealed memfd, closed before the job's process exists) is in no process the
+    job sees; PID 1's environment, memory, descriptors and executable are closed to it, and
+    nothing readable of PID 1 names the job's root on the host or the agent's paths."""
+    words = {sys.executable, str(agent.root), os.path.realpath(str(agent.root)), "joblet_agent", "/jobs/"}
+    assert_held(run_probe(api, "init_plan", env={"PROBE_FORBIDDEN": ":".join(sorted(words))}))
+
+
 def test_cannot_signal_the_agent(api: Api, agent: AgentProcess) -> None:
     assert_prepared_probe_held(api, agent, "kill_agent")
     assert agent.proc is not None and agent.proc.poll() is None, "the agent died"

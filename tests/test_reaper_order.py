@@ -27,7 +27,7 @@ pytestmark = pytest.mark.root
 
 PTRACE_CONT, PTRACE_DETACH, PTRACE_GETEVENTMSG = 7, 17, 0x4201
 PTRACE_SEIZE, PTRACE_INTERRUPT = 0x4206, 0x4207
-PTRACE_O_TRACEFORK, PTRACE_EVENT_FORK, PTRACE_EVENT_STOP = 0x2, 1, 128
+PTRACE_O_TRACEFORK, PTRACE_O_TRACEVFORK, PTRACE_EVENT_FORK, PTRACE_EVENT_STOP = 0x2, 0x4, 1, 128
 WALL = 0x40000000
 CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP = 5, 6, 7, 8
 ALLOWED_AT_FORK = (1 << CAP_KILL) | (1 << CAP_SETGID) | (1 << CAP_SETUID) | (1 << CAP_SETPCAP)
@@ -81,7 +81,7 @@ class Tracer:
         self.inits: set[int] = set()
         self.at_fork: dict[str, int] | None = None
         for pid in stages:
-            ptrace(PTRACE_SEIZE, pid, PTRACE_O_TRACEFORK)
+            ptrace(PTRACE_SEIZE, pid, PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK)
 
     def run(self, timeout: float = 60) -> dict[str, int]:
         deadline = time.monotonic() + timeout
