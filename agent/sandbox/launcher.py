@@ -191,7 +191,7 @@ def _arrange_fds(out_fd: int, err_fd: int, status_fd: int, go_fd: int | None, in
 
 def main() -> None:
     fd, cgroup_parent = int(sys.argv[1]), sys.argv[2]
-    scrub_command_line("jnb-launcher")  # its forks are every job's init: no host path in their cmdline
+    scrub_command_line("jnb-launcher")  # its forks are every job's stage and holder: no host path in their cmdline
     options = sys.argv[3:]
     for flag, value in zip(options[::2], options[1::2]):
         if flag == "--nofile" and int(value):  # the soft descriptor limit the agent had before it raised its own

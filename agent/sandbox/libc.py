@@ -45,8 +45,8 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "close_range": 436},
-    "aarch64": {"pivot_root": 41, "capset": 91, "close_range": 436},
+    "x86_64": {"close_range": 436},
+    "aarch64": {"close_range": 436},
 }
 _NR = _SYSCALLS.get(platform.machine(), _SYSCALLS["x86_64"])
 
@@ -76,13 +76,6 @@ def umount2(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
 
 
-def pivot_root(new_root: str, put_old: str) -> None:
-    _check(
-        _libc.syscall(_NR["pivot_root"], new_root.encode(), put_old.encode()),
-        f"pivot_root {new_root}",
-    )
-
-
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), f"unshare {flags:#x}")
 
@@ -92,36 +85,11 @@ def setns(fd: int, nstype: int) -> None:
     _check(_libc.setns(fd, nstype), f"setns {nstype:#x}")
 
 
-def sethostname(name: str) -> None:
-    raw = name.encode()
-    _check(_libc.sethostname(raw, len(raw)), f"sethostname {name}")
-
-
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(
         _libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)),
         f"prctl {option}",
     )
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
-def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
-    """Set this thread's capability sets (64-bit masks) with the v3 ABI."""
-    header = _CapHeader(0x20080522, 0)
-    data = (_CapData * 2)()
-    for i in range(2):
-        shift = 32 * i
-        data[i].effective = (effective >> shift) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_libc.syscall(_NR["capset"], ctypes.byref(header), data), "capset")
 
 
 def close_range(first: int, last: int = 0xFFFFFFFF) -> None:

@@ -1,8 +1,9 @@
-"""Mounts: build a job's root on a size-bounded tmpfs and enter it with pivot_root.
+"""Mounts: build a job's root on a size-bounded tmpfs, which the job's init enters with pivot_root.
 
 Every bind is nosuid,nodev; read-only binds are remounted read-only submount by submount (a
 recursive bind alone leaves submounts writable). The order follows bubblewrap: private propagation,
-tmpfs root, binds, proc and dev, pivot_root, detach the old root, then the root itself read-only.
+tmpfs root, binds and dev (here), then proc, pivot_root, detach the old root and the root itself
+read-only (init.c).
 """
 
 from __future__ import annotations
@@ -185,15 +186,3 @@ def mkdirs_beneath(root: str, relative: str, mode: int = 0o755) -> str:
     finally:
         os.close(fd)
     return os.path.join(root, relative.lstrip("/"))
-
-
-def pivot(root: str) -> None:
-    """Enter `root` with pivot_root and detach the old root, so no path leads back to the host."""
-    os.chdir(root)
-    libc.pivot_root(".", ".")
-    libc.umount2(".", libc.MNT_DETACH)
-    os.chdir("/")
-
-
-def root_readonly() -> None:
-    remount("/", MS_RDONLY | MS_NOSUID | MS_NODEV)
