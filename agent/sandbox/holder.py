@@ -140,7 +140,7 @@ class Holder:
         self.listening.setblocking(False)
         self.loop.add_reader(self.listening.fileno(), self._accept)
         if problem is None:
-            problem = self._prepare_root()
+            problem = sequence.prepare_root(self.stage, self.spec, self.outcome.mark)
         if problem is None:
             problem = self._start_init()
         if problem is not None:
@@ -151,21 +151,6 @@ class Holder:
                 self._flush()
             self.outcome.mark("drained")
         self._finish()
-
-    def _prepare_root(self) -> str | None:
-        """The root's tmpfs in a mount namespace of the job's own, then the root itself; a problem
-        to record, or None."""
-        try:
-            sequence.run_steps(sequence.STAGE_1_ROOT, self.stage, self.spec)
-        except sequence.SetupError as exc:
-            return f"sandbox stage 1: {exc}"
-        self.outcome.mark("root")
-        try:
-            sequence.run_steps(sequence.JOB_ROOT, self.stage, self.spec)
-        except sequence.SetupError as exc:
-            return str(exc)
-        self.outcome.mark("root_built")
-        return None
 
     def _start_init(self) -> str | None:
         """Spawn the init with its ends of the pipes at 0-4 (0: /dev/null without a stdin pipe;
@@ -183,11 +168,7 @@ class Holder:
         try:
             pid = sequence.start_init(spec, theirs)
         except sequence.SetupError as exc:
-            for fd in (out_r, err_r, st_r):
-                os.close(fd)
-            self.abort(None)
-            self._close_input()
-            return str(exc)
+            return str(exc)  # the holder exits after recording it: its descriptors go with it
         finally:
             for fd in theirs.values():
                 os.close(fd)

@@ -222,6 +222,22 @@ def build_root(_: Stage, spec: SandboxSpec) -> None:
 
 JOB_ROOT = (validate_job_context, build_root)
 
+def prepare_root(stage: Stage, spec: SandboxSpec, mark: Callable[[str], None]) -> str | None:
+    """A held job's: STAGE_1_ROOT, then JOB_ROOT (`mark` after each: benchmarks/); the problem to
+    record as reason setup, or None."""
+    try:
+        run_steps(STAGE_1_ROOT, stage, spec)
+    except SetupError as exc:
+        return f"sandbox stage 1: {exc}"
+    mark("root")
+    try:
+        run_steps(JOB_ROOT, stage, spec)
+    except SetupError as exc:
+        return str(exc)
+    mark("root_built")
+    return None
+
+
 # What jnb-init does, in this order (init.c; a failure is reported as `setup_error` naming the
 # step, "STEP: what: why"): read plan, keep only its descriptors, validate job context (PID 1),
 # prefer for oom kill, private mount namespace, mount proc (and its masks), set hostname, pivot
