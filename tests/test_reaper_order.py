@@ -3,10 +3,10 @@ item 11): not dumpable and down to CAP_KILL plus what the job's process needs to
 user, before it forks the job, not after.
 
 A race in a real job cannot show this reliably, so the test watches the fork itself: it traces a
-sandbox stage of its own agent that waits for a job (PTRACE_SEIZE with PTRACE_O_TRACEFORK), follows
-it into the init it forks, and when the init forks the job's process, reads the init's capability
-sets at that very stop; then it lets every process go (PTRACE_DETACH). Nothing is written to any
-traced process.
+sandbox stage of its own agent that waits for a job (PTRACE_SEIZE with PTRACE_O_TRACEFORK, and
+PTRACE_O_TRACEVFORK: the holder spawns jnb-init with posix_spawn, a vfork), follows it into the
+init, and when the init forks the job's process, reads the init's capability sets at that very
+stop; then it lets every process go (PTRACE_DETACH). Nothing is written to any traced process.
 """
 
 from __future__ import annotations
