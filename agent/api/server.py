@@ -1,5 +1,6 @@
-"""uvicorn, run with what a public-facing server needs and uvicorn leaves out: a deadline for each
-request head and a cap on open connections that sheds the idle ones first.
+"""uvicorn on httptools and uvloop, run with what a public-facing server needs and uvicorn leaves out:
+a deadline for each request head, a cap on open connections that sheds the idle ones first, and the
+bounds on what a peer may make the parser hold that h11 had and httptools has not.
 
 uvicorn has a keep-alive timeout, but it is cancelled by the first byte of the next request, and
 nothing times a connection that never finishes its head: 1,100 connections that each sent half a
@@ -9,6 +10,13 @@ when `max_connections` are open, a new one closes the oldest connection still wa
 (never one whose request is being served, such as an event stream). Someone who opens connections
 without finishing them only ever pushes out their own. The body's own timeout and size are the
 ASGI guard's (`guard.py`).
+
+httptools (llhttp) parses in C where h11 parsed in Python (the agent's CPU per request and per
+relayed byte); unlike h11 it keeps no limit of its own on a head, it accumulates a header or trailer
+line whole before it hands it over, and it parses every pipelined request a read holds. So a head
+or a trailer section may take `MAX_FRAMING` bytes (h11's 16 KiB; counted in slices of that size, so
+a little more may pass) and a connection `MAX_PIPELINED` requests queued behind the one being served;
+beyond either the connection gets a 400 or, when a response is under way on it, is closed.
 """
 
 from __future__ import annotations
@@ -16,22 +24,32 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..quotas import ApiLimits
 
+MAX_FRAMING = 16 * 1024  # bytes of a request head, or of a chunked body's trailers, as h11 allowed
+MAX_PIPELINED = 32       # requests parsed and queued behind the one being served
 
-class GuardedH11Protocol(H11Protocol):
+
+class PeerOverreach(Exception):
+    """Raised in a parser callback: httptools turns it into a parse error (a 400 or a close)."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """One connection; `limits` is set on the subclass `protocol_for` makes."""
 
     limits: ApiLimits = ApiLimits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # the parser looks up the callbacks below on `self`
         self.head_timer: asyncio.TimerHandle | None = None
         self.opened_at = 0.0
+        self.message_done = True  # the last request the parser began has been received whole
+        self.framing = True       # the next bytes are a head's or trailers', not a body's
+        self.framing_bytes = 0    # of the reads that held nothing but those
+        self.moved = False        # a read reached a body or a head's end
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -44,13 +62,69 @@ class GuardedH11Protocol(H11Protocol):
         self._disarm()
         super().connection_lost(exc)
 
-    def handle_events(self) -> None:
-        super().handle_events()
+    def data_received(self, data: bytes) -> None:
+        """Fed in slices of `MAX_FRAMING` bytes, so that a head or trailers that a read holds whole
+        are counted too (the parser accumulates an unfinished header line out of sight)."""
+        if len(data) <= MAX_FRAMING:
+            self._feed(data)
+        else:
+            view = memoryview(data)
+            for start in range(0, len(data), MAX_FRAMING):
+                if self.transport.is_closing():
+                    break
+                self._feed(view[start:start + MAX_FRAMING])
         self._watch_head()
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        framing, self.moved = self.framing, False
+        super().data_received(data)  # type: ignore[arg-type]
+        if framing and not self.moved and not self.transport.is_closing():
+            self.framing_bytes += len(data)
+            if self.framing_bytes > MAX_FRAMING:
+                self.send_400_response(f"Request head or trailers longer than {MAX_FRAMING} bytes.")
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch_head()
+
+    # parser callbacks: where a read stands (head, body, trailers), and the pipeline's depth
+    def on_headers_complete(self) -> None:
+        self.message_done, self.framing, self.framing_bytes, self.moved = False, False, 0, True
+        super().on_headers_complete()
+        if len(self.pipeline) > MAX_PIPELINED:
+            raise PeerOverreach(f"more than {MAX_PIPELINED} requests pipelined")
+
+    def on_body(self, body: bytes) -> None:
+        self.framing, self.framing_bytes, self.moved = False, 0, True
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self.framing = True  # a chunk's data or, after the last chunk, the trailers
+
+    def on_chunk_complete(self) -> None:
+        self.framing, self.framing_bytes, self.moved = False, 0, True
+
+    def on_message_complete(self) -> None:
+        self.message_done, self.framing = True, True
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """A 400 when it answers the request being received; a close when another answer is due
+        first on this connection, or has begun (a 400 there would land inside it)."""
+        cycle = self.cycle
+        if cycle is None or self.owes_head() or (not self.message_done and not cycle.response_started
+                                                 and not self.pipeline):
+            super().send_400_response(msg)
+        else:
+            self.transport.close()
+
+    def owes_head(self) -> bool:
+        """No request is being received or answered: the peer owes the next head."""
+        return self.cycle is None or (self.message_done and self.cycle.response_complete)
 
     def _watch_head(self) -> None:
         """Armed while the peer owes a request head; off once it has sent one."""
-        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        waiting = self.owes_head() and not self.transport.is_closing()
         if waiting and self.head_timer is None:
             self.opened_at = self.loop.time()
             self.head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
@@ -64,23 +138,23 @@ class GuardedH11Protocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         self.head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self.owes_head() and not self.transport.is_closing():
             self.transport.close()
 
     def _shed(self) -> None:
         """Close the oldest connection that has not sent a whole request head (this one if none)."""
-        waiting = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self
-                   and c.conn.their_state is h11.IDLE]
+        waiting = [c for c in self.connections if isinstance(c, GuardedHttpToolsProtocol) and c is not self
+                   and c.owes_head()]
         victim = min(waiting, key=lambda c: c.opened_at, default=self)
         victim.transport.close()
         self.connections.discard(victim)
 
 
-def protocol_for(limits: ApiLimits) -> type[GuardedH11Protocol]:
-    return type("AgentH11Protocol", (GuardedH11Protocol,), {"limits": limits})
+def protocol_for(limits: ApiLimits) -> type[GuardedHttpToolsProtocol]:
+    return type("AgentHttpProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
 
 
 def run(app: Any, limits: ApiLimits, **where: Any) -> None:
     """Serve `app` (where: host/port, fd, ssl_* as uvicorn takes them) until SIGTERM/SIGINT."""
-    uvicorn.run(app, http=protocol_for(limits), log_level="warning", timeout_graceful_shutdown=5,
+    uvicorn.run(app, http=protocol_for(limits), loop="uvloop", log_level="warning", timeout_graceful_shutdown=5,
                 timeout_keep_alive=5, limit_concurrency=limits.max_connections + 1, **where)
