@@ -32,9 +32,10 @@ def free_port() -> int:
 
 
 class HttpAgent:
-    """`config` becomes the agent's agent.yml (keys of AgentConfig that this checkout knows)."""
+    """`config` becomes the agent's agent.yml (keys of AgentConfig that this checkout knows);
+    `python` runs the agent (another checkout's interpreter, to compare two; default this one)."""
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: dict[str, Any] | None = None, python: str | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=PREFIX + "agent-"))
         self.port = free_port()
         self.log_path = Path(tempfile.mktemp(prefix=PREFIX, suffix=".log"))
@@ -43,6 +44,7 @@ class HttpAgent:
         self.token = ""
         self.used = 0.0
         self.config = config or {}
+        self.argv = [python or sys.executable, *AGENT[1:]]
 
     @property
     def url(self) -> str:
@@ -59,11 +61,11 @@ class HttpAgent:
         if known:
             (self.root / "config").mkdir(mode=0o700, exist_ok=True)
             (self.root / "config" / "agent.yml").write_text(json.dumps(known))  # JSON is YAML
-        self.token = subprocess.run(AGENT + ["token", "create", "--root", str(self.root), "--role", "user",
+        self.token = subprocess.run(self.argv + ["token", "create", "--root", str(self.root), "--role", "user",
                                              "--name", "bench"], check=True, capture_output=True, text=True,
                                     env=self.env).stdout.strip()
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(AGENT + ["serve", "--root", str(self.root), "--listen",
+            self.proc = subprocess.Popen(self.argv + ["serve", "--root", str(self.root), "--listen",
                                                   f"127.0.0.1:{self.port}"],
                                          stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=self.env,
                                          start_new_session=True)  # Ctrl-C reaches us, not the agent
