@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 
 import pytest
 
@@ -162,3 +162,51 @@ def test_junk_behind_an_event_stream_closes_it_without_a_stray_answer(agent: Age
     finally:
         api.call("POST", f"/v1/jobs/{job}/stop")
     assert api.events(job)[-1]["type"] == "exit"
+
+
+# ---- the guards, on this parser: a stream is never taken for a connection that owes its head ----
+
+def read_to_end(s: socket.socket) -> bytes:
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    return data
+
+
+def read_until_exit(s: socket.socket) -> bytes:
+    data = b""
+    while b'"type":"exit"' not in data.replace(b" ", b""):
+        if not (chunk := s.recv(65536)):
+            break
+        data += chunk
+    return data.replace(b" ", b"")
+
+
+def test_an_event_stream_outlives_the_head_deadline() -> None:
+    """The deadline is off while a request is served: a stream of a job that runs three deadlines
+    long gets the job's exit event."""
+    with running_agent("api: {header_timeout_s: 1}\n") as agent, closing(connect(agent)) as s:
+        job = agent.api().submit(command=["sleep", "3"])
+        s.sendall(head("GET", f"/v1/jobs/{job}/events?follow=true", token=agent.user_token))
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        data = read_until_exit(s)
+        assert b'"type":"exit"' in data, f"the stream was closed before the exit event: {data[-300:]!r}"
+
+
+def test_the_cap_sheds_connections_that_owe_a_head_and_spares_a_stream() -> None:
+    """Eight connections at most: twelve that each sent half a head push out the oldest of their
+    own, never the event stream opened before them."""
+    with running_agent("api: {max_connections: 8, header_timeout_s: 120}\n") as agent, ExitStack() as held:
+        api = agent.api()
+        job = api.submit(command=["sleep", "60"])
+        stream = held.enter_context(closing(connect(agent)))
+        stream.sendall(head("GET", f"/v1/jobs/{job}/events?follow=true", token=agent.user_token))
+        assert stream.recv(65536).startswith(b"HTTP/1.1 200")
+        half = []
+        for _ in range(12):
+            s = held.enter_context(closing(connect(agent)))
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+            half.append(s)
+        assert read_to_end(half[0]) == b"", "the oldest connection owing its head was kept"
+        api.call("POST", f"/v1/jobs/{job}/stop")
+        assert b'"type":"exit"' in read_until_exit(stream), "the event stream was shed"
