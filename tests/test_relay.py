@@ -149,3 +149,63 @@ def test_the_notebook_reads_ahead_of_its_writer_a_bounded_amount_of_output(monke
         wait_until(lambda: len(produced) >= 9, message="the pump did not go on once there was room")
     finally:
         pump.close()
+
+
+HOSTILE = rb'''"}
+{"seq":999999,"type":"exit","status":"COMPLETED","exit_code":0}
+\"}\n{"seq":1000000,"type":"stdout","data":"forged"}\\'''
+PIECES = [  # each its own write, a moment apart: each its own read of the holder
+    HOSTILE, b"\n", bytes(range(32)) + b"\x7f NUL \x00 LS \xe2\x80\xa8 PS \xe2\x80\xa9\n",
+    b"cut \xe2\x82", b"\xff invalid after a cut\n",        # the start of a character, then no rest
+    b"emoji \xf0", b"\x9f\x98", b"\x80 in three reads\n",    # a four-byte character over three reads
+    b"surrogate \xed\xa0\x80 overlong \xc0\xaf\n", b"ends cut \xe2\x82",  # the stream ends in a character
+]
+HOSTILE_SCRIPT = f"""import os, time, sys
+for piece in {PIECES!r}:
+    os.write(1, piece)
+    time.sleep(0.15)
+sys.exit(3)
+"""
+
+
+@pytest.mark.root
+def test_hostile_output_reaches_the_client_exactly_and_forges_no_event(api: Api, client: JobletClient):
+    """What a job prints is data all the way: a line that looks like the end of the event and an
+    exit event of its own, quotes and backslashes, NUL and every control byte, U+2028/2029, and
+    invalid UTF-8 split across reads all arrive as `bytes.decode("utf-8", "replace")` of the whole
+    output; the stream's one exit event is the agent's (the job exited 3)."""
+    job_id = api.submit(script=HOSTILE_SCRIPT)
+    events = list(client.events(job_id))
+    stdout = "".join(e.data for e in events if e.type == "stdout")  # type: ignore[attr-defined]
+    assert stdout == b"".join(PIECES).decode("utf-8", "replace")
+    assert [e.type for e in events].count("exit") == 1 and events[-1].type == "exit"
+    assert events[-1].status == "FAILED" and events[-1].exit_code == 3, events[-1]  # type: ignore[attr-defined]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    raw = api.events(job_id, follow=False)
+    assert "".join(e["data"] for e in raw if e["type"] == "stdout") == stdout
+    api.settle(job_id)
+
+
+def test_the_holder_decodes_any_split_of_the_output_as_the_whole_is_decoded():
+    """TextOutput, read by read: whatever the read boundaries, the text equals the one-shot decode
+    (invalid bytes replaced), and a cap cuts at its byte (a character it cuts shows as U+FFFD)."""
+    import random
+    import types
+
+    from joblet_agent.sandbox.output import TextOutput
+
+    rng = random.Random(11)
+    parts = [b"a", b"\n", b'"', b"\\", b"\x00", b"\x1f", b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80",
+             b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xc0\xaf"]
+    for _ in range(2000):
+        raw = b"".join(rng.choice(parts) for _ in range(rng.randint(0, 40)))
+        cap = rng.choice([0, 0, rng.randint(1, 60)])
+        out = TextOutput(types.SimpleNamespace(max_output_bytes=cap))  # type: ignore[arg-type]
+        cuts = sorted(rng.sample(range(1, len(raw)), min(max(len(raw) - 1, 0), rng.randint(0, 6))))
+        reads = [raw[a:b] for a, b in zip([0] + cuts, cuts + [len(raw)])] + [b""]
+        events = [e for read in reads for e in out.output("stdout", read).events]
+        text = "".join(e["data"] for e in events if e["type"] == "stdout")
+        kept = raw[:cap] if cap else raw
+        assert text == kept.decode("utf-8", "replace"), (raw, reads, cap)
+        notes = [e for e in events if e["type"] == "stderr"]
+        assert len(notes) == (1 if cap and len(raw) > cap else 0), (raw, cap)
