@@ -221,10 +221,9 @@ def _serve(args: argparse.Namespace) -> int:
     from . import client_config, fdlimit
     from .api import server
     from .api.app import create_app
-    from .sandbox import libc, preflight
+    from .sandbox import preflight
 
     args.job_nofile, _ = fdlimit.raise_soft_limit()  # jobs keep the limit the agent was given
-    libc.keep_large_buffers_out_of_the_heap()
     paths = AgentPaths.at(args.root)
     driver = preflight.check(paths.cgroup_parent())
     config = load_config(Path(args.config) if args.config else paths.config / "agent.yml")

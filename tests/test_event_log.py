@@ -100,3 +100,32 @@ def test_a_follower_gets_what_is_appended_while_it_reads(tmp_path, monkeypatch):
     got = run_coroutine(run())
     assert [e["seq"] for e in got] == list(range(1, 202))
     assert "".join(e["data"] for e in got[:-1]) == "".join(f"{i}\n" * 50 for i in range(200))
+
+
+def test_followers_that_end_give_the_heap_back_once_a_moment_later(tmp_path, monkeypatch):
+    """A relay's large steps stay in malloc's heap while followers read (no page fault per step);
+    once they end, one trim a moment later gives the free pages back, for all that ended together,
+    also when a reader leaves in the middle."""
+    trims: list[float] = []
+    monkeypatch.setattr(store.libc, "return_free_heap", lambda: trims.append(asyncio.get_running_loop().time()))
+    monkeypatch.setattr(store.HeapTrim, "AFTER_S", 0.05)
+    monkeypatch.setattr(store.HeapTrim, "due", None)
+    log = _filled(tmp_path, ["x" * 1000] * 5)
+
+    async def run() -> tuple[int, float]:
+        assert len([c async for c in log.follow_lines(follow=False)]) == 1
+        ended = asyncio.get_running_loop().time()
+        lines = log.follow_lines(follow=False)
+        await lines.__anext__()
+        await lines.aclose()  # a reader that left
+        assert [e["seq"] async for e in log.follow(follow=False)][-1] == 6
+        assert trims == []  # not while the followers read
+        await asyncio.sleep(0.2)
+        return len(trims), trims[0] - ended if trims else 0.0
+
+    count, after = run_coroutine(run())
+    assert count == 1 and after >= 0.05
+
+
+def test_giving_the_heap_back_is_a_real_call():
+    store.libc.return_free_heap()  # malloc_trim(0) of the C library the agent runs on

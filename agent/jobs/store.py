@@ -33,6 +33,7 @@ from ..eventfile import LOG_NAME, EventFile, LogHeld
 from ..fdlimit import QUIET, is_shortage, until_descriptors
 from ..fs import remove_tree
 from ..models import JobRecord
+from ..sandbox import libc
 from .verdict import Verdict
 
 R = TypeVar("R", bound=BaseModel)
@@ -127,28 +128,52 @@ class EventLog:
         A line is read only as far as its seq and type, so relaying a large output costs no JSON
         work here and one event-loop turn per read, not per event; a chunk is a view of what was
         read, so the lines are not copied on their way to the HTTP layer."""
-        offset, last = 0, after
-        while True:
-            waiter = self._changed
-            try:
-                fd = await until_descriptors(lambda: os.open(self.path, os.O_RDONLY | os.O_CLOEXEC),
-                                             "reading an event log")
-            except FileNotFoundError:
-                fd = -1
-            offset, data, end, more = (offset, b"", 0, False) if fd < 0 else _read_lines(fd, offset)
-            if end:
-                chunk, last, ended = _after(data, end, last)
-                if chunk:
-                    yield chunk
-                if ended:
-                    return
-            if more:
-                continue
-            if not follow or self.closed:
-                if self.closed and last < self.seq:
+        try:
+            offset, last = 0, after
+            while True:
+                waiter = self._changed
+                try:
+                    fd = await until_descriptors(lambda: os.open(self.path, os.O_RDONLY | os.O_CLOEXEC),
+                                                 "reading an event log")
+                except FileNotFoundError:
+                    fd = -1
+                offset, data, end, more = (offset, b"", 0, False) if fd < 0 else _read_lines(fd, offset)
+                if end:
+                    chunk, last, ended = _after(data, end, last)
+                    if chunk:
+                        yield chunk
+                    if ended:
+                        return
+                if more:
                     continue
-                return
-            await waiter.wait()
+                if not follow or self.closed:
+                    if self.closed and last < self.seq:
+                        continue
+                    return
+                await waiter.wait()
+        finally:
+            HeapTrim.soon()
+
+
+class HeapTrim:
+    """A relay's steps (and the HTTP layer's frames of them) are large buffers that malloc keeps in
+    its heap and reuses without a page fault; once a follower ends, the heap's free pages go back
+    to the kernel a moment later (one trim for followers that end together), so a relay leaves an
+    idle agent no larger than before."""
+
+    AFTER_S = 1.0
+    due: tuple[asyncio.AbstractEventLoop, float] | None = None
+
+    @classmethod
+    def soon(cls) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a follower closed after its loop (never in the agent)
+            return
+        if cls.due is not None and cls.due[0] is loop and cls.due[1] >= loop.time():
+            return
+        cls.due = (loop, loop.time() + cls.AFTER_S)
+        loop.call_later(cls.AFTER_S, libc.return_free_heap)
 
 
 READ_AT_MOST = 2 << 20  # a follower reads a long log in bounded steps: a slow reader holds about two
