@@ -68,6 +68,12 @@ def _print(r: dict[str, Any]) -> None:
     print(f"\n| live run, CPU s per GB of stdout | {' | '.join(who)} | total |\n|---|{'---:|' * (len(who) + 1)}")
     for name, shares in cpu.items():
         print(f"| {name} | {' | '.join(f'{shares[k]:.2f}' for k in who)} | {sum(shares.values()):.2f} |")
+    passes = r["cpu_s_per_gb_by_pass"]
+    kinds = list(next(iter(passes.values())))
+    print(f"\n| pass over the bytes, alone from memory: CPU s per GB of stdout | {' | '.join(kinds)} |\n"
+          f"|---|{'---:|' * len(kinds)}")
+    for name, shares in passes.items():
+        print(f"| {name} | {' | '.join(f'{shares[k]:.2f}' for k in kinds)} |")
     before, after = r["load_average"]["before"], r["load_average"]["after"]
     print(f"\nLoad average (1/5/15 min) before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
           f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f} on {os.cpu_count()} CPUs")

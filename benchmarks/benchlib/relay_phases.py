@@ -21,6 +21,10 @@ end-to-end rows of relay.py:
   client follower   `JobFollower.history()` writing to a checksumming `sys.stdout`: the whole
                     notebook side, every byte checked
 
+Apart from the stages, `byte_passes` takes the passes over the bytes that run in Python (the
+holder's decode, JSON encode and log write, the client's JSON decode) alone, from memory, in CPU
+seconds per GB, on seq's lines and on 80-column lines: what each costs at best.
+
 On a shared 2-core machine wall-clock rates swing with the load; the CPU each process spends per
 GB of stdout swings far less. So the live runs (job to log, and relay.py's notebook client and raw
 stream rows) also report CPU seconds per GB by process: the job's holder (sampled from /proc while
@@ -43,6 +47,8 @@ import types
 import zlib
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from .agent import HttpAgent
 from .cpu import cgroup_cpu_s, process_cpu_s, self_cpu_s
@@ -137,6 +143,49 @@ def holder_translate(total: int, read_size: int, sample: bytes) -> tuple[float, 
         size = os.fstat(log.fd).st_size
         log.close()
     return elapsed, size
+
+
+def byte_passes(read_size: int, sample: bytes, total: int = 256 << 20) -> dict[str, dict[str, float]]:
+    """CPU seconds per GB of stdout of each pass over the bytes that runs in Python, alone, from
+    memory (the best of three): on seq's short lines and on 80-column lines of the same size, as
+    the JSON escapes (one per line) set what the encode and decode cost."""
+    from joblet_agent.eventfile import encode
+    from joblet_agent.sandbox.output import TextOutput
+
+    lines = (b"x" * 79 + b"\n") * (len(sample) // 80)
+    result: dict[str, dict[str, float]] = {}
+    for label, data in (("seq's lines", sample), ("80-column lines", lines)):
+        reads = [data[i:i + read_size] for i in range(0, len(data) - read_size + 1, read_size)]
+        rounds = max(1, total // (len(reads) * read_size))
+        text = [TextOutput(types.SimpleNamespace(max_output_bytes=0)).output("stdout", r).events[0] for r in reads]
+        encoded = [encode(i, e) for i, e in enumerate(text)]
+        with tempfile.TemporaryDirectory(prefix="jnb-bench-passes-") as tmp:
+            fd = os.open(os.path.join(tmp, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            passes = {  # each result is dropped at once, as the holder and the client drop theirs
+                "holder: UTF-8 decode, cap (TextOutput)": lambda: _each(lambda r: TextOutput(
+                    types.SimpleNamespace(max_output_bytes=0)).output("stdout", r), reads),  # type: ignore[arg-type]
+                "holder: JSON encode (orjson)": lambda: _each(lambda e: encode(1, e), text),
+                "holder: log write(2)": lambda: _each(lambda line: os.write(fd, line), encoded),
+                "client: JSON decode (orjson.loads)": lambda: _each(orjson.loads, encoded),
+            }
+            for name, run in passes.items():
+                best = min(_cpu_of(run, rounds) for _ in range(3))
+                result.setdefault(name, {})[label] = round(best / (rounds * len(reads) * read_size) * 1e9, 3)
+                os.ftruncate(fd, 0)
+            os.close(fd)
+    return result
+
+
+def _each(work: Any, items: list[Any]) -> None:
+    for item in items:
+        work(item)
+
+
+def _cpu_of(run: Any, rounds: int) -> float:
+    t0 = time.process_time()
+    for _ in range(rounds):
+        run()
+    return time.process_time() - t0
 
 
 def job_to_log(agent: HttpAgent, n: int) -> tuple[float, str]:
@@ -262,8 +311,10 @@ def measure(agent: HttpAgent, target_bytes: int, holder_read: int) -> dict[str, 
         elapsed, got, crc = seq_pipe(n, read, pipe)
         _check(label, (got, crc), want)
         rate(label, elapsed)
-    elapsed, notes["log_bytes_replayed"] = holder_translate(size, holder_read, _sample(n))
+    sample = _sample(n)
+    elapsed, notes["log_bytes_replayed"] = holder_translate(size, holder_read, sample)
     rate("holder translate", elapsed)
+    notes["cpu_s_per_gb_by_pass"] = byte_passes(holder_read, sample)
     cpu: dict[str, dict[str, float]] = {}
     with CpuShares(agent) as shares:
         elapsed, job_id = job_to_log(agent, n)
