@@ -229,6 +229,31 @@ def test_jobs_that_end_while_the_agent_is_away_get_their_true_verdict() -> None:
         assert "".join(e["data"] for e in api.events(exits) if e["type"] == "stdout") == "bye\n"
 
 
+def test_a_record_saved_before_its_job_ran_is_running_again_with_its_holders_start_time() -> None:
+    """The agent saves a RUNNING record a moment later (with what follows), not when the job starts:
+    an agent killed in between leaves the record as it was at launch. Made so on disk here, for a
+    job still running and for one that ends while no agent runs: the next agent shows both started
+    when their holders said, the first RUNNING again."""
+    with running_agent(stop_jobs=False) as agent:
+        api = agent.api()
+        runs, ends = api.submit(command=["sleep", "300"]), api.submit(command=["sh", "-c", "sleep 5; exit 4"])
+        started = {job_id: api.wait_for_status(job_id, "RUNNING")["started_at"] for job_id in (runs, ends)}
+        kill_agent(agent)
+        for job_id in (runs, ends):
+            path = job_dir(agent, job_id) / "record.json"
+            at_launch = dict(json.loads(path.read_text()), status="PENDING", started_at=None)
+            path.write_text(json.dumps(at_launch))
+        wait_until(lambda: (job_dir(agent, ends) / "outcome.json").exists(), 30, message="the job did not end")
+        agent.start()
+        api = agent.api()
+        record = api.record(runs)
+        assert (record["status"], record["started_at"]) == ("RUNNING", started[runs]), record
+        record = api.record(ends)
+        assert (record["status"], record["exit_code"], record["started_at"]) == ("FAILED", 4, started[ends]), record
+        api.call("POST", f"/v1/jobs/{runs}/stop")
+        assert api.wait_for_status(runs)["status"] == "STOPPED"
+
+
 def test_sigterm_leaves_jobs_running_and_stop_jobs_stops_them() -> None:
     with running_agent(stop_jobs=False) as agent:
         api = agent.api()

@@ -410,6 +410,7 @@ class JobService:
                 if live.execution is not None:
                     live.execution.kill()
         await self.cleanups.wait_all(timeout=15)
+        self.store.save_pending()
         return left
 
     # ---- uid slots -----------------------------------------------------------------------

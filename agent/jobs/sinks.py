@@ -32,7 +32,10 @@ class JobLog:
         self.live = live  # made for its job already: a session's sink is the one bound later
 
     def running(self) -> None:
-        self.service.store.save(self.live.record)
+        # Within a second, with whatever follows (a short job's end saves it first): an agent that
+        # dies before then learns it again from the job's holder (its hello's started_at) or,
+        # once the job has ended, from the outcome its holder recorded (restore.py).
+        self.service.store.save_soon(self.live.record)
 
     def note(self, text: str) -> None:
         self.log.append({"type": "stderr", "data": text})
