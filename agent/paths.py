@@ -12,7 +12,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class AgentPaths:
     root: Path
-    jobs: Path          # mount points of running jobs' roots (empty directories on the host)
+    jobs: Path          # the mount point of every running job's root, each in its own mount namespace
     runtimes: Path      # published runtimes and their builds (builds/published.py)
     state: Path
     job_state: Path     # records, event logs and /work artifacts of every job

@@ -46,7 +46,7 @@ class LocalExecutor:
     def __init__(self, launcher: Launcher, driver: cgroups.CgroupDriver, network: JobNetwork | None,
                  stop_grace_s: float, max_output_bytes: int, jobs_dir: Path) -> None:
         self.launcher = launcher
-        self.jobs_dir = jobs_dir            # the mount points of the jobs' roots
+        self.jobs_dir = jobs_dir            # the mount point of every job's root, each in its own mount namespace
         self.driver = driver
         self.network = network
         self.stop_grace_s = stop_grace_s
@@ -54,7 +54,7 @@ class LocalExecutor:
 
     def start(self, spec: SandboxSpec, events: JobEvents, folder: Path, note: LaunchNote) -> "LocalExecution":
         """Launch `spec`; its holder writes the log in `folder` (the job's or the session's)."""
-        job = LocalExecution(self, spec.job_id, spec.network, Path(spec.root_dir), folder, note, events)
+        job = LocalExecution(self, spec.job_id, spec.network, folder, note, events)
         job.launch(spec)
         return job
 
@@ -62,7 +62,7 @@ class LocalExecutor:
               events: JobEvents) -> "LocalExecution":
         """A holder an earlier life of the agent launched; its link goes on the event loop in
         `resume` (at start-up, before the loop runs)."""
-        job = LocalExecution(self, job_id, network, self.root_of(job_id), folder, note, events)
+        job = LocalExecution(self, job_id, network, folder, note, events)
         job.adopted = checked
         if note.network and self.network is not None:
             try:
@@ -71,21 +71,17 @@ class LocalExecutor:
                 print(f"joblet-agent: {job_id}: taking back its network link: {exc}", file=sys.stderr)
         return job
 
-    def root_of(self, job_id: str) -> Path:
-        return self.jobs_dir / job_id
-
 
 class LocalExecution:
     """One held sandbox on this host, from launch (or adoption) to `events.ended`."""
 
     holds_log = True  # its holder writes the log, translates the output, enforces the timeout
 
-    def __init__(self, executor: LocalExecutor, job_id: str, network: str, root_dir: Path, folder: Path,
-                 note: LaunchNote, events: JobEvents) -> None:
+    def __init__(self, executor: LocalExecutor, job_id: str, network: str, folder: Path, note: LaunchNote,
+                 events: JobEvents) -> None:
         self.executor = executor
         self.job_id = job_id
         self.network = network
-        self.root_dir = root_dir
         self.folder = folder
         self.note = note
         self.events = events
@@ -100,11 +96,14 @@ class LocalExecution:
         self.cleanup: asyncio.Task[None] | None = None      # removes what the sandbox held, once it is gone
 
     def launch(self, spec: SandboxSpec) -> None:
+        """Hand `spec` to a holder. The job's root is a tmpfs its holder mounts on the executor's
+        one mount point, in the holder's private mount namespace: every job's root is mounted
+        there, each in its own namespace, and no folder is made or removed on the host per job."""
+        spec.root_dir = str(self.executor.jobs_dir)
         spec.state_dir, spec.holder_token = str(self.folder), self.note.token
         spec.stop_grace_s, spec.max_output_bytes = self.executor.stop_grace_s, self.executor.max_output_bytes
         spec.wait_for_go = spec.network != "none"
         try:
-            self.root_dir.mkdir(mode=0o700)
             self.note.write(self.folder)
             sock = self.executor.launcher.hold(spec)
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
@@ -255,7 +254,8 @@ class LocalExecution:
 
     async def _clean_up(self) -> None:
         """Once the holder is gone: its cgroup (whatever is left in it: nothing, when the holder
-        ended well), the network link, the root folder. A failure is said and left for the sweep."""
+        ended well), the network link, and the root folder of a job an agent before the shared
+        mount point launched. A failure is said and left for the sweep."""
         await self.gone.wait()
         if self.attaching is not None:
             await asyncio.gather(self.attaching, return_exceptions=True)  # release after attach, never before
@@ -268,10 +268,11 @@ class LocalExecution:
             QUIET.say("finish", f"job {self.job_id}: clean-up failed: {exc!r}")
         if self.network != "none" and self.executor.network is not None:
             self.executor.network.release(self.job_id)
-        try:
-            self.root_dir.rmdir()
-        except OSError:
-            pass
+        if self.adopted is not None:
+            try:
+                (self.executor.jobs_dir / self.job_id).rmdir()
+            except OSError:
+                pass
 
     def _outcome(self) -> tuple[Outcome | None, Ending]:
         if self.launch_error is not None:

@@ -45,7 +45,7 @@ class SandboxSpec:
 
     job_id: str
     job_type: JobType
-    root_dir: str                      # <root>/jobs/<id>: the mount point of the job's tmpfs root
+    root_dir: str                      # the mount point of the job's tmpfs root (in the stage's own mount namespace)
     argv: list[str]
     env: dict[str, str]
     uid: int

@@ -87,18 +87,15 @@ class InProcess:
                            command=[TRUE], created_at=time.time())
         slot = svc._take_slot()
         cgroup = None
-        root_dir: Path | None = None
         state_dir = svc.store.dir(job_id)
         try:
             cgroup = svc.driver.open(f"job-{job_id}")  # made ahead by the stage that takes the job
             marks["cgroup_create"] = time.perf_counter() - t0
             spec = jobspec.standard_spec(record, self.request, None, svc.config.uid_base + slot,
-                                         svc.paths.jobs / job_id, svc.store.artifacts(job_id),
+                                         svc.paths.jobs, svc.store.artifacts(job_id),
                                          svc._cgroup_limits(limits))
             spec.state_dir = str(state_dir)
-            state_dir.mkdir(mode=0o700, parents=True)
-            root_dir = Path(spec.root_dir)
-            root_dir.mkdir(mode=0o700)
+            state_dir.mkdir(mode=0o700, parents=True)  # the job's root: the agent's one mount point (cluster/local.py)
             marks["launch_start"] = time.perf_counter() - t0
             sock = self.launcher.hold(spec)
             marks["launch_end"] = time.perf_counter() - t0
@@ -120,9 +117,6 @@ class InProcess:
                 cgroup.remove()
                 marks["cgroup_remove"] = time.perf_counter() - t2
             t3 = time.perf_counter()
-            if root_dir is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    root_dir.rmdir()
             shutil.rmtree(state_dir, ignore_errors=True)
             marks["folders_remove"] = time.perf_counter() - t3
             svc._slots.discard(slot)

@@ -60,7 +60,7 @@ def breakdown(marks: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
 
 LAUNCHER_PHASES = (
     # (from, to, what happens in between); holder_* are the holder's own marks (outcome.json)
-    (None, "launch_start", "spec (jobspec.standard_spec), state folder and root folder made"),
+    (None, "launch_start", "spec (jobspec.standard_spec), state folder made"),
     ("launch_start", "launch_end", "Launcher.hold(): spec JSON into a memfd, sendmsg to the launcher"),
     ("launch_end", "holder_came", "the launcher hands the job to a waiting stage, which reads the spec"),
     ("holder_came", "holder_taken", "take: log locked, cgroup renamed job-<id>, holder.json, control socket"),
@@ -87,7 +87,7 @@ def _launcher_phases(med: Callable[[str], float | None]) -> dict[str, float]:
         if a is not None and b is not None:
             out[what] = b - a
     for key, what in (("cgroup_remove", "after EOF: cgroup removed"),
-                      ("folders_remove", "after EOF: root and state folders removed")):
+                      ("folders_remove", "after EOF: state folder removed")):
         value = med(key)
         if value is not None:
             out[what] = value
