@@ -223,18 +223,24 @@ def copy_tree(src: str, dst: str, limit_bytes: int | None = None, max_depth: int
     The job controls `src`, so the copy is bounded the way the job's own disk was: at most
     `limit_bytes` written in all (a sparse file that cost the job nothing is measured by its size,
     and skipped if it does not fit), at most `max_depth` folders deep, without recursion, and at
-    most `limit_entries` files and folders (empty files cost no bytes, but an inode each).
+    most `limit_entries` files and folders (empty files cost no bytes, but an inode each). An
+    empty `src` makes no `dst` (a folder costs an inode; a reader takes a missing one as empty).
     """
     report = CopyReport()
-    os.makedirs(dst, mode=0o700, exist_ok=True)
     src_fd = os.open(src, DIR_FLAGS)
     try:
-        dst_fd = os.open(dst, DIR_FLAGS)
+        pending = _names_to_copy(src_fd)
+        if pending:
+            os.makedirs(dst, mode=0o700, exist_ok=True)
+            dst_fd = os.open(dst, DIR_FLAGS)
     except BaseException:
         os.close(src_fd)
         raise
+    if not pending:
+        os.close(src_fd)
+        return report
     rules = CopyRules(limit_bytes=limit_bytes, max_depth=max_depth, limit_entries=limit_entries)
-    _copy_frames([_Frame(src_fd, dst_fd, "", 0, _names_to_copy(src_fd))], report, rules)
+    _copy_frames([_Frame(src_fd, dst_fd, "", 0, pending)], report, rules)
     return report
 
 

@@ -57,7 +57,9 @@ def test_listing_is_refused_while_the_job_runs_and_to_other_users(agent, api: Ap
         api.events(job_id)
     other = Api(agent.url, create_token(agent.root, "user", "someone-else"))
     assert other.call("GET", f"/v1/jobs/{job_id}/files").status_code == 404
-    assert Api(agent.url, agent.admin_token).call("GET", f"/v1/jobs/{job_id}/files").status_code == 200
+    r = Api(agent.url, agent.admin_token).call("GET", f"/v1/jobs/{job_id}/files")
+    assert (r.status_code, r.json()) == (200, {"files": [], "truncated": False})  # it left /work empty
+    assert api.call("GET", f"/v1/jobs/{job_id}/files/any").status_code == 404
     assert api.call("GET", "/v1/jobs/0123456789abcdef/files").status_code == 404
     assert api.call("GET", "/v1/jobs/NOT-AN-ID/files").status_code == 400
 

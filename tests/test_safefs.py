@@ -64,6 +64,15 @@ def test_copy_tree_skips_symlinks_devices_and_setuid_bits(tmp_path):
     assert (dst / "d" / "f").read_text() == "content"
 
 
+def test_copy_tree_of_an_empty_folder_makes_nothing(tmp_path):
+    """A job that left /work empty costs its folder no inode (its listing is empty: test_api_files)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    report = safefs.copy_tree(str(src), str(dst))
+    assert (report.files, report.dirs, report.copied) == (0, 0, 0)
+    assert not dst.exists()
+
+
 def test_copy_tree_is_bounded_in_bytes_and_depth_without_recursion(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
