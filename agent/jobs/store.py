@@ -183,9 +183,11 @@ HEAD = re.compile(rb'\{"seq":(\d+),"type":"([a-z_]+)"')
 def _read_lines(fd: int, offset: int) -> tuple[int, bytes, int, bool]:
     """(new offset, what was read, where its complete lines end, whether more is to be read at
     once); `fd` is closed. A step holds at least one line: a line longer than a step (a holder's read of
-    binary output, escaped) is read on to its end."""
+    binary output, escaped) is read on to its end. A read asks for what the file holds, not for a
+    whole step: a step's buffer (a fresh mapping above the agent's mmap threshold) cost a small
+    log's follower more than the read."""
     try:
-        data = os.pread(fd, READ_AT_MOST, offset)
+        data = os.pread(fd, max(0, min(READ_AT_MOST, os.fstat(fd).st_size - offset)), offset)
         more = len(data) == READ_AT_MOST
         end = data.rfind(b"\n") + 1
         if end == 0 and more:
