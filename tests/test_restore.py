@@ -317,17 +317,46 @@ def test_a_process_that_is_not_the_holder_is_not_trusted() -> None:
         assert not leftovers(agent.root, running=True)
 
 
-def test_a_job_whose_holder_ran_under_another_boot_is_reported_lost_to_a_host_restart() -> None:
+def test_a_holder_that_does_not_listen_yet_is_waited_for_and_taken_back() -> None:
+    """A holder says who it is (holder.json) and listens once its job's init is forked, a moment
+    after it locked the log. An agent restarting in between finds a held log with neither: it waits
+    for the socket and takes the job back. Made so here: the socket moved away (a renamed socket
+    still answers) and holder.json gone while the agent starts, the socket back three seconds later (restore waits five)."""
+    with running_agent(stop_jobs=False) as agent:
+        job_id, folder = _sleeping_job_of_a_killed_agent(agent)
+        (folder / "holder.json").unlink()
+        (folder / "holder.sock").rename(folder / "holder.sock.away")
+        back = threading.Timer(3.0, (folder / "holder.sock.away").rename, args=(folder / "holder.sock",))
+        back.start()
+        try:
+            agent.start()
+        finally:
+            back.join()
+        api = agent.api()
+        assert api.record(job_id)["status"] == "RUNNING"
+        api.call("POST", f"/v1/jobs/{job_id}/stop")
+        record = api.wait_for_status(job_id)
+        assert (record["status"], record["reason"]) == ("STOPPED", "stopped"), record
+        assert not leftovers(agent.root, running=True)
+
+
+@pytest.mark.parametrize("said_by", ["holder.json", "launch.json"])
+def test_a_job_whose_holder_ran_under_another_boot_is_reported_lost_to_a_host_restart(said_by: str) -> None:
     """What a host restart leaves: a job's folder whose holder recorded another boot id, and no
     process. The job ends lost, saying the host restarted (the README's promise), not that its
-    holder died."""
+    holder died. Its launch note says the boot too, for a restart before its holder wrote
+    holder.json (which it does once the job's init is forked)."""
     with running_agent(stop_jobs=False) as agent:
         job_id, folder = _sleeping_job_of_a_killed_agent(agent)
         holder = json.loads((folder / "holder.json").read_text())
         os.kill(holder["pid"], signal.SIGKILL)  # what a host restart does to every process
         wait_until(lambda: not Path(f"/proc/{holder['pid']}").exists(), 30, message="the holder did not die")
-        holder["boot_id"] = "00000000-0000-4000-8000-" + secrets.token_hex(6)  # another boot's
-        (folder / "holder.json").write_text(json.dumps(holder))
+        other_boot = "00000000-0000-4000-8000-" + secrets.token_hex(6)
+        said = json.loads((folder / said_by).read_text())
+        assert said["boot_id"] == holder["boot_id"], said
+        (folder / said_by).write_text(json.dumps(dict(said, boot_id=other_boot)))
+        if said_by == "launch.json":
+            (folder / "holder.json").unlink()
         agent.start()
         record = agent.api().record(job_id)
         assert (record["status"], record["reason"]) == ("FAILED", "lost"), record

@@ -44,6 +44,7 @@ class LaunchNote:
     network: dict[str, str] | None = None   # {"veth", "address"} of a bridge job, once attached
     work_files: int = 0                     # what its /work copy may keep (its user's quota left)
     work_bytes: int = 0
+    boot_id: str = ""                       # the host's boot it was launched in (its holder's says so too)
 
     def write(self, folder: Path) -> None:
         tmp = folder / (LAUNCH_NAME + ".tmp")
@@ -56,7 +57,8 @@ class LaunchNote:
             data = json.loads((folder / LAUNCH_NAME).read_text())
             return cls(token=str(data["token"]), uid_slot=int(data["uid_slot"]), outputs=list(data.get("outputs", [])),
                        cell=bool(data.get("cell")), network=data.get("network"),
-                       work_files=int(data.get("work_files", 0)), work_bytes=int(data.get("work_bytes", 0)))
+                       work_files=int(data.get("work_files", 0)), work_bytes=int(data.get("work_bytes", 0)),
+                       boot_id=str(data.get("boot_id", "")))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

@@ -22,13 +22,14 @@ from typing import Any, Protocol
 from ..eventfile import LOG_NAME, EventFile, LogHeld
 from ..fdlimit import QUIET, is_shortage, until_descriptors
 from .holder_link import Checked, Hello, HolderLink, LaunchNote
-from ..sandbox import cgroups, status
+from ..sandbox import cgroups, control, status
 from ..sandbox.outcome import Outcome
 from ..sandbox.spec import SandboxSpec
 from .executor import Ending, JobEvents
 from .launcher_client import Launcher
 
 HOLDER_DIED = "the job's holder ended without recording how the job ended"
+BOOT_ID = control.boot_id()
 LOG_FREE_WAIT_S = 2.0
 
 
@@ -103,6 +104,7 @@ class LocalExecution:
         spec.state_dir, spec.holder_token = str(self.folder), self.note.token
         spec.stop_grace_s, spec.max_output_bytes = self.executor.stop_grace_s, self.executor.max_output_bytes
         spec.wait_for_go = spec.network != "none"
+        self.note.boot_id = BOOT_ID
         try:
             self.note.write(self.folder)
             sock = self.executor.launcher.hold(spec)

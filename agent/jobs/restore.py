@@ -233,6 +233,7 @@ def _why_lost(folder: Path, note: LaunchNote | None) -> str:
         holder = json.loads((folder / control.HOLDER_NAME).read_text())
     except (OSError, ValueError):
         holder = {}
-    if holder.get("boot_id") and holder["boot_id"] != control.boot_id():
+    boot_id = holder.get("boot_id") or note.boot_id  # the holder's, or the launch's if it died before it said
+    if boot_id and boot_id != control.boot_id():
         return "the host restarted while the job ran: a restart of the host ends every job"
     return HOLDER_DIED

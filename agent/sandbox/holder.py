@@ -95,8 +95,8 @@ class Holder:
 
     def take(self) -> str | None:
         """Lock the job's log (a log that already ended belongs to a job an agent gave up on: go),
-        take the job's cgroup name, say who holds the job, listen, and stop depending on the
-        launcher. Returns a set-up problem to record, or None."""
+        take the job's cgroup name and stop depending on the launcher. Returns a set-up problem
+        to record, or None."""
         self.dir_fd = os.open(self.spec.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self.log = EventFile.open(LOG_NAME, self.dir_fd, wait=True)
         if self.log.ended:
@@ -109,6 +109,14 @@ class Holder:
             except sequence.SetupError as exc:
                 problem = f"sandbox stage 1: {exc}"
         self.own_pidfd = os.pidfd_open(os.getpid())
+        prctl(PR_SET_PDEATHSIG, 0)  # from here on, the job outlives the launcher and the agent
+        _protect_from_oom_kill()
+        return problem
+
+    def _announce(self) -> None:
+        """Say who holds the job (holder.json) and listen on its socket, once the init is spawned
+        (while it sets up): the agent that launched the job talks on the socket pair it handed
+        over, and one that restarts meanwhile waits for the socket (restore.py)."""
         self._write_holder_file()
         self.listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -117,9 +125,8 @@ class Holder:
             pass
         self.listening.bind(control.socket_path(self.dir_fd))
         self.listening.listen(MAX_CONNECTIONS)
-        prctl(PR_SET_PDEATHSIG, 0)  # from here on, the job outlives the launcher and the agent
-        _protect_from_oom_kill()
-        return problem
+        self.listening.setblocking(False)
+        self.loop.add_reader(self.listening.fileno(), self._accept)
 
     def _write_holder_file(self) -> None:
         data = {"protocol": control.PROTOCOL, "pid": os.getpid(), "job_id": self.spec.job_id,
@@ -136,13 +143,11 @@ class Holder:
     def run(self, problem: str | None) -> None:
         first = socket.socket(fileno=self.control_fd)
         self._add_channel(first)
-        assert self.listening is not None
-        self.listening.setblocking(False)
-        self.loop.add_reader(self.listening.fileno(), self._accept)
         if problem is None:
             problem = sequence.prepare_root(self.stage, self.spec, self.outcome.mark)
         if problem is None:
             problem = self._start_init()
+        self._announce()
         if problem is not None:
             self.outcome.take(status.setup_error(problem))
         else:
