@@ -90,3 +90,40 @@ def test_a_body_that_fits_takes_the_budget_at_once_and_others_wait_their_turn() 
         assert budget.used == 100
 
     run_coroutine(steps())
+
+
+def test_a_jobs_end_logs_its_exit_before_its_record_is_replaced_on_disk(tmp_path: Path) -> None:
+    """JobStore.finish: the exit event first (a follower woken by it runs before the record's file
+    is replaced), the record in memory at once; on disk a turn of the loop later, never for a job
+    deleted meanwhile (its folder is gone)."""
+    from joblet_agent.contract import JobStatus
+    from joblet_agent.jobs.store import JobStore
+    from joblet_agent.jobs.verdict import Verdict
+    from joblet_agent.models import JobLimits, JobRecord
+
+    jobs = JobStore(tmp_path)
+    kept, deleted = (JobRecord(id=job_id, owner="alice", limits=JobLimits(), network="none", command=["true"],
+                               created_at=time.time()) for job_id in ("00112233aabbccdd", "ffeeddccbbaa9988"))
+    seen: list[str] = []
+
+    async def follow(job_id: str) -> None:
+        async for event in jobs.log(job_id).follow():
+            if event["type"] == "exit":
+                seen.append(_on_disk(tmp_path, kept)["status"])
+
+    async def steps() -> None:
+        for record in (kept, deleted):
+            jobs.add(record)
+        follower = asyncio.create_task(follow(kept.id))
+        await asyncio.sleep(0.01)
+        for record in (kept, deleted):
+            jobs.finish(record, Verdict(JobStatus.COMPLETED, "exit", exit_code=0))
+        assert kept.status == JobStatus.COMPLETED and _on_disk(tmp_path, kept)["status"] == "PENDING"
+        jobs.remove(deleted.id)
+        await follower
+        await asyncio.sleep(0.01)
+
+    run_coroutine(steps())
+    assert seen == ["PENDING"]  # the follower had the exit before the record was replaced
+    assert _on_disk(tmp_path, kept)["status"] == "COMPLETED"
+    assert not (tmp_path / deleted.id).exists()

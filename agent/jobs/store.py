@@ -342,6 +342,21 @@ class RecordStore(Generic[R]):
         if self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(SAVE_SOON_S, self._save_later)
 
+    def save_next(self, record: R) -> None:
+        """Replace the record on disk right after what the event loop runs now: the followers that
+        the event just logged woke go first (at once where no loop runs yet: the start-up)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self.save(record)
+        self._unsaved.add(record.id)  # type: ignore[attr-defined]
+        loop.call_soon(self._save_one, record.id)  # type: ignore[attr-defined]
+
+    def _save_one(self, record_id: str) -> None:
+        record = self.records.get(record_id)
+        if record_id in self._unsaved and record is not None:  # not saved meanwhile, nor forgotten
+            self.save(record)
+
     def _write(self, record: R) -> None:
         path = self.dir(record.id) / "record.json"  # type: ignore[attr-defined]
         tmp = path.with_suffix(".tmp")
@@ -393,15 +408,16 @@ class JobStore(RecordStore[JobRecord]):
         return self.dir(job_id) / "work"
 
     def finish(self, record: JobRecord, verdict: Verdict) -> None:
-        """End a job: the `exit` event closes its log, then its record on disk says how. In that
-        order, an agent killed between the two leaves a log that restore.py settles the record
-        from; the other way round it would leave a finished record whose log never ends. The event
-        carries the ended record (API.md extension), so a follower needs no GET after it."""
+        """End a job: the `exit` event closes its log, then its record says how (in memory at once,
+        on disk once the log's followers have had the exit). In that order, an agent killed between
+        the two leaves a log that restore.py settles the record from; the other way round it would
+        leave a finished record whose log never ends. The event carries the ended record (API.md
+        extension), so a follower needs no GET after it."""
         ended(record, verdict)
         event = verdict.exit_event()
         event["record"] = record.model_dump(mode="json")
         self.log(record.id).append(event)
-        self.save(record)
+        self.save_next(record)
 
     def settle(self, record: JobRecord, verdict: Verdict, ended_at: float | None = None) -> None:
         """The record of an ended job says how it ended (its log is closed by whoever ends it)."""
