@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from waiting import run_coroutine
+from waiting import run_coroutine, wait_until
 
 from joblet_agent.api.guard import BodyBudget
 from joblet_agent.errors import Unavailable
@@ -127,3 +127,41 @@ def test_a_jobs_end_logs_its_exit_before_its_record_is_replaced_on_disk(tmp_path
     assert seen == ["PENDING"]  # the follower had the exit before the record was replaced
     assert _on_disk(tmp_path, kept)["status"] == "COMPLETED"
     assert not (tmp_path / deleted.id).exists()
+
+
+def test_a_job_folder_is_a_spare_made_ahead_off_the_event_loop(tmp_path: Path) -> None:
+    """The first job makes its folder itself and has spares made in a worker thread; the next
+    takes one (renamed: record written into its file, the log's and the launch note's files there,
+    empty); a new start clears what an earlier life left."""
+    from joblet_agent.jobs.spare import SPARE_FILES, SpareFolders
+    from joblet_agent.jobs.store import JobStore
+    from joblet_agent.models import JobLimits, JobRecord
+
+    spares = SpareFolders(tmp_path / "spare")
+    spares.clear()
+    jobs = JobStore(tmp_path / "jobs", spares)
+    (tmp_path / "jobs").mkdir()
+    first, second = (JobRecord(id=job_id, owner="alice", limits=JobLimits(), network="none", command=["true"],
+                               created_at=time.time()) for job_id in ("00112233aabbccdd", "ffeeddccbbaa9988"))
+
+    async def steps() -> None:
+        jobs.add(first)
+        assert sorted(p.name for p in (tmp_path / "jobs" / first.id).iterdir()) == ["record.json"]
+        wait_until(lambda: len(spares.ready) == spares.keep, 30, 0.01)  # the worker thread makes them
+        while spares._making:  # its end is heard on the loop
+            await asyncio.sleep(0)
+        made = list(spares.ready)
+        assert all(sorted(p.name for p in folder.iterdir()) == sorted(SPARE_FILES) for folder in made)
+        assert all((folder / name).stat().st_size == 0 for folder in made for name in SPARE_FILES)
+        jobs.add(second)
+        assert not (made[-1]).exists()
+        folder = tmp_path / "jobs" / second.id
+        assert sorted(p.name for p in folder.iterdir()) == sorted(SPARE_FILES)
+        assert _on_disk(tmp_path / "jobs", second)["id"] == second.id  # type: ignore[arg-type]
+        assert (folder / "events.ndjson").stat().st_size == 0 and jobs.log(second.id).seq == 0
+        wait_until(lambda: len(spares.ready) == spares.keep, 30, 0.01)
+
+    run_coroutine(steps())
+    assert len(list((tmp_path / "spare").iterdir())) == spares.keep
+    SpareFolders(tmp_path / "spare").clear()
+    assert not list((tmp_path / "spare").iterdir())

@@ -46,9 +46,20 @@ class LaunchNote:
     work_bytes: int = 0
     boot_id: str = ""                       # the host's boot it was launched in (its holder's says so too)
 
-    def write(self, folder: Path) -> None:
+    def write(self, folder: Path, fresh: bool = False) -> None:
+        """Written whole and renamed into place; `fresh` (before the sandbox is launched, so
+        nothing reads it yet) in place, in one write."""
+        data = json.dumps(asdict(self)).encode()
+        if fresh:
+            fd = os.open(folder / LAUNCH_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            return
         tmp = folder / (LAUNCH_NAME + ".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
+        tmp.write_bytes(data)
         os.replace(tmp, folder / LAUNCH_NAME)
 
     @classmethod

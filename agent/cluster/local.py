@@ -106,7 +106,7 @@ class LocalExecution:
         spec.wait_for_go = spec.network != "none"
         self.note.boot_id = BOOT_ID
         try:
-            self.note.write(self.folder)
+            self.note.write(self.folder, fresh=True)
             sock = self.executor.launcher.hold(spec)
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
             self.launch_error = f"launching the sandbox: {exc}"

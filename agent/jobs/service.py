@@ -38,6 +38,7 @@ from ..sandbox.output import Step, Translator, translator_for
 from ..sandbox.spec import SandboxSpec, WorkFile
 from .ears import SandboxEars
 from .quota import QuotaKeeper
+from .spare import SpareFolders
 from .spec import RuntimeMounts
 from .livejob import Cleanups, LiveJob, SandboxSink
 from .sinks import JobLog
@@ -75,7 +76,9 @@ class JobService:
         self.local = LocalExecutor(launcher, driver, network, config.stop_grace_s, config.max_output_mb << 20,
                                    paths.jobs)
         self.cluster = cluster          # executor: slurm places standard jobs and sessions
-        self.store = JobStore(paths.job_state)
+        spares = SpareFolders(paths.state / "spare")
+        spares.clear()  # what an earlier life of the agent made and did not use
+        self.store = JobStore(paths.job_state, spares)
         self.quota = QuotaKeeper(self.store, config)
         self.live: dict[str, LiveJob] = {}
         self.cleanups = Cleanups()      # what ended jobs held, still being removed

@@ -34,6 +34,7 @@ from ..fdlimit import QUIET, is_shortage, until_descriptors
 from ..fs import remove_tree
 from ..models import JobRecord
 from ..sandbox import libc
+from .spare import RECORD_NAME, SpareFolders
 from .verdict import Verdict
 
 R = TypeVar("R", bound=BaseModel)
@@ -276,8 +277,9 @@ class RecordStore(Generic[R]):
 
     record_type: type[R]
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, spares: SpareFolders | None = None) -> None:
         self.root = root
+        self.spares = spares              # folders made ahead (a job's), or None: each made when needed
         self.records: dict[str, R] = {}
         self.logs: dict[str, EventLog] = {}
         self._unsaved: set[str] = set()
@@ -300,16 +302,20 @@ class RecordStore(Generic[R]):
         return self.root / record_id
 
     def add(self, record: R) -> None:
-        self.dir(record.id).mkdir(mode=0o700)  # type: ignore[attr-defined]
+        """A new record in a new folder (a spare renamed, where there is one), written in place:
+        until it is there, nothing of its job exists that a restarted agent should find."""
+        folder = self.dir(record.id)  # type: ignore[attr-defined]
+        if self.spares is None or not self.spares.take(folder):
+            folder.mkdir(mode=0o700)
         self.records[record.id] = record  # type: ignore[attr-defined]
-        self.save(record)
+        self.save(record, fresh=True)
 
-    def save(self, record: R) -> None:
+    def save(self, record: R, fresh: bool = False) -> None:
         """Replace the record on disk; without a free descriptor, a moment later (the record in
         memory, which every call reads, is already the new one)."""
         try:
             self._unsaved.discard(record.id)  # type: ignore[attr-defined]
-            self._write(record)
+            self._write(record, fresh)
         except OSError as exc:
             if not is_shortage(exc):
                 raise
@@ -357,10 +363,20 @@ class RecordStore(Generic[R]):
         if record_id in self._unsaved and record is not None:  # not saved meanwhile, nor forgotten
             self.save(record)
 
-    def _write(self, record: R) -> None:
-        path = self.dir(record.id) / "record.json"  # type: ignore[attr-defined]
+    def _write(self, record: R, fresh: bool = False) -> None:
+        """Written whole and renamed into place; a `fresh` record (its first write, before its job
+        exists) in place, in one write."""
+        path = self.dir(record.id) / RECORD_NAME  # type: ignore[attr-defined]
+        data = record.model_dump_json().encode()
+        if fresh:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            return
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(record.model_dump_json())
+        tmp.write_bytes(data)
         os.replace(tmp, path)
 
     def finished(self, record: R) -> bool:
