@@ -321,7 +321,8 @@ def test_a_holder_that_does_not_listen_yet_is_waited_for_and_taken_back() -> Non
     """A holder says who it is (holder.json) and listens once its job's init is forked, a moment
     after it locked the log. An agent restarting in between finds a held log with neither: it waits
     for the socket and takes the job back. Made so here: the socket moved away (a renamed socket
-    still answers) and holder.json gone while the agent starts, the socket back three seconds later (restore waits five)."""
+    still answers) and holder.json gone while the agent starts, the socket back three seconds later
+    (restore waits five)."""
     with running_agent(stop_jobs=False) as agent:
         job_id, folder = _sleeping_job_of_a_killed_agent(agent)
         (folder / "holder.json").unlink()
