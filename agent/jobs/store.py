@@ -43,7 +43,8 @@ SAVE_SOON_S = 1.0
 
 
 class EventLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, new: bool = False) -> None:
+        """`new`: the log of a record just added, empty or not there yet (nothing to read)."""
         self.path = path
         self.seq = 0
         self.closed = False
@@ -51,7 +52,7 @@ class EventLog:
         self._changed = asyncio.Event()
         self._unwritten: list[dict[str, Any]] = []
         self._retry: asyncio.TimerHandle | None = None
-        if path.exists():
+        if not new and path.exists():
             try:
                 self.seq = _last_seq(path)
             except OSError as exc:
@@ -309,6 +310,7 @@ class RecordStore(Generic[R]):
             folder.mkdir(mode=0o700)
         self.records[record.id] = record  # type: ignore[attr-defined]
         self.save(record, fresh=True)
+        self.logs[record.id] = EventLog(folder / LOG_NAME, new=True)  # type: ignore[attr-defined]
 
     def save(self, record: R, fresh: bool = False) -> None:
         """Replace the record on disk; without a free descriptor, a moment later (the record in
