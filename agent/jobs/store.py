@@ -186,8 +186,8 @@ def _read_lines(fd: int, offset: int) -> tuple[int, bytes, int, bool]:
     """(new offset, what was read, where its complete lines end, whether more is to be read at
     once); `fd` is closed. A step holds at least one line: a line longer than a step (a holder's read of
     binary output, escaped) is read on to its end. A read asks for what the file holds, not for a
-    whole step: a step's buffer (a fresh mapping above the agent's mmap threshold) cost a small
-    log's follower more than the read."""
+    whole step: a 2 MiB buffer, allocated and shrunk, cost a small log's follower more than the
+    read (about 20 us against 2.5 a wake-up)."""
     try:
         data = os.pread(fd, max(0, min(READ_AT_MOST, os.fstat(fd).st_size - offset)), offset)
         more = len(data) == READ_AT_MOST
