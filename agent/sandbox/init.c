@@ -103,19 +103,22 @@ static void send_message(const char *event, const char *message) {
     send_line(line, n);
 }
 
-static char problem[1024];
+/* "PREFIX: WHAT: strerror(err)" as EVENT on the status channel, then exit with CODE */
+__attribute__((noreturn)) static void report_and_exit(const char *event, int code, int err, const char *prefix,
+                                                      const char *what, va_list ap) {
+    char detail[768], message[1024];
+    vsnprintf(detail, sizeof detail, what, ap);
+    snprintf(message, sizeof message, "%s: %s%s%s", prefix, detail, err ? ": " : "", err ? strerror(err) : "");
+    send_message(event, message);
+    _exit(code);
+}
 
 /* the step's failure: "STEP: WHAT: strerror", reported as setup_error; the init exits */
 __attribute__((noreturn, format(printf, 2, 3))) static void setup_failed(const char *step, const char *what, ...) {
     int err = errno;
-    char detail[768];
     va_list ap;
     va_start(ap, what);
-    vsnprintf(detail, sizeof detail, what, ap);
-    va_end(ap);
-    snprintf(problem, sizeof problem, "%s: %s%s%s", step, detail, err ? ": " : "", err ? strerror(err) : "");
-    send_message("setup_error", problem);
-    _exit(SETUP_FAILED);
+    report_and_exit("setup_error", SETUP_FAILED, err, step, what, ap);
 }
 
 /* ---- reading the plan ---------------------------------------------------------------------- */
@@ -382,19 +385,14 @@ static void narrow_capabilities(void) {
 
 /* ---- the job's process, up to its exec ----------------------------------------------------- */
 
-static char job_problem[1024];
-
+/* the job's own failure before its exec: "starting ARGV0: WHAT: strerror", as exec_error (exit 127) */
 __attribute__((noreturn, format(printf, 1, 2))) static void exec_failed(const char *what, ...) {
     int err = errno;
-    char detail[512];
+    char prefix[600];
+    snprintf(prefix, sizeof prefix, "starting %s", P.argv[0]);
     va_list ap;
     va_start(ap, what);
-    vsnprintf(detail, sizeof detail, what, ap);
-    va_end(ap);
-    snprintf(job_problem, sizeof job_problem, "starting %s: %s%s%s", P.argv[0], detail, err ? ": " : "",
-             err ? strerror(err) : "");
-    send_message("exec_error", job_problem);
-    _exit(EXEC_FAILED);
+    report_and_exit("exec_error", EXEC_FAILED, err, prefix, what, ap);
 }
 
 /* raw calls: the C library refuses its own two signals, which posix_spawn left ignored in the init */
@@ -493,8 +491,9 @@ static void exec_along_path(void) {
         errno = saved ? saved : last;
     }
     if (errno == ENOENT) {
-        snprintf(job_problem, sizeof job_problem, "%s: command not found in the sandbox", name);
-        send_message("exec_error", job_problem);
+        char message[600];
+        snprintf(message, sizeof message, "%s: command not found in the sandbox", name);
+        send_message("exec_error", message);
         _exit(EXEC_FAILED);
     }
     exec_failed("execve");
