@@ -22,6 +22,7 @@ beyond either the connection gets a 400 or, when a response is under way on it, 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import uvicorn
@@ -32,6 +33,7 @@ from ..quotas import ApiLimits
 MAX_FRAMING = 16 * 1024  # bytes of a request head, or of a chunked body's trailers, as h11 allowed
 MAX_PIPELINED = 32       # requests parsed and queued behind the one being served
 UNJOINED_FROM = 64 * 1024  # a streamed body's chunk this large goes out without a copy
+ARRIVALS = itertools.count()  # the order connections began to owe a head, for ties of the clock
 
 
 class UnjoinedCycle(RequestResponseCycle):
@@ -66,7 +68,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # the parser looks up the callbacks below on `self`
         self.head_timer: asyncio.TimerHandle | None = None
-        self.opened_at = 0.0
+        self.opened_at = (0.0, 0)  # when it began to owe a head, and in which order (uvloop's clock
+        # is read once per loop turn: connections accepted in one turn share a time)
         self.message_done = True  # the last request the parser began has been received whole
         self.framing = True       # the next bytes are a head's or trailers', not a body's
         self.framing_bytes = 0    # of the reads that held nothing but those
@@ -74,7 +77,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.opened_at = self.loop.time()
+        self.opened_at = (self.loop.time(), next(ARRIVALS))
         if len(self.connections) > self.limits.max_connections:
             self._shed()
         self._watch_head()
@@ -149,7 +152,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Armed while the peer owes a request head; off once it has sent one."""
         waiting = self.owes_head() and not self.transport.is_closing()
         if waiting and self.head_timer is None:
-            self.opened_at = self.loop.time()
+            self.opened_at = (self.loop.time(), next(ARRIVALS))
             self.head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
         elif not waiting:
             self._disarm()
