@@ -16,6 +16,7 @@ import pytest
 
 from agentproc import AgentProcess, Api, leftovers, running_agent
 from waiting import wait_until
+from joblet_agent.sandbox.launcher import POOL_SIZE
 
 pytestmark = pytest.mark.root
 
@@ -122,6 +123,7 @@ def test_nothing_is_left_behind_after_1000_jobs():
         ends = _run_many(own.api, 20, 4, ["true"])  # first uses open what the agent keeps open
         (launcher,) = _children(own.proc.pid)
         wait_until(lambda: not leftovers(own.root, running=True))
+        wait_until(lambda: len(_children(launcher)) == POOL_SIZE)  # not a pool caught mid-refill
         before = (_descriptors(own.proc.pid), _descriptors(launcher), len(_children(launcher)))
         ends = _run_many(own.api, 1000, 8, ["true"])
         assert len(ends) == 1000
