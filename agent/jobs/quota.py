@@ -51,12 +51,12 @@ class QuotaKeeper:
                           f"(quotas.live_jobs_per_user); wait for one to end or stop one")
         if not stored:
             return KeptWork()
-        kept = [r.kept_work for r in self.store.records.values() if r.owner == owner]
+        kept = [(s.kept_files, s.kept_bytes) for s in self.store.summaries() if s.owner == owner]
         if len(kept) >= q.kept_jobs_per_user:
             raise TooMany(f"you keep {len(kept)} jobs, the most one user may (quotas.kept_jobs_per_user): "
                           f"delete finished ones (DELETE /v1/jobs/{{id}}); finished jobs also go after "
                           f"{q.retention_days:g} days")
-        files, size = sum(k.files for k in kept), sum(k.bytes for k in kept)
+        files, size = sum(k[0] for k in kept), sum(k[1] for k in kept)
         if files >= q.kept_files_per_user or size >= q.kept_mb_per_user << 20:
             raise TooMany(f"your kept /work copies hold {files} files and folders, {size >> 20} MB: the "
                           f"most one user may keep (quotas.kept_files_per_user, quotas.kept_mb_per_user); "
@@ -71,16 +71,17 @@ class QuotaKeeper:
             who.policy.check("sessions", self.sessions_open(who.id))
 
     def running(self, owner: str) -> int:
-        return sum(1 for r in self.store.records.values() if r.owner == owner and not r.status.finished)
+        return sum(1 for r in self.store.records.values() if r.owner == owner and not r.status.finished)  # shelved ones are finished
 
     def kept_bytes(self, owner: str) -> int:
         total = 0
-        for record in list(self.store.records.values()):
-            if record.owner == owner and record.status.finished:
+        every = self.store.summaries()
+        for record in every:
+            if record.owner == owner and record.finished:
                 if record.id not in self._sizes:  # what the stage reported it kept, or a walk (older records)
-                    self._sizes[record.id] = record.kept_work.bytes or _tree_size(str(self.store.dir(record.id)))
+                    self._sizes[record.id] = record.kept_bytes or _tree_size(str(self.store.dir(record.id)))
                 total += self._sizes[record.id]
-        for gone in set(self._sizes) - set(self.store.records):
+        for gone in set(self._sizes) - {r.id for r in every}:
             del self._sizes[gone]
         return total
 

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 def expired(service: JobService, now: float) -> list[str]:
     """The finished jobs past their retention, oldest first."""
     cutoff = now - service.config.quotas.retention_days * 86400
-    old = [r for r in service.store.records.values()
-           if r.status.finished and r.id not in service.live and (r.ended_at or r.created_at) < cutoff]
+    old = [r for r in service.store.summaries()
+           if r.finished and r.id not in service.live and (r.ended_at or r.created_at) < cutoff]
     return [r.id for r in sorted(old, key=lambda r: r.ended_at or r.created_at)]
 
 

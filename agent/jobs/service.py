@@ -374,7 +374,7 @@ class JobService:
         live = self.live.get(job_id)
         if live is not None:
             await live.done.wait()
-        return self.store.records.get(job_id)
+        return self.store.get(job_id)
 
     def append_event(self, job_id: str, event: dict[str, Any]) -> None:
         """An event of the agent's own in a job's log (a build's progress, its test's output)."""

@@ -34,6 +34,7 @@ from ..fdlimit import QUIET, is_shortage, until_descriptors
 from ..fs import remove_tree
 from ..models import JobRecord
 from ..sandbox import libc
+from .shelf import Shelf, Summary
 from .spare import RECORD_NAME, SpareFolders
 from .verdict import Verdict
 
@@ -274,14 +275,20 @@ def _last_seq_slow(path: Path) -> int:
 
 
 class RecordStore(Generic[R]):
-    """Records (one pydantic model each, `<root>/<id>/record.json`) and their event logs."""
+    """Records (one pydantic model each, `<root>/<id>/record.json`) and their event logs.
+
+    Where `shelves`, a finished record, once saved, leaves `records` for the compact `shelf` and its
+    log's follower state goes (a follower of a finished log gets one of its own): what the agent
+    keeps of the jobs nobody deletes stays small (shelf.py)."""
 
     record_type: type[R]
+    shelves = False
 
     def __init__(self, root: Path, spares: SpareFolders | None = None) -> None:
         self.root = root
         self.spares = spares              # folders made ahead (a job's), or None: each made when needed
-        self.records: dict[str, R] = {}
+        self.records: dict[str, R] = {}   # as models: every record not shelved
+        self.shelf: Shelf[R] = Shelf(self.record_type)
         self.logs: dict[str, EventLog] = {}
         self._unsaved: set[str] = set()
         self._retry: asyncio.TimerHandle | None = None
@@ -297,7 +304,10 @@ class RecordStore(Generic[R]):
                 except ValueError:
                     continue
                 self.records[record.id] = record  # type: ignore[attr-defined]
-        return list(self.records.values())
+        found = list(self.records.values())
+        for record in found:
+            self._shelve(record)
+        return found
 
     def dir(self, record_id: str) -> Path:
         return self.root / record_id
@@ -318,6 +328,7 @@ class RecordStore(Generic[R]):
         try:
             self._unsaved.discard(record.id)  # type: ignore[attr-defined]
             self._write(record, fresh)
+            self._shelve(record)
         except OSError as exc:
             if not is_shortage(exc):
                 raise
@@ -381,22 +392,50 @@ class RecordStore(Generic[R]):
         tmp.write_bytes(data)
         os.replace(tmp, path)
 
+    def _shelve(self, record: R) -> None:
+        """A finished record that is saved goes to the shelf; its log's state, once all of it is
+        written (a log still waiting for a descriptor stays until the agent drops it)."""
+        if not self.shelves or not self.finished(record) or record.id in self._unsaved:  # type: ignore[attr-defined]
+            return
+        self.shelf.put(record)
+        self.records.pop(record.id, None)  # type: ignore[attr-defined]
+        log = self.logs.get(record.id)  # type: ignore[attr-defined]
+        if log is not None and log.closed:
+            del self.logs[record.id]  # type: ignore[attr-defined]
+
     def finished(self, record: R) -> bool:
         raise NotImplementedError
 
+    def get(self, record_id: str) -> R | None:
+        """The record, as a model (a shelved one's is a new model each time)."""
+        record = self.records.get(record_id)
+        return record if record is not None else self.shelf.get(record_id)
+
+    def summaries(self) -> list[Summary]:
+        """Every record as quotas and retention see it."""
+        held = [Summary(r, self.finished(r)) for r in self.records.values()]
+        return held + list(self.shelf.entries.values())
+
     def visible_to(self, who: Principal) -> list[R]:
         """The caller's records, oldest first (an admin's: everyone's)."""
-        mine = [r for r in self.records.values() if who.is_admin or r.owner == who.id]  # type: ignore[attr-defined]
-        return sorted(mine, key=lambda r: r.created_at)  # type: ignore[attr-defined]
+        mine = sorted((s for s in self.summaries() if who.is_admin or s.owner == who.id), key=lambda s: s.created_at)
+        return [r for r in map(self.get, (s.id for s in mine)) if r is not None]
 
     def get_for(self, who: Principal, record_id: str) -> R | None:
         """The record if it exists and is the caller's (or the caller is an admin)."""
         record = self.records.get(record_id)
-        return record if record is not None and (who.is_admin or record.owner == who.id) else None  # type: ignore[attr-defined]
+        if record is not None:
+            return record if who.is_admin or record.owner == who.id else None  # type: ignore[attr-defined]
+        entry = self.shelf.entries.get(record_id)
+        return self.shelf.get(record_id) if entry is not None and (who.is_admin or entry.owner == who.id) else None
 
     def log(self, record_id: str) -> EventLog:
+        """The record's log; a shelved record's is a closed one made for this caller, not kept."""
         if record_id not in self.logs:
             log = EventLog(self.dir(record_id) / LOG_NAME)
+            if record_id in self.shelf:
+                log.closed = True
+                return log
             record = self.records.get(record_id)
             if record is not None and self.finished(record):
                 log.closed = True
@@ -409,6 +448,7 @@ class RecordStore(Generic[R]):
         if log is not None:
             log.discard()
         self.records.pop(record_id, None)
+        self.shelf.pop(record_id)
         self._unsaved.discard(record_id)
         return self.dir(record_id)
 
@@ -418,6 +458,7 @@ class RecordStore(Generic[R]):
 
 class JobStore(RecordStore[JobRecord]):
     record_type = JobRecord
+    shelves = True
 
     def finished(self, record: JobRecord) -> bool:
         return record.status.finished
