@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import socket
@@ -12,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import Unavailable
-from ..sandbox.launcher import HOLD, JOB
+from ..sandbox.launcher import HOLD, JOB, LENT, MAX_FDS
 from ..sandbox.spec import SandboxSpec
+
+FD_SIZE = array.array("i").itemsize
 
 
 @dataclass
@@ -68,8 +71,10 @@ class Launcher:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
+        self._lent: list[socket.socket] = []  # waiting stages the launcher lent us (launcher.StagePool)
 
     def start(self) -> None:
+        self._give_back()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "joblet_agent.sandbox.launcher", str(theirs.fileno()), self.cgroup_parent]
@@ -112,7 +117,21 @@ class Launcher:
         return ours
 
     def _send(self, fds: list[int], kind: bytes = JOB) -> None:
+        """Straight to a stage the launcher lent us where we hold one (no wake-up of the launcher
+        on the job's way), through the launcher otherwise."""
         with self._lock:
+            if self._proc is not None and self._proc.poll() is not None:
+                self._give_back()  # its stages died with it
+            self._take_lent()
+            while self._lent:
+                stage = self._lent.pop(0)
+                try:
+                    socket.send_fds(stage, [kind], fds)
+                    return
+                except OSError:
+                    continue  # it died: the launcher saw it close and lends another
+                finally:
+                    stage.close()
             for attempt in range(2):
                 if self._sock is None or (self._proc and self._proc.poll() is not None):
                     self.start()
@@ -125,8 +144,35 @@ class Launcher:
                         raise Unavailable("the sandbox launcher is not answering") from None
                     self._sock = None
 
+    def _take_lent(self) -> None:
+        """The stages lent since the last job (the messages wait on our socket; nothing blocks)."""
+        while self._sock is not None:
+            try:  # not socket.recv_fds: it drops its flags (CPython 3.11), and this must not block
+                msg, ancdata, _flags, _addr = self._sock.recvmsg(16, socket.CMSG_LEN(MAX_FDS * FD_SIZE),
+                                                                 socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # a launcher that died: _send starts another
+            if not msg:
+                return
+            fds = array.array("i")
+            for level, kind, data in ancdata:
+                if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+                    fds.frombytes(data[:len(data) - len(data) % FD_SIZE])
+            lent = [socket.socket(fileno=fd) for fd in fds]
+            self._lent += lent if msg == LENT else []
+            for stage in lent if msg != LENT else []:
+                stage.close()
+
+    def _give_back(self) -> None:
+        for stage in self._lent:
+            stage.close()
+        self._lent.clear()
+
     def stop(self) -> None:
         with self._lock:
+            self._give_back()
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None

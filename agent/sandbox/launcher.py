@@ -54,6 +54,7 @@ def warm_up(cgroup_parent: str, job_types: tuple[JobType, ...] = tuple(JobType))
 
 
 JOB, HOLD = b"job", b"hold"   # how a job comes to a stage: its pipes, or to be held
+LENT = b"stage"               # to the agent: a waiting stage's socket, for the agent's next job alone
 POOL_SIZE = 2
 IDLE_STAGE_NAME = "jnb-idle-stage"  # /proc/PID/comm of a stage waiting for its job
 REFILL_AFTER_IDLE_S = 0.02
@@ -67,11 +68,20 @@ def serve(sock: socket.socket, cgroup_parent: str) -> None:
     pool.fill()
     sock.sendall(b"ready")
     while True:
+        pool.lend()
         # refill only when no job has come for a moment: a fork then competes with no job's start
-        if not select.select([sock], [], [], None if pool.full else REFILL_AFTER_IDLE_S)[0]:
+        ready = select.select([sock, *pool.lent_out], [], [], None if pool.full else REFILL_AFTER_IDLE_S)[0]
+        if not ready:
             pool.add_one()
             continue
-        msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, MAX_FDS)
+        if pool.lent_out and pool.lent_out[0] in ready:
+            pool.returned()
+        if sock not in ready:
+            continue
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, MAX_FDS)
+        except ConnectionResetError:  # the agent closed its end with a lent stage unread
+            return
         if not msg:
             return
         try:
@@ -90,16 +100,38 @@ class StagePool:
     RCU grace period: about 10 ms) are the same for every job, so they happen between jobs. A job
     only waits for its descriptors to be passed on, its limits to be written and its cgroup to be
     renamed after it. A waiting stage holds nothing of any job: no spec, no descriptor, no mount.
+
+    One waiting stage at a time is lent to the agent (`lend`: its socket, sent over): the agent
+    hands its next job straight to that stage, and the job does not wait for this process to be
+    scheduled on its way (on a busy host each wake-up can wait a time slice). A lent stage is the
+    agent's alone, never given a job here; once it has one (it closes its socket) the next is lent.
+    Jobs that come while the agent holds none (a burst) come here, to the other waiting stages.
     """
 
     def __init__(self, agent_fd: int, size: int = POOL_SIZE) -> None:
         self.agent_fd = agent_fd
         self.size = size
         self.idle: list[socket.socket] = []
+        self.lent_out: list[socket.socket] = []  # at most one: our end of the stage the agent holds
+        self._agent = socket.socket(fileno=os.dup(agent_fd)) if agent_fd >= 0 else None
 
     @property
     def full(self) -> bool:
-        return len(self.idle) >= self.size
+        return len(self.idle) + len(self.lent_out) >= self.size
+
+    def lend(self) -> None:
+        """Lend the agent a waiting stage, if it holds none."""
+        if self.lent_out or not self.idle or self._agent is None:
+            return
+        try:
+            socket.send_fds(self._agent, [LENT], [self.idle[0].fileno()])
+        except OSError:
+            return  # the agent is gone: serve() hears it
+        self.lent_out.append(self.idle.pop(0))
+
+    def returned(self) -> None:
+        """The lent stage closed its socket: it took the agent's job (or died)."""
+        self.lent_out.pop().close()
 
     def fill(self) -> None:
         while not self.full:
