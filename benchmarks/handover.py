@@ -17,6 +17,7 @@ import contextlib
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, when run from anywhere
@@ -46,13 +47,30 @@ def _started(cleanup: contextlib.ExitStack, name: str, python: str | None = None
     return inproc
 
 
+def _counted(run: Callable[[dict[str, float]], None], failed: list[str]) -> Callable[[dict[str, float]], None]:
+    """`run`, whose failure is recorded (and said) instead of ending the benchmark."""
+    def counted(marks: dict[str, float]) -> None:
+        try:
+            run(marks)
+        except Exception as exc:  # noqa: BLE001 - counted, reported
+            failed.append(repr(exc))
+            marks["failed"] = 1.0
+            log(f"  a run failed: {exc!r}")
+    return counted
+
+
 def _bench(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     other = Path(args.compare).resolve()
     head = subprocess.run(["git", "-C", str(other), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     rows = {"this": _started(cleanup, "this"), other.name: _started(cleanup, other.name, str(other / ".venv/bin/python"))}
     log(f"{args.warmup} warm-up runs per row, then {args.runs} rounds, round-robin")
-    times, marks = round_robin({name: inproc.run_launcher for name, inproc in rows.items()}, args.runs, args.warmup)
+    failed: dict[str, list[str]] = {name: [] for name in rows}
+    times, marks = round_robin({name: _counted(inproc.run_launcher, failed[name]) for name, inproc in rows.items()},
+                               args.runs, args.warmup)
+    for name in rows:  # a failed run has no figure
+        times[name] = [t for t, m in zip(times[name], marks[name]) if "failed" not in m]
+        marks[name] = [m for m in marks[name] if "failed" not in m]
     phases = {name: breakdown({"launcher": marks[name]}).get("launcher", {}) for name in rows}
     print(f"# {command_line()}  (this: {git_head()}, {other.name}: {head})")
     names = list(rows)
@@ -65,6 +83,7 @@ def _bench(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         print(f"| {what}, median of each run's offset | "
               + " | ".join(f"{statistics.median(m[key] * 1000 for m in marks[n] if key in m):.2f}" for n in names)
               + " |")
+    print(f"| failed runs | " + " | ".join(str(len(failed[n])) for n in names) + " |")
     for what in phases[names[0]]:
         print(f"| {what} | " + " | ".join(f"{phases[n].get(what, float('nan')):.2f}" for n in names) + " |")
     return 0

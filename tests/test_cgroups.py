@@ -189,6 +189,39 @@ def test_v1_rename_keeps_processes_and_limits_apply_after(v1: cgroups.CgroupDriv
 
 
 @needs_v1
+def test_v1_a_stage_made_with_the_standard_devices_takes_its_jobs_limits_in_fewer_writes(
+        v1: cgroups.CgroupDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage's cgroup allows the standard /dev's devices from its creation (sequence.py), so its
+    job's limits write only CPU quota, memory and pids; every file ends as on a cgroup given the
+    same limits at once, and other devices (a job given one) still replace the allowlist."""
+    from joblet_agent.sandbox import mounts
+
+    standard = mounts.device_allowlist()
+    job = v1.create("stage-y", CgroupLimits(devices=standard)).rename("job-00112233aabbccdd")
+    writes: list[str] = []
+    write = cgroups.files.write
+    monkeypatch.setattr(cgroups.files, "write", lambda path, value: (writes.append(os.path.basename(path)),
+                                                                     write(path, value)))
+    limits = CgroupLimits(cpu_percent=50, memory_mb=64, pids=10, devices=standard)
+    job.apply(limits)
+    memsw = os.path.exists(f"{ROOT}/memory/{v1.parent}/job-00112233aabbccdd/memory.memsw.limit_in_bytes")
+    assert writes == ["cpu.cfs_quota_us", "memory.limit_in_bytes"] + ["memory.memsw.limit_in_bytes"] * memsw + \
+        ["pids.max"]
+    monkeypatch.setattr(cgroups.files, "write", write)
+    v1.create("job-at-once", limits)
+    files = ["cpu/cpu.cfs_period_us", "cpu/cpu.cfs_quota_us", "memory/memory.limit_in_bytes", "pids/pids.max"]
+    files += ["memory/memory.memsw.limit_in_bytes"] * memsw + ["devices/devices.list"] * ("devices" in V1_USED)
+    for name in files:
+        controller, file = name.split("/")
+        assert _read(f"{ROOT}/{controller}/{v1.parent}/job-00112233aabbccdd/{file}") == \
+            _read(f"{ROOT}/{controller}/{v1.parent}/job-at-once/{file}"), name
+    if "devices" in V1_USED:
+        job.apply(CgroupLimits(cpu_percent=50, memory_mb=64, pids=10, devices=(("c", os.major(NULL), os.minor(NULL)),)))
+        assert _read(f"{ROOT}/devices/{v1.parent}/job-00112233aabbccdd/devices.list") == \
+            f"c {os.major(NULL)}:{os.minor(NULL)} rw"
+
+
+@needs_v1
 def test_v1_usage(v1: cgroups.CgroupDriver, procs: list) -> None:
     job = v1.create("usage", CgroupLimits(memory_mb=256))
     code = "import sys; sys.stdin.read(1); b = bytearray(20 * 1024 * 1024); sum(range(10**6))"

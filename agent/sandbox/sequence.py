@@ -49,6 +49,7 @@ class Stage:
     driver: CgroupDriver
     cgroup: JobCgroup | None = None
     problem: str | None = None  # a step ahead failed: told to the job that comes, as reason setup
+    devices: tuple[tuple[str, int, int], ...] | None = None  # the standard /dev's, allowed ahead
 
 
 def run_steps(steps: Sequence[Callable[..., None]], *args: Any) -> None:
@@ -94,8 +95,10 @@ def new_session(_: object) -> None:
 
 
 def join_own_cgroup(stage: Stage) -> None:
-    """A cgroup of its own under the agent's parent, renamed after the job when the job comes."""
-    stage.cgroup = stage.driver.create(f"stage-{os.urandom(6).hex()}", CgroupLimits())
+    """A cgroup of its own under the agent's parent, renamed after the job when the job comes; it
+    allows the devices of the standard /dev already (mount_dev's: what nearly every job gets)."""
+    stage.devices = mounts.device_allowlist()
+    stage.cgroup = stage.driver.create(f"stage-{os.urandom(6).hex()}", CgroupLimits(devices=stage.devices))
     stage.cgroup.join(os.getpid())
 
 
@@ -127,7 +130,8 @@ def apply_limits(stage: Stage, spec: SandboxSpec) -> None:
     """The spec's limits, and a device allowlist made from what the job's /dev will hold (the
     hierarchy-less v2 leaves devices to the binds: only what mount_dev binds exists for the job)."""
     assert stage.cgroup is not None
-    stage.cgroup.apply(replace(spec.cgroup_limits, devices=mounts.device_allowlist(spec.devices)))
+    devices = stage.devices if not spec.devices and stage.devices else mounts.device_allowlist(spec.devices)
+    stage.cgroup.apply(replace(spec.cgroup_limits, devices=devices))
 
 
 def copy_host_mounts(_: Stage, spec: SandboxSpec) -> None:

@@ -79,6 +79,7 @@ class JobCgroup(ABC):
         self.name = name
         self._ctl = dirs  # controller -> this job's directory in the hierarchy holding it
         self.dirs = list(dict.fromkeys(dirs.values()))  # distinct directories, in a stable order
+        self.applied: CgroupLimits | None = None  # what `apply` wrote last through this object
 
     def procs_files(self) -> list[str]:
         """Every cgroup.procs a process writes its pid into to join (the init does this first)."""
@@ -100,7 +101,9 @@ class JobCgroup(ABC):
                 os.rename(old, new)
             except OSError as e:
                 raise CgroupError(f"cannot rename {old} to {name}: {e.strerror}") from e
-        return type(self)(name, dirs)
+        renamed = type(self)(name, dirs)
+        renamed.applied = self.applied
+        return renamed
 
     def pids(self) -> list[int]:
         """Union over all hierarchies, so a process that joined only some of them is still seen."""

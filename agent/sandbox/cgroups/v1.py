@@ -11,25 +11,40 @@ from .base import CPU_PERIOD_US, CgroupDriver, CgroupLimits, CgroupUsage, JobCgr
 
 class V1Job(JobCgroup):
     def apply(self, limits: CgroupLimits) -> None:
+        """Each file whose value differs from what this object wrote before (all the first time):
+        a stage's cgroup, made with the standard device allowlist while it waits, gets its job's
+        CPU, memory and pids limits only, a handful of writes fewer on the job's way (each takes
+        cgroup and controller locks that other jobs' cgroups contend for)."""
         limits.check()
-        files.write(self._path("cpu", "cpu.cfs_period_us"), str(CPU_PERIOD_US))
-        files.write(self._path("cpu", "cpu.cfs_quota_us"), str(limits.cpu_quota_us or -1))
-        mem = str(limits.memory_bytes or -1)
-        memsw = self._path("memory", "memory.memsw.limit_in_bytes")
-        has_memsw = os.path.exists(memsw)
-        if has_memsw:  # memsw must stay >= the limit: open it first, then pin it to the limit
-            files.write(memsw, "-1")
-        files.write(self._path("memory", "memory.limit_in_bytes"), mem)
-        if has_memsw:
-            files.write(memsw, mem)
-        files.write(self._path("pids", "pids.max"), str(limits.pids or "max"))
+        was = self.applied
+        if was is None:
+            files.write(self._path("cpu", "cpu.cfs_period_us"), str(CPU_PERIOD_US))
+        if was is None or was.cpu_percent != limits.cpu_percent:
+            files.write(self._path("cpu", "cpu.cfs_quota_us"), str(limits.cpu_quota_us or -1))
+        if was is None or was.memory_mb != limits.memory_mb:
+            self._limit_memory(limits.memory_bytes, opened=was is not None and was.memory_mb is None)
+        if was is None or was.pids != limits.pids:
+            files.write(self._path("pids", "pids.max"), str(limits.pids or "max"))
         if limits.io_device is not None:
             dev = f"{limits.io_device[0]}:{limits.io_device[1]}"
             for f in ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"):
                 line = f"{dev} {limits.io_bps or 0}"
                 self._write_io(self._path("blkio", f), line, limits.io_device)
-        if limits.devices is not None and "devices" in self._ctl:
+        if limits.devices is not None and "devices" in self._ctl and (was is None or was.devices != limits.devices):
             self._allow_only(limits.devices)
+        self.applied = limits
+
+    def _limit_memory(self, limit: int | None, opened: bool) -> None:
+        """memsw must stay >= the limit: open it first (not needed where both are unlimited, as
+        this object left them: `opened`), then pin it to the limit."""
+        mem = str(limit or -1)
+        memsw = self._path("memory", "memory.memsw.limit_in_bytes")
+        has_memsw = os.path.exists(memsw)
+        if has_memsw and not opened:
+            files.write(memsw, "-1")
+        files.write(self._path("memory", "memory.limit_in_bytes"), mem)
+        if has_memsw:
+            files.write(memsw, mem)
 
     def _allow_only(self, devices: tuple[tuple[str, int, int], ...]) -> None:
         """Deny every device, then allow each listed one (read, write, no mknod)."""
