@@ -102,10 +102,13 @@ class InProcess:
             with sock:
                 sock.settimeout(60)
                 sock.sendall(b'{"op":"hello"}\n')
-                for line in sock.makefile("rb"):
-                    kind = json.loads(line).get("ev")
-                    marks.setdefault({"hello": "ev_started", "running": "ev_running"}.get(kind, kind),
-                                     time.perf_counter() - t0)
+                try:
+                    for line in sock.makefile("rb"):
+                        kind = json.loads(line).get("ev")
+                        marks.setdefault({"hello": "ev_started", "running": "ev_running"}.get(kind, kind),
+                                         time.perf_counter() - t0)
+                except ConnectionResetError:  # a holder whose set-up failed ends before it reads the hello
+                    pass
                 marks["eof"] = time.perf_counter() - t0
             marks["timed_end"] = marks.get("ended", marks["eof"])  # the end is known: what follows is clean-up
             outcome = Outcome.read(str(state_dir))
