@@ -104,6 +104,17 @@ class EventFile:
             self.fd = -1
 
 
+def last_event(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The last complete event of the log at `path`, read without its lock (nothing is cut)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        tail = _tail(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    lines = [line for line in tail[:tail.rfind(b"\n") + 1].splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
 def _tail(fd: int, size: int) -> bytes:
     """Enough of the file's end to hold its last complete line (and a torn one after it)."""
     window = TAIL_WINDOW

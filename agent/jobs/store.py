@@ -1,6 +1,6 @@
 """Job records and event logs on disk, so that a restarted agent still serves them.
 
-Each job has `<state>/jobs/<id>/record.json` (replaced atomically) and `events.ndjson` (append
+Each job has `<state>/jobs/<id>/record.json` (rewritten in place, recordfile.py) and `events.ndjson` (append
 only, one event a line, `seq` from 1 without gaps). While the job runs its holder writes the log
 (eventfile.py: one writer at a time, proven by the log's lock); the agent writes only before and
 after, and learns of the holder's appends from the holder (`advanced`). A follower reads complete
@@ -34,6 +34,7 @@ from ..fdlimit import QUIET, is_shortage, until_descriptors
 from ..fs import remove_tree
 from ..models import JobRecord
 from ..sandbox import libc
+from . import recordfile
 from .shelf import Shelf, Summary
 from .spare import RECORD_NAME, SpareFolders
 from .verdict import Verdict
@@ -302,12 +303,18 @@ class RecordStore(Generic[R]):
                 try:
                     record = self.record_type.model_validate_json(record_file.read_text())
                 except ValueError:
-                    continue
+                    record = self.recovered(entry)
+                    if record is None:
+                        continue
                 self.records[record.id] = record  # type: ignore[attr-defined]
         found = list(self.records.values())
         for record in found:
             self._shelve(record)
         return found
+
+    def recovered(self, folder: Path) -> R | None:
+        """The record of `folder` from elsewhere, when its file cannot be read (None: nowhere)."""
+        return None
 
     def dir(self, record_id: str) -> Path:
         return self.root / record_id
@@ -377,20 +384,10 @@ class RecordStore(Generic[R]):
             self.save(record)
 
     def _write(self, record: R, fresh: bool = False) -> None:
-        """Written whole and renamed into place; a `fresh` record (its first write, before its job
-        exists) in place, in one write."""
+        """A `fresh` record (its first write, before its job exists) is written in place; a later
+        one overwrites its block in place where it can, else replaces the file (recordfile.py)."""
         path = self.dir(record.id) / RECORD_NAME  # type: ignore[attr-defined]
-        data = record.model_dump_json().encode()
-        if fresh:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            return
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        recordfile.write(path, record.model_dump_json().encode(), fresh)
 
     def _shelve(self, record: R) -> None:
         """A finished record that is saved goes to the shelf; its log's state, once all of it is
@@ -462,6 +459,11 @@ class JobStore(RecordStore[JobRecord]):
 
     def finished(self, record: JobRecord) -> bool:
         return record.status.finished
+
+    def recovered(self, folder: Path) -> JobRecord | None:
+        """A finished job's record from its log's exit event, which carries it and is written
+        first (`finish`); the record's own file is rewritten in place after it."""
+        return recordfile.from_exit_event(folder, JobRecord)
 
     def artifacts(self, job_id: str) -> Path:
         return self.dir(job_id) / "work"

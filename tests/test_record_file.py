@@ -1,0 +1,96 @@
+"""A job's record file: one block rewritten in place once it exists (no file made and renamed per
+save), whole records still, and a finished record that a crash left unreadable is taken back from
+its log's exit event, which carries it and is written first."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from waiting import run_coroutine
+
+from joblet_agent.contract import JobStatus
+from joblet_agent.jobs.recordfile import BLOCK as RECORD_BLOCK
+from joblet_agent.jobs.store import JobStore
+from joblet_agent.jobs.verdict import Verdict
+from joblet_agent.models import JobLimits, JobRecord
+
+JOB_ID = "00112233aabbccdd"
+
+
+def _record(command: list[str] | None = None) -> JobRecord:
+    return JobRecord(id=JOB_ID, owner="alice", limits=JobLimits(), network="none", command=command or ["true"],
+                     created_at=time.time())
+
+
+def _file(root: Path) -> Path:
+    return root / JOB_ID / "record.json"
+
+
+def test_a_later_save_overwrites_the_records_block_in_place(tmp_path: Path) -> None:
+    jobs = JobStore(tmp_path)
+    record = _record()
+
+    async def steps() -> None:
+        jobs.add(record)
+        first = _file(tmp_path).stat()
+        record.status, record.started_at = JobStatus.RUNNING, time.time()
+        jobs.save(record)
+        jobs.finish(record, Verdict(JobStatus.COMPLETED, "exit", exit_code=0))
+        jobs.save_pending()
+        after = _file(tmp_path).stat()
+        assert first.st_size == RECORD_BLOCK
+        assert (after.st_ino, after.st_size) == (first.st_ino, RECORD_BLOCK)  # the same file, rewritten
+
+    run_coroutine(steps())
+    text = _file(tmp_path).read_bytes()
+    assert text.rstrip(b" \n") == record.model_dump_json().encode()  # the JSON, then only blanks
+    assert JobStore(tmp_path).load()[0] == record
+    assert not list((tmp_path / JOB_ID).glob("*.tmp"))
+
+
+def test_a_record_beyond_one_block_is_replaced_whole(tmp_path: Path) -> None:
+    jobs = JobStore(tmp_path)
+    record = _record(["echo", "x" * RECORD_BLOCK])
+    jobs.add(record)
+    assert _file(tmp_path).stat().st_size == 2 * RECORD_BLOCK
+    record.status = JobStatus.RUNNING
+    jobs.save(record)
+    assert json.loads(_file(tmp_path).read_text())["status"] == "RUNNING"
+    record.command = ["true"]  # shorter again: back to one block, replaced, then in place
+    jobs.save(record)
+    assert _file(tmp_path).stat().st_size == RECORD_BLOCK
+    record.status = JobStatus.STOPPED
+    jobs.save(record)
+    assert JobStore(tmp_path).load() == [record]
+
+
+def test_an_unreadable_finished_record_comes_back_from_its_logs_exit_event(tmp_path: Path) -> None:
+    jobs = JobStore(tmp_path)
+    record = _record()
+
+    async def steps() -> None:
+        jobs.add(record)
+        jobs.finish(record, Verdict(JobStatus.FAILED, "exit", exit_code=3))
+        jobs.save_pending()
+
+    run_coroutine(steps())
+    data = _file(tmp_path).read_bytes()
+    with open(_file(tmp_path), "r+b") as f:  # as a write cut short by a crash might leave it
+        f.write(data[:len(data) // 8])
+        f.truncate(len(data) // 8)
+    (loaded,) = JobStore(tmp_path).load()
+    assert loaded == record and loaded.status == JobStatus.FAILED and loaded.exit_code == 3
+
+
+def test_an_unreadable_record_of_a_log_without_an_exit_stays_unloaded(tmp_path: Path) -> None:
+    jobs = JobStore(tmp_path)
+    jobs.add(_record())
+    _file(tmp_path).write_bytes(b'{"id": "' + JOB_ID.encode())
+    assert JobStore(tmp_path).load() == []
+    (tmp_path / JOB_ID / "events.ndjson").write_bytes(b'{"seq":1,"type":"exit","record":{"id":"ffffffffffffffff"}}\n')
+    assert JobStore(tmp_path).load() == []  # a record of another job is not this one's
+    os.unlink(tmp_path / JOB_ID / "events.ndjson")
+    assert JobStore(tmp_path).load() == []
