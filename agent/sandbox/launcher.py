@@ -132,6 +132,7 @@ class StagePool:
     def returned(self) -> None:
         """The lent stage closed its socket: it took the agent's job (or died)."""
         self.lent_out.pop().close()
+        self._top_up()
 
     def fill(self) -> None:
         while not self.full:
@@ -146,12 +147,21 @@ class StagePool:
             stage = self.idle.pop(0) if self.idle else self._spawn()
             try:
                 socket.send_fds(stage, [kind], fds)
-                return
             except OSError:
                 continue
             finally:
                 stage.close()
+            self._top_up()
+            return
         raise RuntimeError("no sandbox stage could take the job")
+
+    def _top_up(self) -> None:
+        """A job took the last waiting stage: fork the next one now. Otherwise the pool is topped
+        up when no job has come for a moment (a fork then competes with no job's start), but in a
+        burst that moment does not come, and each next job forked its own stage and waited while
+        it was prepared (the namespaces, the cgroup move)."""
+        if not self.idle and not self.lent_out:
+            self.add_one()
 
     def _spawn(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
