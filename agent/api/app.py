@@ -24,6 +24,7 @@ from ..sandbox import landlock
 from ..sessions.service import SessionService
 from .errors import RESPONSES, install_error_handlers
 from .guard import RequestGuard
+from .hot import HotRoutes
 from .schemas import Created, FileEntry, FileListing, Health, LandlockHealth, LimitsInfo
 from .session_routes import add_session_routes
 from .streams import StreamQuota
@@ -41,8 +42,9 @@ def create_app(service: JobService, tokens: Authenticator, runtimes: RuntimeServ
         request); a hub token in a thread, since asking the hub may block."""
         return tokens.local(authorization) or await run_in_threadpool(tokens.remote, authorization)
 
-    app.add_middleware(RequestGuard, limits=service.config.api, authenticate=authenticate)
     streams = StreamQuota(service.config.quotas.streams_per_user)
+    app.add_middleware(RequestGuard, limits=service.config.api, authenticate=authenticate,
+                       hot=HotRoutes(service, streams))
 
     async def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
         known = getattr(request.state, "principal", None)  # RequestGuard checked the token already

@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import AgentError, BadRequest, PayloadTooLarge, RequestTimeout, Unavailable
 from ..quotas import ApiLimits
 from .errors import status_of
+from .hot import HotRoutes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -79,10 +80,14 @@ def body_cap(limits: ApiLimits, method: str, path: str) -> int:
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, limits: ApiLimits, authenticate: Authenticate) -> None:
+    """`hot`: the calls answered past FastAPI's router when they come in their plain form (hot.py)."""
+
+    def __init__(self, app: ASGIApp, limits: ApiLimits, authenticate: Authenticate,
+                 hot: HotRoutes | None = None) -> None:
         self.app = app
         self.limits = limits
         self.authenticate = authenticate
+        self.hot = hot
         self.budget = BodyBudget(limits.body_budget_mb << 20)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,21 +96,25 @@ class RequestGuard:
             return
         reserved = 0
         headers = _headers(scope)
+        who, body = None, None
         try:
             cap, length = self._admit(scope, headers)
             if scope["path"] not in PUBLIC and scope["path"].startswith("/v1/"):
-                scope.setdefault("state", {})["principal"] = await self.authenticate(headers.get("authorization"))
+                who = scope.setdefault("state", {})["principal"] = await self.authenticate(headers.get("authorization"))
             if _has_body(headers, length):
                 await self.budget.take(cap if length is None else length, self.limits.body_wait_s)
                 reserved = cap if length is None else length
-                receive = _replay(await self._read(receive, cap), receive)
+                body = await self._read(receive, cap)
+                receive = _replay(body, receive)
         except AgentError as exc:
             if reserved:
                 await self.budget.give(reserved)
             await _refuse(send, exc)
             return
         try:
-            await self.app(scope, receive, send)
+            if (self.hot is None or not self.hot.wants(scope)
+                    or not await self.hot.serve(scope, headers, body, who, receive, send)):
+                await self.app(scope, receive, send)
         finally:
             if reserved:
                 await self.budget.give(reserved)
