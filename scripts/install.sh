@@ -50,6 +50,14 @@ if [ ! -x "$init" ] || [ agent/sandbox/init.c -nt "$init" ]; then
   gcc -O2 -static -Wall -Wextra -Werror -o "$init.tmp" agent/sandbox/init.c
   mv "$init.tmp" "$init"
 fi
+# jnb-holder, a plain job's holder once its init is spawned (agent/sandbox/holder.c, holderplan.py):
+# static for the same reason; without it every job keeps the Python holder (a few MB more a job)
+holder=.venv/libexec/jnb-holder
+if [ ! -x "$holder" ] || [ agent/sandbox/holder.c -nt "$holder" ]; then
+  mkdir -p .venv/libexec
+  gcc -O2 -static -Wall -Wextra -Werror -o "$holder.tmp" agent/sandbox/holder.c
+  mv "$holder.tmp" "$holder"
+fi
 rm -f .venv/libexec/jnb-reaper
 .venv/bin/python -c 'import joblet_agent, joblet_nb' 2>/dev/null || .venv/bin/python -c 'import joblet_agent'
 echo "joblet-nb installed in $(pwd)/.venv"

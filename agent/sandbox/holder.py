@@ -24,11 +24,11 @@ import time
 from typing import Any, NoReturn
 
 from ..eventfile import LOG_NAME, EventFile
-from . import control, sequence, status
+from . import control, holderplan, sequence, status, workcopy
 from .libc import PR_SET_PDEATHSIG, prctl, set_process_name
 from .miniloop import SelectorLoop, Timer
 from .outcome import Outcome
-from .output import Event, Step, translator_for
+from .output import Event, Step, TextOutput, translator_for
 from .spec import SandboxSpec
 
 GO_DEADLINE_S = 300.0          # a bridge job whose network no agent finishes is aborted after this
@@ -89,6 +89,8 @@ class Holder:
         self.stdin_fd: int | None = None
         self.pending_in = bytearray()
         self.kill_timer: Timer | None = None
+        self.streams: dict[str, int] = {}  # stdout, stderr, status: the holder's ends
+        self.go_deadline: float | None = None
         self.last_read: dict[int, tuple[float, int]] = {}  # per stream: when, and the busy streak
 
     # ---- taking the job ----------------------------------------------------------------------
@@ -138,6 +140,38 @@ class Holder:
             f.write(json.dumps(data))
         os.rename(tmp, control.HOLDER_NAME, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
 
+    def _hand_over(self) -> None:
+        """Exec jnb-holder (holderplan.py) for a job whose output is text: from the init's spawn on
+        nothing of the job needs Python, whose pages cost megabytes a job. Returns (and this
+        process keeps the job) for any other translator, or when jnb-holder is missing or fails to
+        start."""
+        if type(self.translator) is not TextOutput or self.init_pidfd is None or not holderplan.available():
+            return
+        assert self.log is not None and self.listening is not None and self.init_pid is not None
+        fds = {"log": self.log.fd, "dir": self.dir_fd, "first": self.control_fd,
+               "listen": self.listening.fileno(), **self.streams, "init": self.init_pidfd}
+        if self.go_fd is not None:
+            fds["go"] = self.go_fd
+        if self.stdin_fd is not None:
+            fds["stdin"] = self.stdin_fd
+        usage: dict[str, int] = {}
+        if self.stage.cgroup is not None:
+            usage = holderplan.open_usage_files(self.stage.cgroup.usage_files())
+        spec = self.spec
+        work = None
+        if spec.artifacts_dir:
+            work = workcopy.work_args(spec.root_dir, spec.artifacts_dir, sequence.work_limit(spec), spec.work_files)
+        try:
+            data = holderplan.plan(spec, fds={**fds, **usage}, seq=self.log.seq, state=self.state,
+                                   marks=self.outcome.marks, init_pid=self.init_pid, go_deadline=self.go_deadline,
+                                   boot_id=control.boot_id(), work_args=work)
+            holderplan.exec_holder(data, {**fds, **usage})
+        except ValueError:
+            pass  # a plan it cannot carry: this process keeps the job
+        finally:
+            for fd in usage.values():
+                os.close(fd)
+
     # ---- the job's life ----------------------------------------------------------------------
 
     def run(self, problem: str | None) -> None:
@@ -151,6 +185,7 @@ class Holder:
         if problem is not None:
             self.outcome.take(status.setup_error(problem))
         else:
+            self._hand_over()  # a text job's steady state is jnb-holder's: no return then
             while self.init_pid is not None or self.open_streams:
                 self.loop.run_once()
                 self._flush()
@@ -190,7 +225,9 @@ class Holder:
         self.loop.add_reader(self.init_pidfd, self._init_ended)
         if self.stdin_fd is not None:
             os.set_blocking(self.stdin_fd, False)
+        self.streams = {"stdout": out_r, "stderr": err_r, "status": st_r}
         if self.go_fd is not None:
+            self.go_deadline = time.monotonic() + GO_DEADLINE_S
             self.loop.call_later(GO_DEADLINE_S, lambda: self.abort("no agent finished the job's network set-up"))
         if self.outcome.stop_reason is not None:
             self._signal(signal.SIGKILL)
@@ -430,7 +467,7 @@ class Holder:
             files, size, notes = sequence.collect_work(self.spec)
             self.outcome.kept_files, self.outcome.kept_bytes = files, size
             for note in notes:
-                self.pending.append({"type": "stderr", "data": f"[joblet] /work files: {note}\n"})
+                self.pending.append(workcopy.note_event(note))
         self.outcome.mark("work_copied")
         self.pending += self.translator.ended(self.outcome)
         self._flush()

@@ -3,15 +3,17 @@ needs of the host, made once when the agent starts."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
 from ..errors import CannotIsolate
-from . import cgroups, initplan, libc
+from . import cgroups, holderplan, initplan, libc
 from .namespaces import ALL_NAMESPACES
 from .spec import BASE_PATH
 
 NAMESPACE_FILES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
+log = logging.getLogger(__name__)
 
 
 def check(driver_parent: str) -> cgroups.CgroupDriver:
@@ -36,6 +38,9 @@ def check(driver_parent: str) -> cgroups.CgroupDriver:
         problems.append("no python3 under /usr/bin or /bin: script jobs need the base system's python3")
     if not os.access(initplan.BINARY, os.X_OK):
         problems.append(f"{initplan.BINARY} is missing: every job's PID 1 (scripts/install.sh builds it)")
+    if not holderplan.available():
+        log.warning("%s is missing: every job keeps the Python holder, a few MB more a running job "
+                    "(scripts/install.sh builds it)", holderplan.BINARY)
     if problems:
         raise CannotIsolate("cannot isolate jobs on this host:\n  - " + "\n  - ".join(problems))
     assert driver is not None

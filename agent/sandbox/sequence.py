@@ -28,11 +28,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
-from ..fs import copy_tree
 from . import initplan, mounts, namespaces, rootfs, status
 from .cgroups import CgroupDriver, CgroupLimits, JobCgroup
 from .libc import PR_SET_PDEATHSIG, prctl, set_process_name
 from .spec import SandboxSpec
+from .workcopy import copy_work
 
 SETUP_FAILED_EXIT = 125
 EXEC_FAILED_EXIT = 127
@@ -191,18 +191,12 @@ def collect_work(spec: SandboxSpec) -> tuple[int, int, list[str]]:
     and depth. Returns the files and folders and the bytes kept, and notes on what was not."""
     if not spec.artifacts_dir:
         return 0, 0, []
-    limit = spec.disk_mb << 20 if spec.work_bytes is None else min(spec.disk_mb << 20, spec.work_bytes)
-    try:
-        report = copy_tree(os.path.join(spec.root_dir, "work"), spec.artifacts_dir, limit_bytes=limit,
-                           limit_entries=spec.work_files)
-    except OSError as exc:
-        return 0, 0, [f"copying /work out: {exc}"]
-    notes = []
-    if report.skipped:
-        left_out = len(report.skipped) + report.skipped_more
-        more = f" (and {left_out - 3} more)" if left_out > 3 else ""
-        notes.append("not kept: " + "; ".join(report.skipped[:3]) + more)
-    return report.files + report.dirs, report.copied, notes
+    return copy_work(spec.root_dir, spec.artifacts_dir, work_limit(spec), spec.work_files)
+
+
+def work_limit(spec: SandboxSpec) -> int:
+    """/work's copy is bounded by the job's own disk size and its user's quota left."""
+    return spec.disk_mb << 20 if spec.work_bytes is None else min(spec.disk_mb << 20, spec.work_bytes)
 
 
 # ---- the job's root, then its init ----------------------------------------------------------

@@ -190,6 +190,11 @@ class JobCgroup(ABC):
     @abstractmethod
     def oom_killed(self) -> bool: ...
 
+    @abstractmethod
+    def usage_files(self) -> dict[str, str]:
+        """The files `usage` and `oom_killed` read, by role (cpu_stat or cpu_ns, peak, events; v1's
+        failcnt and limit): a holder in C opens them while it is Python and reads them at the end."""
+
     def _path(self, controller: str, filename: str) -> str:
         return os.path.join(self._ctl[controller], filename)
 

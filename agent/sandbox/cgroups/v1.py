@@ -68,6 +68,13 @@ class V1Job(JobCgroup):
         peak = int(files.read(self._path("memory", "memory.max_usage_in_bytes")))
         return failcnt > 0 and peak >= limit
 
+    def usage_files(self) -> dict[str, str]:
+        return {"cpu_ns": self._path("cpuacct", "cpuacct.usage"),
+                "peak": self._path("memory", "memory.max_usage_in_bytes"),
+                "events": self._path("memory", "memory.oom_control"),
+                "failcnt": self._path("memory", "memory.failcnt"),
+                "limit": self._path("memory", "memory.limit_in_bytes")}
+
     def _freeze(self, frozen: bool) -> bool:
         state = self._path("freezer", "freezer.state")
         if not os.path.exists(state):

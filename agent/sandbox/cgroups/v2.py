@@ -33,6 +33,12 @@ class V2Job(JobCgroup):
     def oom_killed(self) -> bool:
         return files.keyvals(files.read(self._path("memory", "memory.events"))).get("oom_kill", 0) > 0
 
+    def usage_files(self) -> dict[str, str]:
+        peak = self._path("memory", "memory.peak")
+        return {"cpu_stat": self._path("cpu", "cpu.stat"),
+                "peak": peak if os.path.exists(peak) else self._path("memory", "memory.current"),
+                "events": self._path("memory", "memory.events")}
+
     def _kill_native(self) -> bool:
         path = os.path.join(self.dirs[0], "cgroup.kill")  # since 5.14
         if not os.path.exists(path):
