@@ -24,7 +24,7 @@ import time
 from typing import Any, NoReturn
 
 from ..eventfile import LOG_NAME, EventFile
-from . import control, holderplan, sequence, status, workcopy
+from . import control, holderplan, holderproc, sequence, status, workcopy
 from .libc import PR_SET_PDEATHSIG, prctl, set_process_name
 from .miniloop import SelectorLoop, Timer
 from .outcome import Outcome
@@ -34,10 +34,8 @@ from .spec import SandboxSpec
 GO_DEADLINE_S = 300.0          # a bridge job whose network no agent finishes is aborted after this
 MAX_CONNECTIONS = 16
 MAX_PENDING_INPUT = 64 << 20
-HOLDER_OOM_SCORE_ADJ = "-900"  # the job (+1000) goes first, the holder last
 HOLDER_NAME = "jnb-holder"
 READ_SIZE = 512 << 10          # one read (and one event) takes what the pipe holds, up to this
-PIPE_SIZE = 1 << 20            # the job's stdout and stderr pipes (the default is 64 KiB)
 BUSY_PAUSE_S = 0.002           # a stream that writes in small pieces is read once per this
 SMALL_READ = READ_SIZE >> 2
 BUSY_STREAK = 8                # ... once this many small reads came in a row (a cell's few frames never wait)
@@ -68,7 +66,7 @@ class Holder:
         self.spec = spec
         self.control_fd = fcntl.fcntl(control_fd, fcntl.F_DUPFD_CLOEXEC, 16)
         os.close(control_fd)
-        _quiet_stdio()  # first: nothing the holder opens from here on lands on 0-4
+        holderproc.quiet_stdio()  # first: nothing the holder opens from here on lands on 0-4
         self.loop = SelectorLoop()
         self.outcome = Outcome()
         self.translator = translator_for(spec)
@@ -112,7 +110,7 @@ class Holder:
                 problem = f"sandbox stage 1: {exc}"
         self.own_pidfd = os.pidfd_open(os.getpid())
         prctl(PR_SET_PDEATHSIG, 0)  # from here on, the job outlives the launcher and the agent
-        _protect_from_oom_kill()
+        holderproc.protect_from_oom_kill()
         return problem
 
     def _announce(self) -> None:
@@ -141,36 +139,16 @@ class Holder:
         os.rename(tmp, control.HOLDER_NAME, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
 
     def _hand_over(self) -> None:
-        """Exec jnb-holder (holderplan.py) for a job whose output is text: from the init's spawn on
-        nothing of the job needs Python, whose pages cost megabytes a job. Returns (and this
-        process keeps the job) for any other translator, or when jnb-holder is missing or fails to
-        start."""
-        if type(self.translator) is not TextOutput or self.init_pidfd is None or not holderplan.available():
+        """A text job's steady state is jnb-holder's (holderplan.py): this process execs it, and
+        returns (keeping the job) for any other translator, or if jnb-holder is missing or fails."""
+        if type(self.translator) is not TextOutput or self.init_pid is None or self.init_pidfd is None:
             return
-        assert self.log is not None and self.listening is not None and self.init_pid is not None
-        fds = {"log": self.log.fd, "dir": self.dir_fd, "first": self.control_fd,
-               "listen": self.listening.fileno(), **self.streams, "init": self.init_pidfd}
-        if self.go_fd is not None:
-            fds["go"] = self.go_fd
-        if self.stdin_fd is not None:
-            fds["stdin"] = self.stdin_fd
-        usage: dict[str, int] = {}
-        if self.stage.cgroup is not None:
-            usage = holderplan.open_usage_files(self.stage.cgroup.usage_files())
-        spec = self.spec
-        work = None
-        if spec.artifacts_dir:
-            work = workcopy.work_args(spec.root_dir, spec.artifacts_dir, sequence.work_limit(spec), spec.work_files)
-        try:
-            data = holderplan.plan(spec, fds={**fds, **usage}, seq=self.log.seq, state=self.state,
-                                   marks=self.outcome.marks, init_pid=self.init_pid, go_deadline=self.go_deadline,
-                                   boot_id=control.boot_id(), work_args=work)
-            holderplan.exec_holder(data, {**fds, **usage})
-        except ValueError:
-            pass  # a plan it cannot carry: this process keeps the job
-        finally:
-            for fd in usage.values():
-                os.close(fd)
+        assert self.log is not None and self.listening is not None
+        fds = {"log": self.log.fd, "dir": self.dir_fd, "first": self.control_fd, "listen": self.listening.fileno(),
+               **self.streams, "init": self.init_pidfd, "go": self.go_fd, "stdin": self.stdin_fd}
+        holderplan.hand_over(self.spec, self.stage.cgroup, {k: fd for k, fd in fds.items() if fd is not None},
+                             holderplan.State(self.log.seq, self.state, self.outcome.marks, self.init_pid,
+                                              self.go_deadline))
 
     # ---- the job's life ----------------------------------------------------------------------
 
@@ -216,7 +194,7 @@ class Holder:
         self.outcome.mark("forked")
         self.state = "waiting" if self.go_fd is not None else "starting"
         for fd, kind in ((out_r, "stdout"), (err_r, "stderr")):
-            _widen(fd)
+            holderproc.widen(fd)
             os.set_blocking(fd, False)
             self.loop.add_reader(fd, self._read_output, fd, kind)
         os.set_blocking(st_r, False)
@@ -506,32 +484,3 @@ def _read(fd: int, size: int) -> bytes | None:
         return None
     except OSError:
         return b""
-
-
-def _widen(fd: int) -> None:
-    """A large output moves in large reads: fewer wake-ups, events and log writes per megabyte.
-    Above fs.pipe-max-size (or the user's pipe quota) the pipe keeps its size."""
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass
-
-
-def _protect_from_oom_kill() -> None:
-    """The job's processes (+1000) are the OOM killer's first choice, the holder its last; a host
-    that withholds CAP_SYS_RESOURCE (a container) keeps the default for the holder."""
-    try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(HOLDER_OOM_SCORE_ADJ)
-    except PermissionError:
-        pass
-
-
-def _quiet_stdio() -> None:
-    """0-4 on /dev/null: nothing the holder opens lands there, and no stray write goes anywhere."""
-    null = os.open("/dev/null", os.O_RDWR)
-    for slot in range(5):
-        if slot != null:
-            os.dup2(null, slot)
-    if null > 4:
-        os.close(null)

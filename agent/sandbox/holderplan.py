@@ -16,8 +16,10 @@ import os
 import struct
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from . import initplan
+from . import control, initplan, workcopy
+from .cgroups import JobCgroup
 from .spec import SandboxSpec
 
 BINARY = os.path.join(sys.prefix, "libexec", "jnb-holder")
@@ -29,8 +31,38 @@ ROLES = {"log": 1, "dir": 2, "first": 3, "listen": 4, "stdout": 5, "stderr": 6, 
          "init": 10, "cpu_stat": 11, "cpu_ns": 12, "peak": 13, "events": 14, "failcnt": 15, "limit": 16}
 
 
+@dataclass(frozen=True)
+class State:
+    """Where the Python holder stands at the hand-over (nothing asked by an agent has been read yet)."""
+
+    seq: int                      # the log's last seq, all of it written
+    state: str                    # waiting (for go) or starting
+    marks: Mapping[str, float]    # outcome.py's marks so far
+    init_pid: int
+    go_deadline: float | None     # CLOCK_MONOTONIC when a job still waiting for go is aborted
+
+
 def available() -> bool:
     return os.access(BINARY, os.X_OK)
+
+
+def hand_over(spec: SandboxSpec, cgroup: JobCgroup | None, fds: Mapping[str, int], state: State) -> None:
+    """Exec jnb-holder with `fds` (by role) and the job's plan; returns if it is missing or the exec
+    failed (the caller keeps the job then)."""
+    if not available():
+        return
+    usage = open_usage_files(cgroup.usage_files()) if cgroup is not None else {}
+    work = None
+    if spec.artifacts_dir:
+        work = workcopy.work_args(spec.root_dir, spec.artifacts_dir, workcopy.work_limit(spec), spec.work_files)
+    try:
+        data = plan(spec, fds={**fds, **usage}, state=state, boot_id=control.boot_id(), work_args=work)
+        exec_holder(data, {**fds, **usage})
+    except ValueError:
+        pass  # a plan it cannot carry (a NUL byte in a name): the Python holder keeps the job
+    finally:
+        for fd in usage.values():
+            os.close(fd)
 
 
 def _text(tag: int, value: str) -> bytes:
@@ -45,17 +77,17 @@ def _packed(tag: int, fmt: str, *values: object) -> bytes:
     return struct.pack("=II", tag, len(raw)) + raw
 
 
-def plan(spec: SandboxSpec, *, fds: Mapping[str, int], seq: int, state: str, marks: Mapping[str, float],
-         init_pid: int, go_deadline: float | None, boot_id: str, work_args: str | None) -> bytes:
+def plan(spec: SandboxSpec, *, fds: Mapping[str, int], state: State, boot_id: str, work_args: str | None) -> bytes:
     """The records jnb-holder runs the job's steady state by."""
     parts = [_text(JOB_ID, spec.job_id), _text(TOKEN, spec.holder_token), _text(BOOT_ID, boot_id),
-             _text(STATE, state), _packed(UID, "=I", spec.uid), _packed(TIMEOUT, "=d", float(spec.timeout_s or 0)),
-             _packed(GRACE, "=d", float(spec.stop_grace_s)), _packed(CAP, "=Q", spec.max_output_bytes or 0),
-             _packed(SEQ, "=Q", seq), _packed(INIT_PID, "=i", init_pid)]
-    parts += [_mark(name, at) for name, at in marks.items()]
+             _text(STATE, state.state), _packed(UID, "=I", spec.uid),
+             _packed(TIMEOUT, "=d", float(spec.timeout_s or 0)), _packed(GRACE, "=d", float(spec.stop_grace_s)),
+             _packed(CAP, "=Q", spec.max_output_bytes or 0), _packed(SEQ, "=Q", state.seq),
+             _packed(INIT_PID, "=i", state.init_pid)]
+    parts += [_mark(name, at) for name, at in state.marks.items()]
     parts += [_packed(FD, "=Ii", ROLES[role], fd) for role, fd in fds.items()]
-    if go_deadline is not None:
-        parts.append(_packed(GO_DEADLINE, "=d", go_deadline))
+    if state.go_deadline is not None:
+        parts.append(_packed(GO_DEADLINE, "=d", state.go_deadline))
     if work_args is not None:
         parts += [_text(WORK_DIR, os.path.join(spec.root_dir, "work")), _text(WORK_ARGS, work_args),
                   _text(PYTHON, sys.executable)]

@@ -32,7 +32,7 @@ from . import initplan, mounts, namespaces, rootfs, status
 from .cgroups import CgroupDriver, CgroupLimits, JobCgroup
 from .libc import PR_SET_PDEATHSIG, prctl, set_process_name
 from .spec import SandboxSpec
-from .workcopy import copy_work
+from .workcopy import copy_work, work_limit
 
 SETUP_FAILED_EXIT = 125
 EXEC_FAILED_EXIT = 127
@@ -192,11 +192,6 @@ def collect_work(spec: SandboxSpec) -> tuple[int, int, list[str]]:
     if not spec.artifacts_dir:
         return 0, 0, []
     return copy_work(spec.root_dir, spec.artifacts_dir, work_limit(spec), spec.work_files)
-
-
-def work_limit(spec: SandboxSpec) -> int:
-    """/work's copy is bounded by the job's own disk size and its user's quota left."""
-    return spec.disk_mb << 20 if spec.work_bytes is None else min(spec.disk_mb << 20, spec.work_bytes)
 
 
 # ---- the job's root, then its init ----------------------------------------------------------

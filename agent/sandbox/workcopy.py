@@ -15,6 +15,7 @@ import sys
 
 from ..eventfile import encode
 from ..fs import copy_tree
+from .spec import SandboxSpec
 
 
 def copy_work(root_dir: str, artifacts_dir: str, limit_bytes: int, limit_entries: int | None) -> tuple[int, int, list[str]]:
@@ -31,6 +32,11 @@ def copy_work(root_dir: str, artifacts_dir: str, limit_bytes: int, limit_entries
         more = f" (and {left_out - 3} more)" if left_out > 3 else ""
         notes.append("not kept: " + "; ".join(report.skipped[:3]) + more)
     return report.files + report.dirs, report.copied, notes
+
+
+def work_limit(spec: SandboxSpec) -> int:
+    """/work's copy is bounded by the job's own disk size and its user's quota left."""
+    return spec.disk_mb << 20 if spec.work_bytes is None else min(spec.disk_mb << 20, spec.work_bytes)
 
 
 def work_args(root_dir: str, artifacts_dir: str, limit_bytes: int, limit_entries: int | None) -> str:
