@@ -343,3 +343,28 @@ def test_without_jnb_holder_the_python_holder_keeps_the_job(api: Api, agent: Age
         os.rename(aside, holderplan.BINARY)
     result = api.run(command=["sh", "-c", "printf 'x\\377y'"])
     assert result.stdout == "x\ufffdy"
+
+
+TERM_COUNTER = """
+import signal, sys, time
+got = []
+signal.signal(signal.SIGTERM, lambda *_: got.append(1))
+print("ready", flush=True)
+while not got:
+    time.sleep(0.01)
+time.sleep(0.5)
+print("terms", len(got), flush=True)
+"""
+
+
+@pytest.mark.root
+def test_a_stop_reaches_the_job_once(api: Api):
+    """The init forwards the holder's SIGTERM to the job's process group, and to its main process
+    alone only when it has left the group: signalled twice, a job that exits from its handler
+    could die of the second (seen as `signal 15` for a job that exited 0)."""
+    for _ in range(5):
+        job_id = api.submit(script=TERM_COUNTER)
+        api.wait_for_output(job_id, "ready")
+        record = _stop(api, job_id)
+        assert "terms 1\n" in "".join(e["data"] for e in api.events(job_id, follow=False) if e["type"] == "stdout")
+        assert (record["exit_code"], record["signal"]) == (0, None), record

@@ -1620,7 +1620,7 @@ static void copy_work(void) {
                 if (got.len < (16u << 20))
                     add(&got, chunk, (size_t)n);
             }
-            int status;
+            int status = -1;
             while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
             }
             ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;

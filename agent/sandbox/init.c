@@ -521,10 +521,14 @@ __attribute__((noreturn)) static void exec_job(void) {
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
 static volatile pid_t main_pid;
 
+/* to the job's process group, and to its main process alone only once it has left that group: a
+ * main process signalled twice may take the second after its handler of the first has ended (a
+ * Python job that exits from its SIGTERM handler then dies of the second, as reason `signal 15`) */
 static void forward(int sig) {
     int saved = errno;
-    kill(-main_pid, sig); /* the job's process group, then its main process (it may have left it) */
-    kill(main_pid, sig);
+    kill(-main_pid, sig);
+    if (getpgid(main_pid) != main_pid)
+        kill(main_pid, sig);
     errno = saved;
 }
 
