@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from ..eventfile import encode
 from ..fs import copy_tree
-from .spec import SandboxSpec
+
+if TYPE_CHECKING:  # the copier's child imports as little as it can: its start is its cost
+    from .spec import SandboxSpec
 
 
 def copy_work(root_dir: str, artifacts_dir: str, limit_bytes: int, limit_entries: int | None) -> tuple[int, int, list[str]]:
