@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -129,3 +130,100 @@ def test_followers_that_end_give_the_heap_back_once_a_moment_later(tmp_path, mon
 
 def test_giving_the_heap_back_is_a_real_call():
     store.libc.return_free_heap()  # malloc_trim(0) of the C library the agent runs on
+
+
+def _ranged(log: EventLog, after: int = 0, follow: bool = False) -> tuple[bytes, list[str]]:
+    """What the HTTP stream sends with `ranges` (a range read while it is the current item, as the
+    server sends it), and the kind of each item."""
+    from joblet_agent.jobs.loglines import LogRange
+
+    async def run() -> tuple[bytes, list[str]]:
+        got, kinds, fds = bytearray(), [], []
+        async for item in log.follow_lines(after=after, follow=follow, ranges=True):
+            if isinstance(item, LogRange):
+                got += b"".join(item.pieces(size=1000))
+                kinds.append("range")
+                fds.append(item.fd)
+            else:
+                got += item
+                kinds.append("read")
+        for fd in fds[-1:]:  # the range's descriptor is closed once the next item is asked for
+            with pytest.raises(OSError):
+                os.fstat(fd)
+        return bytes(got), kinds
+
+    return run_coroutine(run())
+
+
+def test_ranges_are_the_log_bytes_the_lines_are(tmp_path, monkeypatch):
+    """Past `after`, the complete lines go out as ranges of the log (sent by the server without a
+    read), exactly the bytes the reads yield: from the start, from the middle, past the end."""
+    monkeypatch.setattr(store, "READ_AT_MOST", 4096)  # the first read holds some lines, not all
+    monkeypatch.setattr(store, "RANGE_FROM", 1)
+    log = _filled(tmp_path, [f"line {i}\n" * (i % 7 + 1) for i in range(300)])
+    for after in (0, 1, 150, 300, 301):
+        raw, kinds = _ranged(log, after=after)
+        assert raw == _raw(log, after=after), after
+        assert "range" in kinds or after >= 300, (after, kinds)
+    assert _ranged(log, after=0)[0] == log.path.read_bytes()
+    monkeypatch.setattr(store, "RANGE_FROM", 1 << 20)  # fewer bytes than this are read, as before
+    raw, kinds = _ranged(log, after=0)
+    assert raw == log.path.read_bytes() and "range" not in kinds
+
+
+def test_a_range_ends_at_the_last_complete_line_and_a_live_log_is_followed_to_its_exit(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "RANGE_FROM", 1)
+
+    async def run() -> tuple[bytes, list[str], bytes]:
+        from joblet_agent.jobs.loglines import LogRange
+
+        log = EventLog(tmp_path / "events.ndjson")
+        log.append({"type": "stdout", "data": "first\n"})
+        got, kinds = bytearray(), []
+
+        async def follower() -> None:
+            async for item in log.follow_lines(after=0, follow=True, ranges=True):
+                got.extend(b"".join(item.pieces()) if isinstance(item, LogRange) else item)
+                kinds.append("range" if isinstance(item, LogRange) else "read")
+
+        task = asyncio.create_task(follower())
+        for i in range(100):
+            log.append({"type": "stdout", "data": f"{i} \" \\ \n" * 100})
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+        with open(log.path, "ab") as f:  # a writer in the middle of its line: not sent until it ends
+            f.write(b'{"seq":102,"type":"stdout","data":"ha')
+        log.advanced(102)
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        partial = bytes(got)
+        with open(log.path, "ab") as f:
+            f.write(b'lf"}\n')
+        log.advanced(102)
+        log.append({"type": "exit", "status": "COMPLETED", "exit_code": 0, "reason": None})
+        await asyncio.wait_for(task, 10)
+        return partial, kinds, bytes(got)
+
+    partial, kinds, got = run_coroutine(run())
+    whole = (tmp_path / "events.ndjson").read_bytes()
+    assert got == whole and "range" in kinds
+    assert partial == whole[:whole.index(b'{"seq":102,')]
+    assert json.loads(got.splitlines()[-1])["type"] == "exit"
+
+
+def test_a_ranged_stream_is_not_sent_past_an_exit_event(tmp_path, monkeypatch):
+    """A closed log is sent as a range only up to an exit event that ends it; anything written after
+    an exit (never, by the writers) is read and cut as the reads cut it."""
+    monkeypatch.setattr(store, "RANGE_FROM", 1)
+    log = _filled(tmp_path, ["a\n"] * 20)
+    with open(log.path, "ab") as f:
+        f.write(b'{"seq":22,"type":"stdout","data":"late"}\n')
+    raw, _ = _ranged(log)
+    assert raw == _raw(log)
+    assert [json.loads(line)["type"] for line in raw.splitlines()][-1] == "exit"
+    assert b"late" not in raw
+    log2 = EventLog(tmp_path / "open.ndjson")  # a log not closed whose last line is an exit
+    (tmp_path / "open.ndjson").write_bytes(log.path.read_bytes()[:log.path.read_bytes().index(b'{"seq":22')])
+    log2.advanced(21)
+    raw2, _ = _ranged(log2, follow=True)
+    assert raw2 == raw

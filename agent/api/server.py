@@ -17,12 +17,17 @@ line whole before it hands it over, and it parses every pipelined request a read
 or a trailer section may take `MAX_FRAMING` bytes (h11's 16 KiB; counted in slices of that size, so
 a little more may pass) and a connection `MAX_PIPELINED` requests queued behind the one being served;
 beyond either the connection gets a 400 or, when a response is under way on it, is closed.
+
+Where no TLS is between, the server offers ASGI's zero-copy send (`http.response.zerocopysend`): an
+event stream hands it ranges of the job's log, which go to the socket with sendfile(2), neither
+read into the agent nor copied into the socket (a relay's two largest costs in the agent's CPU).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from typing import Any
 
 import uvicorn
@@ -33,6 +38,9 @@ from ..quotas import ApiLimits
 MAX_FRAMING = 16 * 1024  # bytes of a request head, or of a chunked body's trailers, as h11 allowed
 MAX_PIPELINED = 32       # requests parsed and queued behind the one being served
 UNJOINED_FROM = 64 * 1024  # a streamed body's chunk this large goes out without a copy
+ZEROCOPY = "http.response.zerocopysend"  # ASGI's extension: the server sends a file's range itself
+FILE_CHUNK = 2 << 20          # a file's range is sent in chunks of at most this (a client reads one whole)
+FULL_SOCKET_PIECE = 16 * 1024  # of a file's range, through the transport while the socket is full
 ARRIVALS = itertools.count()  # the order connections began to owe a head, for ties of the clock
 
 
@@ -44,6 +52,9 @@ class UnjoinedCycle(RequestResponseCycle):
     a response sends must not change afterwards (the event log's reads are `bytes`)."""
 
     async def send(self, message: Any) -> None:
+        if message["type"] == ZEROCOPY:
+            await self._send_file(message)
+            return
         body = message.get("body", b"")
         if (len(body) < UNJOINED_FROM or not message.get("more_body", False) or not self.chunked_encoding
                 or message["type"] != "http.response.body" or self.response_complete
@@ -54,6 +65,78 @@ class UnjoinedCycle(RequestResponseCycle):
             await self.flow.drain()
         if not self.disconnected:
             self.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
+
+    async def _send_file(self, message: Any) -> None:
+        """A file's range as body (ASGI's zero-copy send; `file` is a descriptor that stays open
+        until this returns), in chunks of at most `FILE_CHUNK` (a client reads a chunk whole), sent
+        with sendfile(2) from the page cache: neither read into the agent nor copied into the
+        socket. A range that cannot be sent whole closes the connection: the client resumes after
+        the last complete event it has."""
+        if self.disconnected:
+            return
+        if not self.response_started or self.response_complete:
+            raise RuntimeError("a file's range sent outside a response body")
+        if self.scope["method"] == "HEAD" or not message["count"]:
+            return
+        if self.flow.write_paused:
+            await self.flow.drain()
+        fd, offset, end = message["file"], message["offset"], message["offset"] + message["count"]
+        transport = self.transport
+        limits = transport.get_write_buffer_limits()
+        transport.set_write_buffer_limits(high=0, low=0)  # paused while anything waits in uvloop's buffer
+        try:
+            sock = transport.get_extra_info("socket").fileno()
+            while offset < end:
+                size = min(end - offset, FILE_CHUNK) if self.chunked_encoding else end - offset
+                if self.chunked_encoding:
+                    transport.write(b"%x\r\n" % size)
+                if not await self._send_range(sock, fd, offset, size):
+                    transport.abort()  # the peer is gone
+                    return
+                offset += size
+                if self.chunked_encoding:
+                    transport.write(b"\r\n")
+        except BaseException:
+            transport.abort()  # a chunk cut short: nothing after it could be framed
+            raise
+        finally:
+            if not transport.is_closing():
+                transport.set_write_buffer_limits(high=limits[1], low=limits[0])
+
+    async def _send_range(self, sock: int, fd: int, offset: int, count: int) -> bool:
+        """Bytes of the file straight to the socket, once uvloop's buffer is empty (what it holds
+        goes first); where the socket is full, a small piece goes to uvloop's buffer instead, which
+        waits for room (the transport's limits are 0 here, so its protocol is paused until then).
+        False when the peer has gone."""
+        transport = self.transport
+        while count:
+            if self.disconnected or transport.is_closing():
+                return False
+            if transport.get_write_buffer_size():
+                if self.flow.write_paused:
+                    await self.flow.drain()
+                    continue
+                sent = _through(transport, fd, offset, min(count, FULL_SOCKET_PIECE))  # keeps the order
+            else:
+                try:
+                    sent = os.sendfile(sock, fd, offset, count)
+                except BlockingIOError:
+                    sent = _through(transport, fd, offset, min(count, FULL_SOCKET_PIECE))
+                except (BrokenPipeError, ConnectionError):
+                    return False
+                if sent == 0:
+                    raise OSError(f"the file ended {count} bytes short of its range")
+            offset, count = offset + sent, count - sent
+        return True
+
+
+def _through(transport: asyncio.WriteTransport, fd: int, offset: int, count: int) -> int:
+    """`count` bytes of the file at `offset` read and written to the transport (its buffer)."""
+    piece = os.pread(fd, count, offset)
+    if not piece:
+        raise OSError(f"the file ended {count} bytes short of its range")
+    transport.write(piece)
+    return len(piece)
 
 
 class PeerOverreach(Exception):
@@ -117,6 +200,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if type(self.cycle) is RequestResponseCycle:  # its task has not run yet
             self.cycle.__class__ = UnjoinedCycle
+            if self.transport.get_extra_info("sslcontext") is None:  # sendfile cannot go through TLS
+                self.scope.setdefault("extensions", {})[ZEROCOPY] = {}  # type: ignore[typeddict-item]
         if len(self.pipeline) > MAX_PIPELINED:
             raise PeerOverreach(f"more than {MAX_PIPELINED} requests pipelined")
 

@@ -11,8 +11,10 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 
 from ..errors import TooMany
+from ..jobs.loglines import LogRange
 
-Body = AsyncIterator[bytes] | AsyncIterator[memoryview]  # an event log's lines are views of a read
+Body = AsyncIterator[bytes] | AsyncIterator[memoryview] | AsyncIterator[memoryview | LogRange]
+ZEROCOPY = "http.response.zerocopysend"  # the ASGI extension: a file's range sent by the server
 
 
 class StreamQuota:
@@ -40,7 +42,23 @@ class _Counted(StreamingResponse):
         self._on_end = on_end
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self._zerocopy = ZEROCOPY in scope.get("extensions", {})
         try:
             await super().__call__(scope, receive, send)
         finally:
             self._on_end()
+
+    async def stream_response(self, send: Any) -> None:
+        """Starlette's, except that a log's range goes to a server that sends files itself as that
+        (server.py: sendfile, the bytes never read into the agent) and to any other read in pieces."""
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            if not isinstance(chunk, LogRange):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            elif self._zerocopy:
+                await send({"type": ZEROCOPY, "file": chunk.fd, "offset": chunk.offset, "count": chunk.count,
+                            "more_body": True})
+            else:
+                for piece in chunk.pieces():
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -42,6 +42,7 @@ from .spare import SpareFolders
 from .spec import RuntimeMounts
 from .livejob import Cleanups, LiveJob, SandboxSink
 from .sinks import JobLog
+from .loglines import LogRange
 from .store import JobStore
 from .verdict import Verdict
 
@@ -130,10 +131,11 @@ class JobService:
         self.get(who, job_id)
         return self.store.log(job_id).follow(after=after, follow=follow)
 
-    async def event_lines(self, who: Principal, job_id: str, after: int, follow: bool) -> AsyncIterator[memoryview]:
+    async def event_lines(self, who: Principal, job_id: str, after: int,
+                          follow: bool) -> AsyncIterator[memoryview | LogRange]:
         """`events` as NDJSON bytes straight from the log (what the HTTP stream sends)."""
         self.get(who, job_id)
-        return self.store.log(job_id).follow_lines(after=after, follow=follow)
+        return self.store.log(job_id).follow_lines(after=after, follow=follow, ranges=True)
 
     def _kept_work(self, who: Principal, job_id: str) -> str:
         """Where the /work copy of a finished job is kept (what downloads and listings serve)."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..fs import remove_tree
 from ..models import JobRecord
 from ..sandbox import libc
 from . import recordfile
+from .loglines import LogRange, line_head, lines_end
 from .shelf import Shelf, Summary
 from .spare import RECORD_NAME, SpareFolders
 from .verdict import Verdict
@@ -126,12 +126,21 @@ class EventLog:
             for line in bytes(chunk).splitlines():
                 yield json.loads(line)
 
-    async def follow_lines(self, after: int = 0, follow: bool = True) -> AsyncIterator[memoryview]:
+    async def follow_lines(self, after: int = 0, follow: bool = True,
+                           ranges: bool = False) -> AsyncIterator[memoryview | LogRange]:
         """What `follow` yields, as the log's own bytes: complete lines, as many as one read holds.
 
         A line is read only as far as its seq and type, so relaying a large output costs no JSON
         work here and one event-loop turn per read, not per event; a chunk is a view of what was
-        read, so the lines are not copied on their way to the HTTP layer."""
+        read, so the lines are not copied on their way to the HTTP layer.
+
+        With `ranges`, once the lines are past `after`, the complete lines that the log holds, where
+        they are `RANGE_FROM` bytes or more (a finished job's history, a reader far behind), are
+        yielded as a `LogRange` (an open descriptor, valid until the next item is asked for), for
+        the HTTP layer to send without reading them into the agent (sendfile); fewer are read whole
+        (a live relay's new lines: sendfile saved no CPU there). Only the log's last bytes are read
+        to find where its complete lines end; the stream ends where the log ends once it is closed
+        (an exit event always closes it in the same call that writes it)."""
         try:
             offset, last = 0, after
             while True:
@@ -141,6 +150,24 @@ class EventLog:
                                                  "reading an event log")
                 except FileNotFoundError:
                     fd = -1
+                if ranges and last > after and fd >= 0:
+                    closed = self.closed  # taken before the size: a closed log's size is its end
+                    try:
+                        end, ended = lines_end(fd, offset)
+                        ranges = ended or not closed or end == offset  # else read on to its exit, not past it
+                        if end - offset >= RANGE_FROM and ranges:
+                            yield LogRange(fd, offset, end - offset)
+                        elif end > offset and ranges:  # a live log's new lines: read (sendfile saved nothing there)
+                            yield memoryview(os.pread(fd, end - offset, offset))
+                    finally:
+                        if ranges:
+                            os.close(fd)
+                    if ranges:
+                        offset = end
+                        if closed or ended or not follow:
+                            return
+                        await waiter.wait()  # set by any append since it was taken, before the size
+                        continue
                 offset, data, end, more = (offset, b"", 0, False) if fd < 0 else _read_lines(fd, offset)
                 if end:
                     chunk, last, ended = _after(data, end, last)
@@ -181,7 +208,7 @@ class HeapTrim:
 
 
 READ_AT_MOST = 2 << 20  # a follower reads a long log in bounded steps: a slow reader holds about two
-HEAD = re.compile(rb'\{"seq":(\d+),"type":"([a-z_]+)"')
+RANGE_FROM = READ_AT_MOST  # complete lines this many bytes or more go to the HTTP layer as a range, unread
 
 
 def _read_lines(fd: int, offset: int) -> tuple[int, bytes, int, bool]:
@@ -216,26 +243,13 @@ def _long_line(fd: int, offset: int, start: bytes) -> bytes:
     return b""
 
 
-def _head(data: bytes, start: int, end: int) -> tuple[int, str] | None:
-    """The seq and type of the line data[start:end] (the writers put them first, in that order);
-    None for a blank line."""
-    m = HEAD.match(data, start, end)
-    if m is not None:
-        return int(m.group(1)), m.group(2).decode()
-    line = data[start:end]
-    if not line.strip():
-        return None
-    event = json.loads(line)
-    return int(event["seq"]), str(event["type"])
-
-
 def _after(data: bytes, size: int, last: int) -> tuple[memoryview, int, bool]:
     """The lines of data[:size] with seq > last, up to and with an exit event (a view); the last
     seq; whether it ended."""
     pos, first, cut, ended = 0, -1, size, False
     while pos < size:
         end = data.index(b"\n", pos) + 1
-        head = _head(data, pos, end)
+        head = line_head(data, pos, end)
         if head is not None and head[0] > last:
             first = pos if first < 0 else first
             last = head[0]
@@ -260,7 +274,7 @@ def _last_seq(path: Path) -> int:
             if begin > 0 or start == 0:
                 break
             window *= 4
-    head = _head(data, begin, end)
+    head = line_head(data, begin, end)
     if head is None:
         return 0 if start == 0 and not data.strip() else _last_seq_slow(path)
     return head[0]
@@ -270,7 +284,7 @@ def _last_seq_slow(path: Path) -> int:
     last = 0
     with open(path, "rb") as f:
         for line in f:
-            head = _head(line, 0, len(line)) if line.endswith(b"\n") else None
+            head = line_head(line, 0, len(line)) if line.endswith(b"\n") else None
             last = head[0] if head is not None else last
     return last
 

@@ -31,6 +31,7 @@ from ..eventfile import EventFile
 from ..jobs.restore import SLURM_LOST, Adopted, RestoreReport, take_back
 from ..jobs.livejob import LiveJob
 from ..jobs.service import JobService
+from ..jobs.loglines import LogRange
 from ..jobs.store import EventLog
 from ..jobs.verdict import Verdict, exec_note
 from ..models import JobRecord, JobRequest, Usage
@@ -138,10 +139,11 @@ class SessionService:
         self._record(who, session_id)
         return self.store.log(session_id).follow(after=after, follow=follow)
 
-    async def event_lines(self, who: Principal, session_id: str, after: int, follow: bool) -> AsyncIterator[memoryview]:
+    async def event_lines(self, who: Principal, session_id: str, after: int,
+                          follow: bool) -> AsyncIterator[memoryview | LogRange]:
         """`events` as NDJSON bytes straight from the log (what the HTTP stream sends)."""
         self._record(who, session_id)
-        return self.store.log(session_id).follow_lines(after=after, follow=follow)
+        return self.store.log(session_id).follow_lines(after=after, follow=follow, ranges=True)
 
     # ---- commands --------------------------------------------------------------------------
 
