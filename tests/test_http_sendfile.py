@@ -143,3 +143,39 @@ def test_a_reader_that_leaves_in_the_middle_ends_the_response_and_others_are_ser
         resp.close()  # with most of the range unsent
         wait_until(lambda: "closed" in ended, message=lambda: ended)  # the app's send returned
         assert get(port).read() == b"<" + data[1:-1] + b">"
+
+
+@pytest.mark.parametrize("offered", [True, False])
+def test_an_event_stream_sends_a_range_as_the_server_allows(data_file, offered):
+    """Where the server offers the zero-copy send, a log's range goes to it as one; elsewhere (TLS,
+    another server) it is read and sent in pieces: the same bytes either way."""
+    from joblet_agent.api.streams import StreamQuota
+    from joblet_agent.jobs.loglines import LogRange
+    from waiting import run_coroutine
+
+    path, data = data_file
+    fd = os.open(path, os.O_RDONLY)
+    sent: list[dict[str, Any]] = []
+
+    async def body() -> Any:
+        yield memoryview(b"<")
+        yield LogRange(fd, 1, SIZE - 2)
+        yield b">"
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == server.ZEROCOPY:
+            message = {**message, "body": os.pread(message["file"], message["count"], message["offset"])}
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "extensions": {server.ZEROCOPY: {}} if offered else {}}
+    try:
+        run_coroutine(StreamQuota(4).response("owner", body(), "application/x-ndjson")(scope, receive, send))
+    finally:
+        os.close(fd)
+    kinds = [m["type"] for m in sent[1:]]
+    assert (server.ZEROCOPY in kinds) == offered
+    assert all(len(m["body"]) <= 2 << 20 for m in sent[1:] if m["type"] != server.ZEROCOPY)
+    assert b"".join(bytes(m["body"]) for m in sent[1:]) == b"<" + data[1:-1] + b">"
