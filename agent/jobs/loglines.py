@@ -1,6 +1,7 @@
 """Where an event log's lines are, found without reading them all: the seq and type at a line's
-head (the writers put them first, in that order), and the end of the complete lines a log holds,
-from its last bytes. What lies between is sent as a `LogRange`, never read into the agent."""
+head (the writers put them first, in that order), the end of the complete lines a log holds and the
+last seq, both from its last bytes. What lies between is sent as a `LogRange`, never read into the
+agent."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 HEAD = re.compile(rb'\{"seq":(\d+),"type":"([a-z_]+)"')
 PIECE = 2 << 20         # a range read for a peer that cannot take it from the file, in pieces this large
@@ -66,3 +68,32 @@ def line_head(data: bytes, start: int, end: int) -> tuple[int, str] | None:
         return None
     event = json.loads(line)
     return int(event["seq"]), str(event["type"])
+
+
+def last_seq(path: Path) -> int:
+    """The seq of the log's last complete line, read from its end (a log can be a gigabyte)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        window = 64 << 10
+        while True:
+            start = max(0, size - window)
+            f.seek(start)
+            data = f.read(size - start)
+            end = data.rfind(b"\n") + 1
+            begin = data.rfind(b"\n", 0, max(0, end - 1)) + 1
+            if begin > 0 or start == 0:
+                break
+            window *= 4
+    head = line_head(data, begin, end)
+    if head is None:
+        return 0 if start == 0 and not data.strip() else last_seq_slow(path)
+    return head[0]
+
+
+def last_seq_slow(path: Path) -> int:
+    last = 0
+    with open(path, "rb") as f:
+        for line in f:
+            head = line_head(line, 0, len(line)) if line.endswith(b"\n") else None
+            last = head[0] if head is not None else last
+    return last

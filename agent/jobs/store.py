@@ -34,7 +34,7 @@ from ..fs import remove_tree
 from ..models import JobRecord
 from ..sandbox import libc
 from . import recordfile
-from .loglines import LogRange, line_head, lines_end
+from .loglines import LogRange, last_seq, line_head, lines_end
 from .shelf import Shelf, Summary
 from .spare import RECORD_NAME, SpareFolders
 from .verdict import Verdict
@@ -56,7 +56,7 @@ class EventLog:
         self._retry: asyncio.TimerHandle | None = None
         if not new and path.exists():
             try:
-                self.seq = _last_seq(path)
+                self.seq = last_seq(path)
             except OSError as exc:
                 if is_shortage(exc):
                     raise Unavailable("the agent is out of descriptors for a moment; retry") from None
@@ -258,35 +258,6 @@ def _after(data: bytes, size: int, last: int) -> tuple[memoryview, int, bool]:
                 break
         pos = end
     return memoryview(data)[first:cut] if first >= 0 else memoryview(b""), last, ended
-
-
-def _last_seq(path: Path) -> int:
-    """The seq of the log's last complete line, read from its end (a log can be a gigabyte)."""
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        window = 64 << 10
-        while True:
-            start = max(0, size - window)
-            f.seek(start)
-            data = f.read(size - start)
-            end = data.rfind(b"\n") + 1
-            begin = data.rfind(b"\n", 0, max(0, end - 1)) + 1
-            if begin > 0 or start == 0:
-                break
-            window *= 4
-    head = line_head(data, begin, end)
-    if head is None:
-        return 0 if start == 0 and not data.strip() else _last_seq_slow(path)
-    return head[0]
-
-
-def _last_seq_slow(path: Path) -> int:
-    last = 0
-    with open(path, "rb") as f:
-        for line in f:
-            head = line_head(line, 0, len(line)) if line.endswith(b"\n") else None
-            last = head[0] if head is not None else last
-    return last
 
 
 class RecordStore(Generic[R]):
