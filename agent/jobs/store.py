@@ -134,13 +134,13 @@ class EventLog:
         work here and one event-loop turn per read, not per event; a chunk is a view of what was
         read, so the lines are not copied on their way to the HTTP layer.
 
-        With `ranges`, once the lines are past `after`, the complete lines that the log holds, where
-        they are `RANGE_FROM` bytes or more (a finished job's history, a reader far behind), are
-        yielded as a `LogRange` (an open descriptor, valid until the next item is asked for), for
-        the HTTP layer to send without reading them into the agent (sendfile); fewer are read whole
-        (a live relay's new lines: sendfile saved no CPU there). Only the log's last bytes are read
-        to find where its complete lines end; the stream ends where the log ends once it is closed
-        (an exit event always closes it in the same call that writes it)."""
+        With `ranges`, once the lines are past `after`, the complete lines of a closed log (a
+        finished job's history), where they are `RANGE_FROM` bytes or more, are yielded as a
+        `LogRange` (an open descriptor, valid until the next item is asked for), for the HTTP layer
+        to send without reading them into the agent (sendfile); a live log's lines are read whole
+        (side by side, sendfile there saved the agent little and cost the notebook client more
+        reads). Only the log's last bytes are read to find where its complete lines end; the stream
+        ends where the log ends once it is closed (an exit event closes it in the call that writes it)."""
         try:
             offset, last = 0, after
             while True:
@@ -155,9 +155,9 @@ class EventLog:
                     try:
                         end, ended = lines_end(fd, offset)
                         ranges = ended or not closed or end == offset  # else read on to its exit, not past it
-                        if end - offset >= RANGE_FROM and ranges:
+                        if end - offset >= RANGE_FROM and ranges and closed:
                             yield LogRange(fd, offset, end - offset)
-                        elif end > offset and ranges:  # a live log's new lines: read (sendfile saved nothing there)
+                        elif end > offset and ranges:  # a live log's lines: read (sendfile cost its reader more)
                             yield memoryview(os.pread(fd, end - offset, offset))
                     finally:
                         if ranges:
