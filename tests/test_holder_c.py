@@ -121,7 +121,7 @@ def _hello(folder: Path) -> dict:
 
 @pytest.mark.root
 def test_a_plain_job_is_held_by_jnb_holder_and_a_session_by_python(api: Api, agent: AgentProcess):
-    job_id = api.submit(script=COUNTER)
+    job_id = api.submit(command=["python3", "-c", COUNTER])
     try:
         pid, folder = _wait_for_c_holder(agent, job_id)
         assert open(f"/proc/{pid}/comm").read().strip() == "jnb-holder"
@@ -179,7 +179,7 @@ def test_hostile_control_input_leaves_the_c_holder_working(api: Api, agent: Agen
     """Garbage, malformed and deeply nested JSON, bad values, invalid UTF-8, a line past the 64 MiB
     bound, descriptors passed in, a non-root peer and more than 16 connections: the holder ignores
     or cuts each, closes every descriptor it was sent, and still answers and stops its job."""
-    job_id = api.submit(script=COUNTER)
+    job_id = api.submit(command=["python3", "-c", COUNTER])
     try:
         pid, folder = _wait_for_c_holder(agent, job_id)
         with _connect(folder) as sock:
@@ -284,7 +284,7 @@ def test_the_c_holder_cuts_output_at_its_cap_and_enforces_timeout_and_stop(api: 
     assert (result.record["status"], result.record["reason"]) == ("FAILED", "timeout"), result.explain()
     script = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
               "print('ready', flush=True)\ntime.sleep(120)\n")
-    job_id = api.submit(script=script)
+    job_id = api.submit(command=["python3", "-c", script])
     _wait_for_c_holder(agent, job_id)
     api.wait_for_output(job_id, "ready")
     started = time.monotonic()
@@ -311,7 +311,7 @@ def test_the_c_holder_copies_work_out_and_records_its_outcome(api: Api, agent: A
 def test_an_agent_restart_mid_job_takes_the_c_holder_back():
     with running_agent(stop_jobs=False) as agent:
         api = agent.api()
-        job_id = api.submit(script=COUNTER)
+        job_id = api.submit(command=["python3", "-c", COUNTER])
         pid, _ = _wait_for_c_holder(agent, job_id)
         api.wait_for_output(job_id, "3\n")
         agent.stop(9)
@@ -334,7 +334,7 @@ def test_without_jnb_holder_the_python_holder_keeps_the_job(api: Api, agent: Age
     aside = holderplan.BINARY + ".jnb-aside"
     os.rename(holderplan.BINARY, aside)
     try:
-        job_id = api.submit(script=COUNTER)
+        job_id = api.submit(command=["python3", "-c", COUNTER])
         pid, _ = _holder(agent, job_id)
         api.wait_for_output(job_id, "2\n")
         assert "python" in os.path.basename(_exe(pid)), _exe(pid)
@@ -363,7 +363,7 @@ def test_a_stop_reaches_the_job_once(api: Api):
     alone only when it has left the group: signalled twice, a job that exits from its handler
     could die of the second (seen as `signal 15` for a job that exited 0)."""
     for _ in range(5):
-        job_id = api.submit(script=TERM_COUNTER)
+        job_id = api.submit(command=["python3", "-c", TERM_COUNTER])
         api.wait_for_output(job_id, "ready")
         record = _stop(api, job_id)
         assert "terms 1\n" in "".join(e["data"] for e in api.events(job_id, follow=False) if e["type"] == "stdout")

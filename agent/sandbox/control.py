@@ -132,7 +132,7 @@ class Channel:
             message = json.loads(line)
             if not isinstance(message, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # garbage, or nested deeper than the parser recurses
             for fd in fds:
                 os.close(fd)
             return

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import json
+import math
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ from .spec import SandboxSpec
 GO_DEADLINE_S = 300.0          # a bridge job whose network no agent finishes is aborted after this
 MAX_CONNECTIONS = 16
 MAX_PENDING_INPUT = 64 << 20
+SIGNALS = range(1, 65)          # the kernel's signal numbers: a `signal` request outside them is ignored
 HOLDER_NAME = "jnb-holder"
 READ_SIZE = 512 << 10          # one read (and one event) takes what the pipe holds, up to this
 BUSY_PAUSE_S = 0.002           # a stream that writes in small pieces is read once per this
@@ -140,8 +142,13 @@ class Holder:
 
     def _hand_over(self) -> None:
         """A text job's steady state is jnb-holder's (holderplan.py): this process execs it, and
-        returns (keeping the job) for any other translator, or if jnb-holder is missing or fails."""
+        returns (keeping the job) for any other translator, or if jnb-holder is missing or fails.
+        A job that starts with files in a kept /work (a notebook cell: its runner, its inputs, and
+        the outputs it writes there) stays here too: jnb-holder copies a non-empty /work out
+        through a Python child, whose start (about 70 ms) would come before every cell's end."""
         if type(self.translator) is not TextOutput or self.init_pid is None or self.init_pidfd is None:
+            return
+        if self.spec.uploads and self.spec.artifacts_dir:
             return
         assert self.log is not None and self.listening is not None
         fds = {"log": self.log.fd, "dir": self.dir_fd, "first": self.control_fd, "listen": self.listening.fileno(),
@@ -384,16 +391,21 @@ class Holder:
                 channel.send(self._hello(), [self.own_pidfd])
                 self.greeted.add(channel)
             elif op == "stop":
-                self.stop(str(msg.get("reason") or "stopped"), float(msg.get("grace", self.spec.stop_grace_s)))
+                grace = float(msg.get("grace", self.spec.stop_grace_s))
+                if not math.isfinite(grace):  # a timer must be able to hold it
+                    raise ValueError("grace is not a number")
+                self.stop(str(msg.get("reason") or "stopped"), grace)
             elif op == "go":
                 self.go()
             elif op == "abort":
                 self.abort(str(msg.get("message") or "the agent aborted the job"))
             elif op == "signal":
-                self._signal(int(msg["signal"]))
+                sig = int(msg["signal"])
+                if sig in SIGNALS:  # what pidfd_send_signal takes (as jnb-holder); anything else is ignored
+                    self._signal(sig)
             elif op == "input" and self.stdin_fd is not None:
                 self._take(self.translator.input(str(msg.get("data", ""))))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             pass  # a malformed request from root's own agent: ignored
 
     def _hello(self) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""The Python holder: which jobs it keeps (a session's; a job that starts with files in its kept
+/work, such as a notebook cell; any job where jnb-holder is missing), and hostile requests on its
+control socket, each ignored while it keeps its job. jnb-holder meets the same requests in
+test_holder_c.py; the two must agree on what they ignore."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from agentproc import AgentProcess, Api
+from test_holder_c import COUNTER, _connect, _exe, _hello, _holder, _stop
+
+from joblet_agent.sandbox import holderplan
+
+HOSTILE = [
+    b'{"op":"signal","signal":999}',         # pidfd_send_signal refuses it (EINVAL)
+    b'{"op":"signal","signal":0}',
+    b'{"op":"signal","signal":-9}',
+    b'{"op":"signal","signal":1e30}',        # OverflowError converting to a C int
+    b'{"op":"signal","signal":99999999999999999999999}',
+    b'{"op":"stop","grace":NaN}',            # Python's json reads NaN and Infinity
+    b'{"op":"stop","grace":Infinity}',
+    b'{"op":"stop","grace":"inf"}',
+    b"[" * 100000,                           # RecursionError in json.loads
+    b'{"a":' * 50000,
+]
+
+
+@pytest.mark.root
+def test_hostile_control_requests_leave_the_python_holder_working(api: Api, agent: AgentProcess):
+    aside = holderplan.BINARY + ".jnb-aside"
+    os.rename(holderplan.BINARY, aside)
+    try:
+        job_id = api.submit(script=COUNTER)
+        pid, folder = _holder(agent, job_id)
+        api.wait_for_output(job_id, "1\n")
+    finally:
+        os.rename(aside, holderplan.BINARY)
+    assert "python" in os.path.basename(_exe(pid)), _exe(pid)
+    with _connect(folder) as sock:
+        for line in HOSTILE:
+            sock.sendall(line + b"\n")
+        sock.sendall(b'{"op":"hello"}\n')
+        assert b'"ev":"hello"' in sock.recv(65536)  # the same connection still answers, in order
+    hello = _hello(folder)
+    assert hello["pid"] == pid and hello["state"] == "running" and hello["stop_reason"] is None, hello
+    printed = api.wait_for_output(job_id, "\n").splitlines()
+    api.wait_for_output(job_id, f"\n{int(printed[-1]) + 3}\n")  # the job goes on: neither signalled nor stopped
+    record = _stop(api, job_id)
+    assert (record["status"], record["reason"]) == ("STOPPED", "stopped"), record
+
+
+@pytest.mark.root
+def test_a_job_that_starts_with_files_in_its_kept_work_stays_with_the_python_holder(api: Api, agent: AgentProcess):
+    """A cell's script and runner are uploads in /work, and what it writes there comes back: the
+    Python holder copies /work out in its own process, where jnb-holder would start a Python child
+    for it before the job's end. A command without uploads is jnb-holder's."""
+    cell = api.submit(script=COUNTER)
+    plain = api.submit(command=["python3", "-c", COUNTER])
+    try:
+        for job_id, held_by in ((cell, "python"), (plain, "jnb-holder")):
+            pid, _ = _holder(agent, job_id)
+            api.wait_for_output(job_id, "1\n")
+            assert held_by in os.path.basename(_exe(pid)), (job_id, _exe(pid))
+    finally:
+        for job_id in (cell, plain):
+            _stop(api, job_id)
+    result = api.run(script="open('/work/out.txt', 'w').write('kept')\nprint('done')")
+    assert result.stdout == "done\n", result.explain()
+    assert api.call("GET", f"/v1/jobs/{result.record['id']}/files/out.txt").content == b"kept"
