@@ -52,10 +52,17 @@ if [ ! -x "$init" ] || [ agent/sandbox/init.c -nt "$init" ]; then
 fi
 # jnb-holder, a plain job's holder once its init is spawned (agent/sandbox/holder.c, holderplan.py):
 # static for the same reason; without it every job keeps the Python holder (a few MB more a job)
+# (holder.c and its holder_*.c, one job each, with their holder.h): rebuilt when any of them is newer
 holder=.venv/libexec/jnb-holder
-if [ ! -x "$holder" ] || [ agent/sandbox/holder.c -nt "$holder" ]; then
+holder_sources=(agent/sandbox/holder.c agent/sandbox/holder_*.c)
+rebuild=0
+[ -x "$holder" ] || rebuild=1
+for source in "${holder_sources[@]}" agent/sandbox/holder.h; do
+  if [ "$source" -nt "$holder" ]; then rebuild=1; fi
+done
+if [ "$rebuild" = 1 ]; then
   mkdir -p .venv/libexec
-  gcc -O2 -static -Wall -Wextra -Werror -o "$holder.tmp" agent/sandbox/holder.c
+  gcc -O2 -static -Wall -Wextra -Werror -o "$holder.tmp" "${holder_sources[@]}"
   mv "$holder.tmp" "$holder"
 fi
 rm -f .venv/libexec/jnb-reaper
