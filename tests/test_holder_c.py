@@ -234,6 +234,52 @@ def test_hostile_control_input_leaves_the_c_holder_working(api: Api, agent: Agen
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
+MAX_UNSENT = 64 << 20  # holder.h: a greeted peer's unsent bytes before it is cut off
+
+
+def test_the_c_holder_cuts_off_a_greeted_peer_past_64_mib_unsent():
+    """A peer that said hello and never reads gets a seq line for every turn of the loop: past the
+    bound the holder closes its channel instead of holding more (a job would need hours of output
+    to get there, so the binary's own test entry tells the lines, as the loop does)."""
+    got = subprocess.run([holderplan.BINARY, "--unsent-test"], capture_output=True, timeout=120, check=True)
+    verdict, most = got.stdout.split()
+    assert verdict == b"closed", got.stdout
+    assert MAX_UNSENT < int(most) <= MAX_UNSENT + 64
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+@pytest.mark.root
+def test_a_root_peer_that_never_reads_leaves_the_c_holder_working_and_small(api: Api, agent: AgentProcess):
+    """Attack: a root peer says hello and never reads while the job writes many small lines; the
+    holder keeps logging and answering, and its resident memory (VmHWM, the peak) stays small."""
+    script = ("import sys\nfor i in range(100000):\n    sys.stdout.write('%d\\n' % i)\n    sys.stdout.flush()\n"
+              "print('done', flush=True)\nimport time\ntime.sleep(120)\n")
+    job_id = api.submit(script=script)
+    try:
+        pid, folder = _wait_for_c_holder(agent, job_id)
+        with _connect(folder) as silent:
+            silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            silent.sendall(b'{"op":"hello"}\n')
+            api.wait_for_output(job_id, "done", timeout=120)
+            assert _exe(pid) == holderplan.BINARY
+            hello = _hello(folder)
+            assert hello["pid"] == pid and hello["seq"] >= 2
+            assert _status_kb(pid, "VmHWM") < (MAX_UNSENT >> 10) + 32 * 1024
+    finally:
+        record = _stop(api, job_id)
+    assert (record["status"], record["reason"]) == ("STOPPED", "stopped"), record
+    events = api.events(job_id, follow=False)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    text = "".join(e.get("data", "") for e in events if e["type"] == "stdout")
+    assert text == "".join("%d\n" % i for i in range(100000)) + "done\n"
+
+
 def _pipe_ended(fd: int) -> bool:
     try:
         return os.read(fd, 1) == b""
