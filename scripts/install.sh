@@ -42,29 +42,28 @@ if [ ! -x "$chp" ]; then
   version=5; [ "$major" -ge 20 ] || version=4.6
   npm install --loglevel=error --prefix .venv/node --no-audit --no-fund "configurable-http-proxy@$version" >/dev/null
 fi
-# jnb-init, every job's PID 1 (agent/sandbox/init.c): static, so that its exec maps no shared
-# library and its process holds almost no memory of its own
-init=.venv/libexec/jnb-init
-if [ ! -x "$init" ] || [ agent/sandbox/init.c -nt "$init" ]; then
-  mkdir -p .venv/libexec
-  gcc -O2 -static -Wall -Wextra -Werror -o "$init.tmp" agent/sandbox/init.c
-  mv "$init.tmp" "$init"
-fi
-# jnb-holder, a plain job's holder once its init is spawned (agent/sandbox/holder.c, holderplan.py):
-# static for the same reason; without it every job keeps the Python holder (a few MB more a job)
-# (holder.c and its holder_*.c, one job each, with their holder.h): rebuilt when any of them is newer
-holder=.venv/libexec/jnb-holder
-holder_sources=(agent/sandbox/holder.c agent/sandbox/holder_*.c)
-rebuild=0
-[ -x "$holder" ] || rebuild=1
-for source in "${holder_sources[@]}" agent/sandbox/holder.h; do
-  if [ "$source" -nt "$holder" ]; then rebuild=1; fi
-done
-if [ "$rebuild" = 1 ]; then
-  mkdir -p .venv/libexec
-  gcc -O2 -static -Wall -Wextra -Werror -o "$holder.tmp" "${holder_sources[@]}"
-  mv "$holder.tmp" "$holder"
-fi
+# build_static BINARY SOURCE... HEADER: BINARY (static, -Werror) from its C files, again whenever
+# any of them or their header is newer
+build_static() {
+  local binary="$1" rebuild=0 source
+  shift
+  [ -x "$binary" ] || rebuild=1
+  for source in "$@"; do
+    if [ "$source" -nt "$binary" ]; then rebuild=1; fi
+  done
+  if [ "$rebuild" = 1 ]; then
+    mkdir -p "$(dirname "$binary")"
+    gcc -O2 -static -Wall -Wextra -Werror -o "$binary.tmp" "${@:1:$#-1}"
+    mv "$binary.tmp" "$binary"
+  fi
+}
+# jnb-init, every job's PID 1 (agent/sandbox/init.c and its init_*.c, one job each): static, so
+# that its exec maps no shared library and its process holds almost no memory of its own
+build_static .venv/libexec/jnb-init agent/sandbox/init.c agent/sandbox/init_*.c agent/sandbox/init.h
+# jnb-holder, a plain job's holder once its init is spawned (agent/sandbox/holder.c and its
+# holder_*.c, holderplan.py): static for the same reason; without it every job keeps the Python
+# holder (a few MB more a job)
+build_static .venv/libexec/jnb-holder agent/sandbox/holder.c agent/sandbox/holder_*.c agent/sandbox/holder.h
 rm -f .venv/libexec/jnb-reaper
 .venv/bin/python -c 'import joblet_agent, joblet_nb' 2>/dev/null || .venv/bin/python -c 'import joblet_agent'
 echo "joblet-nb installed in $(pwd)/.venv"

@@ -82,6 +82,15 @@ def test_modules_are_at_most_500_lines(product):
     assert not (found := layout.long_modules(modules, MODULE_LINES)), lines(found)
 
 
+def test_c_files_are_at_most_500_lines_too():
+    """jnb-init's and jnb-holder's C files (and their headers) are held to the modules' bound."""
+    sources = sorted((REPO / "agent" / "sandbox").glob("*.[ch]"))
+    assert len(sources) >= 4, sources
+    found = [f"{path.relative_to(REPO)}: {count} lines (at most {MODULE_LINES})"
+             for path in sources if (count := len(path.read_text().splitlines())) > MODULE_LINES]
+    assert not found, lines(found)
+
+
 def test_functions_are_at_most_60_lines_but_the_route_table(product):
     modules, _ = product
     assert not (found := layout.long_functions(modules, FUNCTION_LINES, EXEMPT)), lines(found)
