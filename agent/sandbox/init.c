@@ -11,7 +11,8 @@
  * status descriptor in status.py's format, and reaps until the job's process ends.
  *
  * Every failure before the fork is `setup_error` naming the step; after it, the job's own
- * `exec_error` (exit 127). Built by scripts/install.sh (gcc, static) into the venv's libexec. *
+ * `exec_error` (exit 127). Built by scripts/install.sh (gcc, static) into the venv's libexec.
+ *
  * This file is PID 1's order of things and its reaping; the rest is one job to a file:
  * init_plan.c (the plan), init_status.c (the status channel), init_steps.c (the steps before the
  * fork), init_exec.c (the job's process up to its exec).
