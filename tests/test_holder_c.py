@@ -260,7 +260,7 @@ def test_a_root_peer_that_never_reads_leaves_the_c_holder_working_and_small(api:
     holder keeps logging and answering, and its resident memory (VmHWM, the peak) stays small."""
     script = ("import sys\nfor i in range(100000):\n    sys.stdout.write('%d\\n' % i)\n    sys.stdout.flush()\n"
               "print('done', flush=True)\nimport time\ntime.sleep(120)\n")
-    job_id = api.submit(script=script)
+    job_id = api.submit(command=["python3", "-c", script])
     try:
         pid, folder = _wait_for_c_holder(agent, job_id)
         with _connect(folder) as silent:
