@@ -6,12 +6,14 @@ test_holder_c.py; the two must agree on what they ignore."""
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 from agentproc import AgentProcess, Api
 from test_holder_c import COUNTER, _connect, _exe, _hello, _holder, _stop
 
-from joblet_agent.sandbox import holderplan
+from joblet_agent.sandbox import control, holderplan
+from joblet_agent.sandbox.miniloop import SelectorLoop
 
 HOSTILE = [
     b'{"op":"signal","signal":999}',         # pidfd_send_signal refuses it (EINVAL)
@@ -69,3 +71,26 @@ def test_a_job_that_starts_with_files_in_its_kept_work_stays_with_the_python_hol
     result = api.run(script="open('/work/out.txt', 'w').write('kept')\nprint('done')")
     assert result.stdout == "done\n", result.explain()
     assert api.call("GET", f"/v1/jobs/{result.record['id']}/files/out.txt").content == b"kept"
+
+
+def test_a_peer_that_never_reads_is_cut_off_past_the_unsent_bound():
+    """The Python holder's channel, as jnb-holder's: what a greeted peer leaves unread is bounded
+    (control.MAX_UNSENT), then the channel closes and its buffer goes; the holder lives on."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    closed: list[control.Channel] = []
+    ours.setblocking(False)
+    channel = control.Channel(ours, SelectorLoop(), lambda *_: None, closed.append)
+    message = {"ev": "seq", "data": "x" * (1 << 20)}
+    sent = 0
+    try:
+        while not channel.closed and sent < 2 * (control.MAX_UNSENT >> 20):
+            channel.send(message)
+            sent += 1
+        assert closed == [channel] and channel.closed, f"still open after {sent} MiB unread"
+        assert sent <= (control.MAX_UNSENT >> 20) + 2, sent
+        assert len(channel._out) == 0
+        channel.send(message)  # a closed channel takes nothing more
+        assert len(channel._out) == 0
+    finally:
+        theirs.close()
+        ours.close()

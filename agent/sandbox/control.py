@@ -38,6 +38,7 @@ PROTOCOL = 1
 SOCKET_NAME = "holder.sock"
 HOLDER_NAME = "holder.json"   # the holder's pid, protocol and boot id, written when it takes its job
 MAX_LINE = 64 << 20
+MAX_UNSENT = 64 << 20    # a peer that reads nothing is cut off past this (as jnb-holder does)
 MAX_FDS = 4
 READ_SIZE = 256 << 10
 
@@ -84,6 +85,8 @@ class Channel:
             line = line[sent:]
         self._out += line
         self._flush()
+        if len(self._out) > MAX_UNSENT:
+            self.close()  # a peer that never reads must not grow the holder without bound
 
     def _flush(self) -> None:
         try:
@@ -142,6 +145,7 @@ class Channel:
         if self.closed:
             return
         self.closed = True
+        self._out = bytearray()
         self.loop.remove_reader(self.sock.fileno())
         self.loop.remove_writer(self.sock.fileno())
         self.sock.close()
