@@ -172,10 +172,10 @@ class Launcher:
 
     def stop(self) -> None:
         with self._lock:
-            self._give_back()
-            if self._sock is not None:
+            if self._sock is not None:  # first: the launcher then forks no stage for the lent one given back
                 self._sock.close()
                 self._sock = None
+            self._give_back()
             if self._proc is not None:
                 try:
                     self._proc.wait(timeout=5)

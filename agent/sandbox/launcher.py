@@ -74,16 +74,18 @@ def serve(sock: socket.socket, cgroup_parent: str) -> None:
         if not ready:
             pool.add_one()
             continue
+        msg, fds = b"", []
+        if sock in ready:  # first: an agent that stops closes this end before it gives back its lent stage
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, MAX_FDS)
+            except ConnectionResetError:  # the agent closed its end with a lent stage unread
+                return
+            if not msg:
+                return  # no stage is forked for nobody: one forked now would make its cgroup after the agent's sweep
         if pool.lent_out and pool.lent_out[0] in ready:
             pool.returned()
-        if sock not in ready:
-            continue
-        try:
-            msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, MAX_FDS)
-        except ConnectionResetError:  # the agent closed its end with a lent stage unread
-            return
         if not msg:
-            return
+            continue
         try:
             pool.dispatch(fds, HOLD if msg == HOLD else JOB)
         finally:
@@ -160,7 +162,7 @@ class StagePool:
         up when no job has come for a moment (a fork then competes with no job's start), but in a
         burst that moment does not come, and each next job forked its own stage and waited while
         it was prepared (the namespaces, the cgroup move)."""
-        if not self.idle and not self.lent_out:
+        if self.size and not self.idle and not self.lent_out:  # a pool of none (a node's one job) keeps none
             self.add_one()
 
     def _spawn(self) -> socket.socket:
