@@ -206,6 +206,17 @@ def _stop_jobs_left(agent: AgentProcess) -> None:
     agent.stop()
 
 
+def sweep_cgroups(parent: str) -> None:
+    """Remove every cgroup under an in-process service's cgroup parent, then the parent: a
+    teardown that fails when one cannot go (force_cleanup is the forgiving one)."""
+    from joblet_agent.sandbox import cgroups
+
+    driver = cgroups.detect(parent)
+    for name in driver.leftovers():
+        driver.open(name).remove()
+    driver.remove_parent()
+
+
 def force_cleanup(root: Path) -> None:
     """Kill and remove whatever an agent on `root` left (a failed test's), with the agent's own
     cgroup and network code: nothing of it outlives the test."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from agentproc import running_agent
+from agentproc import running_agent, sweep_cgroups
 from waiting import run_coroutine
 
 from joblet_agent.auth import Principal
@@ -143,8 +143,6 @@ def _heap() -> tuple[int, int]:
 def test_finished_jobs_each_cost_the_agent_a_bounded_few_hundred_bytes() -> None:
     """Real jobs through the agent's JobService and launcher, in this process: what the agent keeps
     once they have ended, per job, in bytes of Python heap and in objects."""
-    from joblet_agent.sandbox import cgroups
-
     n = 60
     root, paths, launcher, service = _in_process_service()
     try:
@@ -161,10 +159,7 @@ def test_finished_jobs_each_cost_the_agent_a_bounded_few_hundred_bytes() -> None
         assert per_job[0] <= BYTES_PER_JOB and per_job[1] <= OBJECTS_PER_JOB, f"bytes, objects per job: {per_job}"
     finally:
         launcher.stop()
-        driver = cgroups.detect(paths.cgroup_parent())
-        for name in driver.leftovers():
-            driver.open(name).remove()
-        driver.remove_parent()
+        sweep_cgroups(paths.cgroup_parent())
         shutil.rmtree(root, ignore_errors=True)
 
 

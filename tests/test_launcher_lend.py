@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agentproc import sweep_cgroups
 from waiting import wait_until
 
 from joblet_agent.auth import Principal
@@ -48,8 +49,6 @@ class Agent:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        from joblet_agent.sandbox import cgroups
-
         with_launcher = self.launcher.pid
         if with_launcher:
             os.kill(with_launcher, signal.SIGCONT)
@@ -58,10 +57,7 @@ class Agent:
         finally:
             self.loop.close()
             self.launcher.stop()
-        driver = cgroups.detect(self.paths.cgroup_parent())
-        for name in driver.leftovers():
-            driver.open(name).remove()
-        driver.remove_parent()
+        sweep_cgroups(self.paths.cgroup_parent())
         shutil.rmtree(self.root, ignore_errors=True)
 
     def run(self, jobs: int = 1) -> list[Any]:

@@ -30,6 +30,7 @@ from joblet_agent.models import JobRecord, JobRequest
 from joblet_agent.node import runtime as node_runtime
 from joblet_agent.paths import AgentPaths
 from joblet_agent.sandbox import cgroups
+from agentproc import sweep_cgroups
 from waiting import run_coroutine
 
 pytestmark = pytest.mark.root
@@ -92,10 +93,7 @@ def test_a_source_that_is_a_symlink_to_the_host_root_is_never_bound(tmp_path: Pa
         out = "".join(json.loads(e).get("data", "") for e in events if '"type":"stdout"' in e)
     finally:
         launcher.stop()
-        driver = cgroups.detect(paths.cgroup_parent())
-        for name in driver.leftovers():
-            driver.open(name).remove()
-        driver.remove_parent()
+        sweep_cgroups(paths.cgroup_parent())
         shutil.rmtree(root, ignore_errors=True)
     assert out == "", f"the job read the host's /etc/hostname through the runtime: {out!r}"
     assert (record.status.value, record.reason) == ("FAILED", "setup"), record
