@@ -88,6 +88,49 @@ def test_shelved_records_answer_listings_owners_quotas_and_retention(tmp_path: P
     assert log.closed and records[2].id not in store.logs  # a shelved job's log: made for its caller, not kept
 
 
+def _walked(store: JobStore, owner: str) -> tuple[int, int, int]:
+    """What an owner keeps, counted the long way: every summary."""
+    mine = [s for s in store.summaries() if s.owner == owner]
+    return len(mine), sum(s.kept_files for s in mine), sum(s.kept_bytes for s in mine)
+
+
+def test_the_kept_tally_follows_every_change_of_the_store(tmp_path: Path) -> None:
+    """The per-owner tally the quota check reads (no walk of every kept record per job) says what
+    a walk says after adds, ends, a record settled again, deletes and a reload; the quota check
+    refuses on it, and lets a job in again once one is deleted."""
+    from joblet_agent.config import AgentConfig
+    from joblet_agent.errors import TooMany
+    from joblet_agent.jobs.quota import QuotaKeeper
+
+    store = JobStore(tmp_path)
+    records = [_record(f"{i:016x}", "alice" if i % 2 else "bob", float(i)) for i in range(7)]
+    for i, record in enumerate(records):
+        store.add(record)
+        if i != 3:  # a running one of alice's
+            record.kept_work = KeptWork(files=i, bytes=100 * i)
+            store.finish(record, Verdict(JobStatus.COMPLETED, "exit", exit_code=0))
+    again = store.get(records[5].id)
+    assert again is not None
+    store.settle(again, Verdict(JobStatus.FAILED, "exit", exit_code=1))  # shelved twice: counted once
+    store.remove(records[1].id)
+    for owner in ("alice", "bob", "carol"):
+        assert store.kept_by(owner) == _walked(store, owner), owner
+    assert store.kept_by("alice") == (2, 5, 500) and store.kept_by("carol") == (0, 0, 0)  # 3 running, 5 ended
+    loaded = JobStore(tmp_path)
+    loaded.load()
+    for owner in ("alice", "bob"):
+        assert loaded.kept_by(owner) == _walked(loaded, owner) == _walked(store, owner), owner
+    config = AgentConfig.model_validate({"quotas": {"kept_jobs_per_user": 3, "kept_files_per_user": 50}})
+    quota = QuotaKeeper(loaded, config)
+    assert quota.admit("alice", [], True, 1 << 20).bytes == 1 << 20
+    with pytest.raises(TooMany, match="you keep 4 jobs"):
+        quota.admit("bob", [], True, 1 << 20)
+    loaded.forget(records[0].id)
+    loaded.forget(records[2].id)
+    assert quota.admit("bob", [], True, 1 << 20).files == 50 - (4 + 6)
+    assert loaded.kept_by("bob") == _walked(loaded, "bob") == (2, 10, 1000)
+
+
 def test_retention_finds_shelved_jobs(tmp_path: Path) -> None:
     from types import SimpleNamespace
 

@@ -51,12 +51,11 @@ class QuotaKeeper:
                           f"(quotas.live_jobs_per_user); wait for one to end or stop one")
         if not stored:
             return KeptWork()
-        kept = [(s.kept_files, s.kept_bytes) for s in self.store.summaries() if s.owner == owner]
-        if len(kept) >= q.kept_jobs_per_user:
-            raise TooMany(f"you keep {len(kept)} jobs, the most one user may (quotas.kept_jobs_per_user): "
+        jobs, files, size = self.store.kept_by(owner)
+        if jobs >= q.kept_jobs_per_user:
+            raise TooMany(f"you keep {jobs} jobs, the most one user may (quotas.kept_jobs_per_user): "
                           f"delete finished ones (DELETE /v1/jobs/{{id}}); finished jobs also go after "
                           f"{q.retention_days:g} days")
-        files, size = sum(k[0] for k in kept), sum(k[1] for k in kept)
         if files >= q.kept_files_per_user or size >= q.kept_mb_per_user << 20:
             raise TooMany(f"your kept /work copies hold {files} files and folders, {size >> 20} MB: the "
                           f"most one user may keep (quotas.kept_files_per_user, quotas.kept_mb_per_user); "

@@ -398,6 +398,19 @@ class RecordStore(Generic[R]):
         held = [Summary(r, self.finished(r)) for r in self.records.values()]
         return held + list(self.shelf.entries.values())
 
+    def kept_by(self, owner: str) -> tuple[int, int, int]:
+        """(records, files, bytes of their /work copies) `owner` keeps: the shelf's tally and the
+        records not shelved (running ones, a few just ended), without a walk of the shelf."""
+        shelved = self.shelf.kept.get(owner)
+        jobs, files, size = (shelved.jobs, shelved.files, shelved.bytes) if shelved is not None else (0, 0, 0)
+        for record in self.records.values():
+            if getattr(record, "owner") == owner:
+                kept = getattr(record, "kept_work", None)
+                jobs += 1
+                if kept is not None:
+                    files, size = files + kept.files, size + kept.bytes
+        return jobs, files, size
+
     def visible_to(self, who: Principal) -> list[R]:
         """The caller's records, oldest first (an admin's: everyone's)."""
         mine = sorted((s for s in self.summaries() if who.is_admin or s.owner == who.id), key=lambda s: s.created_at)
