@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from waiting import run_coroutine, wait_until
+from waiting import run_coroutine
 
 from joblet_agent.api.guard import BodyBudget
 from joblet_agent.errors import Unavailable
@@ -129,27 +131,38 @@ def test_a_jobs_end_logs_its_exit_before_its_record_is_replaced_on_disk(tmp_path
     assert not (tmp_path / deleted.id).exists()
 
 
+async def _until(predicate: Callable[[], object], timeout: float = 60.0) -> None:
+    """Wait with the loop running (spares are made after a timer on it)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {predicate}"
+        await asyncio.sleep(0.01)
+
+
+def _job(job_id: str) -> Any:
+    from joblet_agent.models import JobLimits, JobRecord
+
+    return JobRecord(id=job_id, owner="alice", limits=JobLimits(), network="none", command=["true"],
+                     created_at=time.time())
+
+
 def test_a_job_folder_is_a_spare_made_ahead_off_the_event_loop(tmp_path: Path) -> None:
     """The first job makes its folder itself and has spares made in a worker thread; the next
     takes one (renamed: record written into its file, the log's and the launch note's files there,
     empty); a new start clears what an earlier life left."""
     from joblet_agent.jobs.spare import SPARE_FILES, SpareFolders
     from joblet_agent.jobs.store import JobStore
-    from joblet_agent.models import JobLimits, JobRecord
 
-    spares = SpareFolders(tmp_path / "spare")
+    spares = SpareFolders(tmp_path / "spare", keep=3)
     spares.clear()
     jobs = JobStore(tmp_path / "jobs", spares)
     (tmp_path / "jobs").mkdir()
-    first, second = (JobRecord(id=job_id, owner="alice", limits=JobLimits(), network="none", command=["true"],
-                               created_at=time.time()) for job_id in ("00112233aabbccdd", "ffeeddccbbaa9988"))
+    first, second = _job("00112233aabbccdd"), _job("ffeeddccbbaa9988")
 
     async def steps() -> None:
         jobs.add(first)
         assert sorted(p.name for p in (tmp_path / "jobs" / first.id).iterdir()) == ["record.json"]
-        wait_until(lambda: len(spares.ready) == spares.keep, 30, 0.01)  # the worker thread makes them
-        while spares._making:  # its end is heard on the loop
-            await asyncio.sleep(0)
+        await _until(lambda: len(spares.ready) == spares.keep and not spares._making)  # the worker made them
         made = list(spares.ready)
         assert all(sorted(p.name for p in folder.iterdir()) == sorted(SPARE_FILES) for folder in made)
         assert all((folder / name).stat().st_size == 0 for folder in made for name in SPARE_FILES)
@@ -159,9 +172,46 @@ def test_a_job_folder_is_a_spare_made_ahead_off_the_event_loop(tmp_path: Path) -
         assert sorted(p.name for p in folder.iterdir()) == sorted(SPARE_FILES)
         assert _on_disk(tmp_path / "jobs", second)["id"] == second.id  # type: ignore[arg-type]
         assert (folder / "events.ndjson").stat().st_size == 0 and jobs.log(second.id).seq == 0
-        wait_until(lambda: len(spares.ready) == spares.keep, 30, 0.01)
+        await _until(lambda: len(spares.ready) == spares.keep and not spares._making)
 
     run_coroutine(steps())
     assert len(list((tmp_path / "spare").iterdir())) == spares.keep
     SpareFolders(tmp_path / "spare").clear()
     assert not list((tmp_path / "spare").iterdir())
+
+
+def test_a_burst_finds_its_folders_made_and_none_are_made_during_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spares enough for a burst (64 by default; 8 here), all taken by a burst of 8 jobs; while
+    jobs keep coming no worker makes more (it would compete with the burst for the cores), and
+    once they pause the spares are made again, up to the number kept."""
+    from joblet_agent.jobs import spare as spare_module
+    from joblet_agent.jobs.spare import SpareFolders
+    from joblet_agent.jobs.store import JobStore
+
+    assert spare_module.KEEP >= 64
+    monkeypatch.setattr(spare_module, "QUIET_S", 0.3)
+    spares = SpareFolders(tmp_path / "spare", keep=8)
+    spares.clear()
+    jobs = JobStore(tmp_path / "jobs", spares)
+    (tmp_path / "jobs").mkdir()
+    took: list[bool] = []
+    real_take = spares.take
+    spares.take = lambda dest: took.append(real_take(dest)) or took[-1]  # type: ignore[method-assign]
+
+    async def steps() -> None:
+        jobs.add(_job("0000000000000000"))
+        await _until(lambda: len(spares.ready) == 8 and not spares._making)
+        made = set(spares.ready)
+        took.clear()
+        for i in range(1, 11):  # a burst: one job each 10 ms, 10 jobs for 8 spares
+            jobs.add(_job(f"{i:016x}"))
+            assert not spares._making, "a spare was being made during the burst"
+            await asyncio.sleep(0.01)
+        assert took == [True] * 8 + [False] * 2 and not spares.ready and not any(p.exists() for p in made)
+        assert not spares._making
+        await _until(lambda: len(spares.ready) == 8 and not spares._making)  # after the pause
+
+    run_coroutine(steps())
+    assert len(list((tmp_path / "spare").iterdir())) == 8
+    assert len(list((tmp_path / "jobs").iterdir())) == 11

@@ -5,8 +5,12 @@ end), each new inode is searched for past the recently deleted ones: on a busy h
 each of its files cost about a millisecond of CPU, and a job made four of them between its POST
 and its start. A spare folder holds them already, empty: the job's folder is a spare renamed, its
 record and launch note are written into the files in place, and its holder locks the log file
-that is there. Spares are made in a worker thread after a job takes one; a burst that uses them
-up makes its folders itself, as before. A spare holds nothing of any job.
+that is there. Spares are made in a worker thread once no job has taken one for a moment
+(`QUIET_S`): in a burst the thread's inodes would compete with the burst's own jobs for the
+cores (and the event loop for the GIL), and enough are kept for a burst of `KEEP` jobs at once
+(each job made its folder on the event loop after the first two, about 1 ms of CPU of a trivial
+job's 8 there). A burst that uses them up makes its folders itself, as before. A spare holds
+nothing of any job.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 
 from ..cluster.holder_link import LAUNCH_NAME
@@ -23,7 +28,8 @@ from ..fs import remove_tree
 
 RECORD_NAME = "record.json"
 SPARE_FILES = (RECORD_NAME, LAUNCH_NAME, LOG_NAME)
-KEEP = 2
+KEEP = 64       # a burst of this many jobs at once finds its folders made
+QUIET_S = 0.05  # spares are made once no job has taken one for this long
 
 
 class SpareFolders:
@@ -32,6 +38,8 @@ class SpareFolders:
         self.keep = keep
         self.ready: list[Path] = []   # appended by the worker thread, taken on the event loop
         self._making = False
+        self._pending: asyncio.TimerHandle | None = None
+        self._last_take = 0.0         # monotonic; read by the worker thread too
 
     def clear(self) -> None:
         """At start: what an earlier life of the agent made and did not use."""
@@ -40,7 +48,8 @@ class SpareFolders:
 
     def take(self, dest: Path) -> bool:
         """Rename a spare folder to `dest` (True), or False when none is ready (the caller makes
-        `dest` itself); either way more are made, off the event loop."""
+        `dest` itself); either way more are made, off the event loop, once takes pause."""
+        self._last_take = time.monotonic()
         taken = False
         while self.ready and not taken:
             try:
@@ -52,24 +61,37 @@ class SpareFolders:
         return taken
 
     def _refill(self) -> None:
-        if self._making or len(self.ready) >= self.keep:
+        if self._making or self._pending is not None or len(self.ready) >= self.keep:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop: nothing runs the worker (a tool that starts jobs without one)
+        self._pending = loop.call_later(QUIET_S, self._start, loop)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The worker starts once no take came for `QUIET_S`; else this looks again then."""
+        wait = self._last_take + QUIET_S - time.monotonic()
+        if wait > 0:
+            self._pending = loop.call_later(wait, self._start, loop)
+            return
+        self._pending = None
         self._making = True
         loop.run_in_executor(None, self._make).add_done_callback(self._made)
 
     def _made(self, done: asyncio.Future[None]) -> None:
         self._making = False
-        if not done.cancelled() and done.exception() is not None:
+        if done.cancelled():
+            return
+        if done.exception() is not None:
             print(f"joblet-agent: making spare job folders: {done.exception()}", file=sys.stderr)
+            return  # the next take tries again
+        self._refill()  # a take stopped the worker: on after the next quiet moment
 
     def _make(self) -> None:
         """In a worker thread: folders (0700) with their empty files (0600), each whole before it
-        is offered."""
-        while len(self.ready) < self.keep:
+        is offered; it stops when a job takes one meanwhile (a burst began)."""
+        while len(self.ready) < self.keep and time.monotonic() - self._last_take >= QUIET_S:
             folder = self.where / secrets.token_hex(8)
             folder.mkdir(mode=0o700)
             for name in SPARE_FILES:
