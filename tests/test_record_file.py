@@ -94,3 +94,37 @@ def test_an_unreadable_record_of_a_log_without_an_exit_stays_unloaded(tmp_path: 
     assert JobStore(tmp_path).load() == []  # a record of another job is not this one's
     os.unlink(tmp_path / JOB_ID / "events.ndjson")
     assert JobStore(tmp_path).load() == []
+
+
+def test_a_first_write_goes_into_the_file_there_and_cuts_what_was_longer(tmp_path: Path) -> None:
+    """A record's and a launch note's first write (fs.write_first, no O_TRUNC): into a spare's
+    empty file in place (its inode kept), a new file made where none is, anything longer cut off,
+    and never through a symlink."""
+    import pytest
+
+    from joblet_agent.cluster.holder_link import LAUNCH_NAME, LaunchNote
+    from joblet_agent.fs import write_first
+
+    empty = tmp_path / "empty"
+    empty.touch(mode=0o600)
+    inode = empty.stat().st_ino
+    write_first(empty, b'{"a": 1}')
+    assert empty.read_bytes() == b'{"a": 1}' and empty.stat().st_ino == inode
+    write_first(tmp_path / "new", b"x")
+    assert (tmp_path / "new").read_bytes() == b"x" and (tmp_path / "new").stat().st_mode & 0o777 == 0o600
+    longer = tmp_path / "longer"
+    longer.write_bytes(b"y" * 10_000)
+    write_first(longer, b"short")
+    assert longer.read_bytes() == b"short"
+    (tmp_path / "link").symlink_to(empty)
+    with pytest.raises(OSError):
+        write_first(tmp_path / "link", b"z")
+    assert empty.read_bytes() == b'{"a": 1}'
+    note = LaunchNote(token="t" * 32, uid_slot=7, outputs=["x"], cell=True, network={"veth": "v", "address": "a"},
+                      work_files=3, work_bytes=4, boot_id="b")
+    (tmp_path / LAUNCH_NAME).write_bytes(b"{" + b" " * 5000 + b"}")
+    note.write(tmp_path, fresh=True)
+    assert LaunchNote.read(tmp_path) == note
+    note.uid_slot = 8
+    note.write(tmp_path)
+    assert LaunchNote.read(tmp_path) == note

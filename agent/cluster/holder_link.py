@@ -21,11 +21,12 @@ import os
 import select
 import socket
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..fdlimit import is_shortage
+from ..fs import write_first
 from ..sandbox import control
 
 LAUNCH_NAME = "launch.json"
@@ -49,14 +50,9 @@ class LaunchNote:
     def write(self, folder: Path, fresh: bool = False) -> None:
         """Written whole and renamed into place; `fresh` (before the sandbox is launched, so
         nothing reads it yet) in place, in one write."""
-        data = json.dumps(asdict(self)).encode()
+        data = json.dumps(dict(vars(self))).encode()  # its fields are plain values: no asdict recursion
         if fresh:
-            fd = os.open(folder / LAUNCH_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
+            write_first(folder / LAUNCH_NAME, data)
             return
         tmp = folder / (LAUNCH_NAME + ".tmp")
         tmp.write_bytes(data)

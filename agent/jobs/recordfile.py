@@ -19,6 +19,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from ..eventfile import LOG_NAME, last_event
+from ..fs import write_first
 
 BLOCK = 4096  # a file system block
 M = TypeVar("M", bound=BaseModel)
@@ -35,11 +36,7 @@ def write(path: Path, data: bytes, fresh: bool = False) -> None:
     anything reads it), over its one block in place, or written whole and renamed into place."""
     data = padded(data)
     if fresh:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        write_first(path, data)
         return
     if len(data) == BLOCK and _overwrote(path, data):
         return
