@@ -54,14 +54,14 @@ def test_hostile_control_requests_leave_the_python_holder_working(api: Api, agen
 
 
 @pytest.mark.root
-def test_a_job_that_starts_with_files_in_its_kept_work_stays_with_the_python_holder(api: Api, agent: AgentProcess):
-    """A cell's script and runner are uploads in /work, and what it writes there comes back: the
-    Python holder copies /work out in its own process, where jnb-holder would start a Python child
-    for it before the job's end. A command without uploads is jnb-holder's."""
+def test_a_job_that_starts_with_files_in_its_kept_work_is_held_by_jnb_holder_too(api: Api, agent: AgentProcess):
+    """A cell's script and runner are uploads in /work, and what it writes there comes back:
+    jnb-holder copies /work out in its own process (holder_copy.c, as the Python holder's
+    copy_tree), so a cell is held by it as a command without uploads is."""
     cell = api.submit(script=COUNTER)
     plain = api.submit(command=["python3", "-c", COUNTER])
     try:
-        for job_id, held_by in ((cell, "python"), (plain, "jnb-holder")):
+        for job_id, held_by in ((cell, "jnb-holder"), (plain, "jnb-holder")):
             pid, _ = _holder(agent, job_id)
             api.wait_for_output(job_id, "1\n")
             assert held_by in os.path.basename(_exe(pid)), (job_id, _exe(pid))

@@ -13,17 +13,18 @@
  * incremental decoder does, escaped as orjson escapes), the output cap and its note, the status
  * pipe, the timeout, stop with grace then SIGKILL, go/abort, signals, input, the control protocol
  * of control.py (JSON lines, hello with the pidfd, seq/running/ended), and the end: usage and OOM
- * from the cgroup, /work copied out (by sandbox/workcopy.py in a short-lived child, only when the
- * job left something there), outcome.json as outcome.py writes it, and `ended`.
+ * from the cgroup, /work copied out (holder_copy.c, as fs.copy_tree copies it), outcome.json as
+ * outcome.py writes it, and `ended`.
  *
  * `jnb-holder --relay-test CAP` reads (kind byte, u32 length, bytes) records on stdin and writes
  * the event lines their output makes (from seq 1) on stdout: tests/test_holder_c.py compares
  * them with Python's; `jnb-holder --unsent-test` checks the bound on a silent peer's unsent
- * bytes. Built by scripts/install.sh (gcc, static) into the venv's libexec.
+ * bytes; `jnb-holder --copy-test SRC DST LIMIT_BYTES LIMIT_ENTRIES` copies SRC as /work is copied and
+ * prints "files bytes" and the note events (tests/test_holder_copy.py). Built by scripts/install.sh (gcc, static) into the venv's libexec.
  *
  * This file reads the plan and runs the loop; the rest is one job to a file: holder_job.c (the
  * job's pipes, what the agent asks, the loop's turn), holder_control.c (the control channels),
- * holder_events.c (the event log), holder_utf8.c (output bytes as text), holder_json.c (the
+ * holder_events.c (the event log), holder_copy.c (/work copied out), holder_utf8.c (output bytes as text), holder_json.c (the
  * strict parser), holder_buf.c (buffers, json.dumps' output), holder_end.c (the end).
  */
 #include "holder.h"
@@ -71,8 +72,12 @@ static void read_plan(int plan_fd) {
         case H_BOOT_ID: H.boot_id = plan_text(v, len); break;
         case H_STATE: H.state = plan_text(v, len); break;
         case H_WORK_DIR: H.work_dir = plan_text(v, len); break;
-        case H_WORK_ARGS: H.work_args = plan_text(v, len); break;
-        case H_PYTHON: H.python = plan_text(v, len); break;
+        case H_WORK_TO: H.work_to = plan_text(v, len); break;
+        case H_WORK_LIMITS:
+            if (len != 16) bad_plan("work limits");
+            memcpy(&H.work_bytes, v, 8);
+            memcpy(&H.work_entries, v + 8, 8);
+            break;
         case H_UID: if (len != 4) bad_plan("uid"); memcpy(&H.uid, v, 4); break;
         case H_TIMEOUT: if (len != 8) bad_plan("timeout"); memcpy(&H.timeout_s, v, 8); break;
         case H_GRACE: if (len != 8) bad_plan("grace"); memcpy(&H.grace_s, v, 8); break;
@@ -158,7 +163,17 @@ static int unsent_test(void) {
     return 0;
 }
 
+/* `jnb-holder --copy-test SRC DST LIMIT_BYTES LIMIT_ENTRIES`: the copy of /work, on any tree */
+static int copy_test(char **argv) {
+    copy_work(argv[2], argv[3], strtoll(argv[4], NULL, 10), strtoll(argv[5], NULL, 10));
+    printf("%lld %lld\n", H.kept_files, H.kept_bytes);
+    fflush(stdout);
+    return write(1, H.pending.p, H.pending.len) == (ssize_t)H.pending.len ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 6 && strcmp(argv[1], "--copy-test") == 0)
+        return copy_test(argv);
     if (argc == 3 && strcmp(argv[1], "--relay-test") == 0)
         return relay_test(argv[2]);
     if (argc == 2 && strcmp(argv[1], "--unsent-test") == 0)

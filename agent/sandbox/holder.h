@@ -11,7 +11,6 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,7 +48,7 @@
 /* the plan's records (holderplan.py has the same numbers) */
 enum {
     H_JOB_ID = 1, H_TOKEN, H_BOOT_ID, H_STATE, H_UID, H_TIMEOUT, H_GRACE, H_CAP, H_SEQ, H_MARK, H_FD,
-    H_INIT_PID, H_GO_DEADLINE, H_WORK_DIR, H_WORK_ARGS, H_PYTHON,
+    H_INIT_PID, H_GO_DEADLINE, H_WORK_DIR, H_WORK_TO, H_WORK_LIMITS,
 };
 /* H_FD roles */
 enum {
@@ -101,7 +100,8 @@ struct mark {
 
 struct holder {
     /* from the plan */
-    const char *job_id, *token, *boot_id, *work_dir, *work_args, *python;
+    const char *job_id, *token, *boot_id, *work_dir, *work_to;
+    long long work_bytes, work_entries;  /* /work's copy: its limits (no entry limit: < 0) */
     uint32_t uid;
     double timeout_s, grace_s;
     uint64_t cap;
@@ -189,6 +189,9 @@ void job_go(void);
 void write_input(const char *data, size_t n);
 void prepare_reads(void);
 void run_once(void);
+
+/* holder_copy.c: /work copied out (fs.copy_tree, workcopy.copy_work) */
+void copy_work(const char *src, const char *dst, long long limit_bytes, long long limit_entries);
 
 /* holder_end.c: the job's end, outcome.json, and the holder's own failure */
 void mark(const char *name);

@@ -143,12 +143,9 @@ class Holder:
     def _hand_over(self) -> None:
         """A text job's steady state is jnb-holder's (holderplan.py): this process execs it, and
         returns (keeping the job) for any other translator, or if jnb-holder is missing or fails.
-        A job that starts with files in a kept /work (a notebook cell: its runner, its inputs, and
-        the outputs it writes there) stays here too: jnb-holder copies a non-empty /work out
-        through a Python child, whose start (about 70 ms) would come before every cell's end."""
+        A notebook cell (its runner, inputs and outputs in a kept /work) goes too: jnb-holder
+        copies /work out in its own process (holder_copy.c), as this one would."""
         if type(self.translator) is not TextOutput or self.init_pid is None or self.init_pidfd is None:
-            return
-        if self.spec.uploads and self.spec.artifacts_dir:
             return
         assert self.log is not None and self.listening is not None
         fds = {"log": self.log.fd, "dir": self.dir_fd, "first": self.control_fd, "listen": self.listening.fileno(),

@@ -218,97 +218,13 @@ static void take_usage(void) {
     }
 }
 
-/* /work empty (or no copy asked): nothing to keep, and no Python to start */
-static int nothing_to_copy(void) {
-    if (!H.work_dir || !H.work_args || !H.python)
-        return 1;
-    int fd = open(H.work_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return 0;  /* the copier reports why */
-    DIR *dir = fdopendir(fd);
-    if (!dir) {
-        close(fd);
-        return 0;
-    }
-    int empty = 1;
-    struct dirent *e;
-    while (empty && (e = readdir(dir)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            empty = 0;
-    closedir(dir);
-    return empty;
-}
-
-/* sequence.collect_work in a short-lived Python child (sandbox/workcopy.py): its first line is
- * "files bytes", each next one a note's event without its seq */
-static void copy_work(void) {
-    if (nothing_to_copy())
-        return;
-    int pipefd[2];
-    struct buf got = {0};
-    int ok = 0;
-    /* this process's children go to the job's PID namespace, where no process can start once its
-     * PID 1 has ended: the copier starts in the holder's own */
-    int own_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
-    if (own_ns >= 0) {
-        setns(own_ns, CLONE_NEWPID);
-        close(own_ns);
-    }
-    if (pipe2(pipefd, O_CLOEXEC) == 0) {
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_adddup2(&actions, pipefd[1], 1);
-        char *argv[] = {(char *)H.python, "-E", "-s", "-m", "joblet_agent.sandbox.workcopy", (char *)H.work_args, NULL};
-        char *envp[] = {NULL};
-        pid_t pid;
-        int err = posix_spawn(&pid, H.python, &actions, NULL, argv, envp);
-        posix_spawn_file_actions_destroy(&actions);
-        close(pipefd[1]);
-        if (err == 0) {
-            char chunk[4096];
-            ssize_t n;
-            while ((n = read(pipefd[0], chunk, sizeof chunk)) != 0) {
-                if (n < 0 && errno == EINTR)
-                    continue;
-                if (n < 0)
-                    break;
-                if (got.len < (16u << 20))
-                    add(&got, chunk, (size_t)n);
-            }
-            int status = -1;
-            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-            }
-            ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        }
-        close(pipefd[0]);
-    }
-    add(&got, "", 1);
-    char *nl = strchr(got.p, '\n');
-    if (!ok || !nl || sscanf(got.p, "%lld %lld", &H.kept_files, &H.kept_bytes) != 2) {
-        H.kept_files = H.kept_bytes = 0;
-        text_event("stderr", "[joblet] /work files: copying /work out: the copier failed\n");
-        release(&got);
-        return;
-    }
-    for (char *line = nl + 1; *line;) {
-        char *eol = strchr(line, '\n');
-        if (!eol)
-            break;
-        begin_event();
-        add(&H.pending, line, (size_t)(eol - line));
-        H.pending.len--;  /* its own closing brace comes back with end_event */
-        end_event();
-        line = eol + 1;
-    }
-    release(&got);
-}
-
 void finish(void) {
     H.state = "ending";
     take_usage();
     mark("usage");
     if (!H.end || strcmp(H.end, "setup_error") != 0)
-        copy_work();
+        if (H.work_dir && H.work_to)
+            copy_work(H.work_dir, H.work_to, H.work_bytes, H.work_entries);
     mark("work_copied");
     flush_events();
     mark("logged");

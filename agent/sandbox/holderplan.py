@@ -26,7 +26,7 @@ BINARY = os.path.join(sys.prefix, "libexec", "jnb-holder")
 
 # the records and descriptor roles (holder.c has the same numbers)
 JOB_ID, TOKEN, BOOT_ID, STATE, UID, TIMEOUT, GRACE, CAP, SEQ, MARK, FD = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
-INIT_PID, GO_DEADLINE, WORK_DIR, WORK_ARGS, PYTHON = 12, 13, 14, 15, 16
+INIT_PID, GO_DEADLINE, WORK_DIR, WORK_TO, WORK_LIMITS = 12, 13, 14, 15, 16
 ROLES = {"log": 1, "dir": 2, "first": 3, "listen": 4, "stdout": 5, "stderr": 6, "status": 7, "go": 8, "stdin": 9,
          "init": 10, "cpu_stat": 11, "cpu_ns": 12, "peak": 13, "events": 14, "failcnt": 15, "limit": 16}
 
@@ -52,11 +52,8 @@ def hand_over(spec: SandboxSpec, cgroup: JobCgroup | None, fds: Mapping[str, int
     if not available():
         return
     usage = open_usage_files(cgroup.usage_files()) if cgroup is not None else {}
-    work = None
-    if spec.artifacts_dir:
-        work = workcopy.work_args(spec.root_dir, spec.artifacts_dir, workcopy.work_limit(spec), spec.work_files)
     try:
-        data = plan(spec, fds={**fds, **usage}, state=state, boot_id=control.boot_id(), work_args=work)
+        data = plan(spec, fds={**fds, **usage}, state=state, boot_id=control.boot_id())
         exec_holder(data, {**fds, **usage})
     except ValueError:
         pass  # a plan it cannot carry (a NUL byte in a name): the Python holder keeps the job
@@ -77,8 +74,9 @@ def _packed(tag: int, fmt: str, *values: object) -> bytes:
     return struct.pack("=II", tag, len(raw)) + raw
 
 
-def plan(spec: SandboxSpec, *, fds: Mapping[str, int], state: State, boot_id: str, work_args: str | None) -> bytes:
-    """The records jnb-holder runs the job's steady state by."""
+def plan(spec: SandboxSpec, *, fds: Mapping[str, int], state: State, boot_id: str) -> bytes:
+    """The records jnb-holder runs the job's steady state by; with a files folder, where /work
+    goes at the job's end and within which limits (holder_copy.c copies it as workcopy.py does)."""
     parts = [_text(JOB_ID, spec.job_id), _text(TOKEN, spec.holder_token), _text(BOOT_ID, boot_id),
              _text(STATE, state.state), _packed(UID, "=I", spec.uid),
              _packed(TIMEOUT, "=d", float(spec.timeout_s or 0)), _packed(GRACE, "=d", float(spec.stop_grace_s)),
@@ -88,9 +86,10 @@ def plan(spec: SandboxSpec, *, fds: Mapping[str, int], state: State, boot_id: st
     parts += [_packed(FD, "=Ii", ROLES[role], fd) for role, fd in fds.items()]
     if state.go_deadline is not None:
         parts.append(_packed(GO_DEADLINE, "=d", state.go_deadline))
-    if work_args is not None:
-        parts += [_text(WORK_DIR, os.path.join(spec.root_dir, "work")), _text(WORK_ARGS, work_args),
-                  _text(PYTHON, sys.executable)]
+    if spec.artifacts_dir:
+        entries = -1 if spec.work_files is None else spec.work_files
+        parts += [_text(WORK_DIR, os.path.join(spec.root_dir, "work")), _text(WORK_TO, spec.artifacts_dir),
+                  _packed(WORK_LIMITS, "=qq", workcopy.work_limit(spec), entries)]
     return b"".join(parts)
 
 

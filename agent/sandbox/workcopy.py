@@ -1,24 +1,16 @@
 """What a job left in /work, copied to the agent's files folder after its end, with its limits.
 
-`copy_work` is `sequence.collect_work`'s copy. A job held by jnb-holder (holder.c) has no Python
-in its holder any more: when its /work is not empty, the holder runs this module as a short-lived
-child in its own mount namespace (where the job's root still is), `python -m ... ARGS` with ARGS
-the JSON that `work_args` makes, and reads back the line "files bytes", then each note as its
-stderr event's line without its `seq` (so the log gets exactly the line eventfile.encode writes).
+`copy_work` is `sequence.collect_work`'s copy, which the Python holder runs in its own process.
+jnb-holder (holder_copy.c) does the same copy in C, with the same tree, counts and notes
+(tests/test_holder_copy.py compares them); this module gives it the limits (`work_limit`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-from typing import TYPE_CHECKING
 
-from ..eventfile import encode
 from ..fs import copy_tree
-
-if TYPE_CHECKING:  # the copier's child imports as little as it can: its start is its cost
-    from .spec import SandboxSpec
+from .spec import SandboxSpec
 
 
 def copy_work(root_dir: str, artifacts_dir: str, limit_bytes: int, limit_entries: int | None) -> tuple[int, int, list[str]]:
@@ -42,22 +34,5 @@ def work_limit(spec: SandboxSpec) -> int:
     return spec.disk_mb << 20 if spec.work_bytes is None else min(spec.disk_mb << 20, spec.work_bytes)
 
 
-def work_args(root_dir: str, artifacts_dir: str, limit_bytes: int, limit_entries: int | None) -> str:
-    return json.dumps([root_dir, artifacts_dir, limit_bytes, limit_entries])
-
-
 def note_event(note: str) -> dict[str, str]:
     return {"type": "stderr", "data": f"[joblet] /work files: {note}\n"}
-
-
-def main(argv: list[str]) -> int:
-    root_dir, artifacts_dir, limit_bytes, limit_entries = json.loads(argv[0])
-    files, size, notes = copy_work(root_dir, artifacts_dir, limit_bytes, limit_entries)
-    prefix = len(b'{"seq":0,')
-    out = f"{files} {size}\n".encode() + b"".join(encode(0, note_event(n))[prefix:] for n in notes)
-    os.write(1, out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
