@@ -12,7 +12,8 @@ Sections (benchmarks/README.md says what each times and why its reference is the
   burst      64 trivial jobs at once over HTTP, all must succeed, against 64 bwraps at once
   kernel     a trivial `%%joblet run` cell through a real ipykernel, against python3 in bwrap run
              from the same kernel
-  pss        PSS per running job over the agent's whole tree, against bwrap per sandbox
+  pss        PSS per running job over the agent's whole tree, against bwrap per sandbox (and the
+             same for cell-like jobs, with uploads in a kept /work)
   relay      1 GB of a job's stdout to the notebook client, every byte checked, against a bwrap pipe
   idle       the agent's RSS when idle, after every other section
 
@@ -94,7 +95,8 @@ def _bench(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     if "pss" in sections:
         log(f"pss: {args.pss_jobs} sleep jobs through the agent, then {args.pss_jobs} bwraps")
         time.sleep(0.5)
-        results["pss"] = {"agent": pss.agent_jobs(agent, args.pss_jobs), "bwrap": pss.bwrap_sandboxes(args.pss_jobs)}
+        results["pss"] = {"agent": pss.agent_jobs(agent, args.pss_jobs), "bwrap": pss.bwrap_sandboxes(args.pss_jobs),
+                          "cells": pss.agent_jobs(agent, args.pss_jobs, uploads=pss.CELL_UPLOADS)}
     if "relay" in sections:
         log(f"relay: {args.relay_rounds} rounds of {args.relay_mb} MB of stdout, three readers")
         results["relay"] = relay.measure(agent, args.relay_mb * 1_000_000, args.relay_rounds)

@@ -1,9 +1,12 @@
 """Memory per running job: N `sleep` jobs through the agent, the PSS of the agent's whole tree
 (and of whatever runs in its cgroup parent) while they all run, minus the same when idle, over N.
-The reference is N `bwrap ... sleep` at once: the PSS of their process trees over N."""
+The reference is N `bwrap ... sleep` at once: the PSS of their process trees over N. A cell-like
+job (`CELL_UPLOADS`: a runner and an input in a kept /work, as every notebook cell has) is held and
+ends as a cell does; its figure is the same measure with those uploads."""
 
 from __future__ import annotations
 
+import base64
 import signal
 import subprocess
 import time
@@ -14,6 +17,8 @@ from .bwrap import bwrap
 from .memory import comm, process_tree, tree_memory
 
 SLEEP = ["sleep", "600"]
+CELL_UPLOADS = [{"path": "runner.py", "content_b64": base64.b64encode(b"print(1)\n" * 50).decode(), "mode": 0o644},
+                {"path": "in/data.csv", "content_b64": base64.b64encode(b"a,b\n1,2\n").decode(), "mode": 0o644}]
 
 
 def _until(check: Any, what: str, timeout: float = 60) -> None:
@@ -24,9 +29,9 @@ def _until(check: Any, what: str, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-def agent_jobs(agent: HttpAgent, n: int) -> dict[str, Any]:
+def agent_jobs(agent: HttpAgent, n: int, uploads: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     idle = agent.memory()
-    ids = [agent.submit(SLEEP) for _ in range(n)]
+    ids = [agent.submit(SLEEP, **({"uploads": uploads} if uploads else {})) for _ in range(n)]
     try:
         def all_running() -> bool:
             states = [agent.status(i) for i in ids]

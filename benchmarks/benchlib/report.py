@@ -104,6 +104,8 @@ def _details(r: dict[str, Any]) -> None:
               f"with {a['jobs']} jobs {a['busy']['tree_pss_mb']:.1f} MB ({a['busy']['processes']} processes, "
               f"{a['per_job_processes']:.1f} per job: {a['busy']['by_name']}); bwrap {b['busy']['tree_pss_mb']:.1f} MB "
               f"for {b['sandboxes']} ({b['per_sandbox_processes']:.1f} processes each)")
+        if "cells" in r["pss"]:
+            print(f"PSS per running cell-like job (uploads in a kept /work): {r['pss']['cells']['per_job_pss_mb']:.2f} MB")
         by_name = a["busy"].get("pss_mb_by_name", {})
         if by_name:
             counts = a["busy"]["by_name"]
