@@ -24,7 +24,7 @@ from waiting import run_coroutine
 
 from joblet_agent.auth import Principal
 from joblet_agent.contract import JobStatus
-from joblet_agent.jobs.store import JobStore
+from joblet_agent.jobs.jobstore import JobStore
 from joblet_agent.jobs.verdict import Verdict
 from joblet_agent.models import ClusterRef, JobLimits, JobRecord, KeptWork, Usage
 

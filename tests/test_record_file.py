@@ -4,6 +4,7 @@ its log's exit event, which carries it and is written first."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -13,7 +14,7 @@ from waiting import run_coroutine
 
 from joblet_agent.contract import JobStatus
 from joblet_agent.jobs.recordfile import BLOCK as RECORD_BLOCK
-from joblet_agent.jobs.store import JobStore
+from joblet_agent.jobs.jobstore import JobStore
 from joblet_agent.jobs.verdict import Verdict
 from joblet_agent.models import JobLimits, JobRecord
 
@@ -128,3 +129,35 @@ def test_a_first_write_goes_into_the_file_there_and_cuts_what_was_longer(tmp_pat
     note.uid_slot = 8
     note.write(tmp_path)
     assert LaunchNote.read(tmp_path) == note
+
+
+def test_a_running_jobs_launch_note_is_in_its_record_file_until_the_job_ends(tmp_path: Path) -> None:
+    """No launch.json per job (format 3): the note is saved with the record while the job runs,
+    survives the record's later saves and a reload (JobRecord ignores it), and goes with the
+    job's end; a folder with launch.json (format 2) is still read."""
+    from joblet_agent.cluster.holder_link import LaunchNote
+    from joblet_agent.jobs.jobstore import launch_note
+
+    store = JobStore(tmp_path)
+    record = _record()
+    note = LaunchNote(token="t" * 32, uid_slot=5, outputs=["x"], cell=True, boot_id="b")
+    store.add(record)
+    assert launch_note(tmp_path / JOB_ID) is None  # not launched yet
+    store.keep_note(record, note)
+    assert launch_note(tmp_path / JOB_ID) == note and not (tmp_path / JOB_ID / "launch.json").exists()
+    record.status = JobStatus.RUNNING
+    note.network = {"veth": "jnb-v", "address": "10.0.0.2"}
+    store.save(record)
+    assert launch_note(tmp_path / JOB_ID) == note
+    assert JobStore(tmp_path).load()[0] == record
+    assert _file(tmp_path).stat().st_size == RECORD_BLOCK  # still its one block, overwritten in place
+
+    async def end() -> None:
+        store.finish(record, Verdict(JobStatus.COMPLETED, "exit", exit_code=0))
+        await asyncio.sleep(0.01)
+
+    run_coroutine(end())
+    assert "launch" not in json.loads(_file(tmp_path).read_text()) and not store.notes
+    assert launch_note(tmp_path / JOB_ID) is None
+    note.write(tmp_path / JOB_ID, fresh=True)  # format 2's launch.json
+    assert launch_note(tmp_path / JOB_ID) == note

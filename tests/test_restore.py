@@ -311,7 +311,7 @@ def test_a_process_that_is_not_the_holder_is_not_trusted() -> None:
     answers on the job's socket is refused: the job is ended (its real holder killed) as lost."""
     with running_agent(stop_jobs=False) as agent:
         job_id, folder = _sleeping_job_of_a_killed_agent(agent)
-        token = json.loads((folder / "launch.json").read_text())["token"]
+        token = json.loads((folder / "record.json").read_text())["launch"]["token"]
         impostor = _Impostor(folder, job_id, token)
         try:
             agent.start()
@@ -348,22 +348,61 @@ def test_a_holder_that_does_not_listen_yet_is_waited_for_and_taken_back() -> Non
         _cleaned_up(agent)
 
 
-@pytest.mark.parametrize("said_by", ["holder.json", "launch.json"])
+def _note_to_launch_json(folder: Path) -> None:
+    """A job's folder as an agent of format 2 left it: its launch note in launch.json, not in its
+    record file."""
+    record = json.loads((folder / "record.json").read_text())
+    (folder / "launch.json").write_text(json.dumps(record.pop("launch")))
+    (folder / "record.json").write_text(json.dumps(record))
+
+
+def test_a_job_an_agent_of_format_2_launched_is_taken_back_from_its_launch_json() -> None:
+    """Format 3 keeps a job's launch note in its record file (one file less per job); a job whose
+    folder has it as launch.json (an agent of format 2 launched it) is still adopted, stops and
+    is cleaned up as any other."""
+    with running_agent(stop_jobs=False) as agent:
+        job_id, folder = _sleeping_job_of_a_killed_agent(agent)
+        assert not (folder / "launch.json").exists()
+        token = json.loads((folder / "record.json").read_text())["launch"]["token"]
+        _note_to_launch_json(folder)
+        assert "launch" not in json.loads((folder / "record.json").read_text())
+        agent.start()
+        api = agent.api()
+        assert api.record(job_id)["status"] == "RUNNING"
+        assert json.loads((Path(agent.root) / "state" / "format.json").read_text())["format"] == 3
+        api.call("POST", f"/v1/jobs/{job_id}/stop")
+        record = api.wait_for_status(job_id)
+        assert (record["status"], record["reason"]) == ("STOPPED", "stopped"), record
+        assert json.loads((folder / "launch.json").read_text())["token"] == token
+        assert "launch" not in json.loads((folder / "record.json").read_text())  # an ended job's record has none
+        _cleaned_up(agent)
+
+
+@pytest.mark.parametrize("said_by", ["holder.json", "record.json", "launch.json"])
 def test_a_job_whose_holder_ran_under_another_boot_is_reported_lost_to_a_host_restart(said_by: str) -> None:
     """What a host restart leaves: a job's folder whose holder recorded another boot id, and no
     process. The job ends lost, saying the host restarted (the README's promise), not that its
     holder died. Its launch note says the boot too, for a restart before its holder wrote
-    holder.json (which it does once the job's init is forked)."""
+    holder.json (which it does once the job's init is forked): in its record file, or in
+    launch.json where an agent of format 2 launched it."""
     with running_agent(stop_jobs=False) as agent:
         job_id, folder = _sleeping_job_of_a_killed_agent(agent)
         holder = json.loads((folder / "holder.json").read_text())
         os.kill(holder["pid"], signal.SIGKILL)  # what a host restart does to every process
         wait_until(lambda: not Path(f"/proc/{holder['pid']}").exists(), 30, message="the holder did not die")
         other_boot = "00000000-0000-4000-8000-" + secrets.token_hex(6)
-        said = json.loads((folder / said_by).read_text())
-        assert said["boot_id"] == holder["boot_id"], said
-        (folder / said_by).write_text(json.dumps(dict(said, boot_id=other_boot)))
+        assert not (folder / "launch.json").exists()  # format 3: the note is in the record file
         if said_by == "launch.json":
+            _note_to_launch_json(folder)
+        said = json.loads((folder / said_by).read_text())
+        note = said.get("launch", said) if said_by == "record.json" else said
+        assert note["boot_id"] == holder["boot_id"], said
+        if said_by == "record.json":
+            said["launch"] = dict(note, boot_id=other_boot)
+        else:
+            said = dict(said, boot_id=other_boot)
+        (folder / said_by).write_text(json.dumps(said))
+        if said_by != "holder.json":
             (folder / "holder.json").unlink()
         agent.start()
         record = agent.api().record(job_id)

@@ -99,7 +99,7 @@ def test_a_jobs_end_logs_its_exit_before_its_record_is_replaced_on_disk(tmp_path
     is replaced), the record in memory at once; on disk a turn of the loop later, never for a job
     deleted meanwhile (its folder is gone)."""
     from joblet_agent.contract import JobStatus
-    from joblet_agent.jobs.store import JobStore
+    from joblet_agent.jobs.jobstore import JobStore
     from joblet_agent.jobs.verdict import Verdict
     from joblet_agent.models import JobLimits, JobRecord
 
@@ -151,7 +151,7 @@ def test_a_job_folder_is_a_spare_made_ahead_off_the_event_loop(tmp_path: Path) -
     takes one (renamed: record written into its file, the log's and the launch note's files there,
     empty); a new start clears what an earlier life left."""
     from joblet_agent.jobs.spare import SPARE_FILES, SpareFolders
-    from joblet_agent.jobs.store import JobStore
+    from joblet_agent.jobs.jobstore import JobStore
 
     spares = SpareFolders(tmp_path / "spare", keep=3)
     spares.clear()
@@ -187,7 +187,7 @@ def test_a_burst_finds_its_folders_made_and_none_are_made_during_it(tmp_path: Pa
     once they pause the spares are made again, up to the number kept."""
     from joblet_agent.jobs import spare as spare_module
     from joblet_agent.jobs.spare import SpareFolders
-    from joblet_agent.jobs.store import JobStore
+    from joblet_agent.jobs.jobstore import JobStore
 
     assert spare_module.KEEP >= 64
     monkeypatch.setattr(spare_module, "QUIET_S", 0.3)

@@ -9,8 +9,9 @@ holder repeats the token the agent put in the job's spec (only the process that 
 knows it), and the process is still alive after all of that (so no check looked at a recycled
 pid). From then on the pidfd says when the holder is gone: never a bare pid.
 
-`LaunchNote` is what the agent keeps beside the job's record for its own later use: the token, the
-uid slot, the outputs a script job asked for, and the bridge link once made.
+`LaunchNote` is what the agent keeps with the sandbox's record for its own later use: the token,
+the uid slot, the outputs a script job asked for, and the bridge link once made (a job's in its
+record file, a session's beside it as `launch.json`).
 """
 
 from __future__ import annotations
@@ -47,10 +48,14 @@ class LaunchNote:
     work_bytes: int = 0
     boot_id: str = ""                       # the host's boot it was launched in (its holder's says so too)
 
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))  # its fields are plain values: no asdict recursion
+
     def write(self, folder: Path, fresh: bool = False) -> None:
-        """Written whole and renamed into place; `fresh` (before the sandbox is launched, so
-        nothing reads it yet) in place, in one write."""
-        data = json.dumps(dict(vars(self))).encode()  # its fields are plain values: no asdict recursion
+        """As `launch.json` beside the sandbox's record (a session's; a job's note is in its
+        record file, jobs/store.py): written whole and renamed into place; `fresh` (before the
+        sandbox is launched, so nothing reads it yet) in place, in one write."""
+        data = json.dumps(self.to_json()).encode()
         if fresh:
             write_first(folder / LAUNCH_NAME, data)
             return
@@ -60,13 +65,20 @@ class LaunchNote:
 
     @classmethod
     def read(cls, folder: Path) -> "LaunchNote | None":
+        """The note of `launch.json` in `folder`, if it is there and whole."""
         try:
-            data = json.loads((folder / LAUNCH_NAME).read_text())
+            return cls.from_json(json.loads((folder / LAUNCH_NAME).read_text()))
+        except (OSError, ValueError):
+            return None
+
+    @classmethod
+    def from_json(cls, data: Any) -> "LaunchNote | None":
+        try:
             return cls(token=str(data["token"]), uid_slot=int(data["uid_slot"]), outputs=list(data.get("outputs", [])),
                        cell=bool(data.get("cell")), network=data.get("network"),
                        work_files=int(data.get("work_files", 0)), work_bytes=int(data.get("work_bytes", 0)),
                        boot_id=str(data.get("boot_id", "")))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (AttributeError, ValueError, KeyError, TypeError):
             return None
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +32,8 @@ from .launcher_client import Launcher
 HOLDER_DIED = "the job's holder ended without recording how the job ended"
 BOOT_ID = control.boot_id()
 LOG_FREE_WAIT_S = 2.0
+NoteSaver = Callable[[bool], None]
+"""Keeps a sandbox's launch note on disk (True: its first write, before the launch)."""
 
 
 class JobNetwork(Protocol):
@@ -53,17 +56,19 @@ class LocalExecutor:
         self.stop_grace_s = stop_grace_s
         self.max_output_bytes = max_output_bytes
 
-    def start(self, spec: SandboxSpec, events: JobEvents, folder: Path, note: LaunchNote) -> "LocalExecution":
-        """Launch `spec`; its holder writes the log in `folder` (the job's or the session's)."""
-        job = LocalExecution(self, spec.job_id, spec.network, folder, note, events)
+    def start(self, spec: SandboxSpec, events: JobEvents, folder: Path, note: LaunchNote,
+              save_note: NoteSaver | None = None) -> "LocalExecution":
+        """Launch `spec`; its holder writes the log in `folder` (the job's or the session's).
+        `save_note` keeps the note where its record is (default: launch.json in `folder`)."""
+        job = LocalExecution(self, spec.job_id, spec.network, folder, note, events, save_note)
         job.launch(spec)
         return job
 
     def adopt(self, job_id: str, network: str, folder: Path, note: LaunchNote, checked: Checked,
-              events: JobEvents) -> "LocalExecution":
+              events: JobEvents, save_note: NoteSaver | None = None) -> "LocalExecution":
         """A holder an earlier life of the agent launched; its link goes on the event loop in
         `resume` (at start-up, before the loop runs)."""
-        job = LocalExecution(self, job_id, network, folder, note, events)
+        job = LocalExecution(self, job_id, network, folder, note, events, save_note)
         job.adopted = checked
         if note.network and self.network is not None:
             try:
@@ -79,12 +84,13 @@ class LocalExecution:
     holds_log = True  # its holder writes the log, translates the output, enforces the timeout
 
     def __init__(self, executor: LocalExecutor, job_id: str, network: str, folder: Path, note: LaunchNote,
-                 events: JobEvents) -> None:
+                 events: JobEvents, save_note: NoteSaver | None = None) -> None:
         self.executor = executor
         self.job_id = job_id
         self.network = network
         self.folder = folder
         self.note = note
+        self.save_note: NoteSaver = save_note or (lambda fresh: note.write(folder, fresh))
         self.events = events
         self.cgroup = executor.driver.open(f"job-{job_id}")
         self.link: HolderLink | None = None
@@ -106,7 +112,7 @@ class LocalExecution:
         spec.wait_for_go = spec.network != "none"
         self.note.boot_id = BOOT_ID
         try:
-            self.note.write(self.folder, fresh=True)
+            self.save_note(True)
             sock = self.executor.launcher.hold(spec)
         except Exception as exc:  # noqa: BLE001 - reported as a setup failure, never a 500
             self.launch_error = f"launching the sandbox: {exc}"
@@ -159,7 +165,7 @@ class LocalExecution:
             finally:
                 os.close(pidfd)
             self.note.network = {"veth": attached["veth"], "address": attached["address"]}
-            self.note.write(self.folder)
+            self.save_note(False)
             if not link.is_alive():
                 raise RuntimeError("the job's holder ended during the network set-up")
             link.go()

@@ -17,7 +17,8 @@ from ..config import AgentConfig
 from ..models import JobRecord, KeptWork
 from ..sandbox.outcome import Outcome
 from ..sandbox.output import Step, Translator
-from .store import EventLog, JobStore
+from .jobstore import JobStore
+from .store import EventLog
 from .verdict import Verdict
 
 

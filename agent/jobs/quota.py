@@ -18,7 +18,7 @@ from ..config import AgentConfig
 from ..errors import TooMany
 from ..models import KeptWork
 from ..hubconfig import LIMIT_NAMES, QUOTA_NAMES
-from .store import JobStore
+from .jobstore import JobStore
 
 
 class QuotaKeeper:

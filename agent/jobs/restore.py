@@ -35,12 +35,14 @@ from ..sandbox import cgroups, control
 from ..sandbox.outcome import Outcome
 from ..cluster.holder_link import Checked, LaunchNote, check_hello, connect
 from ..cluster.local import HOLDER_DIED
+from .jobstore import launch_note
 from .service import JobService
 from .sinks import last_events
 from .verdict import from_exit_event, lost, of_outcome
 
-FORMAT = 2
-"""1: before live restore (no format file; jobs ended with their agent). 2: jobs have holders."""
+FORMAT = 3
+"""1: before live restore (no format file; jobs ended with their agent). 2: jobs have holders.
+3: a job's launch note is in its record file (jobstore.py; launch.json of format 2 is still read)."""
 FORMAT_NAME = "format.json"
 OLD_FORMAT = "the agent restarted while the job ran (jobs of an agent before live restore ended with it)"
 SLURM_LOST = ("the agent restarted while the job ran: a job placed through Slurm ends with the agent "
@@ -122,12 +124,12 @@ def take_back(driver: cgroups.CgroupDriver, folder: Path, sandbox_id: str,
         problem = found
         log = _kill(driver, folder, sandbox_id)
     outcome = None if problem else Outcome.read(str(folder))
-    return Ended(log, outcome, LaunchNote.read(folder), problem)
+    return Ended(log, outcome, launch_note(folder), problem)
 
 
 def _check(driver: cgroups.CgroupDriver, folder: Path, sandbox_id: str) -> Adopted | str:
     """Adopted once the holder answers and proves itself; else why not."""
-    note = LaunchNote.read(folder)
+    note = launch_note(folder)
     if note is None:
         return "the job's launch note is missing"
     cgroup = driver.open(f"job-{sandbox_id}")

@@ -43,7 +43,7 @@ from .spec import RuntimeMounts
 from .livejob import Cleanups, LiveJob, SandboxSink
 from .sinks import JobLog
 from .loglines import LogRange
-from .store import JobStore
+from .jobstore import JobStore
 from .verdict import Verdict
 
 MAX_LISTED_FILES = 10_000  # a job can leave many empty files; a listing stays a bounded answer
@@ -334,12 +334,17 @@ class JobService:
         ears = SandboxEars(self, live)
         spec.timeout_s, spec.max_output_bytes = live.record.limits.timeout_s, self.config.max_output_mb << 20
         if live.local:
-            live.execution = self.local.start(spec, ears, folder, live.note)
+            keep = self._note_keeper(live.record, live.note) if isinstance(live.sink, JobLog) else None
+            live.execution = self.local.start(spec, ears, folder, live.note, keep)
         else:
             assert self.cluster is not None
             live.translator = translator_for(spec)
             live.execution = self.cluster.start(spec, live.record.limits, runtime, ears,
                                                 self.paths.state / "slurm" / live.record.id, base)
+
+    def _note_keeper(self, record: JobRecord, note: LaunchNote) -> Callable[[bool], None]:
+        """A job's launch note is saved in its record file (jobstore.py), not in a file of its own."""
+        return lambda fresh: self.store.keep_note(record, note)
 
     def adopt(self, record: JobRecord, note: LaunchNote, checked: Checked, sink: SandboxSink | None = None,
               folder: Path | None = None) -> LiveJob:
@@ -351,8 +356,12 @@ class JobService:
         if sink is not None:
             sink.bind(live)
         self.live[record.id] = live
+        keep = None
+        if sink is None:  # a job's: its note is saved with its record from now on (launch.json or not)
+            self.store.notes[record.id] = note
+            keep = self._note_keeper(record, note)
         live.execution = self.local.adopt(record.id, record.network, folder or self.store.dir(record.id), note,
-                                          checked, SandboxEars(self, live))
+                                          checked, SandboxEars(self, live), keep)
         return live
 
     def resume(self) -> None:

@@ -17,7 +17,7 @@ from ..contract import JobStatus
 from ..models import JobRecord
 from ..sandbox.outcome import Outcome
 from .livejob import Keeper, LiveJob
-from .store import JobStore
+from .jobstore import JobStore
 from .verdict import Verdict, display_events, exec_note, outputs_event
 
 

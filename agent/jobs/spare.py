@@ -2,10 +2,10 @@
 
 On ext4 that has freed many inodes lately (an agent's own churn: every job's folder goes in the
 end), each new inode is searched for past the recently deleted ones: on a busy host a folder and
-each of its files cost about a millisecond of CPU, and a job made four of them between its POST
-and its start. A spare folder holds them already, empty: the job's folder is a spare renamed, its
-record and launch note are written into the files in place, and its holder locks the log file
-that is there. Spares are made in a worker thread once no job has taken one for a moment
+each of its files cost about a millisecond of CPU, and a job made three of them between its POST
+and its start (four before its launch note went into its record file). A spare folder holds them
+already, empty: the job's folder is a spare renamed, its record (with the launch note) is written
+into its file in place, and its holder locks the log file that is there. Spares are made in a worker thread once no job has taken one for a moment
 (`QUIET_S`): in a burst the thread's inodes would compete with the burst's own jobs for the
 cores (and the event loop for the GIL), and enough are kept for a burst of `KEEP` jobs at once
 (each job made its folder on the event loop after the first two, about 1 ms of CPU of a trivial
@@ -22,12 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..cluster.holder_link import LAUNCH_NAME
 from ..eventfile import LOG_NAME
 from ..fs import remove_tree
 
 RECORD_NAME = "record.json"
-SPARE_FILES = (RECORD_NAME, LAUNCH_NAME, LOG_NAME)
+SPARE_FILES = (RECORD_NAME, LOG_NAME)  # a job's launch note is in its record file (jobstore.py)
 KEEP = 64       # a burst of this many jobs at once finds its folders made
 QUIET_S = 0.05  # spares are made once no job has taken one for this long
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -31,13 +30,11 @@ from ..errors import Unavailable
 from ..eventfile import LOG_NAME, EventFile, LogHeld
 from ..fdlimit import QUIET, is_shortage, until_descriptors
 from ..fs import remove_tree
-from ..models import JobRecord
 from ..sandbox import libc
 from . import recordfile
 from .loglines import LogRange, last_seq, line_head, lines_end
 from .shelf import Shelf, Summary
 from .spare import RECORD_NAME, SpareFolders
-from .verdict import Verdict
 
 R = TypeVar("R", bound=BaseModel)
 RETRY_S = 0.2
@@ -372,7 +369,11 @@ class RecordStore(Generic[R]):
         """A `fresh` record (its first write, before its job exists) is written in place; a later
         one overwrites its block in place where it can, else replaces the file (recordfile.py)."""
         path = self.dir(record.id) / RECORD_NAME  # type: ignore[attr-defined]
-        recordfile.write(path, record.model_dump_json().encode(), fresh)
+        recordfile.write(path, self._data(record), fresh)
+
+    def _data(self, record: R) -> bytes:
+        """The record file's JSON."""
+        return record.model_dump_json().encode()
 
     def _shelve(self, record: R) -> None:
         """A finished record that is saved goes to the shelf; its log's state, once all of it is
@@ -381,9 +382,13 @@ class RecordStore(Generic[R]):
             return
         self.shelf.put(record)
         self.records.pop(record.id, None)  # type: ignore[attr-defined]
+        self._shelved(record.id)  # type: ignore[attr-defined]
         log = self.logs.get(record.id)  # type: ignore[attr-defined]
         if log is not None and log.closed:
             del self.logs[record.id]  # type: ignore[attr-defined]
+
+    def _shelved(self, record_id: str) -> None:
+        """What a subclass keeps of a record until it is shelved (or forgotten) goes."""
 
     def finished(self, record: R) -> bool:
         raise NotImplementedError
@@ -445,47 +450,8 @@ class RecordStore(Generic[R]):
         self.records.pop(record_id, None)
         self.shelf.pop(record_id)
         self._unsaved.discard(record_id)
+        self._shelved(record_id)
         return self.dir(record_id)
 
     def remove(self, record_id: str) -> None:
         remove_tree(str(self.forget(record_id)))
-
-
-class JobStore(RecordStore[JobRecord]):
-    record_type = JobRecord
-    shelves = True
-
-    def finished(self, record: JobRecord) -> bool:
-        return record.status.finished
-
-    def recovered(self, folder: Path) -> JobRecord | None:
-        """A finished job's record from its log's exit event, which carries it and is written
-        first (`finish`); the record's own file is rewritten in place after it."""
-        return recordfile.from_exit_event(folder, JobRecord)
-
-    def artifacts(self, job_id: str) -> Path:
-        return self.dir(job_id) / "work"
-
-    def finish(self, record: JobRecord, verdict: Verdict) -> None:
-        """End a job: the `exit` event closes its log, then its record says how (in memory at once,
-        on disk once the log's followers have had the exit). In that order, an agent killed between
-        the two leaves a log that restore.py settles the record from; the other way round it would
-        leave a finished record whose log never ends. The event carries the ended record (API.md
-        extension), so a follower needs no GET after it."""
-        ended(record, verdict)
-        event = verdict.exit_event()
-        event["record"] = record.model_dump(mode="json")
-        self.log(record.id).append(event)
-        self.save_next(record)
-
-    def settle(self, record: JobRecord, verdict: Verdict, ended_at: float | None = None) -> None:
-        """The record of an ended job says how it ended (its log is closed by whoever ends it)."""
-        ended(record, verdict, ended_at)
-        self.save(record)
-
-
-def ended(record: JobRecord, verdict: Verdict, ended_at: float | None = None) -> None:
-    """`record` in memory says how its job ended."""
-    record.status, record.reason, record.message = verdict.status, verdict.reason, verdict.message
-    record.exit_code, record.signal = verdict.exit_code, verdict.signal
-    record.ended_at = ended_at or time.time()
