@@ -43,18 +43,16 @@ if [ ! -x "$chp" ]; then
   npm install --loglevel=error --prefix .venv/node --no-audit --no-fund "configurable-http-proxy@$version" >/dev/null
 fi
 # build_static BINARY SOURCE... HEADER: BINARY (static, -Werror) from its C files, again whenever
-# any of them or their header is newer
+# they differ from those it was built from; the stamp beside it (BINARY.sources, builtfrom.py) is
+# what the agent checks, so that a stale helper is never handed a plan it cannot read
 build_static() {
-  local binary="$1" rebuild=0 source
+  local binary="$1"
   shift
-  [ -x "$binary" ] || rebuild=1
-  for source in "$@"; do
-    if [ "$source" -nt "$binary" ]; then rebuild=1; fi
-  done
-  if [ "$rebuild" = 1 ]; then
+  if ! .venv/bin/python -m joblet_agent.sandbox.builtfrom --stale "$binary"; then
     mkdir -p "$(dirname "$binary")"
     gcc -O2 -static -Wall -Wextra -Werror -o "$binary.tmp" "${@:1:$#-1}"
     mv "$binary.tmp" "$binary"
+    .venv/bin/python -m joblet_agent.sandbox.builtfrom --stamp "$binary"
   fi
 }
 # jnb-init, every job's PID 1 (agent/sandbox/init.c and its init_*.c, one job each): static, so

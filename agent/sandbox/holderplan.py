@@ -7,7 +7,7 @@ jnb-holder: the same process (pid, cgroup, namespaces, the log's lock, which liv
 file description), its descriptors kept open across the exec and named in a plan, a sealed memfd
 of tagged records (u32 tag, u32 length, value; strings end with a NUL) as initplan.py writes the
 init's. Sessions and any other translator stay with the Python holder, and so does every job
-when jnb-holder was not built (preflight.py says so once, when the agent starts).
+when jnb-holder was not built or is stale (preflight.py says so once, when the agent starts).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import control, initplan, workcopy
+from . import builtfrom, control, initplan, workcopy
 from .cgroups import JobCgroup
 from .spec import SandboxSpec
 
@@ -42,8 +42,28 @@ class State:
     go_deadline: float | None     # CLOCK_MONOTONIC when a job still waiting for go is aborted
 
 
+_checked: tuple[tuple[int, ...], bool] | None = None
+
+
 def available() -> bool:
-    return os.access(BINARY, os.X_OK)
+    """jnb-holder is there and was built from the sources beside this package (builtfrom.py: a
+    stale one would take the job and fail on its plan). The sources are read again only when the
+    binary or its stamp changed; the launcher asks once before it forks (warm_up)."""
+    global _checked
+    try:
+        binary = os.stat(BINARY)
+        if not os.access(BINARY, os.X_OK):
+            return False
+    except OSError:
+        return False
+    try:
+        stamp = os.stat(builtfrom.stamp_path(BINARY))
+        key: tuple[int, ...] = (binary.st_ino, binary.st_mtime_ns, stamp.st_ino, stamp.st_mtime_ns, stamp.st_size)
+    except OSError:
+        key = (binary.st_ino, binary.st_mtime_ns)
+    if _checked is None or _checked[0] != key:
+        _checked = (key, not builtfrom.stale(BINARY))
+    return _checked[1]
 
 
 def hand_over(spec: SandboxSpec, cgroup: JobCgroup | None, fds: Mapping[str, int], state: State) -> None:

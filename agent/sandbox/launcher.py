@@ -30,7 +30,7 @@ import sys
 from typing import NoReturn
 
 from ..contract import JobType
-from . import cgroups, holder, landlock, seccomp, sequence, status
+from . import cgroups, holder, holderplan, landlock, seccomp, sequence, status
 from .libc import PR_SET_PDEATHSIG, close_range, prctl, scrub_command_line, set_process_name
 from .spec import SandboxSpec
 
@@ -43,12 +43,13 @@ DRIVER: cgroups.CgroupDriver | None = None
 def warm_up(cgroup_parent: str, job_types: tuple[JobType, ...] = tuple(JobType)) -> None:
     """Pay once for what every job needs: imports, the cgroup driver, the seccomp programs (of the
     job types this process will start: a cluster node's side starts production jobs only), the
-    kernel's Landlock version."""
+    kernel's Landlock version, whether jnb-holder is usable."""
     global DRIVER
     DRIVER = cgroups.detect(cgroup_parent)
     for job_type in job_types:
         seccomp.compile_profile(job_type)
     landlock.abi()  # asked once; the forks inherit the answer
+    holderplan.available()  # jnb-holder's stamp checked once; the forks inherit the answer
     gc.collect()
     gc.freeze()  # forked stages share these objects; no collection of the children touches them
 

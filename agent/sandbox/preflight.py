@@ -8,7 +8,7 @@ import os
 import shutil
 
 from ..errors import CannotIsolate
-from . import cgroups, holderplan, initplan, libc
+from . import builtfrom, cgroups, holderplan, initplan, libc
 from .namespaces import ALL_NAMESPACES
 from .spec import BASE_PATH
 
@@ -38,9 +38,12 @@ def check(driver_parent: str) -> cgroups.CgroupDriver:
         problems.append("no python3 under /usr/bin or /bin: script jobs need the base system's python3")
     if not os.access(initplan.BINARY, os.X_OK):
         problems.append(f"{initplan.BINARY} is missing: every job's PID 1 (scripts/install.sh builds it)")
+    elif builtfrom.stale(initplan.BINARY):
+        problems.append(f"{initplan.BINARY} was built from other sources than this agent's (its stamp "
+                        f"{builtfrom.stamp_path(initplan.BINARY)} does not match): run scripts/install.sh")
     if not holderplan.available():
-        log.warning("%s is missing: every job keeps the Python holder, a few MB more a running job "
-                    "(scripts/install.sh builds it)", holderplan.BINARY)
+        log.warning("%s is missing or was built from other sources than this agent's: every job keeps the "
+                    "Python holder, a few MB more a running job (scripts/install.sh builds it)", holderplan.BINARY)
     if problems:
         raise CannotIsolate("cannot isolate jobs on this host:\n  - " + "\n  - ".join(problems))
     assert driver is not None
