@@ -64,6 +64,25 @@ def test_the_c_relay_writes_the_lines_python_writes_for_any_split_of_any_bytes()
         assert _c_lines(reads, cap) == _python_lines(reads, cap), (reads, cap)
 
 
+def test_the_c_relay_matches_python_wherever_a_special_byte_falls_in_a_plain_run():
+    """The C relay copies plain ASCII eight bytes a step and stops at the first byte that is not
+    plain: each special byte (every control, quote, backslash, the edges 0x20 and 0x7f, non-ASCII
+    and cut UTF-8) at each place of a step and of a read, between plain runs of every length, and
+    seq-like lines in reads cut anywhere."""
+    rng = random.Random(2222)
+    specials = [bytes([c]) for c in range(0x20)] + [b'"', b"\\", b" ", b"\x7f", b"\x80", b"\xff"] + PARTS[8:]
+    reads = []
+    for special in specials:
+        for before in range(0, 18):
+            after = rng.randint(0, 17)
+            reads.append((rng.choice(["stdout", "stderr"]), b"p" * before + special + b"q" * after))
+    text = b"".join(b"%d\n" % i for i in range(1, 20000))
+    cuts = sorted(rng.sample(range(1, len(text)), 40))
+    reads += [("stdout", text[a:b]) for a, b in zip([0] + cuts, cuts + [len(text)])]
+    reads += [("stdout", b""), ("stderr", b"")]
+    assert _c_lines(reads, 0) == _python_lines(reads, 0)
+
+
 def test_the_c_relay_keeps_a_large_read_whole_and_its_cap_note():
     raw = (b"x" * 1000 + b"\n\xe2\x82") * 600
     reads = [("stdout", raw[i:i + (512 << 10)]) for i in range(0, len(raw), 512 << 10)] + [("stdout", b"")]

@@ -86,26 +86,56 @@ static void drain_pending(struct buf *b, struct decoder *d, int more, int final)
     }
 }
 
+/* the bytes of w (eight, in memory order) that a plain copy does not do: controls, quote,
+ * backslash, non-ASCII; the lowest flagged byte is exact (a borrow flags only bytes above it) */
+static inline uint64_t special_bytes(uint64_t w) {
+    const uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
+    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+    uint64_t control = (w - ones * 0x20) & ~w;
+    uint64_t q = (quote - ones) & ~quote, s = (backslash - ones) & ~backslash;
+    return ((control | q | s) & high) | (w & high);
+}
+
 /* `data` decoded (after what the last call held back) and escaped into b; a sequence cut by the
- * end of `data` is held back unless `final` */
+ * end of `data` is held back unless `final`. Plain ASCII goes eight bytes a step and a newline
+ * (every line of a large output has one) is escaped in place: a job that prints short lines fast
+ * costs the holder a pass over its bytes, not calls per line. */
 void decode_into(struct buf *b, struct decoder *d, const unsigned char *data, size_t n, int final) {
     size_t i = 0;
     while (d->npend && i < n) {  /* the held bytes take the next ones, one at a time */
         d->pend[d->npend++] = data[i++];
         drain_pending(b, d, i < n, 0);
     }
-    reserve(b, (n - i) * 6 + 16);
+    reserve(b, (n - i) * 6 + 16);  /* the most any byte becomes (\u00XX), and a step's spill */
+    char *out = b->p + b->len;
     while (i < n) {
+        if (n - i >= 8) {
+            uint64_t w, m;
+            memcpy(&w, data + i, 8);
+            memcpy(out, &w, 8);  /* room: what is left of the reserve is at least 6 (n - i) */
+            m = special_bytes(w);
+            if (!m) {
+                out += 8;
+                i += 8;
+                continue;
+            }
+            size_t k = (size_t)__builtin_ctzll(m) >> 3;
+            out += k;
+            i += k;
+        }
         unsigned char c = data[i];
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            size_t j = i + 1;
-            while (j < n && data[j] >= 0x20 && data[j] < 0x80 && data[j] != '"' && data[j] != '\\')
-                j++;
-            memcpy(b->p + b->len, data + i, j - i);
-            b->len += j - i;
-            i = j;
+            *out++ = (char)c;
+            i++;
             continue;
         }
+        if (c == '\n') {
+            *out++ = '\\';
+            *out++ = 'n';
+            i++;
+            continue;
+        }
+        b->len = (size_t)(out - b->p);
         int r = utf8_sequence(data + i, n - i);
         if (r > 0) {
             add_char(b, data + i, (size_t)r);
@@ -118,7 +148,9 @@ void decode_into(struct buf *b, struct decoder *d, const unsigned char *data, si
             add(b, REPLACEMENT, 3);
             i += r < 0 ? (size_t)-r : n - i;
         }
+        out = b->p + b->len;
     }
+    b->len = (size_t)(out - b->p);
     if (final)
         drain_pending(b, d, 0, 1);
 }
