@@ -209,3 +209,31 @@ def test_the_holder_decodes_any_split_of_the_output_as_the_whole_is_decoded():
         assert text == kept.decode("utf-8", "replace"), (raw, reads, cap)
         notes = [e for e in events if e["type"] == "stderr"]
         assert len(notes) == (1 if cap and len(raw) > cap else 0), (raw, cap)
+
+
+def test_the_relay_benchmarks_sink_fails_a_lost_repeated_or_reordered_byte():
+    """benchmarks/benchlib/relay.py's sink compares each write with the expected output in place
+    (no CRC): the exact output in any split passes; a byte lost, repeated, swapped or extra fails."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        relay = importlib.import_module("benchlib.relay")
+    finally:
+        sys.path.remove(str(folder))
+    text = _seq(5000).decode()
+    swapped = text[:100] + text[101] + text[100] + text[102:]
+    with relay.Expected(5000) as expected:
+        def written(pieces: list[str]) -> tuple[int, int]:
+            sink = relay.Sink(expected)
+            for piece in pieces:
+                sink.write(piece)
+            return sink.result()
+
+        assert written([text]) == expected.want
+        assert written([text[:7], "", text[7:4000], text[4000:]]) == expected.want
+        for bad in ([text[:50], text[51:]], [text[:50], text[49:]], [swapped], [text, "1"], [text[:-1]]):
+            assert written(bad) != expected.want

@@ -54,7 +54,7 @@ from .agent import HttpAgent
 from .cpu import cgroup_cpu_s, process_cpu_s, self_cpu_s
 from .memory import children_map, comm
 from . import relay
-from .relay import READ, Sink, expected, seq_for, via_notebook_client
+from .relay import READ, Expected, Sink, seq_for, via_notebook_client
 
 SEGMENT = 8 << 20  # the replayed sample of seq's output
 
@@ -285,20 +285,25 @@ def client_events(agent: HttpAgent, job_id: str) -> tuple[float, int]:
     return time.perf_counter() - t0, count
 
 
-def client_follower(agent: HttpAgent, job_id: str) -> tuple[float, int, int]:
+def client_follower(agent: HttpAgent, expected: Expected, job_id: str) -> tuple[float, int, int]:
     from joblet_nb.core.stream import JobFollower
 
-    client, sink = _client(agent), Sink()
+    client, sink = _client(agent), Sink(expected)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sink):
         JobFollower(client, job_id).history()
-    return time.perf_counter() - t0, sink.size, sink.crc
+    return (time.perf_counter() - t0, *sink.result())
 
 
 def measure(agent: HttpAgent, target_bytes: int, holder_read: int) -> dict[str, Any]:
     """Every stage once, on `seq 1 N` of about target_bytes; the checked ones must be exact."""
     n = seq_for(target_bytes)
-    want = expected(n)
+    with Expected(n) as expected:
+        return _measure(agent, expected, n, holder_read)
+
+
+def _measure(agent: HttpAgent, expected: Expected, n: int, holder_read: int) -> dict[str, Any]:
+    want = expected.want
     size = want[0]
     rates: dict[str, float] = {}
     notes: dict[str, Any] = {"bytes": size, "seq_n": n, "holder_read": holder_read}
@@ -333,7 +338,7 @@ def measure(agent: HttpAgent, target_bytes: int, holder_read: int) -> dict[str, 
         rate("client parse", elapsed)
         elapsed, _ = client_events(agent, job_id)
         rate("client events", elapsed)
-        elapsed, got, crc = client_follower(agent, job_id)
+        elapsed, got, crc = client_follower(agent, expected, job_id)
         _check("client follower", (got, crc), want)
         rate("client follower", elapsed)
     finally:
@@ -345,7 +350,7 @@ def measure(agent: HttpAgent, target_bytes: int, holder_read: int) -> dict[str, 
     rate("end to end: raw stream", elapsed)
     cpu["end to end: raw stream"] = shares.per_gb(size)
     with CpuShares(agent) as shares:
-        elapsed, got, crc = via_notebook_client(agent, n)
+        elapsed, got, crc = via_notebook_client(agent, expected, n)
     _check("notebook client", (got, crc), want)
     rate("end to end: notebook client", elapsed)
     cpu["end to end: notebook client"] = shares.per_gb(size)
@@ -353,7 +358,4 @@ def measure(agent: HttpAgent, target_bytes: int, holder_read: int) -> dict[str, 
 
 
 def _check(name: str, got: tuple[int, int], want: tuple[int, int]) -> None:
-    if got != want:
-        raise RuntimeError(f"relay stage {name}: got {got[0]} bytes, CRC {got[1]:#x}; want {want[0]} bytes, "
-                           f"CRC {want[1]:#x}: bytes were lost, repeated or reordered")
-
+    relay.check(f"stage {name}", got, want)
