@@ -227,3 +227,30 @@ def test_a_ranged_stream_is_not_sent_past_an_exit_event(tmp_path, monkeypatch):
     log2.advanced(21)
     raw2, _ = _ranged(log2, follow=True)
     assert raw2 == raw
+
+
+def test_a_live_log_far_ahead_of_its_reader_is_read_a_step_at_a_time(tmp_path, monkeypatch):
+    """A job that wrote much while its reader was slow: the follower of the live log holds one step
+    (`READ_AT_MOST`, or one line longer than that) at a time, not all it is behind, and still yields
+    every byte once, in order, to the exit event."""
+    monkeypatch.setattr(store, "READ_AT_MOST", 4096)
+
+    async def run() -> tuple[list[int], bytes]:
+        log = EventLog(tmp_path / "events.ndjson")
+        log.append({"type": "stdout", "data": "first\n"})
+        items = log.follow_lines(after=0, follow=True, ranges=True)
+        got = bytearray(await items.__anext__())
+        sizes = []
+        for i in range(300):  # a dozen steps written while the reader takes nothing
+            log.append({"type": "stdout", "data": f"{i}\n" * (i % 50 + 1) if i != 150 else "x" * 9000})
+        log.append({"type": "exit", "status": "COMPLETED", "exit_code": 0, "reason": None})
+        async for item in items:
+            sizes.append(len(item))
+            got += item
+        return sizes, bytes(got)
+
+    sizes, got = run_coroutine(run())
+    whole = (tmp_path / "events.ndjson").read_bytes()
+    assert got == whole
+    longest = max(len(line) + 1 for line in whole.splitlines())
+    assert len(sizes) >= 10 and max(sizes) <= max(4096, longest), sizes

@@ -134,9 +134,9 @@ class EventLog:
         With `ranges`, once the lines are past `after`, the complete lines of a closed log (a
         finished job's history), where they are `RANGE_FROM` bytes or more, are yielded as a
         `LogRange` (an open descriptor, valid until the next item is asked for), for the HTTP layer
-        to send without reading them into the agent (sendfile); a live log's lines are read whole
-        (side by side, sendfile there saved the agent little and cost the notebook client more
-        reads). Only the log's last bytes are read to find where its complete lines end; the stream
+        to send without reading them into the agent (sendfile); a live log's lines are read, a step
+        at a time, also where a slow reader let the job get far ahead (side by side, sendfile there
+        saved the agent little and cost the notebook client more reads). Only the log's last bytes are read to find where its complete lines end; the stream
         ends where the log ends once it is closed (an exit event closes it in the call that writes it)."""
         try:
             offset, last = 0, after
@@ -149,18 +149,25 @@ class EventLog:
                     fd = -1
                 if ranges and last > after and fd >= 0:
                     closed = self.closed  # taken before the size: a closed log's size is its end
+                    short = False
                     try:
                         end, ended = lines_end(fd, offset)
                         ranges = ended or not closed or end == offset  # else read on to its exit, not past it
                         if end - offset >= RANGE_FROM and ranges and closed:
                             yield LogRange(fd, offset, end - offset)
                         elif end > offset and ranges:  # a live log's lines: read (sendfile cost its reader more)
-                            yield memoryview(os.pread(fd, end - offset, offset))
+                            step = _live_step(fd, offset, end)
+                            short = 0 < len(step) < end - offset
+                            if short:
+                                end, ended = offset + len(step), False
+                            yield step
                     finally:
                         if ranges:
                             os.close(fd)
                     if ranges:
                         offset = end
+                        if short:
+                            continue  # the rest of what is there, a step at a time, without a wait
                         if closed or ended or not follow:
                             return
                         await waiter.wait()  # set by any append since it was taken, before the size
@@ -224,6 +231,20 @@ def _read_lines(fd: int, offset: int) -> tuple[int, bytes, int, bool]:
     finally:
         os.close(fd)
     return offset + end, data, end, more and end > 0  # a line still being written: wait for it
+
+
+def _live_step(fd: int, offset: int, end: int) -> memoryview:
+    """The complete lines between `offset` and `end`, a step of them (`READ_AT_MOST`, or the one line
+    that is longer): what a job wrote while its follower waited for a slow reader can be most of
+    its output, and the follower holds one step of it, not all."""
+    data = os.pread(fd, min(end - offset, READ_AT_MOST), offset)
+    if len(data) == end - offset:
+        return memoryview(data)
+    cut = data.rfind(b"\n") + 1
+    if cut == 0:
+        data = _long_line(fd, offset, data)
+        cut = len(data)
+    return memoryview(data)[:cut]
 
 
 def _long_line(fd: int, offset: int, start: bytes) -> bytes:
