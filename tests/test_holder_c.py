@@ -65,17 +65,20 @@ def test_the_c_relay_writes_the_lines_python_writes_for_any_split_of_any_bytes()
 
 
 def test_the_c_relay_matches_python_wherever_a_special_byte_falls_in_a_plain_run():
-    """The C relay copies plain ASCII eight bytes a step and stops at the first byte that is not
-    plain: each special byte (every control, quote, backslash, the edges 0x20 and 0x7f, non-ASCII
-    and cut UTF-8) at each place of a step and of a read, between plain runs of every length, and
-    seq-like lines in reads cut anywhere."""
+    """The C relay copies plain ASCII a step (16 or 8 bytes) at a time, escapes a step's newlines in
+    place and stops at any other byte that is not plain: each special byte (every control, quote,
+    backslash, the edges 0x20 and 0x7f, non-ASCII and cut UTF-8) at each place of a step and of a
+    read, between plain runs of every length, mixed with newlines, and seq-like lines in reads cut
+    anywhere."""
     rng = random.Random(2222)
     specials = [bytes([c]) for c in range(0x20)] + [b'"', b"\\", b" ", b"\x7f", b"\x80", b"\xff"] + PARTS[8:]
     reads = []
     for special in specials:
         for before in range(0, 18):
-            after = rng.randint(0, 17)
-            reads.append((rng.choice(["stdout", "stderr"]), b"p" * before + special + b"q" * after))
+            for after in (rng.randint(0, 17), 20):  # 20: a whole step after it
+                reads.append((rng.choice(["stdout", "stderr"]), b"p" * before + special + b"q" * after))
+    pool = [b"p"] * 6 + [b"\n"] * 3 + specials  # newlines alone in a step, and with another special
+    reads += [("stdout", b"".join(rng.choice(pool) for _ in range(rng.randint(0, 40)))) for _ in range(500)]
     text = b"".join(b"%d\n" % i for i in range(1, 20000))
     cuts = sorted(rng.sample(range(1, len(text)), 40))
     reads += [("stdout", text[a:b]) for a, b in zip([0] + cuts, cuts + [len(text)])]

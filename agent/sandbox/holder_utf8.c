@@ -86,20 +86,47 @@ static void drain_pending(struct buf *b, struct decoder *d, int more, int final)
     }
 }
 
-/* the bytes of w (eight, in memory order) that a plain copy does not do: controls, quote,
- * backslash, non-ASCII; the lowest flagged byte is exact (a borrow flags only bytes above it) */
-static inline uint64_t special_bytes(uint64_t w) {
-    const uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
-    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
-    uint64_t control = (w - ones * 0x20) & ~w;
-    uint64_t q = (quote - ones) & ~quote, s = (backslash - ones) & ~backslash;
-    return ((control | q | s) & high) | (w & high);
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define STEP 16
+
+/* bit k: byte k of the STEP at p is not copied as it is (a control or non-ASCII, both below 0x20
+ * as signed bytes; a quote; a backslash); in *newlines, which of those are newlines */
+static inline unsigned special_bytes(const unsigned char *p, unsigned *newlines) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i quote = _mm_cmpeq_epi8(v, _mm_set1_epi8('"')), backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i low = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+    *newlines = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\n')));
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(low, _mm_or_si128(quote, backslash)));
 }
 
+static inline void copy_step(char *out, const unsigned char *p) {
+    _mm_storeu_si128((__m128i *)out, _mm_loadu_si128((const __m128i *)p));
+}
+#else
+#define STEP 8
+
+/* the same, eight bytes in a word: only its lowest flagged byte is exact (a borrow flags only
+ * bytes above it), so that one alone is given and no newline */
+static inline unsigned special_bytes(const unsigned char *p, unsigned *newlines) {
+    const uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
+    uint64_t w;
+    memcpy(&w, p, 8);
+    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+    uint64_t m = ((((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)) & high) |
+                 (w & high);
+    *newlines = 0;
+    return m ? 1u << (__builtin_ctzll(m) >> 3) : 0;
+}
+
+static inline void copy_step(char *out, const unsigned char *p) { memcpy(out, p, 8); }
+#endif
+
 /* `data` decoded (after what the last call held back) and escaped into b; a sequence cut by the
- * end of `data` is held back unless `final`. Plain ASCII goes eight bytes a step and a newline
- * (every line of a large output has one) is escaped in place: a job that prints short lines fast
- * costs the holder a pass over its bytes, not calls per line. */
+ * end of `data` is held back unless `final`. Plain ASCII goes a STEP of bytes at a time, and a
+ * step whose only special bytes are newlines (a line of a large output ends in one) has them
+ * escaped in place: a job that prints short lines fast costs the holder a pass over its bytes,
+ * not calls per line. */
 void decode_into(struct buf *b, struct decoder *d, const unsigned char *data, size_t n, int final) {
     size_t i = 0;
     while (d->npend && i < n) {  /* the held bytes take the next ones, one at a time */
@@ -107,19 +134,35 @@ void decode_into(struct buf *b, struct decoder *d, const unsigned char *data, si
         drain_pending(b, d, i < n, 0);
     }
     reserve(b, (n - i) * 6 + 16);  /* the most any byte becomes (\u00XX), and a step's spill */
-    char *out = b->p + b->len;
+    char *out = b->p + b->len;     /* room: at least 6 (n - i) + 16 is left ahead of it */
     while (i < n) {
-        if (n - i >= 8) {
-            uint64_t w, m;
-            memcpy(&w, data + i, 8);
-            memcpy(out, &w, 8);  /* room: what is left of the reserve is at least 6 (n - i) */
-            m = special_bytes(w);
+        if (n - i >= STEP) {
+            unsigned newlines, m = special_bytes(data + i, &newlines);
+            copy_step(out, data + i);
             if (!m) {
-                out += 8;
-                i += 8;
+                out += STEP;
+                i += STEP;
                 continue;
             }
-            size_t k = (size_t)__builtin_ctzll(m) >> 3;
+            if (m == newlines) {
+                size_t pos = 0;  /* the step's bytes from pos on lie at out */
+                for (; m; m &= m - 1) {
+                    size_t k = (size_t)__builtin_ctz(m);
+                    out += k - pos;
+                    out[0] = '\\';
+                    out[1] = 'n';
+                    out += 2;
+                    pos = k + 1;
+                    if (pos < STEP && i + pos + STEP <= n)
+                        copy_step(out, data + i + pos);
+                    else if (pos < STEP)
+                        memcpy(out, data + i + pos, STEP - pos);
+                }
+                out += STEP - pos;
+                i += STEP;
+                continue;
+            }
+            size_t k = (size_t)__builtin_ctz(m);
             out += k;
             i += k;
         }
