@@ -32,7 +32,7 @@ from ..fdlimit import QUIET, is_shortage, until_descriptors
 from ..fs import remove_tree
 from ..sandbox import libc
 from . import recordfile
-from .loglines import LogRange, last_seq, line_head, lines_end
+from .loglines import LogRange, last_seq, lines_after, lines_end, ranged_item, read_lines
 from .shelf import Shelf, Summary
 from .spare import RECORD_NAME, SpareFolders
 
@@ -134,9 +134,9 @@ class EventLog:
         With `ranges`, once the lines are past `after`, the complete lines of a closed log (a
         finished job's history), where they are `RANGE_FROM` bytes or more, are yielded as a
         `LogRange` (an open descriptor, valid until the next item is asked for), for the HTTP layer
-        to send without reading them into the agent (sendfile); a live log's lines are read, a step
-        at a time, also where a slow reader let the job get far ahead (side by side, sendfile there
-        saved the agent little and cost the notebook client more reads). Only the log's last bytes are read to find where its complete lines end; the stream
+        to send without reading them into the agent (sendfile); a live log's lines are read a step at
+        a time, however far ahead (sendfile there saved the agent little and cost the client more
+        reads). Only the log's last bytes are read to find where its complete lines end; the stream
         ends where the log ends once it is closed (an exit event closes it in the call that writes it)."""
         try:
             offset, last = 0, after
@@ -148,33 +148,28 @@ class EventLog:
                 except FileNotFoundError:
                     fd = -1
                 if ranges and last > after and fd >= 0:
-                    closed = self.closed  # taken before the size: a closed log's size is its end
-                    short = False
+                    closed, whole = self.closed, True  # closed: taken before the size (a closed log's size is its end)
                     try:
                         end, ended = lines_end(fd, offset)
                         ranges = ended or not closed or end == offset  # else read on to its exit, not past it
-                        if end - offset >= RANGE_FROM and ranges and closed:
-                            yield LogRange(fd, offset, end - offset)
-                        elif end > offset and ranges:  # a live log's lines: read (sendfile cost its reader more)
-                            step = _live_step(fd, offset, end)
-                            short = 0 < len(step) < end - offset
-                            if short:
-                                end, ended = offset + len(step), False
-                            yield step
+                        if end > offset and ranges:
+                            item, whole = ranged_item(fd, offset, end, RANGE_FROM if closed else 0, READ_AT_MOST)
+                            end, ended = (end, ended) if whole else (offset + len(item), False)
+                            yield item
                     finally:
                         if ranges:
                             os.close(fd)
                     if ranges:
                         offset = end
-                        if short:
+                        if not whole:
                             continue  # the rest of what is there, a step at a time, without a wait
                         if closed or ended or not follow:
                             return
                         await waiter.wait()  # set by any append since it was taken, before the size
                         continue
-                offset, data, end, more = (offset, b"", 0, False) if fd < 0 else _read_lines(fd, offset)
+                offset, data, end, more = (offset, b"", 0, False) if fd < 0 else read_lines(fd, offset, READ_AT_MOST)
                 if end:
-                    chunk, last, ended = _after(data, end, last)
+                    chunk, last, ended = lines_after(data, end, last)
                     if chunk:
                         yield chunk
                     if ended:
@@ -213,69 +208,6 @@ class HeapTrim:
 
 READ_AT_MOST = 2 << 20  # a follower reads a long log in bounded steps: a slow reader holds about two
 RANGE_FROM = READ_AT_MOST  # complete lines this many bytes or more go to the HTTP layer as a range, unread
-
-
-def _read_lines(fd: int, offset: int) -> tuple[int, bytes, int, bool]:
-    """(new offset, what was read, where its complete lines end, whether more is to be read at
-    once); `fd` is closed. A step holds at least one line: a line longer than a step (a holder's read of
-    binary output, escaped) is read on to its end. A read asks for what the file holds, not for a
-    whole step: a 2 MiB buffer, allocated and shrunk, cost a small log's follower more than the
-    read (about 20 us against 2.5 a wake-up)."""
-    try:
-        data = os.pread(fd, max(0, min(READ_AT_MOST, os.fstat(fd).st_size - offset)), offset)
-        more = len(data) == READ_AT_MOST
-        end = data.rfind(b"\n") + 1
-        if end == 0 and more:
-            data = _long_line(fd, offset, data)
-            end = len(data)
-    finally:
-        os.close(fd)
-    return offset + end, data, end, more and end > 0  # a line still being written: wait for it
-
-
-def _live_step(fd: int, offset: int, end: int) -> memoryview:
-    """The complete lines between `offset` and `end`, a step of them (`READ_AT_MOST`, or the one line
-    that is longer): what a job wrote while its follower waited for a slow reader can be most of
-    its output, and the follower holds one step of it, not all."""
-    data = os.pread(fd, min(end - offset, READ_AT_MOST), offset)
-    if len(data) == end - offset:
-        return memoryview(data)
-    cut = data.rfind(b"\n") + 1
-    if cut == 0:
-        data = _long_line(fd, offset, data)
-        cut = len(data)
-    return memoryview(data)[:cut]
-
-
-def _long_line(fd: int, offset: int, start: bytes) -> bytes:
-    """The line that begins with `start` (no newline in it) up to its newline; b"" while its end
-    is not written yet."""
-    parts, pos = [start], offset + len(start)
-    while part := os.pread(fd, READ_AT_MOST, pos):
-        cut = part.find(b"\n") + 1
-        if cut:
-            parts.append(part[:cut])
-            return b"".join(parts)
-        parts.append(part)
-        pos += len(part)
-    return b""
-
-
-def _after(data: bytes, size: int, last: int) -> tuple[memoryview, int, bool]:
-    """The lines of data[:size] with seq > last, up to and with an exit event (a view); the last
-    seq; whether it ended."""
-    pos, first, cut, ended = 0, -1, size, False
-    while pos < size:
-        end = data.index(b"\n", pos) + 1
-        head = line_head(data, pos, end)
-        if head is not None and head[0] > last:
-            first = pos if first < 0 else first
-            last = head[0]
-            if head[1] == "exit":
-                cut, ended = end, True
-                break
-        pos = end
-    return memoryview(data)[first:cut] if first >= 0 else memoryview(b""), last, ended
 
 
 class RecordStore(Generic[R]):
