@@ -57,7 +57,7 @@ def seq_for(target_bytes: int) -> int:
 
 class Expected:
     """`seq 1 n`'s output from the real command: its length and CRC-32 (`want`), and a copy in a
-    file of its own that a Sink compares with; the file goes with `close()`."""
+    file of its own, mapped, that a Sink compares with; both go with `close()`."""
 
     def __init__(self, n: int) -> None:
         self.folder = tempfile.mkdtemp(prefix=PREFIX + "relay-")
@@ -70,8 +70,12 @@ class Expected:
                 size += len(chunk)
                 crc = zlib.crc32(chunk, crc)
         self.want = (size, crc)
+        with open(self.path, "rb") as f:  # mapped once, outside any row's clock and CPU count
+            self.mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ,
+                                    flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
 
     def close(self) -> None:
+        self.mapped.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> "Expected":
@@ -91,9 +95,7 @@ class Sink(io.TextIOBase):
         self.size = 0
         self.matched = True
         self.expected = expected
-        with open(expected.path, "rb") as f:
-            self.copy = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ,
-                                  flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        self.copy = expected.mapped
 
     def write(self, text: str) -> int:
         data = text.encode()
@@ -107,7 +109,6 @@ class Sink(io.TextIOBase):
 
     def result(self) -> tuple[int, int]:
         """(bytes written, the expected CRC-32 if each was the expected byte in its place, else -1)."""
-        self.copy.close()
         return self.size, self.expected.want[1] if self.matched else -1
 
 
