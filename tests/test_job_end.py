@@ -131,7 +131,11 @@ def test_nothing_is_left_behind_after_1000_jobs():
         wait_until(lambda: not leftovers(own.root, running=True),
                    message=lambda: leftovers(own.root, running=True))
         after = lambda: (_descriptors(own.proc.pid), _descriptors(launcher), len(_children(launcher)))  # noqa: E731
-        wait_until(lambda: after() == before, message=lambda: f"descriptors and stages {after()}, before {before}")
+        # none more than before (one fewer is a client connection or a spare folder's refill that
+        # was open when `before` was taken), and the pool whole again
+        settled = lambda now: now[0] <= before[0] and now[1] <= before[1] and now[2] == before[2]  # noqa: E731
+        wait_until(lambda: settled(after()),
+                   message=lambda: f"descriptors and stages {after()}, before {before}")
 
 
 def test_a_slow_reader_of_a_large_output_loses_nothing(agent, api):
