@@ -128,7 +128,8 @@ def _compose(args: argparse.Namespace, paths: AgentPaths, config: AgentConfig, d
     from .sessions import frames
     from .sessions.service import SessionService
 
-    launcher = Launcher(paths.cgroup_parent(), job_nofile=args.job_nofile, translators=[frames.__name__])
+    launcher = Launcher(paths.cgroup_parent(), job_nofile=args.job_nofile, translators=[frames.__name__],
+                        socket_dir=paths.stage_sockets())
     published = PublishedRuntimes(paths)
     network = NetworkManager(paths, config.network, etcfiles.nameservers)  # threads start on first use
     etcfiles.use_nameservers(config.network.dns)

@@ -36,6 +36,11 @@ class AgentPaths:
         """Each agent root gets its own cgroup parent, so agents on one host never collide."""
         return "jnb-" + hashlib.sha1(str(self.root).encode()).hexdigest()[:8]
 
+    def stage_sockets(self) -> str:
+        """Where the launcher's waiting stages bind their holder's socket ahead (sandbox/aheadsocket.py):
+        private state, on the job folders' filesystem, which a rename into a job's folder needs."""
+        return str(self.state / "stage-sockets")
+
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)

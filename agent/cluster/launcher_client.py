@@ -64,8 +64,10 @@ def hand_over(spec: SandboxSpec, wait_for_go: bool, send: Callable[[list[int]], 
 
 
 class Launcher:
-    def __init__(self, cgroup_parent: str, job_nofile: int | None = None, translators: list[str] | None = None) -> None:
+    def __init__(self, cgroup_parent: str, job_nofile: int | None = None, translators: list[str] | None = None,
+                 socket_dir: str | None = None) -> None:
         self.cgroup_parent = cgroup_parent  # stages make their cgroups under it, named job-<id> once used
+        self.socket_dir = socket_dir  # stages bind their holder's socket there ahead (sandbox/aheadsocket.py)
         self.job_nofile = job_nofile  # the soft descriptor limit of jobs (the agent raised its own)
         self.translators = translators or []  # modules the launcher imports: their output translators
         self._lock = threading.Lock()
@@ -79,6 +81,7 @@ class Launcher:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "joblet_agent.sandbox.launcher", str(theirs.fileno()), self.cgroup_parent]
             + ["--nofile", str(self.job_nofile or 0)]
+            + (["--sockets", self.socket_dir] if self.socket_dir else [])
             + [arg for module in self.translators for arg in ("--translator", module)],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
         )

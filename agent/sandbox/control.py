@@ -37,6 +37,7 @@ from typing import Any, Protocol
 PROTOCOL = 1
 SOCKET_NAME = "holder.sock"
 HOLDER_NAME = "holder.json"   # the holder's pid, protocol and boot id, written when it takes its job
+HOLDER_TEMPORARY = HOLDER_NAME + ".tmp"  # written whole first (a spare job folder holds it already: jobs/spare.py)
 MAX_LINE = 64 << 20
 MAX_UNSENT = 64 << 20    # a peer that reads nothing is cut off past this (as jnb-holder does)
 MAX_FDS = 4

@@ -118,14 +118,18 @@ class Holder:
     def _announce(self) -> None:
         """Say who holds the job (holder.json) and listen on its socket, once the init is spawned
         (while it sets up): the agent that launched the job talks on the socket pair it handed
-        over, and one that restarts meanwhile waits for the socket (restore.py)."""
+        over, and one that restarts meanwhile waits for the socket (restore.py). The socket is the
+        one the stage bound ahead, moved here (aheadsocket.py), or a new one."""
         self._write_holder_file()
-        self.listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            os.unlink(control.SOCKET_NAME, dir_fd=self.dir_fd)
-        except FileNotFoundError:
-            pass
-        self.listening.bind(control.socket_path(self.dir_fd))
+        ahead, self.stage.ahead = self.stage.ahead, None
+        self.listening = ahead.move_to(self.dir_fd, control.SOCKET_NAME) if ahead is not None else None
+        if self.listening is None:
+            self.listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                os.unlink(control.SOCKET_NAME, dir_fd=self.dir_fd)
+            except FileNotFoundError:
+                pass
+            self.listening.bind(control.socket_path(self.dir_fd))
         self.listening.listen(MAX_CONNECTIONS)
         self.listening.setblocking(False)
         self.loop.add_reader(self.listening.fileno(), self._accept)
@@ -133,7 +137,7 @@ class Holder:
     def _write_holder_file(self) -> None:
         data = {"protocol": control.PROTOCOL, "pid": os.getpid(), "job_id": self.spec.job_id,
                 "boot_id": control.boot_id(), "taken_at": time.time()}
-        tmp = control.HOLDER_NAME + ".tmp"
+        tmp = control.HOLDER_TEMPORARY
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=self.dir_fd)
         with os.fdopen(fd, "w") as f:

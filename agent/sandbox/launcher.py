@@ -30,7 +30,7 @@ import sys
 from typing import NoReturn
 
 from ..contract import JobType
-from . import cgroups, holder, holderplan, landlock, seccomp, sequence, status
+from . import aheadsocket, cgroups, holder, holderplan, landlock, seccomp, sequence, status
 from .libc import PR_SET_PDEATHSIG, close_range, prctl, scrub_command_line, set_process_name
 from .spec import SandboxSpec
 
@@ -38,6 +38,7 @@ MAX_FDS = 6  # spec, stdout, stderr, status, and optionally go and stdin
 
 
 DRIVER: cgroups.CgroupDriver | None = None
+SOCKET_DIR: str | None = None  # where waiting stages bind their holder's control socket ahead (aheadsocket.py)
 
 
 def warm_up(cgroup_parent: str, job_types: tuple[JobType, ...] = tuple(JobType)) -> None:
@@ -65,6 +66,8 @@ def serve(sock: socket.socket, cgroup_parent: str) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps stage-1 processes
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     warm_up(cgroup_parent)
+    if SOCKET_DIR is not None:
+        aheadsocket.prepare(SOCKET_DIR)
     pool = StagePool(sock.fileno())
     pool.fill()
     sock.sendall(b"ready")
@@ -184,14 +187,18 @@ def _stage_waits(sock: socket.socket) -> NoReturn:
     assert DRIVER is not None
     stage = sequence.Stage(DRIVER)
     sequence.stage_ahead(stage)
+    stage.ahead = _bind_ahead()
     try:
         msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, MAX_FDS)
     except BaseException:  # noqa: BLE001
-        os._exit(0)
-    if not msg:
-        os._exit(0)
+        msg = b""
     if msg == HOLD:
         _hold(stage, sock, fds)
+    if stage.ahead is not None:  # a holder's alone
+        stage.ahead.drop()
+        stage.ahead = None
+    if not msg:
+        os._exit(0)
     spec_fd, out_fd, err_fd, status_fd, *extra = fds
     go_fd = None
     try:
@@ -202,6 +209,16 @@ def _stage_waits(sock: socket.socket) -> NoReturn:
     except BaseException as exc:  # noqa: BLE001
         sequence.fail_setup(stage.problem or f"sandbox stage 1: receiving the job: {exc}")
     sequence.stage_1(stage, spec, go_fd is not None)
+
+
+def _bind_ahead() -> aheadsocket.Ahead | None:
+    """The socket the holder will listen on, bound now (none: the holder binds one itself)."""
+    if SOCKET_DIR is None:
+        return None
+    try:
+        return aheadsocket.Ahead.bind(SOCKET_DIR)
+    except OSError:
+        return None
 
 
 def _hold(stage: sequence.Stage, sock: socket.socket, fds: list[int]) -> NoReturn:
@@ -238,10 +255,13 @@ def main() -> None:
     fd, cgroup_parent = int(sys.argv[1]), sys.argv[2]
     scrub_command_line("jnb-launcher")  # its forks are every job's stage and holder: no host path in their cmdline
     options = sys.argv[3:]
+    global SOCKET_DIR
     for flag, value in zip(options[::2], options[1::2]):
         if flag == "--nofile" and int(value):  # the soft descriptor limit the agent had before it raised its own
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(int(value), hard), hard))
+        elif flag == "--sockets":  # a folder of the agent's, on its job folders' filesystem
+            SOCKET_DIR = value
         elif flag == "--translator":  # a layer above the sandbox registers its output translator
             importlib.import_module(value)
     sock = socket.socket(fileno=fd)

@@ -19,6 +19,7 @@ from typing import Any
 from .status import Kind, Message
 
 OUTCOME_NAME = "outcome.json"
+OUTCOME_TEMPORARY = OUTCOME_NAME + ".tmp"  # written whole first (as holder_end.c; a spare job folder holds it already)
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Outcome:
     def write(self, dir_fd: int, durable: bool = True) -> None:
         """Written whole, then renamed into place; with `durable` False the fsync is the caller's
         (`sync`, once the agents know: they read it from the page cache meanwhile)."""
-        tmp = OUTCOME_NAME + ".tmp"
+        tmp = OUTCOME_TEMPORARY
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=dir_fd)
         try:

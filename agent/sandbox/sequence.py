@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
-from . import initplan, mounts, namespaces, rootfs, status
+from . import aheadsocket, initplan, mounts, namespaces, rootfs, status
 from .cgroups import CgroupDriver, CgroupLimits, JobCgroup
 from .libc import PR_SET_PDEATHSIG, prctl, set_process_name
 from .spec import SandboxSpec
@@ -50,6 +50,7 @@ class Stage:
     cgroup: JobCgroup | None = None
     problem: str | None = None  # a step ahead failed: told to the job that comes, as reason setup
     devices: tuple[tuple[str, int, int], ...] | None = None  # the standard /dev's, allowed ahead
+    ahead: aheadsocket.Ahead | None = None  # a holder's control socket, bound ahead (launcher.py)
 
 
 def run_steps(steps: Sequence[Callable[..., None]], *args: Any) -> None:

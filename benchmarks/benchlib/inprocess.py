@@ -40,7 +40,7 @@ class InProcess:
         self.driver = cgroups.detect(self.paths.cgroup_parent())
         if self.driver.missing():
             raise RuntimeError(f"cgroup controllers missing: {self.driver.missing()}")
-        self.launcher = Launcher(self.paths.cgroup_parent())
+        self.launcher = Launcher(self.paths.cgroup_parent(), socket_dir=self.paths.stage_sockets())  # as cli.py
         # The warm launcher is our child: keep Ctrl-C (sent to our whole process group) from killing
         # it mid-job; it exits when we close its socket, or by PR_SET_PDEATHSIG if we die.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -95,7 +95,8 @@ class InProcess:
                                          svc.paths.jobs, svc.store.artifacts(job_id),
                                          svc._cgroup_limits(limits))
             spec.state_dir = str(state_dir)
-            state_dir.mkdir(mode=0o700, parents=True)  # the job's root: the agent's one mount point (cluster/local.py)
+            if svc.store.spares is None or not svc.store.spares.take(state_dir):  # as JobStore.add
+                state_dir.mkdir(mode=0o700, parents=True)
             marks["launch_start"] = time.perf_counter() - t0
             sock = self.launcher.hold(spec)
             marks["launch_end"] = time.perf_counter() - t0
@@ -122,6 +123,8 @@ class InProcess:
             t3 = time.perf_counter()
             shutil.rmtree(state_dir, ignore_errors=True)
             marks["folders_remove"] = time.perf_counter() - t3
+            if svc.store.spares is not None:  # the agent's worker thread makes the next spares meanwhile
+                svc.store.spares.fill()
             svc._slots.discard(slot)
         if outcome is None or outcome.end != "exit" or outcome.exit_code != 0:
             raise RuntimeError(f"launcher job {job_id} failed: {outcome}")

@@ -60,7 +60,7 @@ def breakdown(marks: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
 
 LAUNCHER_PHASES = (
     # (from, to, what happens in between); holder_* are the holder's own marks (outcome.json)
-    (None, "launch_start", "spec (jobspec.standard_spec), state folder made"),
+    (None, "launch_start", "spec (jobspec.standard_spec), state folder (a spare renamed, as JobStore.add)"),
     ("launch_start", "launch_end", "Launcher.hold(): spec JSON into a memfd, sendmsg to the launcher"),
     ("launch_end", "holder_came", "the launcher hands the job to a waiting stage, which reads the spec"),
     ("holder_came", "holder_taken", "take: log locked, cgroup renamed job-<id>"),
