@@ -54,7 +54,7 @@ def test_a_socket_bound_ahead_is_listened_on_where_it_was_moved(tmp_path: Path) 
 
 def test_a_socket_that_cannot_be_moved_is_dropped_and_the_launchers_stale_ones_are_cleared(tmp_path: Path) -> None:
     """Another filesystem (a tmpfs) refuses the rename: None, the socket closed and its file gone (the
-    holder binds a new one). A launcher that starts removes its stages' files an earlier one left,
+    holder binds a new one, in place of a stale file). A launcher that starts removes its stages' files an earlier one left,
     and nothing else."""
     stages = tmp_path / "stages"
     aheadsocket.prepare(str(stages))
@@ -68,6 +68,14 @@ def test_a_socket_that_cannot_be_moved_is_dropped_and_the_launchers_stale_ones_a
         finally:
             os.close(dir_fd)
         assert not os.listdir(stages) and not os.listdir(other) and ahead.sock.fileno() == -1
+        (other / control.SOCKET_NAME).write_text("stale")
+        dir_fd = os.open(other, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with aheadsocket.placed(None, dir_fd, control.SOCKET_NAME):  # what the holder does then
+                assert stat.S_ISSOCK(os.stat(other / control.SOCKET_NAME).st_mode)
+        finally:
+            os.close(dir_fd)
+            (other / control.SOCKET_NAME).unlink()
     finally:
         other.rmdir()
     left = aheadsocket.Ahead.bind(str(stages))

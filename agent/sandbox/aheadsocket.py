@@ -90,3 +90,22 @@ class Ahead:
                 pass
             os.close(self.dir_fd)
             self.dir_fd = -1
+
+
+def placed(ahead: Ahead | None, dir_fd: int, name: str) -> socket.socket:
+    """A socket bound at `name` in the folder open at `dir_fd`: `ahead` moved there, or (none, or it
+    could not be moved) a new one bound there, in place of any file of that name."""
+    moved = ahead.move_to(dir_fd, name) if ahead is not None else None
+    if moved is not None:
+        return moved
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        sock.bind(f"/proc/self/fd/{dir_fd}/{name}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock

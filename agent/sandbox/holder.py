@@ -25,7 +25,7 @@ import time
 from typing import Any, NoReturn
 
 from ..eventfile import LOG_NAME, EventFile
-from . import control, holderplan, holderproc, sequence, status, workcopy
+from . import aheadsocket, control, holderplan, holderproc, sequence, status, workcopy
 from .libc import PR_SET_PDEATHSIG, prctl, set_process_name
 from .miniloop import SelectorLoop, Timer
 from .outcome import Outcome
@@ -122,14 +122,7 @@ class Holder:
         one the stage bound ahead, moved here (aheadsocket.py), or a new one."""
         self._write_holder_file()
         ahead, self.stage.ahead = self.stage.ahead, None
-        self.listening = ahead.move_to(self.dir_fd, control.SOCKET_NAME) if ahead is not None else None
-        if self.listening is None:
-            self.listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            try:
-                os.unlink(control.SOCKET_NAME, dir_fd=self.dir_fd)
-            except FileNotFoundError:
-                pass
-            self.listening.bind(control.socket_path(self.dir_fd))
+        self.listening = aheadsocket.placed(ahead, self.dir_fd, control.SOCKET_NAME)
         self.listening.listen(MAX_CONNECTIONS)
         self.listening.setblocking(False)
         self.loop.add_reader(self.listening.fileno(), self._accept)
