@@ -140,16 +140,19 @@ def write_beneath(root: str, path: str, content: bytes, mode: int = 0o644,
         os.close(fd)
 
 
-def write_first(path: os.PathLike[str] | str, data: bytes) -> None:
+def write_first(path: os.PathLike[str] | str, data: bytes, dir_fd: int | None = None, durable: bool = False) -> None:
     """A state file's first content, in place, in one write: the file is new or an empty one
     made ahead (a spare job folder's). Not opened with O_TRUNC: on ext4 truncating a file to
     empty makes its close flush its data to the disk at once (auto_da_alloc), about a tenth
-    of a millisecond of the agent's CPU per file; anything longer than `data` is cut after."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    of a millisecond of the agent's CPU per file; anything longer than `data` is cut after.
+    `path` is relative to `dir_fd` if given; `durable`: fsync'd before it is closed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
         write_all(fd, data)
         if os.fstat(fd).st_size > len(data):
             os.ftruncate(fd, len(data))
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
 

@@ -5,6 +5,7 @@ outcome.json are written into the temporary files a spare job folder holds (jobs
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -87,7 +88,8 @@ def test_a_socket_that_cannot_be_moved_is_dropped_and_the_launchers_stale_ones_a
 
 def test_the_holders_files_are_written_into_a_spare_folders_files(tmp_path: Path) -> None:
     """holder.json and outcome.json, each written whole under its temporary name and renamed, take
-    the inodes a spare folder made ahead."""
+    the inodes a spare folder made ahead, in place (not truncated first: fs.write_first), and
+    what a file held beyond them is cut."""
     spares = SpareFolders(tmp_path / "spare", keep=1)
     spares.clear()
     spares.fill()
@@ -95,6 +97,7 @@ def test_the_holders_files_are_written_into_a_spare_folders_files(tmp_path: Path
     assert spares.take(folder)
     assert {control.HOLDER_TEMPORARY, OUTCOME_TEMPORARY} <= set(SPARE_FILES)
     made = {name: os.stat(folder / name).st_ino for name in (control.HOLDER_TEMPORARY, OUTCOME_TEMPORARY)}
+    (folder / OUTCOME_TEMPORARY).write_text(" " * 65536 + "left over")
     dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         stand_in = SimpleNamespace(dir_fd=dir_fd, spec=SimpleNamespace(job_id="00112233aabbccdd"))
@@ -104,6 +107,8 @@ def test_the_holders_files_are_written_into_a_spare_folders_files(tmp_path: Path
         os.close(dir_fd)
     assert os.stat(folder / control.HOLDER_NAME).st_ino == made[control.HOLDER_TEMPORARY]
     assert os.stat(folder / OUTCOME_NAME).st_ino == made[OUTCOME_TEMPORARY]
+    assert json.loads((folder / control.HOLDER_NAME).read_text())["job_id"] == "00112233aabbccdd"
+    assert Outcome.read(str(folder)).exit_code == 0  # type: ignore[union-attr]
     assert not (folder / control.HOLDER_TEMPORARY).exists() and not (folder / OUTCOME_TEMPORARY).exists()
 
 
@@ -131,3 +136,20 @@ def test_a_held_jobs_socket_is_one_a_waiting_stage_bound_ahead(api: Api, agent: 
     while len(os.listdir(stages)) != POOL_SIZE and time.monotonic() < deadline:  # the pool refilled
         time.sleep(0.02)
     assert all(stat.S_ISSOCK(os.stat(stages / name).st_mode) for name in os.listdir(stages))
+
+
+@pytest.mark.root
+def test_jnb_holder_writes_its_outcome_into_a_spare_file_cutting_what_it_held(api: Api, agent: AgentProcess) -> None:
+    """Every spare's outcome.json.tmp made longer than any outcome (as a reused file could be): a job's
+    jnb-holder writes its outcome in place and cuts the rest, and the job's end reads right."""
+    spare = agent.root / "state" / "spare"
+    api.run(command=["true"])  # spares are made after a job has taken one
+    wait_until(lambda: list(spare.glob("*/" + OUTCOME_TEMPORARY)), 30, 0.02, message="spare folders")
+    for path in spare.glob("*/" + OUTCOME_TEMPORARY):
+        path.write_text("{" + " " * 65536 + "left over")
+    job_id = api.submit(command=["sh", "-c", "exit 3"])
+    api.events(job_id)
+    folder = agent.root / "state" / "jobs" / job_id
+    record = api.record(job_id)
+    assert (record["status"], record["exit_code"]) == ("FAILED", 3), record
+    assert json.loads((folder / OUTCOME_NAME).read_text())["exit_code"] == 3

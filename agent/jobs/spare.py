@@ -5,7 +5,11 @@ end), each new inode is searched for past the recently deleted ones: on a busy h
 each of its files cost about a millisecond of CPU, and a job made three of them between its POST
 and its start (four before its launch note went into its record file). A spare folder holds them
 already, empty: the job's folder is a spare renamed, its record (with the launch note) is written
-into its file in place, and its holder locks the log file that is there. Spares are made in a worker thread once no job has taken one for a moment
+into its file in place, and its holder locks the log file that is there and writes holder.json and
+outcome.json into the temporary files that are there (each is written whole under that name and
+renamed: two more new inodes on the job's way to its end otherwise; the holder opens them with
+O_CREAT, so a folder made without a spare works as before). Spares are made in a worker thread
+once no job has taken one for a moment
 (`QUIET_S`): in a burst the thread's inodes would compete with the burst's own jobs for the
 cores (and the event loop for the GIL), and enough are kept for a burst of `KEEP` jobs at once
 (each job made its folder on the event loop after the first two, about 1 ms of CPU of a trivial
@@ -24,9 +28,13 @@ from pathlib import Path
 
 from ..eventfile import LOG_NAME
 from ..fs import remove_tree
+from ..sandbox.control import HOLDER_TEMPORARY
+from ..sandbox.outcome import OUTCOME_TEMPORARY
 
 RECORD_NAME = "record.json"
-SPARE_FILES = (RECORD_NAME, LOG_NAME)  # a job's launch note is in its record file (jobstore.py)
+# a job's launch note is in its record file (jobstore.py); the holder's two files are written first
+# under their temporary names (holder.py, outcome.py, holder_end.c)
+SPARE_FILES = (RECORD_NAME, LOG_NAME, HOLDER_TEMPORARY, OUTCOME_TEMPORARY)
 KEEP = 64       # a burst of this many jobs at once finds its folders made
 QUIET_S = 0.05  # spares are made once no job has taken one for this long
 
@@ -91,8 +99,16 @@ class SpareFolders:
         """In a worker thread: folders (0700) with their empty files (0600), each whole before it
         is offered; it stops when a job takes one meanwhile (a burst began)."""
         while len(self.ready) < self.keep and time.monotonic() - self._last_take >= QUIET_S:
-            folder = self.where / secrets.token_hex(8)
-            folder.mkdir(mode=0o700)
-            for name in SPARE_FILES:
-                os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-            self.ready.append(folder)
+            self._make_one()
+
+    def fill(self, count: int = 1) -> None:
+        """Make `count` spares now, on this thread (a tool that starts jobs without an event loop)."""
+        for _ in range(count):
+            self._make_one()
+
+    def _make_one(self) -> None:
+        folder = self.where / secrets.token_hex(8)
+        folder.mkdir(mode=0o700)
+        for name in SPARE_FILES:
+            os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        self.ready.append(folder)

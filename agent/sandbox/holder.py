@@ -25,6 +25,7 @@ import time
 from typing import Any, NoReturn
 
 from ..eventfile import LOG_NAME, EventFile
+from ..fs import write_first
 from . import aheadsocket, control, holderplan, holderproc, sequence, status, workcopy
 from .libc import PR_SET_PDEATHSIG, prctl, set_process_name
 from .miniloop import SelectorLoop, Timer
@@ -130,12 +131,8 @@ class Holder:
     def _write_holder_file(self) -> None:
         data = {"protocol": control.PROTOCOL, "pid": os.getpid(), "job_id": self.spec.job_id,
                 "boot_id": control.boot_id(), "taken_at": time.time()}
-        tmp = control.HOLDER_TEMPORARY
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=self.dir_fd)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data))
-        os.rename(tmp, control.HOLDER_NAME, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        write_first(control.HOLDER_TEMPORARY, json.dumps(data).encode(), self.dir_fd)  # a spare's file, if there
+        os.rename(control.HOLDER_TEMPORARY, control.HOLDER_NAME, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
 
     def _hand_over(self) -> None:
         """A text job's steady state is jnb-holder's (holderplan.py): this process execs it, and

@@ -74,11 +74,13 @@ static void outcome_json(struct buf *b) {
     adds(b, "}}");
 }
 
-/* outcome.json written whole, then renamed into place; fsync'd if `durable` (else by sync_outcome) */
+/* outcome.json written whole, then renamed into place; fsync'd if `durable` (else by sync_outcome).
+ * The temporary file is a spare job folder's, made empty ahead (jobs/spare.py): written in place,
+ * not truncated first (ext4 flushes a file truncated to empty at its close), cut after if longer. */
 static int write_outcome(int durable) {
     struct buf b = {0};
     outcome_json(&b);
-    int fd = openat(H.fd[F_DIR], "outcome.json.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int fd = openat(H.fd[F_DIR], "outcome.json.tmp", O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         release(&b);
         return -1;
@@ -93,6 +95,9 @@ static int write_outcome(int durable) {
         }
         at += (size_t)n;
     }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size > (off_t)at)
+        (void)!ftruncate(fd, (off_t)at);
     if (durable)
         fsync(fd);
     close(fd);

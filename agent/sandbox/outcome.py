@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..fs import write_first
 from .status import Kind, Message
 
 OUTCOME_NAME = "outcome.json"
@@ -54,16 +55,8 @@ class Outcome:
     def write(self, dir_fd: int, durable: bool = True) -> None:
         """Written whole, then renamed into place; with `durable` False the fsync is the caller's
         (`sync`, once the agents know: they read it from the page cache meanwhile)."""
-        tmp = OUTCOME_TEMPORARY
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
-        try:
-            os.write(fd, json.dumps(asdict(self)).encode())
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, OUTCOME_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        write_first(OUTCOME_TEMPORARY, json.dumps(asdict(self)).encode(), dir_fd, durable)  # a spare's file, if there
+        os.rename(OUTCOME_TEMPORARY, OUTCOME_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
     @staticmethod
     def sync(dir_fd: int) -> None:
