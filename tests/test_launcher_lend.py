@@ -55,6 +55,7 @@ class Agent:
         try:
             self.loop.run_until_complete(self.service.cleanups.wait_all(timeout=60))
         finally:
+            self.loop.run_until_complete(self.service.store.spares.close())  # none made after the rmtree
             self.loop.close()
             self.launcher.stop()
         sweep_cgroups(self.paths.cgroup_parent())

@@ -215,3 +215,47 @@ def test_a_burst_finds_its_folders_made_and_none_are_made_during_it(tmp_path: Pa
     run_coroutine(steps())
     assert len(list((tmp_path / "spare").iterdir())) == 8
     assert len(list((tmp_path / "jobs").iterdir())) == 11
+
+
+@pytest.mark.root
+def test_an_agent_makes_its_spare_folders_at_start_before_any_job() -> None:
+    """A (re)started agent's first burst finds its folders made: the spares are made once its start
+    is quiet, not only after a first job took one."""
+    from agentproc import running_agent
+    from waiting import wait_until
+
+    from joblet_agent.jobs.spare import KEEP
+
+    with running_agent() as agent:
+        spare = agent.root / "state" / "spare"
+        wait_until(lambda: len(list(spare.iterdir())) == KEEP, timeout=60,
+                   message=lambda: f"{len(list(spare.iterdir()))} spare folders of {KEEP}")
+
+
+def test_closed_spares_make_no_more_even_with_a_worker_under_way(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service that stops (the agent's shutdown, a test's teardown) closes its spares: the worker
+    making them is waited for and stops before its next folder, and no take or timer starts
+    another, so nothing appears in a root its owner goes on to remove."""
+    from joblet_agent.jobs import spare as spare_module
+    from joblet_agent.jobs.spare import SpareFolders
+
+    monkeypatch.setattr(spare_module, "QUIET_S", 0.0)
+    spares = SpareFolders(tmp_path / "spare", keep=100000)
+    spares.clear()
+    real_make_one = spares._make_one
+    spares._make_one = lambda: (time.sleep(0.002), real_make_one())  # type: ignore[method-assign]
+
+    async def steps() -> None:
+        spares.prime()
+        await _until(lambda: len(spares.ready) >= 5)  # the worker is under way, far from its keep
+        await spares.close()
+        made = len(list((tmp_path / "spare").iterdir()))
+        assert made < 100000 and spares._worker is None
+        spares.prime()
+        spares.take(tmp_path / "taken")  # a take after close (it may take a ready one): no new worker
+        await asyncio.sleep(0.2)
+        assert spares._pending is None and not spares._making
+        assert len(list((tmp_path / "spare").iterdir())) <= made
+
+    run_coroutine(steps())

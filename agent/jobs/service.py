@@ -365,10 +365,13 @@ class JobService:
         return live
 
     def resume(self) -> None:
-        """On the event loop, once at start: the adopted holders' links, from their checked hello on."""
+        """On the event loop, once at start: the adopted holders' links, from their checked hello on,
+        and the spare job folders."""
         for live in self.live.values():
             if isinstance(live.execution, LocalExecution) and live.execution.adopted and live.execution.link is None:
                 live.execution.resume()
+        if self.store.spares is not None:
+            self.store.spares.prime()
 
     async def stop(self, who: Principal, job_id: str, reason: str = "stopped") -> JobRecord:
         record = self.get(who, job_id)
@@ -410,6 +413,8 @@ class JobService:
         the next agent unless `stop_jobs`; the others (a Slurm job's) are stopped and waited for.
         Returns the ids left running, with their network mode."""
         left: dict[str, str] = {}
+        if self.store.spares is not None:
+            await self.store.spares.close()
         for live in list(self.live.values()):
             if not stop_jobs and live.execution is not None and live.execution.holds_log:
                 await live.execution.detach()

@@ -47,11 +47,18 @@ class SpareFolders:
         self._making = False
         self._pending: asyncio.TimerHandle | None = None
         self._last_take = 0.0         # monotonic; read by the worker thread too
+        self._worker: asyncio.Future[None] | None = None
+        self._closed = False          # read by the worker thread too
 
     def clear(self) -> None:
         """At start: what an earlier life of the agent made and did not use."""
         remove_tree(str(self.where))
         self.where.mkdir(mode=0o700, parents=True)
+
+    def prime(self) -> None:
+        """On the event loop, once at start: spares made as soon as the start is quiet, so that the
+        first burst after a (re)start finds its folders too (else the first job's take began them)."""
+        self._refill()
 
     def take(self, dest: Path) -> bool:
         """Rename a spare folder to `dest` (True), or False when none is ready (the caller makes
@@ -67,8 +74,19 @@ class SpareFolders:
         self._refill()
         return taken
 
+    async def close(self) -> None:
+        """The agent (or a service in a test) stops: no spare is made from now on, and a worker
+        still making them is waited for (it stops before its next folder), so none appears after
+        the caller went on to remove the root."""
+        self._closed = True
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        if self._worker is not None:
+            await asyncio.wait([self._worker])
+
     def _refill(self) -> None:
-        if self._making or self._pending is not None or len(self.ready) >= self.keep:
+        if self._closed or self._making or self._pending is not None or len(self.ready) >= self.keep:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -84,10 +102,12 @@ class SpareFolders:
             return
         self._pending = None
         self._making = True
-        loop.run_in_executor(None, self._make).add_done_callback(self._made)
+        self._worker = loop.run_in_executor(None, self._make)
+        self._worker.add_done_callback(self._made)
 
     def _made(self, done: asyncio.Future[None]) -> None:
         self._making = False
+        self._worker = None
         if done.cancelled():
             return
         if done.exception() is not None:
@@ -98,7 +118,7 @@ class SpareFolders:
     def _make(self) -> None:
         """In a worker thread: folders (0700) with their empty files (0600), each whole before it
         is offered; it stops when a job takes one meanwhile (a burst began)."""
-        while len(self.ready) < self.keep and time.monotonic() - self._last_take >= QUIET_S:
+        while not self._closed and len(self.ready) < self.keep and time.monotonic() - self._last_take >= QUIET_S:
             self._make_one()
 
     def fill(self, count: int = 1) -> None:

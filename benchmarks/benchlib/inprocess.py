@@ -135,6 +135,8 @@ class InProcess:
         if self.loop is not None:
             with contextlib.suppress(Exception):  # the last jobs' clean-ups, which follow their ends
                 self.loop.run_until_complete(self.service.cleanups.wait_all(timeout=15))
+            if self.service.store.spares is not None:  # no spare made after the rmtree below
+                self.loop.run_until_complete(self.service.store.spares.close())
             tasks = asyncio.all_tasks(self.loop)
             for task in tasks:
                 task.cancel()
