@@ -72,8 +72,7 @@ class Ahead:
         None if it could not be moved (then it is closed and its file removed)."""
         try:
             os.rename(self.name, name, src_dir_fd=self.dir_fd, dst_dir_fd=dir_fd)
-        except OSError as exc:
-            open('/tmp/jnb-lc/movefail.txt', 'a').write(f'{exc!r} {self.dir_fd} {self.name}\n')
+        except OSError:
             self.drop()
             return None
         os.close(self.dir_fd)
