@@ -44,6 +44,63 @@ FULL_SOCKET_PIECE = 16 * 1024  # of a file's range, through the transport while 
 ARRIVALS = itertools.count()  # the order connections began to owe a head, for ties of the clock
 
 
+HOLD_AT_MOST = 64 * 1024  # bytes a response's writes are held for before they go at once
+
+
+class HeldWrites:
+    """A response's transport whose writes are held until the loop turn that made them ends, or
+    until the response's last write, and then go to the socket together (one writev): a trivial
+    job's `POST` answer (head and body) and its event stream's exit event and terminating chunk
+    were two loopback TCP sends each, each a segment that the agent and the client paid for
+    (the agent's largest single cost per job). Everything else goes to the real transport."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.real = transport
+        self.loop = loop
+        self.held: list[bytes] = []
+        self.size = 0
+        self.holding = False  # set by the cycle while it sends a message that is not its last
+        self.due = False      # a flush is scheduled
+
+    def write(self, data: bytes) -> None:
+        if not self.holding:
+            self.held.append(data)
+            self.flush()
+            return
+        self.held.append(data)
+        self.size += len(data)
+        if self.size >= HOLD_AT_MOST:
+            self.flush()
+        elif not self.due:
+            self.due = True
+            self.loop.call_soon(self.flush)
+
+    def writelines(self, parts: Any) -> None:
+        self.held.extend(parts)
+        self.flush()
+
+    def flush(self) -> None:
+        self.due = False
+        held, self.held, self.size = self.held, [], 0
+        if not held or self.real.is_closing():
+            return
+        if len(held) == 1:
+            self.real.write(held[0])
+        else:
+            self.real.writelines(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.real.close()
+
+    def abort(self) -> None:
+        self.held, self.size = [], 0
+        self.real.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 class UnjoinedCycle(RequestResponseCycle):
     """uvicorn's request/response cycle, except that a large chunk of a streamed body goes to the
     transport as its size line, itself and CRLF in one `writelines` (uvloop sends them in one writev)
@@ -51,15 +108,23 @@ class UnjoinedCycle(RequestResponseCycle):
     once more, into fresh pages. The transport may hold the chunk until the peer takes it, so what
     a response sends must not change afterwards (the event log's reads are `bytes`)."""
 
+    transport: HeldWrites  # type: ignore[assignment]  # set by the protocol (on_headers_complete)
+
     async def send(self, message: Any) -> None:
         if message["type"] == ZEROCOPY:
+            self.transport.flush()  # what was written before goes first
             await self._send_file(message)
             return
         body = message.get("body", b"")
         if (len(body) < UNJOINED_FROM or not message.get("more_body", False) or not self.chunked_encoding
                 or message["type"] != "http.response.body" or self.response_complete
                 or self.scope["method"] == "HEAD"):
-            await super().send(message)
+            # held unless it is the response's last message: that one takes what is held with it
+            self.transport.holding = message["type"] == "http.response.start" or message.get("more_body", False)
+            try:
+                await super().send(message)
+            finally:
+                self.transport.holding = False
             return
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
@@ -81,7 +146,7 @@ class UnjoinedCycle(RequestResponseCycle):
         if self.flow.write_paused:
             await self.flow.drain()
         fd, offset, end = message["file"], message["offset"], message["offset"] + message["count"]
-        transport = self.transport
+        transport = self.transport.real
         limits = transport.get_write_buffer_limits()
         transport.set_write_buffer_limits(high=0, low=0)  # paused while anything waits in uvloop's buffer
         try:
@@ -108,7 +173,7 @@ class UnjoinedCycle(RequestResponseCycle):
         goes first); where the socket is full, a small piece goes to uvloop's buffer instead, which
         waits for room (the transport's limits are 0 here, so its protocol is paused until then).
         False when the peer has gone."""
-        transport = self.transport
+        transport = self.transport.real
         while count:
             if self.disconnected or transport.is_closing():
                 return False
@@ -200,6 +265,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if type(self.cycle) is RequestResponseCycle:  # its task has not run yet
             self.cycle.__class__ = UnjoinedCycle
+            self.cycle.transport = HeldWrites(self.transport, self.loop)  # type: ignore[assignment]
             if self.transport.get_extra_info("sslcontext") is None:  # sendfile cannot go through TLS
                 self.scope.setdefault("extensions", {})[ZEROCOPY] = {}  # type: ignore[typeddict-item]
         if len(self.pipeline) > MAX_PIPELINED:
