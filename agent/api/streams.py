@@ -4,8 +4,9 @@ ends, however it ends (finished, client gone, cancelled)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -36,15 +37,37 @@ class StreamQuota:
             del self.open[owner]
 
 
+async def _first_of(*work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` at once until one of them returns; the others are cancelled and waited for
+    (their clean-up runs before this returns); an exception of any is raised."""
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(w) for w in work]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if pending := [task for task in tasks if not task.done()]:
+            await asyncio.wait(pending)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
 class _Counted(StreamingResponse):
     def __init__(self, body: Body, media_type: str, on_end: Any) -> None:
         super().__init__(body, media_type=media_type)
         self._on_end = on_end
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Starlette's for ASGI before 2.4 (uvicorn's), without anyio's task group: the stream and
+        a watch for the client's disconnect, each ending the other (anyio's cancel formatted the
+        task's repr, callbacks and their source lines, on every stream's end)."""
         self._zerocopy = ZEROCOPY in scope.get("extensions", {})
         try:
-            await super().__call__(scope, receive, send)
+            await _first_of(self.stream_response(send), self.listen_for_disconnect(receive))
+            if self.background is not None:
+                await self.background()
         finally:
             self._on_end()
 
