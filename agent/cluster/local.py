@@ -128,7 +128,8 @@ class LocalExecution:
         self.link.resume(self.adopted)
 
     def _link(self) -> HolderLink:
-        return HolderLink(self.job_id, self.note.token, lambda pid: pid in self.cgroup.pids(), _Told(self))
+        return HolderLink(self.job_id, self.note.token, lambda pid: listed_in(self.cgroup.procs_files(), pid),
+                          _Told(self))
 
     # ---- what the holder tells ------------------------------------------------------------
 
@@ -321,6 +322,27 @@ class _Told:
 
     def gone(self) -> None:
         self.job.holder_gone()
+
+
+def listed_in(procs_files: list[str], pid: int) -> bool:
+    """Whether `pid` is in any of these cgroup.procs (as `pid in cgroup.pids()`, their union):
+    read raw, up to the first that lists it. A holder is in all of a v1 cgroup's six, so one read
+    answers, where the union took six text-mode opens of about nine syscalls each."""
+    want = str(pid).encode()
+    for path in procs_files:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            data = b""
+            while chunk := os.read(fd, 1 << 16):
+                data += chunk
+        finally:
+            os.close(fd)
+        if want in data.split():
+            return True
+    return False
 
 
 async def _log_free(folder: Path) -> None:
