@@ -20,7 +20,7 @@ class Clock:
 def _batcher(**kw):
     written: list[tuple[str, str]] = []
     clock = Clock()
-    b = OutputBatcher(lambda kind, text: written.append((kind, text)), clock=clock, **kw)
+    b = OutputBatcher(lambda kind, pieces: written.append((kind, "".join(pieces))), clock=clock, **kw)
     return b, written, clock
 
 
@@ -134,3 +134,19 @@ def test_a_mistyped_option_is_named():
     assert suggest_option("--memory", known) == "--max-memory"
     assert suggest_option("--timeoutt", known) == "--timeout"
     assert suggest_option("--zzz", known) is None
+
+
+def test_a_large_event_is_written_as_it_came_not_joined_and_cut_twice():
+    b, _, clock = _batcher(interval=10, max_bytes=100)
+    pieces: list[list[str]] = []
+    b.write = lambda kind, parts: pieces.append(list(parts))
+    big = "1\n" * 200 + "2"  # an event of a fast writer, its last line not ended yet
+    b.add("stdout", "0")
+    b.add("stdout", big)
+    assert pieces == [["0", big[:-1]]]
+    aligned = "3\n" * 100
+    b.add("stdout", aligned)
+    assert pieces[-1] == ["2", aligned] and pieces[-1][1] is aligned, "a piece ending at a line end is not copied"
+    b.add("stdout", "tail without a line end " * 5)
+    b.flush()
+    assert "".join("".join(p) for p in pieces) == "0" + big + aligned + "tail without a line end " * 5

@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from agentproc import AgentProcess, Api, running_agent
-from joblet_nb.core.client import JobletClient, ndjson_lines
+from joblet_nb.core.client import JobletClient
+from joblet_nb.core.lines import chunked_lines, ndjson_lines
 from joblet_nb.core.request import JobRequest
 
 LARGE_MB = 200
@@ -123,6 +124,55 @@ def test_ndjson_lines_split_anywhere_are_joined_once_and_a_cut_piece_is_dropped(
         chunks = iter([stream[i:i + size] for i in range(0, len(stream), size)])
         lines = [bytes(line) for line in ndjson_lines(chunks)]
         assert lines == [b'{"seq":1}', b'{"seq":2,"data":"' + b"x" * 1000 + b'"}', b'{"seq":3}'], size
+
+
+def _chunked(body: bytes, size: int, trailers: bytes = b"") -> bytes:
+    """`body` in HTTP/1.1 chunked framing, chunks of `size` bytes (an extension on the first)."""
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    framed = b"".join(b"%x%s\r\n%s\r\n" % (len(p), b";x=1" if i == 0 else b"", p) for i, p in enumerate(pieces))
+    return framed + b"0\r\n" + trailers + b"\r\n"
+
+
+def test_chunked_lines_read_into_one_buffer_are_whole_whatever_the_chunks_and_buffer():
+    import io
+
+    long = b'{"seq":2,"data":"' + b"x" * 1000 + b'"}'
+    stream = b'{"seq":1}\n\n' + long + b'\n \n{"seq":3}\n' + long.replace(b"2", b"4", 1) + b'\n{"seq":5,"cut'
+    want = [b'{"seq":1}', long, b'{"seq":3}', long.replace(b"2", b"4", 1)]
+    for size in (1, 3, 7, 64, 999, 1500, len(stream)):
+        for buffer in (8, 100, 1024, 4096):  # lines longer than the buffer, moves to its front
+            reader = io.BufferedReader(io.BytesIO(_chunked(stream, size, b"x-t: 1\r\n")), 16)
+            lines = [bytes(line) for line in chunked_lines(reader, buffer)]
+            assert lines == want, (size, buffer)
+            assert reader.read() == b"", "the body was not read to its end"
+
+
+@pytest.mark.parametrize("framed", [b"zz\r\nab\r\n0\r\n\r\n", b"5\r\nab", b"2\r\nab0\r\n\r\n",
+                                    b"2\r\nab\r\n", b"%s\r\n" % (b"1" * 2000)])
+def test_chunked_lines_refuse_a_broken_framing_as_urllib3_does(framed):
+    import io
+
+    import requests
+
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        list(chunked_lines(io.BufferedReader(io.BytesIO(framed)), 64))
+
+
+@pytest.mark.root
+def test_an_agents_event_stream_is_read_into_the_reused_buffer(api: Api, client: JobletClient):
+    from joblet_nb.core.lines import raw_chunked_reader
+
+    job_id = api.submit(command=["echo", "hi"])
+    resp = client._request("GET", f"/v1/jobs/{job_id}/events", params={"follow": "true"}, stream=True)
+    try:
+        reader = raw_chunked_reader(resp)
+        assert reader is not None, "the stream took the slow way (iter_content)"
+        events = [orjson.loads(line) for line in chunked_lines(reader)]
+    finally:
+        resp.close()
+    assert "".join(e["data"] for e in events if e["type"] == "stdout") == "hi\n"
+    assert events[-1]["type"] == "exit"
+    api.settle(job_id)
 
 
 def test_the_notebook_reads_ahead_of_its_writer_a_bounded_amount_of_output(monkeypatch):

@@ -13,13 +13,16 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-Writer = Callable[[str, str], None]   # (stream name "stdout" | "stderr", text)
+Writer = Callable[[str, list[str]], None]   # (stream name "stdout" | "stderr", the batch's text in pieces)
 INTERVAL_S = 0.1
 MAX_BYTES = 64 * 1024
 
 
 class OutputBatcher:
-    """Collects one stream at a time; `write(kind, text)` is called once per batch."""
+    """Collects one stream at a time; `write(kind, pieces)` is called once per batch, with the
+    batch's text in pieces as they came (written one after the other, then flushed once): a large
+    output's events are about 500 KB each, and joining them and then cutting the join at its
+    last line end copied each twice; now only the piece with the line end is cut."""
 
     def __init__(self, write: Writer, interval: float = INTERVAL_S, max_bytes: int = MAX_BYTES,
                  clock: Callable[[], float] = time.monotonic):
@@ -63,15 +66,21 @@ class OutputBatcher:
         self._write(line_aligned=False)
 
     def _write(self, line_aligned: bool) -> None:
-        if not self._parts:
+        parts = self._parts
+        if not parts:
             return
-        text = "".join(self._parts)
-        cut = text.rfind("\n") + 1 if line_aligned else len(text)
-        if cut == 0:
-            cut = len(text)  # no line end at all: a prompt or one huge line still shows
-        head, rest = text[:cut], text[cut:]
+        at, cut = len(parts) - 1, len(parts[-1])
+        if line_aligned:
+            while (cut := parts[at].rfind("\n") + 1) == 0 and at > 0:
+                at -= 1
+            if cut == 0:
+                at, cut = len(parts) - 1, len(parts[-1])  # no line end at all: a prompt or one huge line still shows
+        piece = parts[at]
+        before = parts[:at] if at < 2 else ["".join(parts[:at])]  # many small events: one write
+        head = before + [piece if cut == len(piece) else piece[:cut]]
+        rest = ([piece[cut:]] if cut < len(piece) else []) + parts[at + 1:]
         self.write(self._kind, head)
         self.batches += 1
-        self._parts = [rest] if rest else []
-        self._size = len(rest)
+        self._parts = rest
+        self._size = sum(map(len, rest))
         self._since = self.clock() if rest else None

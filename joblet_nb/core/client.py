@@ -21,6 +21,7 @@ from .config import Settings, resolve
 from .errors import (AgentTimeout, AgentUnavailable, AuthError, BadRequestError, CertificateError,
                      JobletError, NotFoundError, RuntimeMissing)
 from .events import AGENT_AWAY, Event, parse_event
+from .lines import response_lines
 from .records import (Created, FileListing, Health, Identity, JobRecord, RuntimeInfo, RuntimeTest,
                       from_json)
 from .request import JobRequest
@@ -287,7 +288,7 @@ class JobletClient:
                 away = None
             ended = False
             try:
-                for line in ndjson_lines(resp.iter_content(chunk_size=None)):
+                for line in response_lines(resp):
                     data = orjson.loads(line)  # a large output's events: 5x json's pace
                     seq = int(data.get("seq") or 0)
                     if seq and seq <= last:
@@ -365,26 +366,3 @@ def _job(job_id: str, tail: str = "") -> str:
 def _runtime(name: str, tail: str = "") -> str:
     return f"/v1/runtimes/{quote(name, safe='')}{tail}"
 
-
-def ndjson_lines(chunks: Iterator[bytes]) -> Iterator[bytes | memoryview]:
-    """The non-blank lines of a byte stream, each as soon as its newline has come. A line that
-    lies within one chunk is a view of it (no copy; the agent sends whole lines per chunk, a
-    megabyte of output each); one split across chunks is joined once. `bytes.find` is memchr,
-    where `splitlines` (iter_lines) looks at every byte for several line ends. A piece without
-    its newline at the end is dropped: the agent ends every line, so the stream was cut there,
-    and the reconnect asks for everything after the last whole event again."""
-    parts: list[bytes] = []
-    for chunk in chunks:
-        view, start = memoryview(chunk), 0
-        while (end := chunk.find(b"\n", start)) >= 0:
-            if parts:
-                parts.append(chunk[start:end])
-                line: bytes | memoryview = b"".join(parts)
-                parts.clear()
-            else:
-                line = view[start:end]
-            if len(line) > 2 or bytes(line).strip():
-                yield line
-            start = end + 1
-        if start < len(chunk):
-            parts.append(chunk[start:])

@@ -165,10 +165,12 @@ class JobFollower:
                 raise item
             self._handle(item)
 
-    def _write(self, kind: str, text: str) -> None:
-        """One batch to the stream that is current now (the running cell's, in a kernel)."""
+    def _write(self, kind: str, pieces: list[str]) -> None:
+        """One batch to the stream that is current now (the running cell's, in a kernel), its
+        pieces written as they are (not joined into a copy first), then flushed once."""
         stream = sys.stdout if kind == "stdout" else sys.stderr
-        stream.write(text)
+        for text in pieces:
+            stream.write(text)
         if self._flush_each or not self_flushing(stream):
             stream.flush()
 
