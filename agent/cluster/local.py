@@ -57,11 +57,18 @@ class LocalExecutor:
         self.max_output_bytes = max_output_bytes
 
     def start(self, spec: SandboxSpec, events: JobEvents, folder: Path, note: LaunchNote,
-              save_note: NoteSaver | None = None) -> "LocalExecution":
+              save_note: NoteSaver | None = None, soon: bool = False) -> "LocalExecution":
         """Launch `spec`; its holder writes the log in `folder` (the job's or the session's).
-        `save_note` keeps the note where its record is (default: launch.json in `folder`)."""
+        `save_note` keeps the note where its record is (default: launch.json in `folder`).
+        `soon`: handed over once the event loop's turn ends, so that what the caller answers
+        meanwhile (a POST's 201) goes out first: the stage the hand-over wakes could take the
+        host's cores from the agent for a while before it answered. A stop asked before the
+        holder answers is kept for it, as ever."""
         job = LocalExecution(self, spec.job_id, spec.network, folder, note, events, save_note)
-        job.launch(spec)
+        if soon:
+            asyncio.get_running_loop().call_soon(job.launch_surely, spec)
+        else:
+            job.launch(spec)
         return job
 
     def adopt(self, job_id: str, network: str, folder: Path, note: LaunchNote, checked: Checked,
@@ -120,6 +127,15 @@ class LocalExecution:
             return
         self.link = self._link()
         self.link.open(sock)
+
+    def launch_surely(self, spec: SandboxSpec) -> None:
+        """`launch` where no caller hears its error (a loop callback): the job ends with it."""
+        try:
+            self.launch(spec)
+        except Exception as exc:  # noqa: BLE001 - a setup failure of this job, never of the loop
+            if self.launch_error is None and self.cleanup is None:
+                self.launch_error = f"launching the sandbox: {exc}"
+                self.holder_gone()
 
     def resume(self) -> None:
         """An adopted holder, from its checked hello on, on the event loop."""

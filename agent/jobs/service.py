@@ -183,7 +183,7 @@ class JobService:
                                      self._cgroup_limits(record.limits), self._refuse_tcp, base)
         assert live.budget is not None
         spec.work_files, spec.work_bytes = live.budget.files, live.budget.bytes
-        self._launch(live, spec, self.store.dir(record.id), runtime, base)
+        self._launch(live, spec, self.store.dir(record.id), runtime, base, soon=True)
         return record
 
     @property
@@ -326,16 +326,17 @@ class JobService:
             io_bps=limits.io_bps or None, io_device=self.io_device if limits.io_bps else None)
 
     def _launch(self, live: LiveJob, spec: SandboxSpec, folder: Path, runtime: RuntimeMounts | None = None,
-                base: RuntimeMounts | None = None) -> None:
+                base: RuntimeMounts | None = None, soon: bool = False) -> None:
         """Hand the spec to the job's executor; from here on its sandbox reports to `SandboxEars`.
         On this host the sandbox's holder writes its log in `folder` and enforces its timeout;
-        through Slurm the agent translates its output and times it."""
+        through Slurm the agent translates its output and times it. `soon`: on this host, handed
+        over once the event loop's turn ends (a job's POST is answered first)."""
         self.live[live.record.id] = live
         ears = SandboxEars(self, live)
         spec.timeout_s, spec.max_output_bytes = live.record.limits.timeout_s, self.config.max_output_mb << 20
         if live.local:
             keep = self._note_keeper(live.record, live.note) if isinstance(live.sink, JobLog) else None
-            live.execution = self.local.start(spec, ears, folder, live.note, keep)
+            live.execution = self.local.start(spec, ears, folder, live.note, keep, soon=soon)
         else:
             assert self.cluster is not None
             live.translator = translator_for(spec)
