@@ -97,23 +97,35 @@ class Holder:
     # ---- taking the job ----------------------------------------------------------------------
 
     def take(self) -> str | None:
-        """Lock the job's log (a log that already ended belongs to a job an agent gave up on: go),
-        take the job's cgroup name and stop depending on the launcher. Returns a set-up problem
-        to record, or None."""
+        """Lock the job's log (a log that already ended belongs to a job an agent gave up on: go)
+        and stop depending on the launcher. Returns a set-up problem to record, or None. The
+        cgroup keeps its stage's name until the init is spawned (`_name_cgroup`)."""
         self.dir_fd = os.open(self.spec.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self.log = EventFile.open(LOG_NAME, self.dir_fd, wait=True)
         if self.log.ended:
             os._exit(0)
         self.told_seq = self.log.seq
-        problem = self.stage.problem
-        if problem is None:
-            try:
-                sequence.run_steps(sequence.TAKE, self.stage, self.spec)
-            except sequence.SetupError as exc:
-                problem = f"sandbox stage 1: {exc}"
         self.own_pidfd = os.pidfd_open(os.getpid())
         prctl(PR_SET_PDEATHSIG, 0)  # from here on, the job outlives the launcher and the agent
         holderproc.protect_from_oom_kill()
+        return self.stage.problem
+
+    def _name_cgroup(self, problem: str | None) -> str | None:
+        """The cgroup takes the job's name (sequence.TAKE) once the init is spawned: the renames
+        (one per hierarchy: seven on cgroup v1) run while the init sets up on the other core, not
+        before it. Nothing reads the name earlier: the agent hears from this holder (hello, the
+        socket it listens on) only after it. A holder that dies before leaves its stage's cgroup
+        to the launcher, which removes it (launcher.StagePool). If the rename fails, the job
+        cannot be found by the agent: its init is killed and the set-up fails."""
+        if self.stage.cgroup is None:
+            return problem
+        try:
+            sequence.run_steps(sequence.TAKE, self.stage, self.spec)
+        except sequence.SetupError as exc:
+            if self.init_pid is not None:
+                self._signal(signal.SIGKILL)
+                self._init_ended()
+            return problem or f"sandbox stage 1: {exc}"
         return problem
 
     def _announce(self) -> None:
@@ -157,6 +169,7 @@ class Holder:
             problem = sequence.prepare_root(self.stage, self.spec, self.outcome.mark)
         if problem is None:
             problem = self._start_init()
+        problem = self._name_cgroup(problem)
         self._announce()
         if problem is not None:
             self.outcome.take(status.setup_error(problem))

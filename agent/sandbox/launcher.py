@@ -31,6 +31,7 @@ from typing import NoReturn
 
 from ..contract import JobType
 from . import aheadsocket, cgroups, holder, holderplan, landlock, seccomp, sequence, status
+from .stagewatch import StageWatch
 from .libc import PR_SET_PDEATHSIG, close_range, prctl, scrub_command_line, set_process_name
 from .spec import SandboxSpec
 
@@ -68,15 +69,32 @@ def serve(sock: socket.socket, cgroup_parent: str) -> None:
     warm_up(cgroup_parent)
     if SOCKET_DIR is not None:
         aheadsocket.prepare(SOCKET_DIR)
-    pool = StagePool(sock.fileno())
-    pool.fill()
-    sock.sendall(b"ready")
+    assert DRIVER is not None
+    pool = StagePool(sock.fileno(), watch=StageWatch(DRIVER))
+    try:
+        pool.fill()
+        sock.sendall(b"ready")
+        _serve(sock, pool)
+    finally:
+        assert pool.watch is not None
+        pool.watch.settle()
+
+
+def _serve(sock: socket.socket, pool: "StagePool") -> None:
+    assert pool.watch is not None
     while True:
         pool.lend()
+        pool.watch.prune()
         # refill only when no job has come for a moment: a fork then competes with no job's start
-        ready = select.select([sock, *pool.lent_out], [], [], None if pool.full else REFILL_AFTER_IDLE_S)[0]
+        ready = select.select([sock, *pool.lent_out, *pool.watch.pidfds()], [], [],
+                              None if pool.full else REFILL_AFTER_IDLE_S)[0]
+        ended = [r for r in ready if isinstance(r, int)]  # stages that ended (pidfds)
+        if ended:
+            pool.watch.ended(ended)
+            ready = [r for r in ready if not isinstance(r, int)]
         if not ready:
-            pool.add_one()
+            if not ended:
+                pool.add_one()
             continue
         msg, fds = b"", []
         if sock in ready:  # first: an agent that stops closes this end before it gives back its lent stage
@@ -114,11 +132,13 @@ class StagePool:
     Jobs that come while the agent holds none (a burst) come here, to the other waiting stages.
     """
 
-    def __init__(self, agent_fd: int, size: int = POOL_SIZE) -> None:
+    def __init__(self, agent_fd: int, size: int = POOL_SIZE, watch: StageWatch | None = None) -> None:
         self.agent_fd = agent_fd
         self.size = size
         self.idle: list[socket.socket] = []
         self.lent_out: list[socket.socket] = []  # at most one: our end of the stage the agent holds
+        self.watch = watch  # the warm launcher's: a stage that dies under its stage name leaves no cgroup
+        self.names: dict[socket.socket, str] = {}  # each stage's cgroup name, by our end of its socket
         self._agent = socket.socket(fileno=os.dup(agent_fd)) if agent_fd >= 0 else None
 
     @property
@@ -137,7 +157,7 @@ class StagePool:
 
     def returned(self) -> None:
         """The lent stage closed its socket: it took the agent's job (or died)."""
-        self.lent_out.pop().close()
+        self._let_go(self.lent_out.pop(), taken=True)
         self._top_up()
 
     def fill(self) -> None:
@@ -154,9 +174,9 @@ class StagePool:
             try:
                 socket.send_fds(stage, [kind], fds)
             except OSError:
+                self._let_go(stage, taken=False)
                 continue
-            finally:
-                stage.close()
+            self._let_go(stage, taken=True)
             self._top_up()
             return
         raise RuntimeError("no sandbox stage could take the job")
@@ -169,23 +189,33 @@ class StagePool:
         if self.size and not self.idle and not self.lent_out:  # a pool of none (a node's one job) keeps none
             self.add_one()
 
+    def _let_go(self, stage: socket.socket, taken: bool) -> None:
+        name = self.names.pop(stage, None)
+        stage.close()
+        if taken and name is not None and self.watch is not None:
+            self.watch.taken(name)
+
     def _spawn(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        name = sequence.stage_cgroup_name()
         pid = os.fork()
         if pid == 0:
-            _stage_waits(theirs)
+            _stage_waits(theirs, name)
         theirs.close()
+        self.names[ours] = name
+        if self.watch is not None:
+            self.watch.forked(pid, name)
         return ours
 
 
-def _stage_waits(sock: socket.socket) -> NoReturn:
+def _stage_waits(sock: socket.socket, name: str) -> NoReturn:
     """A stage-1 process: prepared ahead, blocked until the launcher hands it a job, then the job's."""
     keep = sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, 65536)  # the agent's socket and other stages' sockets are not ours
     set_process_name(IDLE_STAGE_NAME)
     assert DRIVER is not None
-    stage = sequence.Stage(DRIVER)
+    stage = sequence.Stage(DRIVER, name)
     sequence.stage_ahead(stage)
     stage.ahead = _bind_ahead()
     try:

@@ -5,9 +5,9 @@ Three processes carry a job (launcher.py only forks stage 1 and hands it its job
   stage 1   forked by the launcher's pool before any job comes: STAGE_AHEAD. When its job comes:
             STAGE_1 and JOB_ROOT, then it spawns the init, reports it, waits for it and copies
             /work out. A job the agent's own launcher takes is *held*: stage 1 becomes its holder
-            (holder.py), which takes the job (TAKE), prepares its root (STAGE_1_ROOT, JOB_ROOT),
-            makes the job's pipes, spawns the init and keeps the job until its end, outliving the
-            agent. A cluster node's side holds its jobs itself and hands a stage the pipes (`stage_1`).
+            (holder.py), which takes the job, prepares its root (STAGE_1_ROOT, JOB_ROOT), makes
+            the job's pipes, spawns the init, names its cgroup after the job (TAKE, while the init
+            works) and keeps the job until its end, outliving the agent. A cluster node's side holds its jobs itself and hands a stage the pipes (`stage_1`).
   init      jnb-init (init.c), PID 1 of the job's namespaces, spawned with its plan (initplan.py):
             /proc, pivot_root, lo, go, capabilities; it forks the job and reaps until it ends.
   the job   its identity, Landlock and seccomp (init.c), then execve of the user's command.
@@ -47,6 +47,7 @@ class Stage:
     """What a stage-1 process holds of its own before its job comes: nothing of any job."""
 
     driver: CgroupDriver
+    name: str = ""  # its cgroup's name while it waits (the launcher chose it, to remove it if the stage dies)
     cgroup: JobCgroup | None = None
     problem: str | None = None  # a step ahead failed: told to the job that comes, as reason setup
     devices: tuple[tuple[str, int, int], ...] | None = None  # the standard /dev's, allowed ahead
@@ -99,8 +100,12 @@ def join_own_cgroup(stage: Stage) -> None:
     """A cgroup of its own under the agent's parent, renamed after the job when the job comes; it
     allows the devices of the standard /dev already (mount_dev's: what nearly every job gets)."""
     stage.devices = mounts.device_allowlist()
-    stage.cgroup = stage.driver.create(f"stage-{os.urandom(6).hex()}", CgroupLimits(devices=stage.devices))
+    stage.cgroup = stage.driver.create(stage.name or stage_cgroup_name(), CgroupLimits(devices=stage.devices))
     stage.cgroup.join(os.getpid())
+
+
+def stage_cgroup_name() -> str:
+    return f"stage-{os.urandom(6).hex()}"
 
 
 def unshare_namespaces_ahead(_: Stage) -> None:
@@ -122,7 +127,9 @@ def stage_ahead(stage: Stage) -> None:
 
 
 def name_cgroup_after_job(stage: Stage, spec: SandboxSpec) -> None:
-    """From here on the agent finds the cgroup as `job-<id>`, and removes it when the job ends."""
+    """From here on the agent finds the cgroup as `job-<id>`, and removes it when the job ends. A
+    holder does it once its init is spawned (holder.py): until then the launcher removes the
+    stage's cgroup if the stage dies (launcher.StagePool)."""
     assert stage.cgroup is not None
     stage.cgroup = stage.cgroup.rename(f"job-{spec.job_id}")
 
