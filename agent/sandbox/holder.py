@@ -112,11 +112,9 @@ class Holder:
 
     def _name_cgroup(self, problem: str | None) -> str | None:
         """The cgroup takes the job's name (sequence.TAKE) once the init is spawned: the renames
-        (one per hierarchy: seven on cgroup v1) run while the init sets up on the other core, not
-        before it. Nothing reads the name earlier: the agent hears from this holder (hello, the
-        socket it listens on) only after it. A holder that dies before leaves its stage's cgroup
-        to the launcher, which removes it (launcher.StagePool). If the rename fails, the job
-        cannot be found by the agent: its init is killed and the set-up fails."""
+        (seven on cgroup v1) run while the init sets up, not before it. The agent hears from this
+        holder (hello, its socket) only after them; if it dies before, the launcher removes the
+        cgroup (stagewatch.py). A failed rename kills the init: the agent could not find the job."""
         if self.stage.cgroup is None:
             return problem
         try:
