@@ -171,8 +171,13 @@ def test_ranges_are_the_log_bytes_the_lines_are(tmp_path, monkeypatch):
     assert raw == log.path.read_bytes() and "range" not in kinds
 
 
-def test_a_range_ends_at_the_last_complete_line_and_a_live_log_is_followed_to_its_exit(tmp_path, monkeypatch):
+@pytest.mark.parametrize("live_from", [1, 1 << 30])
+def test_a_range_ends_at_the_last_complete_line_and_a_live_log_is_followed_to_its_exit(tmp_path, monkeypatch,
+                                                                                      live_from):
+    """A live log's complete lines go as ranges where they are `LIVE_RANGE_FROM` bytes or more, else
+    they are read; either way a line still being written is not sent until it ends."""
     monkeypatch.setattr(store, "RANGE_FROM", 1)
+    monkeypatch.setattr(store, "LIVE_RANGE_FROM", live_from)
 
     async def run() -> tuple[bytes, list[str], bytes]:
         from joblet_agent.jobs.loglines import LogRange
@@ -206,7 +211,8 @@ def test_a_range_ends_at_the_last_complete_line_and_a_live_log_is_followed_to_it
 
     partial, kinds, got = run_coroutine(run())
     whole = (tmp_path / "events.ndjson").read_bytes()
-    assert got == whole and "range" not in kinds[:-1]  # a live log is read; only once closed, a range
+    assert got == whole
+    assert ("range" in kinds[:-1]) == (live_from == 1), kinds  # a live log's large steps go unread
     assert partial == whole[:whole.index(b'{"seq":102,')]
     assert json.loads(got.splitlines()[-1])["type"] == "exit"
 

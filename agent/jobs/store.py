@@ -134,10 +134,10 @@ class EventLog:
         With `ranges`, once the lines are past `after`, the complete lines of a closed log (a
         finished job's history), where they are `RANGE_FROM` bytes or more, are yielded as a
         `LogRange` (an open descriptor, valid until the next item is asked for), for the HTTP layer
-        to send without reading them into the agent (sendfile); a live log's lines are read a step at
-        a time, however far ahead (sendfile there saved the agent little and cost the client more
-        reads). Only the log's last bytes are read to find where its complete lines end; the stream
-        ends where the log ends once it is closed (an exit event closes it in the call that writes it)."""
+        to send without reading them into the agent (sendfile); so are a live log's from
+        `LIVE_RANGE_FROM` bytes (a fast writer's: the pread and the socket's copy were a third of the
+        agent's CPU in a live relay), smaller ones are read. Only the log's last bytes are read to find
+        where its complete lines end; the stream ends where the log ends once it is closed."""
         try:
             offset, last = 0, after
             while True:
@@ -153,7 +153,7 @@ class EventLog:
                         end, ended = lines_end(fd, offset)
                         ranges = ended or not closed or end == offset  # else read on to its exit, not past it
                         if end > offset and ranges:
-                            item, whole = ranged_item(fd, offset, end, RANGE_FROM if closed else 0, READ_AT_MOST)
+                            item, whole = ranged_item(fd, offset, end, RANGE_FROM if closed else LIVE_RANGE_FROM, READ_AT_MOST)
                             end, ended = (end, ended) if whole else (offset + len(item), False)
                             yield item
                     finally:
@@ -208,6 +208,7 @@ class HeapTrim:
 
 READ_AT_MOST = 2 << 20  # a follower reads a long log in bounded steps: a slow reader holds about two
 RANGE_FROM = READ_AT_MOST  # complete lines this many bytes or more go to the HTTP layer as a range, unread
+LIVE_RANGE_FROM = 256 << 10  # ... of a live log (below it, a read: a range's own cost is more Python per step)
 
 
 class RecordStore(Generic[R]):
