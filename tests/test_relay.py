@@ -140,11 +140,30 @@ def test_chunked_lines_read_into_one_buffer_are_whole_whatever_the_chunks_and_bu
     stream = b'{"seq":1}\n\n' + long + b'\n \n{"seq":3}\n' + long.replace(b"2", b"4", 1) + b'\n{"seq":5,"cut'
     want = [b'{"seq":1}', long, b'{"seq":3}', long.replace(b"2", b"4", 1)]
     for size in (1, 3, 7, 64, 999, 1500, len(stream)):
-        for buffer in (8, 100, 1024, 4096):  # lines longer than the buffer, moves to its front
+        for buffer, first in ((8, 8), (100, 100), (1024, 1024), (4096, 4096), (4096, 2), (1024, 16)):
+            # lines longer than the buffer, moves to its front, a buffer grown with a line's start in it
             reader = io.BufferedReader(io.BytesIO(_chunked(stream, size, b"x-t: 1\r\n")), 16)
-            lines = [bytes(line) for line in chunked_lines(reader, buffer)]
-            assert lines == want, (size, buffer)
+            lines = [bytes(line) for line in chunked_lines(reader, buffer, first)]
+            assert lines == want, (size, buffer, first)
             assert reader.read() == b"", "the body was not read to its end"
+
+
+def test_a_small_stream_never_makes_the_large_buffer():
+    import io
+    import tracemalloc
+
+    from joblet_nb.core.lines import BUFFER
+
+    body = b'{"seq":1,"type":"stdout","data":"hi\\n"}\n{"seq":2,"type":"exit"}\n'
+    tracemalloc.start()
+    try:
+        lines = list(map(bytes, chunked_lines(io.BufferedReader(io.BytesIO(_chunked(body, 17))))))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(lines) == 2 and peak < BUFFER // 8, peak
+    big = b"".join(b'{"seq":%d,"data":"%s"}\n' % (i, b"x" * 9000) for i in range(1000))  # 9 MB
+    assert list(map(bytes, chunked_lines(io.BufferedReader(io.BytesIO(_chunked(big, 1 << 20)))))) == big.split(b"\n")[:-1]
 
 
 @pytest.mark.parametrize("framed", [b"zz\r\nab\r\n0\r\n\r\n", b"5\r\nab", b"2\r\nab0\r\n\r\n",

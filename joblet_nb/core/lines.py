@@ -17,7 +17,8 @@ from typing import BinaryIO, Iterator
 
 import requests
 
-BUFFER = 4 << 20        # the reused buffer; a line longer than this is gathered in pieces
+BUFFER = 4 << 20        # the reused buffer at its largest; a line longer than this is gathered in pieces
+FIRST_BUFFER = 64 << 10  # ... at first (grown fourfold each time it fills)
 MAX_SIZE_LINE = 1024    # a chunk's size line (hex digits and extensions), or a trailer line
 
 
@@ -44,11 +45,14 @@ def raw_chunked_reader(resp: requests.Response) -> BinaryIO | None:
     return reader  # type: ignore[no-any-return]
 
 
-def chunked_lines(reader: BinaryIO, size: int = BUFFER) -> Iterator[bytes | memoryview]:
-    """The lines of a chunked body read from `reader` into one buffer of `size` bytes. A line
-    that lies in the buffer is a view of it; one longer than the buffer is gathered and joined.
+def chunked_lines(reader: BinaryIO, limit: int = BUFFER, size: int = FIRST_BUFFER) -> Iterator[bytes | memoryview]:
+    """The lines of a chunked body read from `reader` into one buffer, of `size` bytes at first
+    and grown (to at most `limit`) each time it fills: a trivial job's stream never makes the
+    large one (4 MiB zeroed and faulted in per stream, on a cell's critical path). A line that
+    lies in the buffer is a view of it; one longer than the largest buffer is gathered and joined.
     A piece without its newline at the body's end is dropped (the agent ends every line: the
     stream was cut there, and the reconnect asks for everything after the last whole event)."""
+    size = min(size, limit)
     buf = bytearray(size)
     view = memoryview(buf)
     start = end = 0          # buf[start:end]: the beginning of a line whose newline has not come
@@ -56,7 +60,12 @@ def chunked_lines(reader: BinaryIO, size: int = BUFFER) -> Iterator[bytes | memo
     try:
         while left := _chunk_size(reader):
             while left:
-                if end == size:  # no room after what waits: move it to the front, or set it aside
+                if end == size and size < limit:  # full: a larger one, with what waits at its front
+                    size = min(limit, size * 4)
+                    buf, view = bytearray(size), view[start:end]
+                    buf[:len(view)] = view
+                    start, end, view = 0, len(view), memoryview(buf)
+                elif end == size:  # no room after what waits: move it to the front, or set it aside
                     if start == 0:
                         gathered.append(bytes(view[:end]))
                     elif end > start:
