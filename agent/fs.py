@@ -130,16 +130,6 @@ def create_beneath(root: str, path: str, mode: int = 0o644, owner: tuple[int, in
     return fd
 
 
-def write_beneath(root: str, path: str, content: bytes, mode: int = 0o644,
-                  owner: tuple[int, int] | None = None) -> None:
-    """Create `root/path` (new file only) without following any symlink on the way."""
-    fd = create_beneath(root, path, mode, owner)
-    try:
-        os.write(fd, content) if len(content) < (1 << 20) else write_all(fd, content)
-    finally:
-        os.close(fd)
-
-
 def write_first(path: os.PathLike[str] | str, data: bytes, dir_fd: int | None = None, durable: bool = False) -> None:
     """A state file's first content, in place, in one write: the file is new or an empty one
     made ahead (a spare job folder's). Not opened with O_TRUNC: on ext4 truncating a file to

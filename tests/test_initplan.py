@@ -94,9 +94,9 @@ def test_a_broken_plan_is_a_setup_error_not_a_crash() -> None:
 
 
 def test_a_failed_mount_names_its_step_and_path_in_one_valid_line() -> None:
-    """As PID 1 of a PID namespace, an init whose root does not exist stops at /proc, in a mount
-    namespace of its own (nothing is mounted); the root's path, with quotes, a backslash, a
-    newline and UTF-8, comes back whole through the init's JSON escaping."""
+    """As PID 1 of a PID namespace, an init whose root does not exist stops when it builds it
+    (nothing is mounted); the root's path, with quotes, a backslash, a newline and UTF-8, comes
+    back whole through the init's JSON escaping."""
     spec = _spec()
     spec.root_dir = '/nonexistent-jnb "such"\\root\nwith é'
     fd = initplan.sealed(initplan.plan(spec))
@@ -105,7 +105,7 @@ def test_a_failed_mount_names_its_step_and_path_in_one_valid_line() -> None:
     finally:
         os.close(fd)
     assert code == 125 and [m.kind for m in messages] == [status.Kind.SETUP_ERROR], messages
-    expected = "mount proc: mount proc on " + spec.root_dir.encode().decode("latin-1") + "/proc: No such file or directory"
+    expected = "build root: open the root " + spec.root_dir.encode().decode("latin-1") + ": No such file or directory"
     assert messages[0].message == expected, messages
 
 

@@ -16,7 +16,11 @@ def test_relative_paths_only(bad):
         safefs.split_relative(bad)
 
 
-def test_write_beneath_does_not_follow_a_planted_symlink(tmp_path):
+def _create(root: str, path: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+    os.close(safefs.create_beneath(root, path, mode, owner))
+
+
+def test_create_beneath_does_not_follow_a_planted_symlink(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     root = tmp_path / "work"
@@ -24,15 +28,15 @@ def test_write_beneath_does_not_follow_a_planted_symlink(tmp_path):
     (root / "dir").symlink_to(outside)
     (root / "file").symlink_to(outside / "target")
     with pytest.raises(OSError):
-        safefs.write_beneath(str(root), "dir/x", b"data")
+        _create(str(root), "dir/x")
     with pytest.raises(OSError):
-        safefs.write_beneath(str(root), "file", b"data")
+        _create(str(root), "file")
     assert list(outside.iterdir()) == []
 
 
 @pytest.mark.root
-def test_write_beneath_creates_folders_with_owner_and_mode(tmp_path):
-    safefs.write_beneath(str(tmp_path), "a/b/c.sh", b"#!/bin/sh\n", 0o755, owner=(1234, 1234))
+def test_create_beneath_creates_folders_with_owner_and_mode(tmp_path):
+    _create(str(tmp_path), "a/b/c.sh", 0o755, owner=(1234, 1234))
     st = os.stat(tmp_path / "a/b/c.sh")
     assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o755, 1234)
     assert os.stat(tmp_path / "a").st_uid == 1234

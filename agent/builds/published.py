@@ -182,7 +182,7 @@ class PublishedRuntimes:
     @staticmethod
     def mounts(spec: RuntimeSpec, version_dir: str) -> RuntimeMounts:
         """`spec` is a published (rewritten) runtime.yml: every source lies inside isolated/, and is
-        bound from a descriptor opened beneath it with no symlink on the way (rootfs.bind_mount)."""
+        bound from a descriptor opened beneath it with no symlink on the way (rootfs.bind, init_root.c)."""
         if any(not m.source.startswith("isolated/") for m in spec.mounts):
             raise Conflict(f"runtime {spec.name!r}: a mount source lies outside isolated/; rebuild it")
         isolated = os.path.join(version_dir, "isolated")

@@ -51,7 +51,7 @@ def mounts(ref: dict[str, Any], runtimes_dir: str, node: str) -> list[Mount]:
         parts = source.split("/")
         if parts[0] != "isolated" or ".." in parts or not target.startswith("/"):
             raise RuntimeMissing(f"{where}: mount {source!r} -> {target!r} is not inside isolated/")
-        # bound from a descriptor opened beneath isolated/ with no symlink on the way (rootfs.bind_mount)
+        # bound from a descriptor opened beneath isolated/ with no symlink on the way (rootfs.bind, init_root.c)
         binds.append(Mount(source="/".join(parts[1:]) or ".", target=target, readonly=True,
                            beneath=os.path.join(found, "isolated")))
     return binds

@@ -79,6 +79,7 @@ int main(void) {
     keep_only_its_descriptors();
     check_pid_1();
     prefer_for_oom_kill();
+    build_root();
     if (unshare(CLONE_NEWNS) < 0) /* nested: the pivot leaves the holder's view (it copies /work out) */
         setup_failed("private mount namespace", "unshare");
     mount_proc();

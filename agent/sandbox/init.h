@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <linux/filter.h>
 #include <net/if.h>
 #include <sched.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -35,13 +37,18 @@
 #define SYS_close_range 436
 #endif
 
-enum { STATUS_FD = 3, GO_FD = 4, PLAN_FD = 5, SETUP_FAILED = 125, EXEC_FAILED = 127, MAX_PLAN = 16 << 20 };
+enum { STATUS_FD = 3, GO_FD = 4, PLAN_FD = 5, SETUP_FAILED = 125, EXEC_FAILED = 127, MAX_PLAN = 1 << 30 };
+/* the plan carries a job's uploads; initplan.MAX_PLAN is the same bound */
 
 /* the plan's records: u32 tag, u32 length, then the value; strings end with their NUL */
 enum {
     T_ROOT = 1, T_HOSTNAME, T_MASK_FILE, T_MASK_DIR, T_READONLY_DIR, T_WAIT_GO, T_IDS, T_CAPS,
     T_ARG, T_ENV, T_LANDLOCK, T_LANDLOCK_RULE, T_SECCOMP,
+    /* the root's records (rootfs.py has the same numbers), applied in their order (init_root.c) */
+    R_MKDIR, R_SYMLINK, R_BIND, R_HOST, R_WRITE, R_MASK, R_FS, R_NODE, R_REMOUNT, R_BIND_SELF,
 };
+
+struct root_op { uint32_t tag, len; const char *value; };
 
 #define MAX_ITEMS 4096
 struct plan {
@@ -60,6 +67,8 @@ struct plan {
     uint64_t rule_access[64];
     int n_rules;
     struct sock_fprog seccomp;
+    struct root_op *root_ops;            /* values point into the plan's mapping: uploads are not copied */
+    int n_root_ops;
 };
 
 extern struct plan P;
@@ -73,6 +82,9 @@ __attribute__((noreturn, format(printf, 2, 3))) void setup_failed(const char *st
 
 /* init_plan.c: the plan, from its sealed memfd */
 void read_plan(void);
+
+/* init_root.c: the job's root from the root records, in the holder's mount namespace */
+void build_root(void);
 
 /* init_steps.c: PID 1's steps before the job's fork, in bubblewrap's order */
 void keep_only_its_descriptors(void);

@@ -71,6 +71,18 @@ static void take_record(uint32_t tag, char *value, uint32_t len) {
     }
 }
 
+/* a root record: kept where it lies in the plan's mapping, in its order (init_root.c applies it) */
+static void add_root_op(uint32_t tag, const char *value, uint32_t len) {
+    static int room;
+    if (P.n_root_ops == room) {
+        room = room ? room * 2 : 64;
+        P.root_ops = realloc(P.root_ops, (size_t)room * sizeof *P.root_ops);
+        if (!P.root_ops)
+            setup_failed("read plan", "malloc");
+    }
+    P.root_ops[P.n_root_ops++] = (struct root_op){tag, len, value};
+}
+
 void read_plan(void) {
     struct stat st;
     if (fstat(PLAN_FD, &st) < 0)
@@ -79,16 +91,11 @@ void read_plan(void) {
         errno = EINVAL;
         setup_failed("read plan", "a plan of %lld bytes", (long long)st.st_size);
     }
-    size_t size = (size_t)st.st_size, at = 0;
-    char *data = malloc(size);
-    if (!data)
-        setup_failed("read plan", "malloc");
-    while (at < size) {
-        ssize_t n = pread(PLAN_FD, data + at, size - at, (off_t)at);
-        if (n <= 0)
-            setup_failed("read plan", "pread");
-        at += (size_t)n;
-    }
+    size_t size = (size_t)st.st_size, at;
+    /* sealed against writes: the mapping is what initplan.py wrote, whoever else holds the memfd */
+    const char *data = mmap(NULL, size, PROT_READ, MAP_PRIVATE, PLAN_FD, 0);
+    if (data == MAP_FAILED)
+        setup_failed("read plan", "mmap");
     close(PLAN_FD);
     for (at = 0; at + 8 <= size;) {
         uint32_t tag, len;
@@ -99,7 +106,12 @@ void read_plan(void) {
             errno = EINVAL;
             setup_failed("read plan", "a record past the end");
         }
-        /* each value gets its own aligned copy (the seccomp program is read as an array) */
+        if (tag >= R_MKDIR && tag <= R_BIND_SELF) {
+            add_root_op(tag, data + at, len);
+            at += len;
+            continue;
+        }
+        /* each other value gets its own aligned copy (the seccomp program is read as an array) */
         char *value = malloc(len ? len : 1);
         if (!value)
             setup_failed("read plan", "malloc");
@@ -107,7 +119,10 @@ void read_plan(void) {
         take_record(tag, value, len);
         at += len;
     }
-    free(data);
+    if (at != size) {
+        errno = EINVAL;
+        setup_failed("read plan", "a record header cut short");
+    }
     if (!P.root || !P.hostname || P.argc == 0 || !P.seccomp.len || !P.uid || !P.gid) {
         errno = EINVAL;
         setup_failed("read plan", "incomplete (root, hostname, argv, seccomp, ids)");

@@ -1,9 +1,10 @@
 """The job's plan, and the spawn of jnb-init (init.c) that carries it out as PID 1 of the job.
 
-Python decides, C applies: the holder (or a node's stage) has checked the spec, built the job's
-root in its own mount namespace, compiled the seccomp program and worked out the Landlock rules
-for the kernel's ABI; what is left needs PID 1 of the new PID namespace or the job's own process
-(/proc, pivot_root, lo, go, capabilities, uid, Landlock, seccomp, exec). That is written here into
+Python decides, C applies: the holder (or a node's stage) has checked the spec, mounted the job's
+tmpfs root in its own mount namespace, compiled the seccomp program and worked out the Landlock
+rules for the kernel's ABI; the root's layout is records (rootfs.py) the init builds in that same
+namespace, and the rest needs PID 1 of the new PID namespace or the job's own process (/proc,
+pivot_root, lo, go, capabilities, uid, Landlock, seccomp, exec). That is written here into
 a sealed memfd of tagged records (u32 tag, u32 length, value; strings end with a NUL), which the
 init reads at descriptor 5 and closes before the job's process exists. The init is spawned
 (posix_spawn: no copy of the holder's pages) from the host's binary, with an empty environment,
@@ -18,13 +19,14 @@ import signal
 import struct
 import sys
 
-from . import identity, landlock, mounts, seccomp
+from . import identity, landlock, mounts, rootfs, seccomp
 from .spec import SandboxSpec
 
 BINARY = os.path.join(sys.prefix, "libexec", "jnb-init")
 PLAN_FD = 5
+MAX_PLAN = 1 << 30  # init.h's: the plan carries the uploads, which the job's disk bounds
 
-# the records (init.c has the same numbers)
+# the records (init.h has the same numbers; the root's follow them: rootfs.py)
 ROOT, HOSTNAME, MASK_FILE, MASK_DIR, READONLY_DIR, WAIT_GO, IDS, CAPS = 1, 2, 3, 4, 5, 6, 7, 8
 ARG, ENV, LANDLOCK, LANDLOCK_RULE, SECCOMP = 9, 10, 11, 12, 13
 
@@ -54,7 +56,8 @@ def _caps(names: frozenset[int]) -> int:
 
 
 def plan(spec: SandboxSpec) -> bytes:
-    """The records of `spec` that the init needs; nothing else of the spec goes to the init."""
+    """The records of `spec` that the init needs, the root's last; nothing else of the spec goes to
+    the init. Raises rootfs.BadRoot for a root that cannot be built."""
     parts = [_text(ROOT, spec.root_dir), _text(HOSTNAME, spec.hostname),
              _record(IDS, struct.pack("=II", spec.uid, spec.gid)),
              _record(CAPS, struct.pack("=QQ", _caps(identity.FORK_CAPS), _caps(identity.REAPER_CAPS)))]
@@ -73,7 +76,10 @@ def plan(spec: SandboxSpec) -> bytes:
         parts += [_record(LANDLOCK_RULE, struct.pack("=Q", access) + path.encode() + b"\0")
                   for path, access in ruleset.rules]
     parts.append(_record(SECCOMP, seccomp.compile_profile(spec.job_type)))
-    return b"".join(parts)
+    data = b"".join(parts + rootfs.records(spec))
+    if len(data) > MAX_PLAN:
+        raise ValueError(f"a plan of {len(data)} bytes (at most {MAX_PLAN})")
+    return data
 
 
 def sealed(data: bytes) -> int:

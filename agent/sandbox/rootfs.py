@@ -1,101 +1,122 @@
-"""The job's root filesystem, laid out on its tmpfs before pivot_root (nsjail's mnt.cc).
+"""The job's root filesystem as records of jnb-init's plan (nsjail's mnt.cc, bubblewrap's order).
 
-Read-only system binds, fresh /etc copies, the runtime's mounts, masks over host secrets, the
-uploads in /work, then dev; every path below the root is walked without following links. It runs
-in the job's stage (its mount namespace is the job's own); /proc is the init's (init.c), as only
-PID 1 of the job's PID namespace can mount that namespace's procfs.
+Python decides, C applies: this module turns the spec into root records (folders, links, binds,
+files with their mode and owner, masks, device nodes, new filesystems), checking here everything
+that needs no filesystem; jnb-init (init_root.c) applies them in order on the job's tmpfs, in the
+holder's mount namespace, before it nests its own, walking every path below the root without
+following links and opening a `beneath` source with openat2. Read-only system binds, fresh /etc
+copies, /work and /tmp, the runtime's mounts, masks over host secrets, the uploads, then /dev;
+/proc is the init's too (only PID 1 of the job's PID namespace can mount that namespace's procfs).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
-from collections.abc import Iterator
+import struct
 
-from ..fs import UnsafePath, open_source, write_beneath
+from ..fs import UnsafePath, split_relative
 from . import mounts
 from .spec import Mount, SandboxSpec
 
+# the records (init.h has the same numbers, after initplan.py's)
+MKDIR, SYMLINK, BIND, HOST, WRITE, MASK, FS, NODE, REMOUNT, BIND_SELF = range(14, 24)
+ANY_OWNER = 0xFFFFFFFF
+BIND_READONLY, BIND_BENEATH = 1, 2
+# mount_setattr's and fsmount's attributes (linux/mount.h)
+RDONLY, NOSUID, NODEV, NOEXEC = 0x1, 0x2, 0x4, 0x8
 
-def build_root(spec: SandboxSpec) -> None:
-    """Lay out the job's root on its tmpfs: read-only system binds, /etc copies, /work, /tmp,
-    runtime mounts, masks, uploads and dev; an empty /proc for the init to mount."""
-    root = spec.root_dir
-    table = mounts.MountTable()
-    for name in ("usr", "etc", "work", "tmp", "proc", "dev"):
-        os.mkdir(os.path.join(root, name), 0o755)
-    system_usr(root, spec.system, table)
-    for name, content in spec.etc_files.items():
-        write_beneath(os.path.join(root, "etc"), name, content.encode(), 0o644)
-    for m in spec.mounts:
-        bind_mount(root, m, table)
-    for path in spec.masks:
-        target = os.path.join(root, path.lstrip("/"))
-        if os.path.isdir(target):
-            mounts.mount_tmpfs(target, 1, 0o755)
-            mounts.remount(target, mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV)
-        elif os.path.exists(target):
-            mounts.bind("/dev/null", target, readonly=True)
-    work, tmp = os.path.join(root, "work"), os.path.join(root, "tmp")
-    os.chown(work, spec.uid, spec.gid)
-    os.chmod(tmp, 0o1777)
-    for up in spec.uploads:
-        write_beneath(work, up.path, up.content, up.mode, owner=(spec.uid, spec.gid))
-    mounts.bind_self(work)
-    mounts.bind_self(tmp)
-    mounts.mount_dev(root, spec.shm_mb, spec.devices)
+HOST_SYSTEM = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")  # as the host has them: a link or a bind
+IMAGE_LINKS = ("bin", "sbin", "lib", "lib64")  # a base image's merged /usr (Debian 12)
 
 
-def system_usr(root: str, system: Mount | None, table: mounts.MountTable) -> None:
-    """The job's /usr: a built base image (merged /usr: /bin, /sbin, /lib and /lib64 are links
-    into it, as on Debian 12), or with `system` None the host's /usr and /bin, /lib... as the host has them."""
+class BadRoot(ValueError):
+    """The spec asks for a root that cannot be built (a path with '..', a taken device name, ...)."""
+
+
+def record(tag: int, *fields: int | str | bytes) -> bytes:
+    """u32 tag, u32 length, then the fields: ints as u32, strings NUL-ended, bytes as they are (last)."""
+    raw = b"".join(struct.pack("=I", f) if isinstance(f, int) else _text(f) if isinstance(f, str) else f
+                   for f in fields)
+    return struct.pack("=II", tag, len(raw)) + raw
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    if b"\0" in raw:
+        raise BadRoot(f"a NUL byte in {value[:40]!r}")
+    return raw + b"\0"
+
+
+def records(spec: SandboxSpec) -> list[bytes]:
+    """The root of `spec`, in the order the init builds it."""
+    out = [record(MKDIR, 0o755, ANY_OWNER, ANY_OWNER, name) for name in ("usr", "etc", "proc", "dev")]
+    out += [record(MKDIR, 0o755, spec.uid, spec.gid, "work"), record(MKDIR, 0o1777, ANY_OWNER, ANY_OWNER, "tmp")]
+    out += system_usr(spec.system)
+    out += [record(WRITE, 0o644, ANY_OWNER, ANY_OWNER, "etc/" + relative(name), content.encode())
+            for name, content in spec.etc_files.items()]
+    out += [bind(m) for m in spec.mounts]
+    out += [record(MASK, target(path)) for path in spec.masks]
+    uploaded = sum(len(up.content) for up in spec.uploads)
+    if uploaded > spec.disk_mb << 20:
+        raise BadRoot(f"uploads of {uploaded} bytes do not fit the job's disk of {spec.disk_mb} MB")
+    out += [record(WRITE, up.mode & 0o777, spec.uid, spec.gid, "work/" + relative(up.path), up.content)
+            for up in spec.uploads]
+    out += [record(BIND_SELF, "work"), record(BIND_SELF, "tmp")]
+    return out + dev(spec.shm_mb, spec.devices)
+
+
+def system_usr(system: Mount | None) -> list[bytes]:
+    """The job's /usr: a built base image's (merged /usr: /bin, /sbin, /lib and /lib64 are links
+    into it), or with `system` None the host's /usr, and /bin, /lib... as the host has them."""
     if system is not None:
-        with bind_source(system) as (source, _):
-            mounts.bind(source, os.path.join(root, "usr"), readonly=True, table=table)
-        for name in ("bin", "sbin", "lib", "lib64"):
-            os.symlink(f"usr/{name}", os.path.join(root, name))
-        return
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        host = "/" + name
-        if os.path.islink(host):
-            os.symlink(os.readlink(host), os.path.join(root, name))
-        elif os.path.isdir(host):
-            os.mkdir(os.path.join(root, name), 0o755)
-            mounts.bind(host, os.path.join(root, name), readonly=True, table=table)
-    mounts.bind("/usr", os.path.join(root, "usr"), readonly=True, table=table)
+        return [bind(Mount(system.source, "/usr", True, system.beneath))] + [
+            record(SYMLINK, f"usr/{name}", name) for name in IMAGE_LINKS]
+    return [record(HOST, name) for name in HOST_SYSTEM] + [record(BIND, BIND_READONLY, "/usr", "", "usr")]
 
 
-def bind_mount(root: str, m: Mount, table: mounts.MountTable) -> None:
-    """One bind of `spec.mounts`, from what `bind_source` resolved."""
-    with bind_source(m) as (source, is_dir):
-        target = mounts.mkdirs_beneath(root, m.target) if is_dir else _file_target(root, m.target)
-        mounts.bind(source, target, readonly=m.readonly, table=table)
+def bind(m: Mount) -> bytes:
+    """One bind: a source `beneath` a folder (a runtime's or the base image's `isolated/` tree) is
+    resolved by the init with openat2 beneath it through no symlink and bound from that
+    descriptor; other sources are host paths the agent chose. Folder or file: as the source is."""
+    flags = BIND_READONLY if m.readonly else 0
+    if m.beneath is not None:
+        try:
+            split_relative(m.source)
+        except UnsafePath as exc:
+            raise BadRoot(f"runtime mount source {m.source!r}: {exc}") from None
+        flags |= BIND_BENEATH
+    return record(BIND, flags, m.source, m.beneath or "", target(m.target))
 
 
-@contextlib.contextmanager
-def bind_source(m: Mount) -> Iterator[tuple[str, bool]]:
-    """(what to bind, whether it is a folder). A source `beneath` a folder (a runtime's or the base
-    image's `isolated/` tree) is opened with openat2, beneath it and through no symlink, and bound
-    from that descriptor: the bind gets what was resolved, whatever the tree holds by the time
-    mount(2) looks at the path. Other sources are host paths the agent chose."""
-    if m.beneath is None:
-        yield m.source, os.path.isdir(m.source)
-        return
+def dev(shm_mb: int, devices: list[str] | tuple[str, ...]) -> list[bytes]:
+    """A tmpfs /dev (nodev itself) holding binds of a handful of harmless host nodes and of the
+    `devices` the job was given (the GPUs Slurm allocated: character devices, the init checks),
+    each under its own name; its own devpts and /dev/shm; then read-only."""
+    out = [record(FS, NOSUID | NODEV | NOEXEC, "tmpfs", "size=64k,mode=755", "dev")]
+    out += [record(NODE, f"/dev/{name}", f"dev/{name}") for name in mounts.DEV_NODES]
+    for source in devices:
+        name = source.rpartition("/")[2]
+        if name in mounts.DEV_NODES or name in mounts.DEV_LINKS or name in ("pts", "shm", "") \
+                or name.startswith("."):
+            raise BadRoot(f"device {source}: its name {name!r} is taken in /dev")
+        out.append(record(NODE, source, f"dev/{name}"))
+    out += [record(SYMLINK, link, f"dev/{name}") for name, link in mounts.DEV_LINKS.items()]
+    out.append(record(FS, NOSUID | NOEXEC, "devpts", "newinstance,ptmxmode=0666,mode=0620", "dev/pts"))
+    inodes = max(1024, shm_mb * mounts.INODES_PER_MB)
+    out.append(record(FS, NOSUID | NODEV | NOEXEC, "tmpfs", f"size={shm_mb}m,nr_inodes={inodes},mode=1777", "dev/shm"))
+    return out + [record(REMOUNT, RDONLY | NOSUID | NODEV | NOEXEC, "dev")]
+
+
+def relative(path: str) -> str:
+    """A path below /work or /etc: relative, no '..' (the init refuses links on the way)."""
     try:
-        fd = open_source(m.beneath, m.source)
-    except (OSError, UnsafePath) as exc:
-        raise RuntimeError(f"runtime mount source {m.source!r}: {exc}") from None
-    try:
-        yield f"/proc/self/fd/{fd}", stat.S_ISDIR(os.fstat(fd).st_mode)
-    finally:
-        os.close(fd)
+        return "/".join(split_relative(path))
+    except UnsafePath as exc:
+        raise BadRoot(str(exc)) from None
 
 
-def _file_target(root: str, target: str) -> str:
-    parent, _, name = target.strip("/").rpartition("/")
-    directory = mounts.mkdirs_beneath(root, parent) if parent else root
-    path = os.path.join(directory, name)
-    if not os.path.exists(path):
-        open(path, "x").close()
-    return path
+def target(path: str) -> str:
+    """A path in the job's root, relative to the root: no '.', '..' or empty name."""
+    parts = [p for p in path.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise BadRoot(f"path {path!r} in the job's root must not be empty or contain '.' or '..'")
+    return "/".join(parts)

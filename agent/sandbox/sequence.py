@@ -9,7 +9,10 @@ Three processes carry a job (launcher.py only forks stage 1 and hands it its job
             the job's pipes, spawns the init, names its cgroup after the job (TAKE, while the init
             works) and keeps the job until its end, outliving the agent. A cluster node's side holds its jobs itself and hands a stage the pipes (`stage_1`).
   init      jnb-init (init.c), PID 1 of the job's namespaces, spawned with its plan (initplan.py):
-            /proc, pivot_root, lo, go, capabilities; it forks the job and reaps until it ends.
+            builds the root from the plan's root records (rootfs.py decides them, init_root.c
+            applies them: binds, /etc, /work and its uploads, masks, /dev) in stage 1's mount
+            namespace while the holder execs jnb-holder, then /proc, pivot_root, lo, go,
+            capabilities; it forks the job and reaps until it ends.
   the job   its identity, Landlock and seccomp (init.c), then execve of the user's command.
 
 Each table lists functions, and a function's name is what a failure reports ("build root: ...",
@@ -203,9 +206,11 @@ def collect_work(spec: SandboxSpec) -> tuple[int, int, list[str]]:
 
 
 # ---- the job's root, then its init ----------------------------------------------------------
-# The root is built in stage 1's own mount namespace (a copy of the host's, private to this job);
-# the init (init.c, PID 1 of the job's namespaces) nests another one for its pivot_root, so the
-# stage still sees the root's /work afterwards, to copy it out.
+# Stage 1 mounts the root's tmpfs in its own mount namespace (a copy of the host's, private to this
+# job); the init builds the root on it in that same namespace ("build root", init_root.c, from
+# rootfs.py's records: a spec that asks for a root that cannot be built fails here, named the same),
+# then nests another one for its pivot_root, so the stage still sees the root's /work afterwards,
+# to copy it out.
 
 
 def validate_job_context(_: Stage, spec: SandboxSpec) -> None:
@@ -215,13 +220,7 @@ def validate_job_context(_: Stage, spec: SandboxSpec) -> None:
         raise SetupError("not in job context: JOB_ID not set")
 
 
-def build_root(_: Stage, spec: SandboxSpec) -> None:
-    """rootfs.build_root: binds, /etc, runtime mounts, masks, uploads, /dev (not /proc: only PID 1
-    of the job's PID namespace can mount its procfs)."""
-    rootfs.build_root(spec)
-
-
-JOB_ROOT = (validate_job_context, build_root)
+JOB_ROOT = (validate_job_context,)
 
 def prepare_root(stage: Stage, spec: SandboxSpec, mark: Callable[[str], None]) -> str | None:
     """A held job's: STAGE_1_ROOT, then JOB_ROOT (`mark` after each: benchmarks/); the problem to
@@ -241,7 +240,7 @@ def prepare_root(stage: Stage, spec: SandboxSpec, mark: Callable[[str], None]) -
 
 # What jnb-init does, in this order (init.c; a failure is reported as `setup_error` naming the
 # step, "STEP: what: why"): read plan, keep only its descriptors, validate job context (PID 1),
-# prefer for oom kill, private mount namespace, mount proc (and its masks), set hostname, pivot
+# prefer for oom kill, build root (init_root.c, in stage 1's namespace), private mount namespace, mount proc (and its masks), set hostname, pivot
 # root, root readonly, loopback up, wait for the agent, cgroup namespace, narrow capabilities
 # (identity.FORK_CAPS, not dumpable, no_new_privs), fork the job, reduce reaper
 # (identity.REAPER_CAPS), `running`, then it reaps and reports the job's `exit`.
@@ -253,8 +252,11 @@ def prepare_root(stage: Stage, spec: SandboxSpec, mark: Callable[[str], None]) -
 
 def start_init(spec: SandboxSpec, slots: dict[int, int] | None = None) -> int:
     """Spawn jnb-init with its plan; `slots` puts descriptors at 0-4 (the caller's own 0-4 stay
-    where they are otherwise). Returns its PID; raises SetupError naming the step."""
+    where they are otherwise). Returns its PID; raises SetupError naming the step (a root the spec
+    cannot have is "build root", as when the init fails to build it)."""
     try:
         return initplan.spawn(spec, slots or {})
+    except rootfs.BadRoot as exc:
+        raise SetupError(f"build root: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - every failure becomes reason "setup"
         raise SetupError(f"start init: {exc}") from None
