@@ -1,21 +1,24 @@
 /* jnb-init: PID 1 of a job's namespaces, from the moment its holder spawns it to the job's end.
  *
- * The holder (a Python process) decides everything and builds the job's root in its own mount
- * namespace (binds, /etc, /work, /dev: rootfs.py); it then spawns this program (posix_spawn, with
- * the forwarded signals blocked) with the job's descriptors at 0-4 and a sealed memfd holding the
- * job's plan at 5 (initplan.py writes it; the tags below are its records). This program does, in
- * bubblewrap's order, what needs PID 1 of the new PID namespace or happens after pivot_root:
- * /proc and its masks, hostname, pivot_root, root read-only, lo up, wait for `go`, the cgroup
- * namespace, capabilities narrowed; forks the job's process (session, /work, default signals, no
- * core, uid/gid, no capability, no_new_privs, fds, Landlock, seccomp last, exec), reports on the
- * status descriptor in status.py's format, and reaps until the job's process ends.
+ * The holder (a Python process) decides everything and mounts the job's tmpfs root in its own
+ * mount namespace; it then spawns this program (posix_spawn, with the forwarded signals blocked)
+ * with the job's descriptors at 0-4 and a sealed memfd holding the job's plan at 5 (initplan.py
+ * and rootfs.py write it; init.h's tags are its records), and goes on to exec jnb-holder while
+ * this program builds the root in that same mount namespace from the plan's root records (binds,
+ * /etc, /work and its uploads, masks, /dev: init_root.c), so that the holder still sees /work
+ * after the job. Then, in bubblewrap's order, what needs PID 1 of the new PID namespace or happens
+ * after pivot_root, in a mount namespace of its own: /proc and its masks, hostname, pivot_root,
+ * root read-only, lo up, wait for `go`, the cgroup namespace, capabilities narrowed; forks the
+ * job's process (session, /work, default signals, no core, uid/gid, no capability, no_new_privs,
+ * fds, Landlock, seccomp last, exec), reports on the status descriptor in status.py's format, and
+ * reaps until the job's process ends.
  *
  * Every failure before the fork is `setup_error` naming the step; after it, the job's own
  * `exec_error` (exit 127). Built by scripts/install.sh (gcc, static) into the venv's libexec.
  *
  * This file is PID 1's order of things and its reaping; the rest is one job to a file:
- * init_plan.c (the plan), init_status.c (the status channel), init_steps.c (the steps before the
- * fork), init_exec.c (the job's process up to its exec).
+ * init_plan.c (the plan), init_status.c (the status channel), init_root.c (the root), init_steps.c
+ * (the other steps before the fork), init_exec.c (the job's process up to its exec).
  */
 #include "init.h"
 
