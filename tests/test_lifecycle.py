@@ -91,12 +91,14 @@ def test_stop_kills_a_job_that_ignores_sigterm(agent):
 
 
 def test_failed_setup_is_reported_as_setup_with_the_step(api, agent):
-    """An upload that needs a file to be a folder makes the sandbox set-up fail."""
+    """An upload that needs a file to be a folder makes the sandbox set-up fail: jnb-init's root
+    build names the step and the path, and nothing of the job (mount, cgroup, folder) is left."""
     b64 = base64.b64encode(b"x").decode()
     result = api.run(command=["true"], uploads=[{"path": "a", "content_b64": b64},
                                                 {"path": "a/b", "content_b64": b64}])
     assert (result.record["status"], result.record["reason"]) == ("FAILED", "setup"), result.explain()
-    assert "build root" in result.record["message"]
+    message = result.record["message"]
+    assert message.startswith("build root: ") and "work/a/b" in message, message
     _assert_clean(agent, result.id)
 
 
