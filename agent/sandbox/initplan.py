@@ -61,9 +61,7 @@ def plan(spec: SandboxSpec) -> bytes:
     parts = [_text(ROOT, spec.root_dir), _text(HOSTNAME, spec.hostname),
              _record(IDS, struct.pack("=II", spec.uid, spec.gid)),
              _record(CAPS, struct.pack("=QQ", _caps(identity.FORK_CAPS), _caps(identity.REAPER_CAPS)))]
-    parts += [_text(MASK_FILE, name) for name in mounts.PROC_MASKED_FILES]
-    parts += [_text(MASK_DIR, name) for name in mounts.PROC_MASKED_DIRS]
-    parts += [_text(READONLY_DIR, name) for name in mounts.PROC_READONLY]
+    parts.append(_PROC_MASKS)
     if spec.wait_for_go:
         parts.append(_record(WAIT_GO))
     parts += [_text(ARG, arg) for arg in spec.argv]
@@ -80,6 +78,12 @@ def plan(spec: SandboxSpec) -> bytes:
     if len(data) > MAX_PLAN:
         raise ValueError(f"a plan of {len(data)} bytes (at most {MAX_PLAN})")
     return data
+
+
+# the same for every job: made once, in the launcher before it forks its stages
+_PROC_MASKS = b"".join([_text(MASK_FILE, name) for name in mounts.PROC_MASKED_FILES]
+                       + [_text(MASK_DIR, name) for name in mounts.PROC_MASKED_DIRS]
+                       + [_text(READONLY_DIR, name) for name in mounts.PROC_READONLY])
 
 
 def sealed(data: bytes) -> int:

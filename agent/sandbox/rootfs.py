@@ -48,9 +48,7 @@ def _text(value: str) -> bytes:
 
 def records(spec: SandboxSpec) -> list[bytes]:
     """The root of `spec`, in the order the init builds it."""
-    out = [record(MKDIR, 0o755, ANY_OWNER, ANY_OWNER, name) for name in ("usr", "etc", "proc", "dev")]
-    out += [record(MKDIR, 0o755, spec.uid, spec.gid, "work"), record(MKDIR, 0o1777, ANY_OWNER, ANY_OWNER, "tmp")]
-    out += system_usr(spec.system)
+    out = [_SKELETON, record(MKDIR, 0o755, spec.uid, spec.gid, "work"), system_usr(spec.system)]
     out += [record(WRITE, 0o644, ANY_OWNER, ANY_OWNER, "etc/" + relative(name), content.encode())
             for name, content in spec.etc_files.items()]
     out += [bind(m) for m in spec.mounts]
@@ -60,17 +58,15 @@ def records(spec: SandboxSpec) -> list[bytes]:
         raise BadRoot(f"uploads of {uploaded} bytes do not fit the job's disk of {spec.disk_mb} MB")
     out += [record(WRITE, up.mode & 0o777, spec.uid, spec.gid, "work/" + relative(up.path), up.content)
             for up in spec.uploads]
-    out += [record(BIND_SELF, "work"), record(BIND_SELF, "tmp")]
-    return out + dev(spec.shm_mb, spec.devices)
+    return out + [_SELF_BINDS, dev(spec.shm_mb, spec.devices)]
 
 
-def system_usr(system: Mount | None) -> list[bytes]:
+def system_usr(system: Mount | None) -> bytes:
     """The job's /usr: a built base image's (merged /usr: /bin, /sbin, /lib and /lib64 are links
     into it), or with `system` None the host's /usr, and /bin, /lib... as the host has them."""
-    if system is not None:
-        return [bind(Mount(system.source, "/usr", True, system.beneath))] + [
-            record(SYMLINK, f"usr/{name}", name) for name in IMAGE_LINKS]
-    return [record(HOST, name) for name in HOST_SYSTEM] + [record(BIND, BIND_READONLY, "/usr", "", "usr")]
+    if system is None:
+        return _HOST_USR
+    return bind(Mount(system.source, "/usr", True, system.beneath)) + _IMAGE_LINKS
 
 
 def bind(m: Mount) -> bytes:
@@ -87,23 +83,20 @@ def bind(m: Mount) -> bytes:
     return record(BIND, flags, m.source, m.beneath or "", target(m.target))
 
 
-def dev(shm_mb: int, devices: list[str] | tuple[str, ...]) -> list[bytes]:
+def dev(shm_mb: int, devices: list[str] | tuple[str, ...]) -> bytes:
     """A tmpfs /dev (nodev itself) holding binds of a handful of harmless host nodes and of the
     `devices` the job was given (the GPUs Slurm allocated: character devices, the init checks),
     each under its own name; its own devpts and /dev/shm; then read-only."""
-    out = [record(FS, NOSUID | NODEV | NOEXEC, "tmpfs", "size=64k,mode=755", "dev")]
-    out += [record(NODE, f"/dev/{name}", f"dev/{name}") for name in mounts.DEV_NODES]
+    out = [_DEV_NODES]
     for source in devices:
         name = source.rpartition("/")[2]
         if name in mounts.DEV_NODES or name in mounts.DEV_LINKS or name in ("pts", "shm", "") \
                 or name.startswith("."):
             raise BadRoot(f"device {source}: its name {name!r} is taken in /dev")
         out.append(record(NODE, source, f"dev/{name}"))
-    out += [record(SYMLINK, link, f"dev/{name}") for name, link in mounts.DEV_LINKS.items()]
-    out.append(record(FS, NOSUID | NOEXEC, "devpts", "newinstance,ptmxmode=0666,mode=0620", "dev/pts"))
     inodes = max(1024, shm_mb * mounts.INODES_PER_MB)
-    out.append(record(FS, NOSUID | NODEV | NOEXEC, "tmpfs", f"size={shm_mb}m,nr_inodes={inodes},mode=1777", "dev/shm"))
-    return out + [record(REMOUNT, RDONLY | NOSUID | NODEV | NOEXEC, "dev")]
+    shm = record(FS, NOSUID | NODEV | NOEXEC, "tmpfs", f"size={shm_mb}m,nr_inodes={inodes},mode=1777", "dev/shm")
+    return b"".join(out + [_DEV_LINKS, shm, _DEV_READONLY])
 
 
 def relative(path: str) -> str:
@@ -120,3 +113,17 @@ def target(path: str) -> str:
     if not parts or any(p in (".", "..") for p in parts):
         raise BadRoot(f"path {path!r} in the job's root must not be empty or contain '.' or '..'")
     return "/".join(parts)
+
+
+# what every job's root has, made once at import (in the launcher, before it forks its stages): a
+# stage then reads a few shared objects rather than making forty records in its fresh copy
+_SKELETON = b"".join([record(MKDIR, 0o755, ANY_OWNER, ANY_OWNER, name) for name in ("usr", "etc", "proc", "dev")]
+                     + [record(MKDIR, 0o1777, ANY_OWNER, ANY_OWNER, "tmp")])
+_HOST_USR = b"".join([record(HOST, name) for name in HOST_SYSTEM] + [record(BIND, BIND_READONLY, "/usr", "", "usr")])
+_IMAGE_LINKS = b"".join(record(SYMLINK, f"usr/{name}", name) for name in IMAGE_LINKS)
+_SELF_BINDS = record(BIND_SELF, "work") + record(BIND_SELF, "tmp")
+_DEV_NODES = b"".join([record(FS, NOSUID | NODEV | NOEXEC, "tmpfs", "size=64k,mode=755", "dev")]
+                      + [record(NODE, f"/dev/{name}", f"dev/{name}") for name in mounts.DEV_NODES])
+_DEV_LINKS = b"".join([record(SYMLINK, link, f"dev/{name}") for name, link in mounts.DEV_LINKS.items()]
+                      + [record(FS, NOSUID | NOEXEC, "devpts", "newinstance,ptmxmode=0666,mode=0620", "dev/pts")])
+_DEV_READONLY = record(REMOUNT, RDONLY | NOSUID | NODEV | NOEXEC, "dev")
