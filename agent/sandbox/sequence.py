@@ -240,10 +240,11 @@ def prepare_root(stage: Stage, spec: SandboxSpec, mark: Callable[[str], None]) -
 
 # What jnb-init does, in this order (init.c; a failure is reported as `setup_error` naming the
 # step, "STEP: what: why"): read plan, keep only its descriptors, validate job context (PID 1),
-# prefer for oom kill, build root (init_root.c, in stage 1's namespace), private mount namespace, mount proc (and its masks), set hostname, pivot
-# root, root readonly, loopback up, wait for the agent, cgroup namespace, narrow capabilities
-# (identity.FORK_CAPS, not dumpable, no_new_privs), fork the job, reduce reaper
-# (identity.REAPER_CAPS), `running`, then it reaps and reports the job's `exit`.
+# prefer for oom kill, build root (init_root.c, in stage 1's namespace), private mount namespace,
+# mount proc (and its masks), set hostname, pivot root, root readonly, loopback up, wait for the
+# agent, cgroup namespace, narrow capabilities (identity.FORK_CAPS, not dumpable, no_new_privs),
+# fork the job, reduce reaper (identity.REAPER_CAPS), `running`, then it reaps and reports the
+# job's `exit`.
 # The job's process: setsid, chdir /work, default signals and an empty mask, RLIMIT_CORE 0, the
 # bounding set dropped, no groups, gid, uid, no capability, no_new_privs, 0-2 and the status on 3
 # close-on-exec, Landlock, seccomp last, exec along the job's PATH. A failure there is the job's
