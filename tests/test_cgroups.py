@@ -170,6 +170,40 @@ def test_v1_remove_kills_what_is_left(v1: cgroups.CgroupDriver, procs: list) -> 
 
 
 @needs_v1
+def test_v1_two_removers_of_one_cgroup_both_succeed(v1: cgroups.CgroupDriver, procs: list) -> None:
+    """A dead stage's cgroup can be removed by the launcher's watch (stagewatch.py) while an agent's
+    start-up sweep or stop removes it too: the one that finds a file or directory gone from under
+    it (freezer.state, cgroup.procs: ENOENT, ENODEV) must not fail, as the agent's start would."""
+    failures = []
+    for i in range(30):
+        job = v1.create(f"stage-{i:02x}", CgroupLimits())
+        for _ in range(3):
+            job.join(_waiting(["sleep", "30"], procs).pid)
+        go_r, go_w = os.pipe()
+        other = os.fork()
+        if other == 0:
+            os.read(go_r, 1)
+            try:
+                v1.open(job.name).remove()
+            except BaseException:  # noqa: BLE001 - reported through the exit code
+                os._exit(1)
+            os._exit(0)
+        os.close(go_r)
+        os.write(go_w, b"x")
+        os.close(go_w)
+        try:
+            v1.open(job.name).remove()
+        except CgroupError as exc:
+            failures.append(f"this remover: {exc}")
+        except OSError as exc:
+            failures.append(f"this remover: {exc!r}")
+        if os.waitstatus_to_exitcode(os.waitpid(other, 0)[1]) != 0:
+            failures.append("the other remover failed")
+    assert failures == []
+    assert v1.leftovers() == []
+
+
+@needs_v1
 def test_v1_rename_keeps_processes_and_limits_apply_after(v1: cgroups.CgroupDriver, procs: list) -> None:
     """A sandbox stage joins a cgroup of its own before its job exists, then renames it after the
     job and writes the job's limits: the process stays in it, under the new name."""

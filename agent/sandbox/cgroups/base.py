@@ -23,6 +23,7 @@ from .files import CgroupError
 
 CPU_PERIOD_US = 100_000
 _PARENT = re.compile(r"^jnb-[A-Za-z0-9_.-]{1,123}$")
+_GONE = (errno.ENOENT, errno.ENODEV)  # a cgroup file read, or a directory removed, as its cgroup goes
 _SETTLE_S = 2.0  # how long remove() keeps retrying rmdir while killed processes finish exiting
 
 
@@ -112,21 +113,39 @@ class JobCgroup(ABC):
             try:
                 with open(path) as f:
                     found.update(int(x) for x in f.read().split())
-            except FileNotFoundError:
-                continue
+            except OSError as e:
+                if e.errno not in _GONE:  # removed, or being removed, by another meanwhile
+                    raise
         return sorted(found)
 
     def kill(self) -> None:
-        """SIGKILL everything; frozen first so nothing forks a survivor between listing and kill."""
-        if not any(os.path.isdir(d) for d in self.dirs) or self._kill_native():
+        """SIGKILL everything; frozen first so nothing forks a survivor between listing and kill.
+        Another may remove the cgroup meanwhile (the launcher's watch, stagewatch.py, and an
+        agent's sweep or stop can both come for a dead stage's): a directory of it gone from under
+        a step means its processes were killed already, and is not an error."""
+        if not any(os.path.isdir(d) for d in self.dirs):
             return
-        frozen = self._freeze(True)
+        try:
+            if self._kill_native():
+                return
+            frozen = self._freeze(True)
+        except CgroupError:
+            if not self._removed_meanwhile():
+                raise
+            frozen = False  # its freezer went with it: kill what is still listed, unfrozen
         try:
             for pid in self.pids():
                 self._kill_member(pid)
         finally:
             if frozen:
-                self._freeze(False)  # SIGKILL is acted on only once thawed
+                try:
+                    self._freeze(False)  # SIGKILL is acted on only once thawed
+                except CgroupError:
+                    if not self._removed_meanwhile():
+                        raise
+
+    def _removed_meanwhile(self) -> bool:
+        return not all(os.path.isdir(d) for d in self.dirs)
 
     def _kill_member(self, pid: int) -> None:
         """SIGKILL `pid` through a pidfd, and only while it is in this cgroup: a PID read from
@@ -165,9 +184,9 @@ class JobCgroup(ABC):
                     try:
                         files.rmdir(d)
                         break
-                    except FileNotFoundError:
-                        break
                     except OSError as e:
+                        if e.errno in _GONE:
+                            break
                         if e.errno != errno.EBUSY or time.monotonic() > deadline:
                             raise CgroupError(f"cannot remove {d}: {e.strerror}") from e
                         self.kill()  # dying processes still hold it; also catches late joiners
